@@ -1,0 +1,37 @@
+"""The result-cache key (DESIGN §10): pure, testable without a bus."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from dcodex.shared.contract import EffectiveLimits
+
+
+def cache_key(
+    language_id: str,
+    language_version: str,
+    code: str,
+    stdin: str,
+    args: list[str],
+    limits: EffectiveLimits,
+) -> str:
+    """SHA-256 over a canonical encoding of everything that decides a result.
+
+    Callers pass the canonical language id (not an alias) and the effective limits
+    (defaults filled in), so requests that mean the same run share one key.
+    """
+    canonical = json.dumps(
+        {
+            "language": language_id,
+            "version": language_version,
+            "code": code,
+            "stdin": stdin,
+            "args": args,
+            "limits": limits.model_dump(mode="json"),
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()

@@ -1,0 +1,201 @@
+"""The cache: the front door (`dcodex.execute`), read-through over the KV bucket.
+
+A hit never reaches a runner. A miss is forwarded to `dcodex.run`; identical requests
+that arrive while it runs wait for that one result (coalescing). Effective limits and
+toolchain versions, which the key depends on, come from the runners' `dcodex.languages`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+
+import nats.js.errors
+import structlog
+from nats.aio.client import Client as NATS
+from nats.js.kv import KeyValue
+from prometheus_client import CollectorRegistry, Counter
+from pydantic import BaseModel
+
+from dcodex.services.cache.keys import cache_key
+from dcodex.services.cache.results import RESULTS_BUCKET, open_results_bucket, pack, unpack
+from dcodex.shared import bus
+from dcodex.shared.codec import MSGPACK
+from dcodex.shared.config import Settings, check_sizes
+from dcodex.shared.contract import (
+    UNCACHEABLE_STATUSES,
+    CacheStats,
+    ExecuteRequest,
+    ExecutionResult,
+    LanguageInfo,
+    LanguagesReply,
+    PurgeReply,
+    PurgeRequest,
+)
+from dcodex.shared.errors import NOT_FOUND, DcodexError
+from dcodex.shared.service import Service, version
+
+NAME = "dcodex-cache"
+LANGUAGES_TTL_S = 30.0
+
+log = structlog.get_logger("dcodex.cache")
+
+
+class Cache:
+    def __init__(self, settings: Settings, nc: NATS, results: KeyValue) -> None:
+        self.settings = settings
+        self.nc = nc
+        self.results = results
+        self._languages: LanguagesReply | None = None
+        self._languages_at = 0.0
+        self._in_flight: dict[str, asyncio.Future[ExecutionResult]] = {}
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.metrics = CollectorRegistry()
+        self.lookups = Counter(
+            "dcodex_cache_lookups_total",
+            "Result cache lookups by outcome (hit, miss, coalesced, bypass)",
+            ["outcome"],
+            registry=self.metrics,
+        )
+
+    def endpoints(self) -> list[bus.Endpoint]:
+        subject = self.settings.subject
+        return [
+            bus.Endpoint("execute", subject("execute"), self.execute),
+            bus.Endpoint("stats", subject("cache.stats"), self.stats),
+            bus.Endpoint("purge", subject("cache.purge"), self.purge),
+        ]
+
+    async def execute(self, call: bus.Call) -> BaseModel:
+        request = ExecuteRequest.model_validate(call.payload)
+        check_sizes(request.code, request.stdin, self.settings)
+        info = await self._runner_info(call.request_id)
+        language = _find_language(info, request.language)
+        limits = info.limits.defaults.apply(request.limits, info.limits.ceilings)
+        request = request.model_copy(
+            update={"execution_id": request.execution_id or bus.new_id(), "language": language.id}
+        )
+        if not request.cache or request.interactive:
+            self._count("bypass")
+            return await self._run(request, call.request_id)
+        key = cache_key(
+            language.id, language.version, request.code, request.stdin, request.args, limits
+        )
+        with structlog.contextvars.bound_contextvars(execution_id=request.execution_id):
+            return await self._cached(key, request, call.request_id)
+
+    async def _cached(self, key: str, request: ExecuteRequest, request_id: str) -> ExecutionResult:
+        assert request.execution_id is not None
+        stored = await self._get(key)
+        if stored is not None:
+            self._count("hit")
+            return unpack(stored, request.execution_id)
+        running = self._in_flight.get(key)
+        if running is not None:
+            self._count("coalesced")
+            result = await asyncio.shield(running)
+            return result.model_copy(
+                update={"execution_id": request.execution_id, "cache_hit": True}
+            )
+        self._count("miss")
+        future: asyncio.Future[ExecutionResult] = asyncio.get_running_loop().create_future()
+        self._in_flight[key] = future
+        try:
+            result = await self._run(request, request_id)
+            await self._put(key, result)
+            future.set_result(result)
+            return result
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # followers re-raise it; mark it retrieved here
+            raise
+        finally:
+            del self._in_flight[key]
+
+    def _count(self, outcome: str) -> None:
+        self.counts[outcome] += 1
+        self.lookups.labels(outcome).inc()
+
+    async def _run(self, request: ExecuteRequest, request_id: str) -> ExecutionResult:
+        reply = await bus.request(
+            self.nc,
+            self.settings.subject("run"),
+            request,
+            request_id=request_id,
+            timeout=self.settings.request_timeout_seconds,
+            encoding=MSGPACK,
+        )
+        return ExecutionResult.model_validate(reply)
+
+    async def _get(self, key: str) -> bytes | None:
+        try:
+            entry = await self.results.get(key)
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        return entry.value
+
+    async def _put(self, key: str, result: ExecutionResult) -> None:
+        if result.status in UNCACHEABLE_STATUSES:
+            return
+        await self.results.put(key, pack(result))
+
+    async def _runner_info(self, request_id: str) -> LanguagesReply:
+        """Languages, versions and limits as the runners report them (briefly cached)."""
+        now = time.monotonic()
+        if self._languages is None or now - self._languages_at > LANGUAGES_TTL_S:
+            reply = await bus.request(
+                self.nc,
+                self.settings.subject("languages"),
+                {},
+                request_id=request_id,
+                timeout=5.0,
+                encoding=MSGPACK,
+            )
+            self._languages = LanguagesReply.model_validate(reply)
+            self._languages_at = now
+        return self._languages
+
+    async def stats(self, call: bus.Call) -> BaseModel:
+        status = await self.results.status()
+        return CacheStats(
+            entries=status.values,
+            bytes=status.stream_info.state.bytes,
+            hits=self.counts["hit"],
+            misses=self.counts["miss"],
+            coalesced=self.counts["coalesced"],
+        )
+
+    async def purge(self, call: bus.Call) -> BaseModel:
+        request = PurgeRequest.model_validate(call.payload)
+        if request.key is not None:
+            await self.results.purge(request.key)
+            return PurgeReply(purged=1)
+        entries = (await self.results.status()).values
+        await self.nc.jetstream().purge_stream(f"KV_{RESULTS_BUCKET}")
+        return PurgeReply(purged=entries)
+
+
+def _find_language(info: LanguagesReply, name: str) -> LanguageInfo:
+    for language in info.languages:
+        if name == language.id or name in language.aliases:
+            return language
+    known = ", ".join(sorted(n for lang in info.languages for n in (lang.id, *lang.aliases)))
+    raise DcodexError(NOT_FOUND, f"unknown language {name!r}; known: {known}", "language")
+
+
+async def start(settings: Settings) -> Service:
+    nc = await bus.connect(settings.nats_url, name=NAME)
+    results = await open_results_bucket(
+        nc.jetstream(), settings.cache_ttl_seconds, settings.cache_max_bytes
+    )
+    cache = Cache(settings, nc, results)
+    micro = await bus.start_micro_service(
+        nc,
+        name=NAME,
+        version=version(),
+        description="Read-through result cache in front of the runners",
+        endpoints=cache.endpoints(),
+        metadata={"bucket": RESULTS_BUCKET, "ttl_seconds": f"{settings.cache_ttl_seconds:g}"},
+    )
+    return Service(NAME, nc, micro, cache.metrics)

@@ -1,0 +1,143 @@
+"""The compiler's NATS endpoint: `dcodex.compile`.
+
+Looks the compile digest up in the artifact Object Store first; compiles only on a
+miss, and identical compiles under way at once share one compiler run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import nats.js.errors
+import structlog
+from nats.aio.client import Client as NATS
+from nats.js.object_store import ObjectStore
+from prometheus_client import CollectorRegistry, Counter
+from pydantic import BaseModel
+
+from dcodex.services.compiler.compile import compile_source
+from dcodex.shared import bus
+from dcodex.shared.artifacts import ARTIFACT_BUCKET, compile_digest, open_artifact_store
+from dcodex.shared.config import Settings, check_sizes
+from dcodex.shared.contract import ArtifactRef, CompileRequest, CompileResult
+from dcodex.shared.errors import BAD_REQUEST, TOO_LARGE, DcodexError
+from dcodex.shared.languages import Language, Registry
+from dcodex.shared.service import Service, version
+from dcodex.shared.slots import SlotPool
+
+NAME = "dcodex-compiler"
+# Compiler slots use uids above the runner's, so the two never share a process count.
+UID_OFFSET = 1000
+
+log = structlog.get_logger("dcodex.compiler")
+
+
+class Compiler:
+    def __init__(self, settings: Settings, registry: Registry, artifacts: ObjectStore) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.artifacts = artifacts
+        self.slots = SlotPool(os.cpu_count() or 2, settings.sandbox_uid_base + UID_OFFSET)
+        self._in_flight: dict[str, asyncio.Future[CompileResult]] = {}
+        self.metrics = CollectorRegistry()
+        self.compiles = Counter(
+            "dcodex_compiles_total",
+            "Compile requests by language and outcome (ok, compile_error, cached)",
+            ["language", "outcome"],
+            registry=self.metrics,
+        )
+
+    def endpoints(self) -> list[bus.Endpoint]:
+        return [bus.Endpoint("compile", self.settings.subject("compile"), self.compile)]
+
+    async def compile(self, call: bus.Call) -> BaseModel:
+        request = CompileRequest.model_validate(call.payload)
+        check_sizes(request.code, "", self.settings)
+        language = self.registry.resolve(request.language)
+        if not language.compiled:
+            raise DcodexError(
+                BAD_REQUEST,
+                f"{language.id} is interpreted; there is nothing to compile",
+                "language",
+            )
+        digest = compile_digest(language, request.code)
+        with structlog.contextvars.bound_contextvars(language=language.id, digest=digest[:16]):
+            result = await self._shared(digest, language, request.code)
+            outcome = "cached" if result.cached else result.status
+            self.compiles.labels(language.id, outcome).inc()
+            log.info("compiled", outcome=outcome, compile_time_ms=result.compile_time_ms)
+            return result
+
+    async def _shared(self, digest: str, language: Language, code: str) -> CompileResult:
+        running = self._in_flight.get(digest)
+        if running is not None:
+            return (await asyncio.shield(running)).model_copy(update={"cached": True})
+        future: asyncio.Future[CompileResult] = asyncio.get_running_loop().create_future()
+        self._in_flight[digest] = future
+        try:
+            result = await self._lookup_or_compile(digest, language, code)
+            future.set_result(result)
+            return result
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # followers re-raise it; mark it retrieved here
+            raise
+        finally:
+            del self._in_flight[digest]
+
+    async def _lookup_or_compile(self, digest: str, language: Language, code: str) -> CompileResult:
+        found = await self._stored(digest)
+        if found is not None:
+            return CompileResult(
+                status="ok",
+                language=language.id,
+                language_version=language.version,
+                digest=digest,
+                artifact=found,
+                cached=True,
+            )
+        async with self.slots.acquire() as slot:
+            compilation = await compile_source(language, code, self.settings, slot)
+        result = CompileResult(
+            status="ok" if compilation.ok else "compile_error",
+            language=language.id,
+            language_version=language.version,
+            digest=digest,
+            compile_output=compilation.output,
+            compile_time_ms=round(compilation.time_ms, 3),
+        )
+        if compilation.binary is None:
+            return result
+        if len(compilation.binary) > self.settings.max_artifact_bytes:
+            raise DcodexError(
+                TOO_LARGE, f"the program is larger than {self.settings.max_artifact_bytes} bytes"
+            )
+        await self.artifacts.put(digest, compilation.binary)
+        artifact = ArtifactRef(bucket=ARTIFACT_BUCKET, name=digest, size=len(compilation.binary))
+        return result.model_copy(update={"artifact": artifact})
+
+    async def _stored(self, digest: str) -> ArtifactRef | None:
+        try:
+            info = await self.artifacts.get_info(digest)
+        except nats.js.errors.NotFoundError:
+            return None
+        return ArtifactRef(bucket=ARTIFACT_BUCKET, name=digest, size=info.size or 0)
+
+
+async def start(settings: Settings) -> Service:
+    nc: NATS = await bus.connect(settings.nats_url, name=NAME)
+    registry = await Registry.load().probe()
+    artifacts = await open_artifact_store(nc.jetstream(), max_bytes=None)
+    compiler = Compiler(settings, registry, artifacts)
+    micro = await bus.start_micro_service(
+        nc,
+        name=NAME,
+        version=version(),
+        description="Compiles programs into artifacts in the Object Store",
+        endpoints=compiler.endpoints(),
+        metadata={
+            "toolchains": ",".join(f"{lang.id}={lang.version}" for lang in registry.languages),
+        },
+    )
+    return Service(NAME, nc, micro, compiler.metrics)

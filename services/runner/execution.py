@@ -1,0 +1,89 @@
+"""Run one program in a sandbox and describe the outcome as an `ExecutionResult`.
+
+Pure core: no NATS. The service hands in the language, the source or the compiled
+binary, and the effective limits; this module writes the workspace, runs, and judges.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dcodex.services.runner.verdict import decide_status
+from dcodex.shared.contract import EffectiveLimits, ExecutionResult
+from dcodex.shared.languages import Language
+from dcodex.shared.sandbox import OutputCallback, SandboxLimits, SandboxResult, run_sandboxed
+from dcodex.shared.slots import Slot
+from dcodex.shared.workspace import workspace, write_file
+
+
+@dataclass(frozen=True)
+class Program:
+    """What to run: a language and either its source (interpreted) or its binary."""
+
+    language: Language
+    language_version: str
+    source: str
+    binary: bytes | None = None
+
+
+def sandbox_limits(limits: EffectiveLimits) -> SandboxLimits:
+    return SandboxLimits(
+        cpu_time_s=limits.cpu_time_s,
+        wall_time_s=limits.wall_time_s,
+        memory_bytes=limits.memory_bytes,
+        output_bytes=limits.output_bytes,
+        processes=limits.processes,
+        file_size_bytes=limits.file_size_bytes,
+    )
+
+
+async def execute(
+    program: Program,
+    *,
+    execution_id: str,
+    stdin: str,
+    args: list[str],
+    limits: EffectiveLimits,
+    slot: Slot,
+    on_output: OutputCallback | None = None,
+) -> ExecutionResult:
+    language = program.language
+    with workspace(slot, prefix="dcodex-run-") as cwd:
+        if program.binary is not None and language.binary:
+            write_file(cwd, language.binary, program.binary, slot, mode=0o500)
+        else:
+            write_file(cwd, language.source, program.source.encode(), slot, mode=0o400)
+        outcome = await run_sandboxed(
+            [*language.run, *args],
+            cwd=cwd,
+            limits=sandbox_limits(limits),
+            stdin=stdin.encode(),
+            uid=slot.uid,
+            gid=slot.gid,
+            on_output=on_output,
+        )
+    return to_result(outcome, limits, execution_id, language.id, program.language_version)
+
+
+def to_result(
+    outcome: SandboxResult,
+    limits: EffectiveLimits,
+    execution_id: str,
+    language_id: str,
+    language_version: str,
+) -> ExecutionResult:
+    return ExecutionResult(
+        execution_id=execution_id,
+        status=decide_status(outcome, sandbox_limits(limits)),
+        exit_code=outcome.exit_code,
+        signal=outcome.signal,
+        stdout=outcome.stdout.decode("utf-8", errors="replace"),
+        stderr=outcome.stderr.decode("utf-8", errors="replace"),
+        output_truncated=outcome.output_truncated,
+        wall_clock_timeout=outcome.wall_clock_timeout,
+        cpu_time_ms=round(outcome.cpu_time_ms, 3),
+        wall_time_ms=round(outcome.wall_time_ms, 3),
+        peak_memory_bytes=outcome.peak_memory_bytes,
+        language=language_id,
+        language_version=language_version,
+    )

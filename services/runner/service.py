@@ -1,0 +1,239 @@
+"""The runner's NATS endpoints: `dcodex.run` and `dcodex.languages`.
+
+A thin adapter: validate the request with the contract, get a compiled artifact from
+the compiler when the language needs one, run the program in a sandbox slot, reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import structlog
+from nats.aio.client import Client as NATS
+from nats.js.object_store import ObjectStore
+from pydantic import BaseModel
+
+from dcodex.services.runner.artifact_cache import ArtifactCache
+from dcodex.services.runner.execution import Program, execute
+from dcodex.services.runner.metrics import RunnerMetrics
+from dcodex.shared import bus
+from dcodex.shared.artifacts import open_artifact_store
+from dcodex.shared.codec import JSON, MSGPACK, Encoding, encode
+from dcodex.shared.config import Settings, check_sizes
+from dcodex.shared.contract import (
+    CompileRequest,
+    CompileResult,
+    EffectiveLimits,
+    ExecuteRequest,
+    ExecutionResult,
+    LanguageInfo,
+    LanguagesReply,
+    LimitsInfo,
+    OutputEvent,
+    ResultEvent,
+)
+from dcodex.shared.errors import BAD_REQUEST, INTERNAL, DcodexError
+from dcodex.shared.languages import Language, Registry
+from dcodex.shared.service import Service, version
+from dcodex.shared.slots import SlotPool
+
+NAME = "dcodex-runner"
+ISOLATION_LAYERS = ["rlimits", "uid"] if os.geteuid() == 0 else ["rlimits"]
+
+log = structlog.get_logger("dcodex.runner")
+
+
+class Runner:
+    def __init__(
+        self, settings: Settings, nc: NATS, registry: Registry, artifacts: ObjectStore
+    ) -> None:
+        self.settings = settings
+        self.nc = nc
+        self.registry = registry
+        self.artifacts = artifacts
+        self.local_artifacts = ArtifactCache(max_bytes=256 * 1024 * 1024)
+        self.slots = SlotPool(settings.max_concurrent_sandboxes, settings.sandbox_uid_base)
+        self.metrics = RunnerMetrics(settings)
+
+    def endpoints(self) -> list[bus.Endpoint]:
+        return [
+            bus.Endpoint("run", self.settings.subject("run"), self.run),
+            bus.Endpoint("languages", self.settings.subject("languages"), self.languages),
+        ]
+
+    async def languages(self, call: bus.Call) -> BaseModel:
+        return LanguagesReply(
+            languages=[
+                LanguageInfo(
+                    id=lang.id,
+                    aliases=list(lang.aliases),
+                    version=lang.version,
+                    compiled=lang.compiled,
+                    extensions=list(lang.extensions),
+                )
+                for lang in self.registry.languages
+            ],
+            limits=LimitsInfo(
+                defaults=self.settings.default_limits(), ceilings=self.settings.ceiling_limits()
+            ),
+            isolation=ISOLATION_LAYERS,
+            max_code_bytes=self.settings.max_code_bytes,
+            max_stdin_bytes=self.settings.max_stdin_bytes,
+        )
+
+    async def run(self, call: bus.Call) -> BaseModel:
+        request = ExecuteRequest.model_validate(call.payload)
+        check_sizes(request.code, request.stdin, self.settings)
+        language = self.registry.resolve(request.language)
+        limits = self.settings.default_limits().apply(
+            request.limits, self.settings.ceiling_limits()
+        )
+        if request.interactive:
+            raise DcodexError(BAD_REQUEST, "interactive runs are not available yet", "interactive")
+        execution_id = request.execution_id or bus.new_id()
+        with structlog.contextvars.bound_contextvars(
+            execution_id=execution_id, language=language.id
+        ):
+            events = EventPublisher(
+                self.nc, self.settings, execution_id, call.encoding, request.stream
+            )
+            try:
+                result = await self._compile_and_run(
+                    request, language, limits, execution_id, call, events
+                )
+            except DcodexError:
+                raise
+            except Exception as exc:
+                # The request was fine; the machinery failed. Say so in a result
+                # (never cached) rather than an error reply.
+                log.exception("execution_failed")
+                result = ExecutionResult(
+                    execution_id=execution_id,
+                    status="internal_error",
+                    stderr=f"[dcodex] internal error: {type(exc).__name__}: {exc}\n",
+                    language=language.id,
+                    language_version=language.version,
+                )
+            await events.result(result)
+            self.metrics.observe(result)
+            log.info("executed", status=result.status, wall_time_ms=result.wall_time_ms)
+            return result
+
+    async def _compile_and_run(
+        self,
+        request: ExecuteRequest,
+        language: Language,
+        limits: EffectiveLimits,
+        execution_id: str,
+        call: bus.Call,
+        events: EventPublisher,
+    ) -> ExecutionResult:
+        program = Program(language, language.version, request.code)
+        compiled: CompileResult | None = None
+        if language.compiled:
+            compiled = await self._compile(language, request.code, call.request_id)
+            events.publish("compile", compiled.compile_output)
+            if compiled.status == "compile_error":
+                return ExecutionResult(
+                    execution_id=execution_id,
+                    status="compile_error",
+                    compile_output=compiled.compile_output,
+                    compile_time_ms=compiled.compile_time_ms,
+                    language=language.id,
+                    language_version=compiled.language_version,
+                )
+            binary = await self._artifact(compiled)
+            program = Program(language, compiled.language_version, request.code, binary)
+        async with self.slots.acquire() as slot:
+            events.publish("started")
+            result = await execute(
+                program,
+                execution_id=execution_id,
+                stdin=request.stdin,
+                args=request.args,
+                limits=limits,
+                slot=slot,
+                on_output=events.output if request.stream else None,
+            )
+        if compiled is None:
+            return result
+        return result.model_copy(
+            update={
+                "compile_output": compiled.compile_output,
+                "compile_time_ms": compiled.compile_time_ms,
+            }
+        )
+
+    async def _compile(self, language: Language, code: str, request_id: str) -> CompileResult:
+        reply = await bus.request(
+            self.nc,
+            self.settings.subject("compile"),
+            CompileRequest(language=language.id, code=code),
+            request_id=request_id,
+            timeout=self.settings.request_timeout_seconds,
+            encoding=MSGPACK,
+        )
+        return CompileResult.model_validate(reply)
+
+    async def _artifact(self, compiled: CompileResult) -> bytes:
+        if compiled.artifact is None:
+            raise DcodexError(INTERNAL, "the compiler reported success but no artifact")
+        data = self.local_artifacts.get(compiled.digest)
+        if data is None:
+            data = (await self.artifacts.get(compiled.artifact.name)).data or b""
+            self.local_artifacts.put(compiled.digest, data)
+        return data
+
+
+class EventPublisher:
+    """Publishes the live events of one execution, numbered from 0 (DESIGN §9)."""
+
+    def __init__(
+        self, nc: NATS, settings: Settings, execution_id: str, encoding: Encoding, enabled: bool
+    ) -> None:
+        self.nc = nc
+        self.subject = settings.subject(f"output.{execution_id}")
+        self.encoding = encoding if encoding in (JSON, MSGPACK) else JSON
+        self.enabled = enabled
+        self.seq = 0
+        self._pending: list[asyncio.Task[None]] = []
+
+    def publish(self, kind: str, data: str = "") -> None:
+        if self.enabled:
+            self._send(OutputEvent.model_validate({"seq": self.seq, "type": kind, "data": data}))
+
+    def output(self, stream: str, chunk: bytes) -> None:
+        self.publish(stream, chunk.decode("utf-8", errors="replace"))
+
+    async def result(self, result: ExecutionResult) -> None:
+        if self.enabled:
+            self._send(ResultEvent(seq=self.seq, result=result))
+            await asyncio.gather(*self._pending)
+            await self.nc.flush()
+
+    def _send(self, event: BaseModel) -> None:
+        self.seq += 1
+        # Publishing is buffered by nats-py; the task keeps events in order of seq.
+        payload = encode(event, self.encoding)
+        self._pending.append(asyncio.ensure_future(self.nc.publish(self.subject, payload)))
+
+
+async def start(settings: Settings) -> Service:
+    nc = await bus.connect(settings.nats_url, name=NAME)
+    registry = await Registry.load().probe()
+    artifacts = await open_artifact_store(nc.jetstream())
+    runner = Runner(settings, nc, registry, artifacts)
+    micro = await bus.start_micro_service(
+        nc,
+        name=NAME,
+        version=version(),
+        description="Runs programs in sandboxes",
+        endpoints=runner.endpoints(),
+        metadata={
+            "isolation": ",".join(ISOLATION_LAYERS),
+            "max_concurrent_sandboxes": str(settings.max_concurrent_sandboxes),
+            "languages": ",".join(lang.id for lang in registry.languages),
+        },
+    )
+    return Service(NAME, nc, micro, runner.metrics.registry)

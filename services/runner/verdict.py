@@ -1,0 +1,68 @@
+"""Turn how a sandboxed run ended into the status a client sees.
+
+When several limits fire, the first one that fired wins: the output cap and the CPU
+limit stop the program the moment they are hit, the wall clock only after the fact,
+and a memory failure is only an inference from how the program died.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Literal
+
+from dcodex.shared.sandbox import SandboxLimits, SandboxResult
+
+Status = Literal[
+    "ok",
+    "runtime_error",
+    "signaled",
+    "compile_error",
+    "cpu_time_limit",
+    "wall_time_limit",
+    "memory_limit",
+    "output_limit",
+    "internal_error",
+]
+
+# What common runtimes print when an allocation fails (Python, C++, glibc's perror, Go/JS).
+MEMORY_FAILURE_MARKERS: tuple[bytes, ...] = (
+    b"MemoryError",
+    b"std::bad_alloc",
+    b"Cannot allocate memory",
+    b"out of memory",
+)
+
+# A program that failed after using this share of its memory limit is taken to have hit it.
+_NEAR_MEMORY_LIMIT = 0.9
+
+
+def decide_status(result: SandboxResult, limits: SandboxLimits) -> Status:
+    """The status of a run; "compile_error" and "internal_error" are decided elsewhere."""
+    if result.killed_for == "output":
+        return "output_limit"
+    if _hit_cpu_limit(result, limits):
+        return "cpu_time_limit"
+    if result.killed_for == "wall_time":
+        return "wall_time_limit"
+    failed = result.signal is not None or result.exit_code != 0
+    if failed and _looks_out_of_memory(result, limits):
+        return "memory_limit"
+    if result.signal is not None:
+        return "signaled"
+    if result.exit_code != 0:
+        return "runtime_error"
+    return "ok"
+
+
+def _hit_cpu_limit(result: SandboxResult, limits: SandboxLimits) -> bool:
+    # SIGXCPU comes at the soft limit; a program that catches it gets SIGKILL at the
+    # hard limit, which only its CPU time tells apart from any other SIGKILL.
+    return result.signal == signal.SIGXCPU or result.cpu_time_ms > limits.cpu_time_s * 1000
+
+
+def _looks_out_of_memory(result: SandboxResult, limits: SandboxLimits) -> bool:
+    # With only an address-space rlimit the kernel does not report a failed allocation:
+    # the program just gets NULL/ENOMEM and dies its own way. So this is an inference,
+    # from its peak memory or from what its runtime printed.
+    near_limit = result.peak_memory_bytes >= _NEAR_MEMORY_LIMIT * limits.memory_bytes
+    return near_limit or any(marker in result.stderr for marker in MEMORY_FAILURE_MARKERS)

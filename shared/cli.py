@@ -1,0 +1,139 @@
+"""The `dcodex` command: `up`, `service`, `bus` and `schemas`.
+
+Every field of `Settings` is a flag of `up` and `service` and a `DCODEX_*` variable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import types
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from click.core import ParameterSource
+from pydantic.fields import FieldInfo
+
+from dcodex.shared.config import Settings, env_var, flag
+from dcodex.shared.logging import configure_logging
+from dcodex.shared.metrics import DEFAULT_PORTS
+from dcodex.shared.service import Service, version
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _click_type(field: FieldInfo) -> Any:
+    annotation = field.annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        annotation = next(arg for arg in typing.get_args(annotation) if arg is not type(None))
+    if typing.get_origin(annotation) is typing.Literal:
+        return click.Choice([str(choice) for choice in typing.get_args(annotation)])
+    return annotation
+
+
+def settings_options(command: F) -> F:
+    """Add one option per `Settings` field, with its `DCODEX_*` variable."""
+    for name, field in reversed(Settings.model_fields.items()):
+        default = field.default
+        command = click.option(
+            flag(name),
+            name,
+            type=_click_type(field),
+            default=default,
+            envvar=env_var(name),
+            show_default=default is not None,
+            help=f"{field.description} [env {env_var(name)}]",
+        )(command)
+    return command
+
+
+def settings_from(values: dict[str, Any]) -> Settings:
+    return Settings(**{name: values[name] for name in Settings.model_fields if name in values})
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(version(), prog_name="dcodex")
+def main() -> None:
+    """DCodeX: run untrusted C, C++ and Python under hard limits, over NATS."""
+
+
+@main.command(context_settings={"ignore_unknown_options": False})
+@settings_options
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="JetStream store of the embedded nats-server (default: a temp dir)",
+)
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def up(data_dir: Path | None, command: tuple[str, ...], **values: Any) -> None:
+    """The whole system on this machine: an embedded nats-server and all three services.
+
+    With a COMMAND (after `--`), run it once the stack is ready, with DCODEX_NATS_URL set,
+    stop the stack when it ends and exit with its exit code:
+    `dcodex up -- dcodex bus run -d examples`.
+    """
+    from dcodex.shared.stack import up as run_up
+
+    settings = settings_from(values)
+    configure_logging(settings.log_level, settings.log_format)
+    source = click.get_current_context().get_parameter_source("nats_url")
+    embedded = source in (None, ParameterSource.DEFAULT)
+    base = 9101 if settings.metrics_port is None else settings.metrics_port
+    ports = {
+        name: (base + offset if base else 0)
+        for offset, name in enumerate(("cache", "runner", "compiler"))
+    }
+    code = asyncio.run(
+        run_up(
+            settings,
+            embedded=embedded,
+            data_dir=data_dir,
+            metrics_ports=ports,
+            command=command,
+            on_ready=lambda s, services: _print_ready(s, services, ports),
+        )
+    )
+    sys.exit(code)
+
+
+def _print_ready(settings: Settings, services: list[Service], ports: dict[str, int]) -> None:
+    lines = [f"DCodeX is up: NATS at {settings.nats_url}"]
+    for service in services:
+        short = service.name.removeprefix("dcodex-")
+        port = ports.get(short, 0)
+        lines.append(f"  {service.name:<16} metrics {f':{port}/metrics' if port else 'off'}")
+    lines.append("Stop with Ctrl-C.")
+    click.echo("\n".join(lines), err=True)
+
+
+@main.command()
+@click.argument("name", type=click.Choice(["cache", "runner", "compiler"]))
+@settings_options
+def service(name: str, **values: Any) -> None:
+    """Run one service (the container entrypoint) until SIGINT or SIGTERM."""
+    from dcodex.shared.stack import serve
+
+    settings = settings_from(values)
+    configure_logging(settings.log_level, settings.log_format)
+    port = settings.metrics_port
+    ports = {name: DEFAULT_PORTS[f"dcodex-{name}"] if port is None else port}
+    asyncio.run(serve(settings, [name], ports))
+
+
+def _register_subcommands() -> None:
+    from dcodex.shared.bus_cli import bus
+    from dcodex.shared.schemas import schemas
+
+    main.add_command(bus)
+    main.add_command(schemas)
+
+
+_register_subcommands()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""Service settings: flags, then `DCODEX_*` environment variables, then these defaults.
+
+`Settings` is the single list of knobs. The CLI turns every field into a flag
+(`--max-concurrent-sandboxes`) and an environment variable
+(`DCODEX_MAX_CONCURRENT_SANDBOXES`), so the two can never drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from dcodex.shared.contract import EffectiveLimits
+from dcodex.shared.errors import TOO_LARGE, DcodexError
+
+ENV_PREFIX = "DCODEX_"
+GiB = 1024**3
+MiB = 1024**2
+KiB = 1024
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    nats_url: str = Field("nats://127.0.0.1:4222", description="NATS server URL")
+    subject_prefix: str = Field("dcodex", description="prefix of every DCodeX subject")
+
+    # Per-run defaults (the seed's names) and the ceilings a request may ask for.
+    max_concurrent_sandboxes: int = Field(10, ge=1, description="sandboxes one runner runs at once")
+    sandbox_cpu_time_limit_seconds: float = Field(1.0, gt=0, description="default CPU time")
+    sandbox_wall_clock_timeout_seconds: float = Field(2.0, gt=0, description="default wall clock")
+    sandbox_memory_limit_bytes: int = Field(4 * GiB, gt=0, description="default address space")
+    sandbox_max_output_bytes: int = Field(10 * KiB, gt=0, description="default stdout+stderr cap")
+    sandbox_max_processes: int = Field(64, ge=1, description="default process count")
+    sandbox_max_file_size_bytes: int = Field(16 * MiB, ge=0, description="default file size cap")
+    ceiling_cpu_time_seconds: float = Field(10.0, gt=0, description="most CPU a request may ask")
+    ceiling_wall_clock_seconds: float = Field(30.0, gt=0, description="most wall a request may ask")
+    ceiling_memory_bytes: int = Field(4 * GiB, gt=0, description="most memory a request may ask")
+    ceiling_output_bytes: int = Field(1 * MiB, gt=0, description="most output a request may ask")
+    ceiling_processes: int = Field(256, ge=1, description="most processes a request may ask")
+    ceiling_file_size_bytes: int = Field(64 * MiB, ge=0, description="largest file a run may ask")
+    max_code_bytes: int = Field(256 * KiB, gt=0, description="largest accepted source")
+    max_stdin_bytes: int = Field(256 * KiB, gt=0, description="largest accepted stdin")
+
+    # Sandbox identity: each concurrent slot runs as uid/gid base+slot when root.
+    sandbox_uid_base: int = Field(61000, ge=1000, description="first uid of the sandbox slots")
+    isolation: Literal["rlimits"] = Field("rlimits", description="sandbox layers to require")
+
+    # Compiler.
+    compile_timeout_seconds: float = Field(30.0, gt=0, description="wall clock of one compile")
+    compile_memory_limit_bytes: int = Field(2 * GiB, gt=0, description="address space of a compile")
+    max_compile_output_bytes: int = Field(64 * KiB, gt=0, description="diagnostics kept")
+    max_artifact_bytes: int = Field(64 * MiB, gt=0, description="largest binary stored")
+
+    # Cache and timeouts between services.
+    cache_ttl_seconds: float = Field(3600, gt=0, description="how long results stay cached")
+    cache_max_bytes: int = Field(256 * MiB, gt=0, description="byte bound of the result bucket")
+    request_timeout_seconds: float = Field(90.0, gt=0, description="wait for a downstream reply")
+
+    metrics_port: int | None = Field(None, ge=0, description="Prometheus port; 0 turns it off")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+    log_format: Literal["json", "console"] = Field("json", description="log line format")
+
+    def default_limits(self) -> EffectiveLimits:
+        return EffectiveLimits(
+            cpu_time_s=self.sandbox_cpu_time_limit_seconds,
+            wall_time_s=self.sandbox_wall_clock_timeout_seconds,
+            memory_bytes=self.sandbox_memory_limit_bytes,
+            output_bytes=self.sandbox_max_output_bytes,
+            processes=self.sandbox_max_processes,
+            file_size_bytes=self.sandbox_max_file_size_bytes,
+        )
+
+    def ceiling_limits(self) -> EffectiveLimits:
+        return EffectiveLimits(
+            cpu_time_s=self.ceiling_cpu_time_seconds,
+            wall_time_s=self.ceiling_wall_clock_seconds,
+            memory_bytes=self.ceiling_memory_bytes,
+            output_bytes=self.ceiling_output_bytes,
+            processes=self.ceiling_processes,
+            file_size_bytes=self.ceiling_file_size_bytes,
+        )
+
+    def subject(self, name: str) -> str:
+        return f"{self.subject_prefix}.{name}"
+
+
+def env_var(field_name: str) -> str:
+    return ENV_PREFIX + field_name.upper()
+
+
+def flag(field_name: str) -> str:
+    return "--" + field_name.replace("_", "-")
+
+
+def check_sizes(code: str, stdin: str, settings: Settings) -> None:
+    """413 naming the field when the source or stdin is over the server's cap."""
+    for field, text, cap in (
+        ("code", code, settings.max_code_bytes),
+        ("stdin", stdin, settings.max_stdin_bytes),
+    ):
+        if len(text.encode()) > cap:
+            raise DcodexError(TOO_LARGE, f"{field} is larger than {cap} bytes", field)

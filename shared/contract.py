@@ -1,0 +1,235 @@
+"""The public contract: every message on the bus, as pydantic models (DESIGN §3–§10).
+
+Field names here are the wire names. Requests forbid unknown fields, so a typo such as
+`limits.cpu_time` is a 400 naming it rather than a silently ignored limit.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from dcodex.shared.errors import BAD_REQUEST, DcodexError
+
+EXECUTION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+
+Status = Literal[
+    "ok",
+    "runtime_error",
+    "signaled",
+    "compile_error",
+    "cpu_time_limit",
+    "wall_time_limit",
+    "memory_limit",
+    "output_limit",
+    "internal_error",
+]
+STATUSES: tuple[Status, ...] = Status.__args__  # type: ignore[attr-defined]
+# Results that say more about the moment than about the program are never cached.
+UNCACHEABLE_STATUSES: frozenset[Status] = frozenset({"wall_time_limit", "internal_error"})
+
+
+class Request(BaseModel):
+    """Base of messages a client sends: strict types, no unknown fields."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Reply(BaseModel):
+    """Base of messages a service sends; tolerant so old clients read new replies."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+def _normalise_language(value: str) -> str:
+    if not value.strip():
+        raise ValueError("language must not be empty")
+    return value.strip().lower()
+
+
+LanguageName = Annotated[str, AfterValidator(_normalise_language)]
+PositiveSeconds = Annotated[float, Field(gt=0)]
+PositiveBytes = Annotated[int, Field(gt=0)]
+
+
+class Limits(Request):
+    """Per-request limits; any left out take the server default."""
+
+    cpu_time_s: PositiveSeconds | None = Field(None, description="CPU seconds (user+system)")
+    wall_time_s: PositiveSeconds | None = Field(None, description="wall-clock seconds")
+    memory_bytes: PositiveBytes | None = Field(None, description="address space in bytes")
+    output_bytes: PositiveBytes | None = Field(None, description="stdout+stderr in bytes")
+    processes: Annotated[int, Field(ge=1)] | None = Field(None, description="processes")
+    file_size_bytes: Annotated[int, Field(ge=0)] | None = Field(
+        None, description="largest file the program may write"
+    )
+
+
+class EffectiveLimits(Reply):
+    """Limits with every value resolved: what a run is really held to."""
+
+    cpu_time_s: float
+    wall_time_s: float
+    memory_bytes: int
+    output_bytes: int
+    processes: int
+    file_size_bytes: int
+
+    def apply(self, requested: Limits, ceilings: EffectiveLimits) -> EffectiveLimits:
+        """These defaults overridden by `requested`, each bounded by `ceilings` (else 400)."""
+        values = self.model_dump()
+        for name, value in requested.model_dump(exclude_none=True).items():
+            ceiling = getattr(ceilings, name)
+            if value > ceiling:
+                raise DcodexError(
+                    BAD_REQUEST,
+                    f"limits.{name} is {value}, above the server's ceiling of {ceiling}",
+                    f"limits.{name}",
+                )
+            values[name] = value
+        return EffectiveLimits(**values)
+
+
+class ExecuteRequest(Request):
+    """`dcodex.execute` and `dcodex.run` (DESIGN §4)."""
+
+    language: LanguageName = Field(description="c, cpp (c++, cxx), python (py, python3); any case")
+    code: str = Field(description="source text")
+    stdin: str = ""
+    args: list[str] = Field(default_factory=list)
+    limits: Limits = Field(default_factory=Limits)
+    execution_id: str | None = Field(None, pattern=EXECUTION_ID_PATTERN)
+    stream: bool = False
+    interactive: bool = False
+    cache: bool = True
+
+
+class ExecutionResult(Reply):
+    """The result of one execution (DESIGN §5)."""
+
+    execution_id: str
+    status: Status
+    exit_code: int | None = None
+    signal: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    compile_output: str = ""
+    output_truncated: bool = False
+    wall_clock_timeout: bool = False
+    cpu_time_ms: float = 0.0
+    wall_time_ms: float = 0.0
+    compile_time_ms: float | None = None
+    peak_memory_bytes: int = 0
+    cache_hit: bool = False
+    language: str
+    language_version: str = ""
+
+
+class CompileRequest(Request):
+    """`dcodex.compile`: compile only."""
+
+    language: LanguageName
+    code: str
+
+
+class ArtifactRef(Reply):
+    """Where a compiled program lies in the Object Store."""
+
+    bucket: str
+    name: str = Field(description="object name: the compile digest")
+    size: int
+
+
+class CompileResult(Reply):
+    status: Literal["ok", "compile_error"]
+    language: str
+    language_version: str
+    digest: str = Field(description="SHA-256 of language, toolchain, flags and source")
+    compile_output: str = ""
+    compile_time_ms: float | None = Field(None, description="null when the artifact was reused")
+    artifact: ArtifactRef | None = None
+    cached: bool = Field(False, description="the artifact was found, not compiled")
+
+
+class LanguageInfo(Reply):
+    id: str
+    aliases: list[str]
+    version: str
+    compiled: bool
+    extensions: list[str] = Field(default_factory=list)
+
+
+class LimitsInfo(Reply):
+    defaults: EffectiveLimits
+    ceilings: EffectiveLimits
+
+
+class LanguagesReply(Reply):
+    """`dcodex.languages`."""
+
+    languages: list[LanguageInfo]
+    limits: LimitsInfo
+    isolation: list[str]
+    max_code_bytes: int
+    max_stdin_bytes: int
+
+
+class CacheStats(Reply):
+    """`dcodex.cache.stats`."""
+
+    entries: int
+    bytes: int
+    hits: int
+    misses: int
+    coalesced: int
+
+
+class PurgeRequest(Request):
+    """`dcodex.cache.purge`: all results, or the one under `key`."""
+
+    key: str | None = None
+
+
+class PurgeReply(Reply):
+    purged: int
+
+
+class ErrorDetail(Reply):
+    code: int
+    message: str
+    field: str | None = None
+
+
+class ErrorReply(Reply):
+    """The body of every error reply (DESIGN §3)."""
+
+    error: ErrorDetail
+
+
+# Live events on `dcodex.output.<execution_id>` (DESIGN §9).
+class OutputEvent(Reply):
+    seq: int
+    type: Literal["compile", "started", "stdout", "stderr"]
+    data: str = ""
+
+
+class ResultEvent(Reply):
+    seq: int
+    type: Literal["result"] = "result"
+    result: ExecutionResult
+
+
+# Input of an interactive run on `dcodex.input.<execution_id>`.
+class StdinEvent(Request):
+    type: Literal["stdin"]
+    data: str
+
+
+class EofEvent(Request):
+    type: Literal["eof"]
+
+
+class SignalEvent(Request):
+    type: Literal["signal"]
+    signal: Literal["SIGINT", "SIGTERM", "SIGKILL"]

@@ -1,0 +1,120 @@
+"""Fixtures: a real nats-server with JetStream and the three services as processes.
+
+Everything started here is stopped here, by PID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from dcodex.shared.client import DcodexClient
+from dcodex.shared.nats_server import EmbeddedNats
+
+SERVICE_NAMES = ("compiler", "runner", "cache")
+
+
+def dcodex_argv(*args: str) -> list[str]:
+    """The `dcodex` command, run by this test's Python."""
+    return [sys.executable, "-m", "dcodex.shared.cli", *args]
+
+
+@dataclass
+class ServiceProcesses:
+    """Services started as `dcodex service NAME` processes against one NATS URL."""
+
+    url: str
+    log_dir: Path
+    extra_args: tuple[str, ...] = ()
+    processes: dict[str, list[subprocess.Popen[bytes]]] = field(default_factory=dict)
+
+    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        index = len(self.processes.get(name, []))
+        log = (self.log_dir / f"{name}-{index}.log").open("wb")
+        argv = dcodex_argv(
+            "service", name, "--nats-url", self.url, "--metrics-port", "0", *self.extra_args, *args
+        )
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        self.processes.setdefault(name, []).append(process)
+        return process
+
+    def stop(self, process: subprocess.Popen[bytes]) -> None:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def stop_all(self) -> None:
+        for group in self.processes.values():
+            for process in group:
+                self.stop(process)
+        self.processes.clear()
+
+    def log(self, name: str, index: int = 0) -> str:
+        return (self.log_dir / f"{name}-{index}.log").read_text(errors="replace")
+
+    def wait_ready(self, names: tuple[str, ...] = SERVICE_NAMES, timeout: float = 30.0) -> None:
+        """Until every named service answers `$SRV.PING`."""
+        wanted = {f"dcodex-{name}" for name in names}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for group in self.processes.values():
+                for process in group:
+                    if process.poll() is not None:
+                        raise RuntimeError(f"a service exited: {process.args!r}")
+            if wanted <= asyncio.run(_answering(self.url)):
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"services {sorted(wanted)} did not answer within {timeout} s")
+
+
+async def _answering(url: str) -> set[str]:
+    async with await DcodexClient.connect(url) as client:
+        return {answer["name"] for answer in await client.ping(wait_s=0.3)}
+
+
+@pytest.fixture(scope="session")
+def nats_url() -> Iterator[str]:
+    server = EmbeddedNats()
+    url = server.start()
+    yield url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcesses]:
+    """The three services, started once for the whole session."""
+    services = ServiceProcesses(nats_url, tmp_path_factory.mktemp("service-logs"))
+    try:
+        for name in SERVICE_NAMES:
+            services.start(name)
+        services.wait_ready()
+        yield services
+    finally:
+        services.stop_all()
+
+
+@pytest.fixture
+async def client(stack: ServiceProcesses) -> AsyncIterator[DcodexClient]:
+    async with await DcodexClient.connect(stack.url) as connected:
+        yield connected
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
