@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import sys
 import time
@@ -167,6 +168,7 @@ async def _run_jobs(
     client: DcodexClient, jobs: list[Job], cache_demo: bool, no_cache: bool, as_json: bool
 ) -> int:
     failures = 0
+    verdicts: collections.Counter[str] = collections.Counter()
     for job in jobs:
         request = ExecuteRequest(
             language=job.language, code=job.path.read_text(), stdin=job.stdin, cache=not no_cache
@@ -176,11 +178,15 @@ async def _run_jobs(
         elapsed = time.perf_counter() - started
         problems = check_expectations(result, job.expect) if job.expect else []
         failures += bool(problems)
+        verdicts[result.status] += 1
         _show(job, result, elapsed, problems, as_json)
         if cache_demo:
             started = time.perf_counter()
             again = await client.execute(request)
             _show_cache_demo(job, again, elapsed, time.perf_counter() - started, as_json)
+    if len(jobs) > 1 and not as_json:
+        counts = ", ".join(f"{count} {status}" for status, count in sorted(verdicts.items()))
+        console.rule(f"{len(jobs)} runs: {counts}")
     return failures
 
 
@@ -247,7 +253,7 @@ def _show_cache_demo(
     )
 
 
-def _clip(text: str, limit: int = 2000) -> str:
+def _clip(text: str, limit: int = 1000) -> str:
     return text if len(text) <= limit else text[:limit] + f"\n… ({len(text) - limit} more chars)"
 
 

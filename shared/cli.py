@@ -78,10 +78,17 @@ def up(data_dir: Path | None, command: tuple[str, ...], **values: Any) -> None:
     """
     from dcodex.shared.stack import up as run_up
 
-    settings = settings_from(values)
+    context = click.get_current_context()
+    defaulted = {
+        name
+        for name in ("nats_url", "log_level", "log_format")
+        if context.get_parameter_source(name) in (None, ParameterSource.DEFAULT)
+    }
+    # A local stack talks to a person: quieter, readable logs unless asked otherwise.
+    local = {"log_level": "warning", "log_format": "console"}
+    settings = settings_from({**values, **{k: v for k, v in local.items() if k in defaulted}})
     configure_logging(settings.log_level, settings.log_format)
-    source = click.get_current_context().get_parameter_source("nats_url")
-    embedded = source in (None, ParameterSource.DEFAULT)
+    embedded = "nats_url" in defaulted
     base = 9101 if settings.metrics_port is None else settings.metrics_port
     ports = {
         name: (base + offset if base else 0)
@@ -94,19 +101,22 @@ def up(data_dir: Path | None, command: tuple[str, ...], **values: Any) -> None:
             data_dir=data_dir,
             metrics_ports=ports,
             command=command,
-            on_ready=lambda s, services: _print_ready(s, services, ports),
+            on_ready=lambda s, services: _print_ready(s, services, ports, bool(command)),
         )
     )
     sys.exit(code)
 
 
-def _print_ready(settings: Settings, services: list[Service], ports: dict[str, int]) -> None:
+def _print_ready(
+    settings: Settings, services: list[Service], ports: dict[str, int], has_command: bool
+) -> None:
     lines = [f"DCodeX is up: NATS at {settings.nats_url}"]
     for service in services:
         short = service.name.removeprefix("dcodex-")
         port = ports.get(short, 0)
         lines.append(f"  {service.name:<16} metrics {f':{port}/metrics' if port else 'off'}")
-    lines.append("Stop with Ctrl-C.")
+    if not has_command:
+        lines.append("Stop with Ctrl-C.")
     click.echo("\n".join(lines), err=True)
 
 

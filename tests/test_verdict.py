@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from dcodex.services.runner.verdict import MEMORY_FAILURE_MARKERS, Status, decide_status
+from dcodex.services.runner.verdict import MEMORY_FAILURE_MARKERS, decide_status
+from dcodex.shared.contract import Status
 from dcodex.shared.sandbox import SandboxLimits, SandboxResult
 
 MiB = 2**20

@@ -8,21 +8,9 @@ and a memory failure is only an inference from how the program died.
 from __future__ import annotations
 
 import signal
-from typing import Literal
 
+from dcodex.shared.contract import Status
 from dcodex.shared.sandbox import SandboxLimits, SandboxResult
-
-Status = Literal[
-    "ok",
-    "runtime_error",
-    "signaled",
-    "compile_error",
-    "cpu_time_limit",
-    "wall_time_limit",
-    "memory_limit",
-    "output_limit",
-    "internal_error",
-]
 
 # What common runtimes print when an allocation fails (Python, C++, glibc's perror, Go/JS).
 MEMORY_FAILURE_MARKERS: tuple[bytes, ...] = (

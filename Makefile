@@ -1,0 +1,32 @@
+# The two commands of the README:
+#   make examples   install, then run every example through an embedded stack (dcodex up)
+#   make test       install with the dev tools, then ruff, mypy and the whole test suite
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: system-deps install install-dev examples test schemas
+
+system-deps:
+	./scripts/system-deps.sh
+
+$(BIN)/python:
+	python3 -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+install: system-deps $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+
+install-dev: system-deps $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+
+examples: install
+	$(BIN)/dcodex up -- $(BIN)/dcodex bus run --directory examples --manifest examples/manifest.toml
+
+test: install-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+schemas: install
+	$(BIN)/dcodex schemas
