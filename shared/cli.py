@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import click
 from click.core import ParameterSource
+from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
 from dcodex.shared.config import Settings, env_var, flag
@@ -51,7 +52,12 @@ def settings_options(command: F) -> F:
 
 
 def settings_from(values: dict[str, Any]) -> Settings:
-    return Settings(**{name: values[name] for name in Settings.model_fields if name in values})
+    try:
+        return Settings(**{name: values[name] for name in Settings.model_fields if name in values})
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        name = str(problem["loc"][0])
+        raise click.BadParameter(problem["msg"], param_hint=flag(name)) from exc
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

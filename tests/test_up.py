@@ -1,0 +1,118 @@
+"""`dcodex up`: the embedded stack starts, serves, and stops leaving nothing behind."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from tests.conftest import dcodex_argv
+
+CLIENT = textwrap.dedent(
+    """
+    import asyncio, os
+    from dcodex.shared.client import DcodexClient
+
+    async def main():
+        async with await DcodexClient.connect(os.environ["DCODEX_NATS_URL"]) as client:
+            result = await client.execute({"language": "c", "code": "int main(void) { return 0; }"})
+            again = await client.execute({"language": "py", "code": "print('from up')"})
+            print(result.status, again.stdout.strip())
+
+    asyncio.run(main())
+    """
+)
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """PIDs of live processes whose command line contains `text`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def port_open(url: str) -> bool:
+    host, _, port = url.removeprefix("nats://").rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def test_up_runs_a_command_against_the_stack_and_stops(tmp_path: Path) -> None:
+    data_dir = tmp_path / "jetstream"
+    completed = subprocess.run(
+        dcodex_argv(
+            "up",
+            "--metrics-port",
+            "0",
+            "--data-dir",
+            str(data_dir),
+            "--",
+            sys.executable,
+            "-c",
+            CLIENT,
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "ok from up"
+    url = re.search(r"NATS at (nats://\S+)", completed.stderr)
+    assert url is not None, completed.stderr
+    assert not port_open(url.group(1)), "the embedded nats-server must be stopped"
+    assert processes_mentioning(str(data_dir)) == []
+    assert (data_dir / "jetstream").is_dir(), "JetStream kept its data where it was told"
+
+
+def test_up_exits_with_the_commands_exit_code() -> None:
+    completed = subprocess.run(
+        dcodex_argv("up", "--metrics-port", "0", "--", sys.executable, "-c", "raise SystemExit(3)"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 3
+
+
+def test_sigterm_stops_everything(tmp_path: Path) -> None:
+    data_dir = tmp_path / "jetstream"
+    process = subprocess.Popen(
+        dcodex_argv("up", "--metrics-port", "0", "--data-dir", str(data_dir)),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        banner = ""
+        deadline = time.monotonic() + 60
+        while "Stop with Ctrl-C" not in banner and time.monotonic() < deadline:
+            banner += process.stderr.readline()
+        url = re.search(r"NATS at (nats://\S+)", banner)
+        assert url is not None, banner
+        assert port_open(url.group(1))
+        assert len(processes_mentioning(str(data_dir))) == 2  # dcodex up and nats-server
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        assert not port_open(url.group(1))
+        assert processes_mentioning(str(data_dir)) == []
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
