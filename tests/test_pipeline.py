@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import uuid
+from typing import Any
 
 import pytest
 
@@ -229,3 +231,20 @@ async def test_concurrent_runs_do_not_mix(client: DcodexClient, count: int) -> N
         )
     )
     assert [r.stdout for r in results] == [f"{token}\n" for token in tokens]
+
+
+async def test_stream_publishes_numbered_events_then_the_result(client: DcodexClient) -> None:
+    execution_id = f"stream-{uuid.uuid4().hex[:12]}"
+    subscription = await client.nc.subscribe(f"dcodex.output.{execution_id}")
+    code = (
+        '#include <stdio.h>\nint main(void) { puts("one"); fflush(stdout); puts("two"); return 0; }'
+    )
+    result = await execute(client, "c", code, stream=True, execution_id=execution_id)
+    events: list[dict[str, Any]] = []
+    while not events or events[-1]["type"] != "result":
+        events.append(json.loads((await subscription.next_msg(timeout=5)).data))
+    await subscription.unsubscribe()
+    assert [event["seq"] for event in events] == list(range(len(events)))
+    assert [event["type"] for event in events][:2] == ["compile", "started"]
+    assert "".join(e["data"] for e in events if e["type"] == "stdout") == "one\ntwo\n"
+    assert events[-1]["result"] == result.model_dump(mode="json")

@@ -78,14 +78,14 @@ class Cache:
         )
         if not request.cache or request.interactive:
             self._count("bypass")
-            return await self._run(request, call.request_id)
+            return await self._run(request, call)
         key = cache_key(
             language.id, language.version, request.code, request.stdin, request.args, limits
         )
         with structlog.contextvars.bound_contextvars(execution_id=request.execution_id):
-            return await self._cached(key, request, call.request_id)
+            return await self._cached(key, request, call)
 
-    async def _cached(self, key: str, request: ExecuteRequest, request_id: str) -> ExecutionResult:
+    async def _cached(self, key: str, request: ExecuteRequest, call: bus.Call) -> ExecutionResult:
         assert request.execution_id is not None
         stored = await self._get(key)
         if stored is not None:
@@ -102,7 +102,7 @@ class Cache:
         future: asyncio.Future[ExecutionResult] = asyncio.get_running_loop().create_future()
         self._in_flight[key] = future
         try:
-            result = await self._run(request, request_id)
+            result = await self._run(request, call)
             await self._put(key, result)
             future.set_result(result)
             return result
@@ -117,14 +117,15 @@ class Cache:
         self.counts[outcome] += 1
         self.lookups.labels(outcome).inc()
 
-    async def _run(self, request: ExecuteRequest, request_id: str) -> ExecutionResult:
+    async def _run(self, request: ExecuteRequest, call: bus.Call) -> ExecutionResult:
+        # Forwarded in the client's encoding: the runner streams events in it (DESIGN §9).
         reply = await bus.request(
             self.nc,
             self.settings.subject("run"),
             request,
-            request_id=request_id,
+            request_id=call.request_id,
             timeout=self.settings.request_timeout_seconds,
-            encoding=MSGPACK,
+            encoding=call.encoding,
         )
         return ExecutionResult.model_validate(reply)
 

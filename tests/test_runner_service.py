@@ -1,0 +1,83 @@
+"""Runner and cache behaviour that needs its own service processes or bucket state."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dcodex.shared.client import DcodexClient
+from tests.conftest import ServiceProcesses
+
+SANDBOXES = 2
+RECORD_SPAN = """
+import time
+start = time.time()
+time.sleep(0.4)
+print(start, time.time())
+"""
+
+
+@pytest.fixture
+def small_runner(nats_url: str, tmp_path: Path) -> Iterator[ServiceProcesses]:
+    """A runner with 2 sandboxes, under its own subject prefix so it serves alone."""
+    services = ServiceProcesses(nats_url, tmp_path, ("--subject-prefix", "small"))
+    services.start("runner", "--max-concurrent-sandboxes", str(SANDBOXES))
+    try:
+        asyncio.run(wait_for_subject(nats_url, "small.languages"))
+        yield services
+    finally:
+        services.stop_all()
+
+
+async def wait_for_subject(url: str, subject: str, timeout: float = 30.0) -> None:
+    async with await DcodexClient.connect(url) as client:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                await client.nc.request(subject, b"", timeout=1)
+                return
+            except Exception:
+                await asyncio.sleep(0.1)
+    raise TimeoutError(f"nothing answers on {subject}")
+
+
+async def test_runner_runs_at_most_max_concurrent_sandboxes(small_runner: ServiceProcesses) -> None:
+    async with await DcodexClient.connect(small_runner.url, prefix="small") as client:
+        results = await asyncio.gather(
+            *(client.run({"language": "python", "code": RECORD_SPAN}) for _ in range(6))
+        )
+    spans = [tuple(map(float, r.stdout.split())) for r in results]
+    assert all(r.status == "ok" for r in results)
+    # At no moment did more than SANDBOXES programs run at once.
+    moments = sorted({start for start, _ in spans})
+    overlaps = [sum(start <= t < end for start, end in spans) for t in moments]
+    assert max(overlaps) == SANDBOXES
+
+
+async def test_results_bucket_has_the_configured_ttl(client: DcodexClient) -> None:
+    info = await client.nc.jetstream().stream_info("KV_dcodex-results")
+    assert info.config.max_age == 3600
+    assert info.config.max_bytes == 256 * 1024 * 1024
+
+
+async def test_cache_stats_and_purge(client: DcodexClient) -> None:
+    code = f"print({time.time_ns()})"
+    await client.execute({"language": "python", "code": code})
+    await client.execute({"language": "python", "code": code})
+    stats = await client.cache_stats()
+    assert stats.entries >= 1 and stats.bytes > 0 and stats.hits >= 1 and stats.misses >= 1
+    purged = await client.purge()
+    assert purged.purged == stats.entries
+    assert (await client.cache_stats()).entries == 0
+    again = await client.execute({"language": "python", "code": code})
+    assert again.cache_hit is False
+
+
+async def test_languages_reply_is_json_by_default(client: DcodexClient) -> None:
+    msg = await client.nc.request("dcodex.languages", b"", timeout=5)
+    assert json.loads(msg.data)["limits"]["ceilings"]["wall_time_s"] == 30.0
