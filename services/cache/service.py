@@ -7,7 +7,6 @@ toolchain versions, which the key depends on, come from the runners' `dcodex.lan
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import time
 
@@ -35,6 +34,7 @@ from dcodex.shared.contract import (
 )
 from dcodex.shared.errors import NOT_FOUND, DcodexError
 from dcodex.shared.service import Service, version
+from dcodex.shared.single_flight import SingleFlight
 
 NAME = "dcodex-cache"
 LANGUAGES_TTL_S = 30.0
@@ -49,7 +49,7 @@ class Cache:
         self.results = results
         self._languages: LanguagesReply | None = None
         self._languages_at = 0.0
-        self._in_flight: dict[str, asyncio.Future[ExecutionResult]] = {}
+        self._in_flight: SingleFlight[str, ExecutionResult] = SingleFlight()
         self.counts: collections.Counter[str] = collections.Counter()
         self.metrics = CollectorRegistry()
         self.lookups = Counter(
@@ -91,27 +91,21 @@ class Cache:
         if stored is not None:
             self._count("hit")
             return unpack(stored, request.execution_id)
-        running = self._in_flight.get(key)
-        if running is not None:
-            self._count("coalesced")
-            result = await asyncio.shield(running)
-            return result.model_copy(
-                update={"execution_id": request.execution_id, "cache_hit": True}
-            )
-        self._count("miss")
-        future: asyncio.Future[ExecutionResult] = asyncio.get_running_loop().create_future()
-        self._in_flight[key] = future
-        try:
-            result = await self._run(request, call)
-            await self._put(key, result)
-            future.set_result(result)
+        result, shared = await self._in_flight.run(
+            key, lambda: self._run_and_store(key, request, call)
+        )
+        if not shared:
+            self._count("miss")
             return result
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # followers re-raise it; mark it retrieved here
-            raise
-        finally:
-            del self._in_flight[key]
+        self._count("coalesced")
+        return result.model_copy(update={"execution_id": request.execution_id, "cache_hit": True})
+
+    async def _run_and_store(
+        self, key: str, request: ExecuteRequest, call: bus.Call
+    ) -> ExecutionResult:
+        result = await self._run(request, call)
+        await self._put(key, result)
+        return result
 
     def _count(self, outcome: str) -> None:
         self.counts[outcome] += 1

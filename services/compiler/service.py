@@ -6,7 +6,6 @@ miss, and identical compiles under way at once share one compiler run.
 
 from __future__ import annotations
 
-import asyncio
 import os
 
 import nats.js.errors
@@ -24,6 +23,7 @@ from dcodex.shared.contract import ArtifactRef, CompileRequest, CompileResult
 from dcodex.shared.errors import BAD_REQUEST, TOO_LARGE, DcodexError
 from dcodex.shared.languages import Language, Registry
 from dcodex.shared.service import Service, version
+from dcodex.shared.single_flight import SingleFlight
 from dcodex.shared.slots import SlotPool
 
 NAME = "dcodex-compiler"
@@ -39,7 +39,7 @@ class Compiler:
         self.registry = registry
         self.artifacts = artifacts
         self.slots = SlotPool(os.cpu_count() or 2, settings.sandbox_uid_base + UID_OFFSET)
-        self._in_flight: dict[str, asyncio.Future[CompileResult]] = {}
+        self._in_flight: SingleFlight[str, CompileResult] = SingleFlight()
         self.metrics = CollectorRegistry()
         self.compiles = Counter(
             "dcodex_compiles_total",
@@ -63,28 +63,15 @@ class Compiler:
             )
         digest = compile_digest(language, request.code)
         with structlog.contextvars.bound_contextvars(language=language.id, digest=digest[:16]):
-            result = await self._shared(digest, language, request.code)
+            result, shared = await self._in_flight.run(
+                digest, lambda: self._lookup_or_compile(digest, language, request.code)
+            )
+            if shared:
+                result = result.model_copy(update={"cached": True})
             outcome = "cached" if result.cached else result.status
             self.compiles.labels(language.id, outcome).inc()
             log.info("compiled", outcome=outcome, compile_time_ms=result.compile_time_ms)
             return result
-
-    async def _shared(self, digest: str, language: Language, code: str) -> CompileResult:
-        running = self._in_flight.get(digest)
-        if running is not None:
-            return (await asyncio.shield(running)).model_copy(update={"cached": True})
-        future: asyncio.Future[CompileResult] = asyncio.get_running_loop().create_future()
-        self._in_flight[digest] = future
-        try:
-            result = await self._lookup_or_compile(digest, language, code)
-            future.set_result(result)
-            return result
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # followers re-raise it; mark it retrieved here
-            raise
-        finally:
-            del self._in_flight[digest]
 
     async def _lookup_or_compile(self, digest: str, language: Language, code: str) -> CompileResult:
         found = await self._stored(digest)
