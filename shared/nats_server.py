@@ -78,7 +78,7 @@ class EmbeddedNats:
                 raise RuntimeError(f"nats-server exited at start:\n{log}")
             if ports_file.exists():
                 urls = json.loads(ports_file.read_text() or "{}").get("nats") or []
-                if urls and _accepts(urls[0]):
+                if urls and accepts_connections(urls[0]):
                     return str(urls[0])
             time.sleep(0.02)
         self.stop()
@@ -108,7 +108,7 @@ class EmbeddedNats:
         self.stop()
 
 
-def _accepts(url: str) -> bool:
+def accepts_connections(url: str) -> bool:
     host, _, port = url.removeprefix("nats://").rpartition(":")
     try:
         with socket.create_connection((host, int(port)), timeout=0.5):

@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
 
+from dcodex.shared.nats_server import accepts_connections
 from tests.conftest import dcodex_argv
 
 CLIENT = textwrap.dedent(
@@ -45,15 +45,6 @@ def processes_mentioning(text: str) -> list[int]:
     return found
 
 
-def port_open(url: str) -> bool:
-    host, _, port = url.removeprefix("nats://").rpartition(":")
-    try:
-        with socket.create_connection((host, int(port)), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 def test_up_runs_a_command_against_the_stack_and_stops(tmp_path: Path) -> None:
     data_dir = tmp_path / "jetstream"
     completed = subprocess.run(
@@ -76,7 +67,7 @@ def test_up_runs_a_command_against_the_stack_and_stops(tmp_path: Path) -> None:
     assert completed.stdout.strip() == "ok from up"
     url = re.search(r"NATS at (nats://\S+)", completed.stderr)
     assert url is not None, completed.stderr
-    assert not port_open(url.group(1)), "the embedded nats-server must be stopped"
+    assert not accepts_connections(url.group(1)), "the embedded nats-server must be stopped"
     assert processes_mentioning(str(data_dir)) == []
     assert (data_dir / "jetstream").is_dir(), "JetStream kept its data where it was told"
 
@@ -106,11 +97,11 @@ def test_sigterm_stops_everything(tmp_path: Path) -> None:
             banner += process.stderr.readline()
         url = re.search(r"NATS at (nats://\S+)", banner)
         assert url is not None, banner
-        assert port_open(url.group(1))
+        assert accepts_connections(url.group(1))
         assert len(processes_mentioning(str(data_dir))) == 2  # dcodex up and nats-server
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
-        assert not port_open(url.group(1))
+        assert not accepts_connections(url.group(1))
         assert processes_mentioning(str(data_dir)) == []
     finally:
         if process.poll() is None:
