@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 
@@ -25,7 +25,6 @@ class Service:
     nc: NATS
     micro: RunningService
     metrics: CollectorRegistry
-    closers: list[object] = field(default_factory=list)
 
     async def stop(self, grace_seconds: float = 10.0) -> None:
         """Stop taking requests, finish those under way, then disconnect."""
