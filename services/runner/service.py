@@ -19,7 +19,7 @@ from dcodex.services.runner.execution import Program, execute
 from dcodex.services.runner.metrics import RunnerMetrics
 from dcodex.shared import bus
 from dcodex.shared.artifacts import open_artifact_store
-from dcodex.shared.codec import JSON, MSGPACK, Encoding, encode
+from dcodex.shared.codec import MSGPACK, Encoding, encode
 from dcodex.shared.config import Settings, check_sizes
 from dcodex.shared.contract import (
     CompileRequest,
@@ -194,7 +194,7 @@ class EventPublisher:
     ) -> None:
         self.nc = nc
         self.subject = settings.subject(f"output.{execution_id}")
-        self.encoding = encoding if encoding in (JSON, MSGPACK) else JSON
+        self.encoding = encoding
         self.enabled = enabled
         self.seq = 0
         self._pending: list[asyncio.Task[None]] = []
