@@ -45,22 +45,40 @@ def new_id() -> str:
 
 
 async def connect(url: str, name: str, connect_timeout: float = 5.0) -> NATS:
-    """Connect, then reconnect forever: a service outlives restarts of its NATS server."""
-    deadline = asyncio.get_running_loop().time() + connect_timeout
-    while True:
-        try:
-            return await nats.connect(
+    """Connect, then reconnect forever: a service outlives restarts of its NATS server.
+
+    With unlimited reconnects nats-py also retries the first connection forever, so
+    that one is bounded here: after `connect_timeout` seconds it is a 503.
+    """
+    try:
+        return await asyncio.wait_for(
+            nats.connect(
                 url,
                 name=name,
                 connect_timeout=2,
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=0.5,
                 allow_reconnect=True,
-            )
-        except (OSError, nats.errors.Error, TimeoutError) as exc:
-            if asyncio.get_running_loop().time() >= deadline:
-                raise DcodexError(UNAVAILABLE, f"no NATS server reachable at {url}: {exc}") from exc
-            await asyncio.sleep(0.2)
+                error_cb=_on_error,
+                disconnected_cb=_on_disconnected,
+                reconnected_cb=_on_reconnected,
+            ),
+            timeout=connect_timeout,
+        )
+    except (OSError, nats.errors.Error, TimeoutError) as exc:
+        raise DcodexError(UNAVAILABLE, f"no NATS server reachable at {url}") from exc
+
+
+async def _on_error(exc: Exception) -> None:
+    log.debug("nats_error", error=repr(exc))
+
+
+async def _on_disconnected() -> None:
+    log.warning("nats_disconnected")
+
+
+async def _on_reconnected() -> None:
+    log.info("nats_reconnected")
 
 
 @dataclass(frozen=True)

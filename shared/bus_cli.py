@@ -23,6 +23,7 @@ from dcodex.shared.config import Settings, env_var
 from dcodex.shared.contract import ExecuteRequest, ExecutionResult
 from dcodex.shared.errors import UNAVAILABLE, DcodexError
 from dcodex.shared.languages import Registry
+from dcodex.shared.logging import configure_logging
 
 T = TypeVar("T")
 DEFAULT_URL = Settings.model_fields["nats_url"].default
@@ -54,6 +55,7 @@ class Job:
 @click.pass_context
 def bus(ctx: click.Context, server: str) -> None:
     """Talk to a running DCodeX over NATS."""
+    configure_logging("warning", "console")
     ctx.obj = server
 
 
