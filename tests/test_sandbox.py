@@ -89,8 +89,7 @@ def world_readable_dir() -> Iterator[Path]:
     """A root-owned 0755 directory outside pytest's 0700 tmp tree, so nobody can enter it."""
     if os.geteuid() != 0:
         pytest.skip("needs root to switch uid")
-    if not SYSTEM_PYTHON.exists():
-        pytest.skip(f"{SYSTEM_PYTHON} is missing")
+    assert SYSTEM_PYTHON.exists(), "scripts/system-deps.sh installs the system python3"
     path = Path(tempfile.mkdtemp(prefix="dcodex-sandbox-"))
     path.chmod(0o755)
     yield path
