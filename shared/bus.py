@@ -74,7 +74,7 @@ async def _on_error(exc: Exception) -> None:
 
 
 async def _on_disconnected() -> None:
-    log.warning("nats_disconnected")
+    log.info("nats_disconnected")  # also on a normal close
 
 
 async def _on_reconnected() -> None:

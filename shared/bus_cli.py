@@ -40,6 +40,7 @@ class Job:
     path: Path
     language: str
     stdin: str
+    code: str
     expect: dict[str, Any] | None = None
 
 
@@ -101,11 +102,15 @@ def run(
         server, lambda client: _run_jobs(client, jobs, cache_demo, no_cache, as_json)
     )
     if failures:
-        errors.print(f"[red]{failures} of {len(jobs)} runs did not match the manifest[/red]")
+        errors.print(
+            f"[red]{failures} of {len(jobs)} runs did not match the manifest[/red]", soft_wrap=True
+        )
         sys.exit(1)
 
 
 def _stdin(text: str | None, path: Path | None) -> str | None:
+    if text is not None and path is not None:
+        raise click.UsageError("give --stdin or --stdin-file, not both")
     if path is not None:
         if not path.is_file():
             raise click.BadParameter(f"no such file: {path}", param_hint="--stdin-file")
@@ -128,8 +133,13 @@ def unescape(text: str) -> str:
 
 
 def _load_manifest(path: Path) -> dict[Path, dict[str, Any]]:
-    with path.open("rb") as file:
-        tables = tomllib.load(file)
+    try:
+        with path.open("rb") as file:
+            tables = tomllib.load(file)
+    except tomllib.TOMLDecodeError as exc:
+        raise click.BadParameter(
+            f"{path} is not valid TOML: {exc}", param_hint="--manifest"
+        ) from exc
     return {(path.parent / name).resolve(): table for name, table in tables.items()}
 
 
@@ -150,6 +160,10 @@ def _jobs(
         if not directory.is_dir():
             raise click.BadParameter(f"no such directory: {directory}", param_hint="--directory")
         found = [p for p in sorted(directory.rglob("*")) if p.is_file() and registry.for_file(p)]
+        if not found:
+            raise click.BadParameter(
+                f"no source files with a known extension in {directory}", param_hint="--directory"
+            )
         paths.extend(found)
     jobs = []
     for path in paths:
@@ -162,8 +176,15 @@ def _jobs(
             )
         expect = expectations.get(path.resolve())
         job_stdin = stdin if stdin is not None else (expect or {}).get("stdin", "")
-        jobs.append(Job(path, name, job_stdin, expect))
+        jobs.append(Job(path, name, job_stdin, _source(path), expect))
     return jobs
+
+
+def _source(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise click.BadParameter(f"{path} is not UTF-8 text", param_hint="--file") from exc
 
 
 async def _run_jobs(
@@ -173,7 +194,7 @@ async def _run_jobs(
     verdicts: collections.Counter[str] = collections.Counter()
     for job in jobs:
         request = ExecuteRequest(
-            language=job.language, code=job.path.read_text(), stdin=job.stdin, cache=not no_cache
+            language=job.language, code=job.code, stdin=job.stdin, cache=not no_cache
         )
         started = time.perf_counter()
         result = await client.execute(request)
@@ -208,7 +229,7 @@ def _show(
     job: Job, result: ExecutionResult, elapsed: float, problems: list[str], as_json: bool
 ) -> None:
     if as_json:
-        console.print_json(json.dumps({"file": str(job.path), **result.model_dump(mode="json")}))
+        _print_json_line(job, result)
         return
     style = STATUS_STYLE.get(result.status, "magenta")
     mark = "" if job.expect is None else (" [green]✓[/green]" if not problems else " [red]✗[/red]")
@@ -216,9 +237,8 @@ def _show(
     if result.compile_output.strip():
         console.print(f"[dim]compile:[/dim]\n{escape(result.compile_output.rstrip())}")
     if result.stdout:
-        console.print(
-            escape(_clip(result.stdout)), end="" if result.stdout.endswith("\n") else "\n"
-        )
+        shown = _clip(result.stdout)
+        console.print(escape(shown), end="" if shown.endswith("\n") else "\n")
     if result.stderr:
         console.print(f"[red]{escape(_clip(result.stderr))}[/red]")
     console.print(f"[{style}]{result.status}[/{style}]{mark}  {summary(result, elapsed)}")
@@ -226,10 +246,16 @@ def _show(
         console.print(f"  [red]{escape(problem)}[/red]")
 
 
+def _ending(result: ExecutionResult) -> str:
+    if result.signal is not None:
+        return f"signal {result.signal}"
+    return "not run" if result.exit_code is None else f"exit {result.exit_code}"
+
+
 def summary(result: ExecutionResult, elapsed_s: float) -> str:
     """Exit, times, memory and cache of a result, on one line."""
     parts = [
-        f"signal {result.signal}" if result.signal else f"exit {result.exit_code}",
+        _ending(result),
         f"cpu {result.cpu_time_ms:.0f} ms",
         f"wall {result.wall_time_ms:.0f} ms",
         f"mem {result.peak_memory_bytes / 2**20:.1f} MiB",
@@ -245,7 +271,7 @@ def _show_cache_demo(
     job: Job, result: ExecutionResult, first_s: float, second_s: float, as_json: bool
 ) -> None:
     if as_json:
-        console.print_json(json.dumps({"file": str(job.path), **result.model_dump(mode="json")}))
+        _print_json_line(job, result)
         return
     speedup = first_s / second_s if second_s > 0 else float("inf")
     verdict = "[green]cache hit[/green]" if result.cache_hit else "[yellow]cache miss[/yellow]"
@@ -253,6 +279,10 @@ def _show_cache_demo(
         f"again: {verdict}  {second_s * 1000:.1f} ms vs {first_s * 1000:.1f} ms "
         f"({speedup:.0f}x faster)"
     )
+
+
+def _print_json_line(job: Job, result: ExecutionResult) -> None:
+    click.echo(json.dumps({"file": str(job.path), **result.model_dump(mode="json")}))
 
 
 def _clip(text: str, limit: int = 1000) -> str:
@@ -313,5 +343,5 @@ def _with_client(server: str, action: Callable[[DcodexClient], Awaitable[T]]) ->
             message = (
                 f"no DCodeX cache service is reachable at {server}: start one with `dcodex up`"
             )
-        errors.print(f"[red]error {exc.code}:[/red] {escape(message)}")
+        errors.print(f"[red]error {exc.code}:[/red] {escape(message)}", soft_wrap=True)
         sys.exit(2)

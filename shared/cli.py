@@ -9,7 +9,7 @@ import asyncio
 import sys
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,11 +19,13 @@ from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
 from dcodex.shared.config import Settings, env_var, flag
+from dcodex.shared.errors import DcodexError
 from dcodex.shared.logging import configure_logging
 from dcodex.shared.metrics import DEFAULT_PORTS
 from dcodex.shared.service import Service, version
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 def _click_type(field: FieldInfo) -> Any:
@@ -100,7 +102,7 @@ def up(data_dir: Path | None, command: tuple[str, ...], **values: Any) -> None:
         name: (base + offset if base else 0)
         for offset, name in enumerate(("cache", "runner", "compiler"))
     }
-    code = asyncio.run(
+    code = _run(
         run_up(
             settings,
             embedded=embedded,
@@ -137,7 +139,15 @@ def service(name: str, **values: Any) -> None:
     configure_logging(settings.log_level, settings.log_format)
     port = settings.metrics_port
     ports = {name: DEFAULT_PORTS[f"dcodex-{name}"] if port is None else port}
-    asyncio.run(serve(settings, [name], ports))
+    _run(serve(settings, [name], ports))
+
+
+def _run(work: Coroutine[Any, Any, T]) -> T:
+    """Run a stack; a failure to reach NATS is one clear line, not a traceback."""
+    try:
+        return asyncio.run(work)
+    except DcodexError as exc:
+        raise click.ClickException(exc.message) from exc
 
 
 def _register_subcommands() -> None:
