@@ -29,8 +29,8 @@ T = TypeVar("T")
 DEFAULT_URL = Settings.model_fields["nats_url"].default
 STATUS_STYLE = {"ok": "green", "compile_error": "yellow", "internal_error": "red bold"}
 
-console = Console()
-errors = Console(stderr=True)
+console = Console(soft_wrap=True)  # never re-wrap a program's output
+errors = Console(stderr=True, soft_wrap=True)
 
 
 @dataclass(frozen=True)
