@@ -202,7 +202,8 @@ async def request(
         raise DcodexError(TIMEOUT, f"{subject} did not answer within {timeout:g} s") from exc
     reply_encoding = encoding_of(msg.headers)
     if msg.headers and ERROR_CODE_HEADER in msg.headers:
-        code = int(msg.headers[ERROR_CODE_HEADER])
+        header = msg.headers[ERROR_CODE_HEADER]
+        code = int(header) if header.isdigit() else INTERNAL
         try:
             body: Any = decode(msg.data, reply_encoding)
         except DcodexError:

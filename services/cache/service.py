@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import time
 
+import nats.errors
 import nats.js.errors
 import structlog
 from nats.aio.client import Client as NATS
@@ -128,12 +129,19 @@ class Cache:
             entry = await self.results.get(key)
         except nats.js.errors.KeyNotFoundError:
             return None
+        except (nats.errors.Error, TimeoutError) as exc:
+            # The bucket being unreachable costs a run, not the request.
+            log.warning("cache_read_failed", error=repr(exc))
+            return None
         return entry.value
 
     async def _put(self, key: str, result: ExecutionResult) -> None:
         if result.status in UNCACHEABLE_STATUSES:
             return
-        await self.results.put(key, pack(result))
+        try:
+            await self.results.put(key, pack(result))
+        except (nats.errors.Error, TimeoutError) as exc:
+            log.warning("cache_write_failed", error=repr(exc))
 
     async def _runner_info(self, request_id: str) -> LanguagesReply:
         """Languages, versions and limits as the runners report them (briefly cached)."""
