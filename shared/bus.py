@@ -25,7 +25,15 @@ from nats.micro.request import Request as MicroRequest
 from nats.micro.service import Service
 from pydantic import BaseModel, ValidationError
 
-from dcodex.shared.codec import CONTENT_TYPE_HEADER, JSON, Encoding, decode, encode, encoding_of
+from dcodex.shared.codec import (
+    CONTENT_TYPE_HEADER,
+    JSON,
+    REQUEST_ID_HEADER,
+    Encoding,
+    decode,
+    encode,
+    encoding_of,
+)
 from dcodex.shared.errors import (
     ERROR_CODE_HEADER,
     INTERNAL,
@@ -35,8 +43,6 @@ from dcodex.shared.errors import (
     from_validation_error,
 )
 
-REQUEST_ID_HEADER = "Dcodex-Request-Id"
-
 log = structlog.get_logger("dcodex.bus")
 
 
@@ -44,12 +50,16 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
-async def connect(url: str, name: str, connect_timeout: float = 5.0) -> NATS:
+async def connect(
+    url: str, name: str, connect_timeout: float = 5.0, log_events: bool = True
+) -> NATS:
     """Connect, then reconnect forever: a service outlives restarts of its NATS server.
 
     With unlimited reconnects nats-py also retries the first connection forever, so
     that one is bounded here: after `connect_timeout` seconds it is a 503.
+    `log_events=False` (the client library) keeps connection events out of the logs.
     """
+    quiet = not log_events
     try:
         return await asyncio.wait_for(
             nats.connect(
@@ -59,9 +69,9 @@ async def connect(url: str, name: str, connect_timeout: float = 5.0) -> NATS:
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=0.5,
                 allow_reconnect=True,
-                error_cb=_on_error,
-                disconnected_cb=_on_disconnected,
-                reconnected_cb=_on_reconnected,
+                error_cb=_ignore_error if quiet else _on_error,
+                disconnected_cb=None if quiet else _on_disconnected,
+                reconnected_cb=None if quiet else _on_reconnected,
             ),
             timeout=connect_timeout,
         )
@@ -69,16 +79,20 @@ async def connect(url: str, name: str, connect_timeout: float = 5.0) -> NATS:
         raise DcodexError(UNAVAILABLE, f"no NATS server reachable at {url}") from exc
 
 
+async def _ignore_error(exc: Exception) -> None:
+    pass
+
+
 async def _on_error(exc: Exception) -> None:
     log.debug("nats_error", error=repr(exc))
 
 
 async def _on_disconnected() -> None:
-    log.info("nats_disconnected")  # also on a normal close
+    log.debug("nats_disconnected")  # also on every normal close
 
 
 async def _on_reconnected() -> None:
-    log.info("nats_reconnected")
+    log.warning("nats_reconnected")
 
 
 @dataclass(frozen=True)
@@ -171,8 +185,25 @@ async def _answer(request: MicroRequest, handler: Handler, service: str) -> None
                 log.info("request_rejected", code=error.code, error=error.message)
             body = encode(error.to_body(), encoding)
             reply_headers |= error.to_headers()
-        if request._msg.reply:
-            await request.respond(body, headers=reply_headers)
+        await _respond(request, body, reply_headers)
+
+
+async def _respond(request: MicroRequest, body: bytes, headers: dict[str, str]) -> None:
+    """Send the reply; one too large for the server still gets a (small) error reply."""
+    if not request._msg.reply:
+        return  # published without a reply subject: nobody to answer
+    try:
+        await request.respond(body, headers=headers)
+    except nats.errors.MaxPayloadError:
+        error = DcodexError(
+            INTERNAL,
+            f"the reply ({len(body)} bytes) is larger than the NATS server's max payload;"
+            " ask for a smaller limits.output_bytes",
+        )
+        log.error("reply_too_large", size=len(body))
+        await request.respond(
+            encode(error.to_body(), encoding_of(headers)), {**headers, **error.to_headers()}
+        )
 
 
 def as_dcodex_error(exc: BaseException) -> DcodexError:

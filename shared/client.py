@@ -45,7 +45,7 @@ class DcodexClient:
         cls, url: str, prefix: str = "dcodex", timeout: float = DEFAULT_TIMEOUT_S
     ) -> DcodexClient:
         try:
-            nc = await bus.connect(url, name="dcodex-client", connect_timeout=2.0)
+            nc = await bus.connect(url, name="dcodex-client", connect_timeout=2.0, log_events=False)
         except DcodexError as exc:
             raise DcodexError(
                 UNAVAILABLE,

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from dcodex.shared.errors import BAD_REQUEST, DcodexError
 
 CONTENT_TYPE_HEADER = "Content-Type"
+REQUEST_ID_HEADER = "Dcodex-Request-Id"
 Encoding = Literal["application/json", "application/msgpack"]
 JSON: Final[Encoding] = "application/json"
 MSGPACK: Final[Encoding] = "application/msgpack"

@@ -37,7 +37,7 @@ class Settings(BaseModel):
     ceiling_cpu_time_seconds: float = Field(10.0, gt=0, description="most CPU a request may ask")
     ceiling_wall_clock_seconds: float = Field(30.0, gt=0, description="most wall a request may ask")
     ceiling_memory_bytes: int = Field(4 * GiB, gt=0, description="most memory a request may ask")
-    ceiling_output_bytes: int = Field(1 * MiB, gt=0, description="most output a request may ask")
+    ceiling_output_bytes: int = Field(256 * KiB, gt=0, description="most output a request may ask")
     ceiling_processes: int = Field(256, ge=1, description="most processes a request may ask")
     ceiling_file_size_bytes: int = Field(64 * MiB, ge=0, description="largest file a run may ask")
     max_code_bytes: int = Field(256 * KiB, gt=0, description="largest accepted source")
@@ -55,8 +55,13 @@ class Settings(BaseModel):
 
     # Cache and timeouts between services.
     cache_ttl_seconds: float = Field(3600, gt=0, description="how long results stay cached")
+    languages_refresh_seconds: float = Field(
+        30.0, gt=0, description="how often the cache re-reads the runners' languages and limits"
+    )
     cache_max_bytes: int = Field(256 * MiB, gt=0, description="byte bound of the result bucket")
-    request_timeout_seconds: float = Field(90.0, gt=0, description="wait for a downstream reply")
+    request_timeout_seconds: float = Field(
+        90.0, gt=0, description="how long the cache waits for a runner"
+    )
 
     metrics_port: int | None = Field(None, ge=0, description="Prometheus port; 0 turns it off")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from dcodex.shared.errors import BAD_REQUEST, DcodexError
+from dcodex.shared.errors import BAD_REQUEST, NOT_FOUND, DcodexError
 
 EXECUTION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
@@ -174,6 +174,14 @@ class LanguagesReply(Reply):
     max_code_bytes: int
     max_stdin_bytes: int
 
+    def language(self, name: str) -> LanguageInfo:
+        """The language a request names (id or alias, normalised); else 404."""
+        for language in self.languages:
+            if name == language.id or name in language.aliases:
+                return language
+        known = ", ".join(sorted(n for lang in self.languages for n in (lang.id, *lang.aliases)))
+        raise DcodexError(NOT_FOUND, f"unknown language {name!r}; known: {known}", "language")
+
 
 class CacheStats(Reply):
     """`dcodex.cache.stats`."""
@@ -188,7 +196,7 @@ class CacheStats(Reply):
 class PurgeRequest(Request):
     """`dcodex.cache.purge`: all results, or the one under `key`."""
 
-    key: str | None = None
+    key: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="a cache key (SHA-256)")
 
 
 class PurgeReply(Reply):

@@ -16,7 +16,7 @@ import click
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode
 
-from dcodex.shared.codec import CONTENT_TYPE_HEADER, JSON, MSGPACK
+from dcodex.shared.codec import CONTENT_TYPE_HEADER, JSON, MSGPACK, REQUEST_ID_HEADER
 from dcodex.shared.config import Settings
 from dcodex.shared.contract import (
     EXECUTION_ID_PATTERN,
@@ -44,7 +44,6 @@ ID_BASE = "https://dcodex.dev/schemas/"
 ASYNCAPI_FILE = "asyncapi.json"
 # The version of the wire contract (DESIGN.md), not of the package.
 CONTRACT_VERSION = "0.1.0"
-REQUEST_ID_HEADER = "Dcodex-Request-Id"  # = dcodex.shared.bus.REQUEST_ID_HEADER (no nats import)
 ERROR_CODES = ("400", "404", "413", "500", "503", "504")
 
 MODELS: tuple[type[BaseModel], ...] = (

@@ -248,3 +248,24 @@ async def test_stream_publishes_numbered_events_then_the_result(client: DcodexCl
     assert [event["type"] for event in events][:2] == ["compile", "started"]
     assert "".join(e["data"] for e in events if e["type"] == "stdout") == "one\ntwo\n"
     assert events[-1]["result"] == result.model_dump(mode="json")
+
+
+async def test_output_up_to_the_ceiling_is_returned(client: DcodexClient) -> None:
+    ceiling = (await client.languages()).limits.ceilings.output_bytes
+    code = f"import sys\nsys.stdout.write('x' * {ceiling})"
+    result = await execute(client, "python", code, limits={"output_bytes": ceiling})
+    assert result.status == "ok"
+    assert len(result.stdout) == ceiling and result.output_truncated is False
+
+
+async def test_a_reply_too_large_for_nats_is_a_clear_error(client: DcodexClient) -> None:
+    """NUL bytes escape to 6 bytes each in JSON: the reply outgrows NATS's max payload."""
+    from dcodex.shared.errors import DcodexError
+
+    ceiling = (await client.languages()).limits.ceilings.output_bytes
+    code = f"import sys\nsys.stdout.write(chr(0) * {ceiling})"
+    with pytest.raises(DcodexError) as raised:
+        await execute(client, "python", code, limits={"output_bytes": ceiling})
+    assert raised.value.code == 500
+    assert "max payload" in raised.value.message
+    assert (await execute(client, "python", "print('still here')")).stdout == "still here\n"

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from dcodex.shared.client import DcodexClient
+from dcodex.shared.errors import DcodexError
 from tests.conftest import ServiceProcesses
 
 SANDBOXES = 2
@@ -98,3 +99,64 @@ async def test_cache_serves_without_its_bucket_and_recovers(client: DcodexClient
         await open_results_bucket(js, 3600, 256 * 1024 * 1024)
     await client.execute(request)
     assert (await client.execute(request)).cache_hit is True
+
+
+@pytest.fixture
+def solo_stack(nats_url: str, tmp_path: Path) -> Iterator[ServiceProcesses]:
+    """All three services under their own prefix, the cache re-reading languages often."""
+    services = ServiceProcesses(nats_url, tmp_path, ("--subject-prefix", "solo"))
+    for name in ("compiler", "runner"):
+        services.start(name)
+    services.start("cache", "--languages-refresh-seconds", "0.2")
+    try:
+        for subject in ("solo.compile", "solo.languages", "solo.cache.stats"):
+            asyncio.run(wait_for_subject(nats_url, subject))
+        yield services
+    finally:
+        services.stop_all()
+
+
+async def test_hits_are_served_with_every_runner_stopped(solo_stack: ServiceProcesses) -> None:
+    request = {"language": "python", "code": f"print('kept', {time.time_ns()})"}
+    async with await DcodexClient.connect(solo_stack.url, prefix="solo") as client:
+        first = await client.execute(request)
+        for runner in solo_stack.processes["runner"]:
+            solo_stack.stop(runner)
+        await asyncio.sleep(0.5)  # past the cache's refresh of the runners' languages
+        hit = await client.execute(request)
+        assert hit.cache_hit is True and hit.stdout == first.stdout
+        with pytest.raises(DcodexError) as raised:
+            await client.execute({**request, "code": "print('new')"})
+        assert raised.value.code == 503
+
+
+async def test_identical_concurrent_requests_run_once(client: DcodexClient) -> None:
+    code = f"import time\ntime.sleep(0.5)\nprint({time.time_ns()})"
+    before = await client.cache_stats()
+    results = await asyncio.gather(
+        *(client.execute({"language": "python", "code": code}) for _ in range(10))
+    )
+    after = await client.cache_stats()
+    assert len({r.stdout for r in results}) == 1
+    assert len({r.execution_id for r in results}) == 10
+    assert after.misses - before.misses == 1
+    assert after.coalesced - before.coalesced == 9
+    assert sorted(r.cache_hit for r in results) == [False] + [True] * 9
+
+
+async def test_coalesced_wall_time_results_are_not_cache_hits(client: DcodexClient) -> None:
+    request = {
+        "language": "python",
+        "code": f"import time\ntime.sleep(5)  # {time.time_ns()}",
+        "limits": {"wall_time_s": 0.5},
+    }
+    results = await asyncio.gather(*(client.execute(request) for _ in range(3)))
+    assert [r.status for r in results] == ["wall_time_limit"] * 3
+    assert not any(r.cache_hit for r in results)
+
+
+async def test_purge_one_key_and_bad_keys(client: DcodexClient) -> None:
+    assert (await client.purge("0" * 64)).purged == 0
+    with pytest.raises(DcodexError) as raised:
+        await client.purge("bad key*")
+    assert raised.value.code == 400 and raised.value.field == "key"

@@ -11,6 +11,7 @@ from nats.js.kv import KeyValue
 from dcodex.shared.contract import ExecutionResult
 
 RESULTS_BUCKET = "dcodex-results"
+RESULTS_STREAM = f"KV_{RESULTS_BUCKET}"  # the stream behind the bucket
 
 
 async def open_results_bucket(js: JetStreamContext, ttl_s: float, max_bytes: int) -> KeyValue:
@@ -21,7 +22,7 @@ async def open_results_bucket(js: JetStreamContext, ttl_s: float, max_bytes: int
     bucket's stream is declared here with `DiscardPolicy.OLD`.
     """
     config = StreamConfig(
-        name=f"KV_{RESULTS_BUCKET}",
+        name=RESULTS_STREAM,
         description="DCodeX execution results by cache key",
         subjects=[f"$KV.{RESULTS_BUCKET}.>"],
         max_msgs_per_subject=1,

@@ -19,7 +19,13 @@ from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel
 
 from dcodex.services.cache.keys import cache_key
-from dcodex.services.cache.results import RESULTS_BUCKET, open_results_bucket, pack, unpack
+from dcodex.services.cache.results import (
+    RESULTS_BUCKET,
+    RESULTS_STREAM,
+    open_results_bucket,
+    pack,
+    unpack,
+)
 from dcodex.shared import bus
 from dcodex.shared.codec import MSGPACK
 from dcodex.shared.config import Settings, check_sizes
@@ -28,17 +34,15 @@ from dcodex.shared.contract import (
     CacheStats,
     ExecuteRequest,
     ExecutionResult,
-    LanguageInfo,
     LanguagesReply,
     PurgeReply,
     PurgeRequest,
 )
-from dcodex.shared.errors import NOT_FOUND, DcodexError
+from dcodex.shared.errors import DcodexError
 from dcodex.shared.service import Service, version
 from dcodex.shared.single_flight import SingleFlight
 
 NAME = "dcodex-cache"
-LANGUAGES_TTL_S = 30.0
 
 log = structlog.get_logger("dcodex.cache")
 
@@ -72,12 +76,13 @@ class Cache:
         request = ExecuteRequest.model_validate(call.payload)
         check_sizes(request.code, request.stdin, self.settings)
         info = await self._runner_info(call.request_id)
-        language = _find_language(info, request.language)
+        language = info.language(request.language)
         limits = info.limits.defaults.apply(request.limits, info.limits.ceilings)
         request = request.model_copy(
             update={"execution_id": request.execution_id or bus.new_id(), "language": language.id}
         )
-        if not request.cache or request.interactive:
+        # Streamed runs go to a runner for now: their events come from the run itself.
+        if not request.cache or request.interactive or request.stream:
             self._count("bypass")
             return await self._run(request, call)
         key = cache_key(
@@ -99,7 +104,9 @@ class Cache:
             self._count("miss")
             return result
         self._count("coalesced")
-        return result.model_copy(update={"execution_id": request.execution_id, "cache_hit": True})
+        # A shared result counts as cached only if it could have been (DESIGN §6).
+        cached = result.status not in UNCACHEABLE_STATUSES
+        return result.model_copy(update={"execution_id": request.execution_id, "cache_hit": cached})
 
     async def _run_and_store(
         self, key: str, request: ExecuteRequest, call: bus.Call
@@ -144,9 +151,16 @@ class Cache:
             log.warning("cache_write_failed", error=repr(exc))
 
     async def _runner_info(self, request_id: str) -> LanguagesReply:
-        """Languages, versions and limits as the runners report them (briefly cached)."""
+        """Languages, versions and limits as the runners report them.
+
+        Refreshed every `languages_refresh_seconds`; when no runner answers a refresh the last known
+        answer is kept, so cache hits go on being served while every runner is down.
+        """
         now = time.monotonic()
-        if self._languages is None or now - self._languages_at > LANGUAGES_TTL_S:
+        fresh_for = self.settings.languages_refresh_seconds
+        if self._languages is not None and now - self._languages_at < fresh_for:
+            return self._languages
+        try:
             reply = await bus.request(
                 self.nc,
                 self.settings.subject("languages"),
@@ -155,15 +169,20 @@ class Cache:
                 timeout=5.0,
                 encoding=MSGPACK,
             )
-            self._languages = LanguagesReply.model_validate(reply)
-            self._languages_at = now
+        except DcodexError:
+            if self._languages is None:
+                raise
+            log.warning("languages_refresh_failed")
+            return self._languages
+        self._languages = LanguagesReply.model_validate(reply)
+        self._languages_at = now
         return self._languages
 
     async def stats(self, call: bus.Call) -> BaseModel:
-        status = await self.results.status()
+        state = (await self.results.status()).stream_info.state
         return CacheStats(
-            entries=status.values,
-            bytes=status.stream_info.state.bytes,
+            entries=state.messages,
+            bytes=state.bytes,
             hits=self.counts["hit"],
             misses=self.counts["miss"],
             coalesced=self.counts["coalesced"],
@@ -171,20 +190,14 @@ class Cache:
 
     async def purge(self, call: bus.Call) -> BaseModel:
         request = PurgeRequest.model_validate(call.payload)
-        if request.key is not None:
-            await self.results.purge(request.key)
-            return PurgeReply(purged=1)
-        entries = (await self.results.status()).values
-        await self.nc.jetstream().purge_stream(f"KV_{RESULTS_BUCKET}")
-        return PurgeReply(purged=entries)
-
-
-def _find_language(info: LanguagesReply, name: str) -> LanguageInfo:
-    for language in info.languages:
-        if name == language.id or name in language.aliases:
-            return language
-    known = ", ".join(sorted(n for lang in info.languages for n in (lang.id, *lang.aliases)))
-    raise DcodexError(NOT_FOUND, f"unknown language {name!r}; known: {known}", "language")
+        js = self.nc.jetstream()
+        before = (await self.results.status()).values
+        # Purging the stream (or one subject of it) leaves no delete markers behind.
+        if request.key is None:
+            await js.purge_stream(RESULTS_STREAM)
+        else:
+            await js.purge_stream(RESULTS_STREAM, subject=f"$KV.{RESULTS_BUCKET}.{request.key}")
+        return PurgeReply(purged=before - (await self.results.status()).values)
 
 
 async def start(settings: Settings) -> Service:

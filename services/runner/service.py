@@ -171,7 +171,8 @@ class Runner:
             self.settings.subject("compile"),
             CompileRequest(language=language.id, code=code),
             request_id=request_id,
-            timeout=self.settings.request_timeout_seconds,
+            # Below the cache's wait for us, above the compile's own limit.
+            timeout=self.settings.compile_timeout_seconds + 15,
             encoding=MSGPACK,
         )
         return CompileResult.model_validate(reply)
