@@ -27,7 +27,9 @@ class Settings(BaseModel):
     subject_prefix: str = Field("dcodex", description="prefix of every DCodeX subject")
 
     # Per-run defaults (the seed's names) and the ceilings a request may ask for.
-    max_concurrent_sandboxes: int = Field(10, ge=1, description="sandboxes one runner runs at once")
+    max_concurrent_sandboxes: int = Field(
+        10, ge=1, le=1000, description="sandboxes one runner runs at once"
+    )
     sandbox_cpu_time_limit_seconds: float = Field(1.0, gt=0, description="default CPU time")
     sandbox_wall_clock_timeout_seconds: float = Field(2.0, gt=0, description="default wall clock")
     sandbox_memory_limit_bytes: int = Field(4 * GiB, gt=0, description="default address space")
@@ -45,12 +47,14 @@ class Settings(BaseModel):
 
     # Sandbox identity: each concurrent slot runs as uid/gid base+slot when root.
     sandbox_uid_base: int = Field(61000, ge=1000, description="first uid of the sandbox slots")
-    isolation: Literal["rlimits"] = Field("rlimits", description="sandbox layers to require")
 
     # Compiler.
     compile_timeout_seconds: float = Field(30.0, gt=0, description="wall clock of one compile")
     compile_memory_limit_bytes: int = Field(2 * GiB, gt=0, description="address space of a compile")
     max_compile_output_bytes: int = Field(64 * KiB, gt=0, description="diagnostics kept")
+    runner_artifact_cache_bytes: int = Field(
+        256 * MiB, ge=0, description="artifacts a runner keeps in memory"
+    )
     max_artifact_bytes: int = Field(64 * MiB, gt=0, description="largest binary stored")
 
     # Cache and timeouts between services.

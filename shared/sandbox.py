@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import hashlib
 import math
 import os
@@ -175,50 +176,28 @@ def _executable(name: str, env: Mapping[str, str]) -> str:
 
 def _helper_limits(limits: SandboxLimits, uid: int | None, gid: int | None) -> list[str]:
     """The helper's numeric arguments, in its order (see sandbox_exec.c)."""
-    wanted = dict(
-        (which, (soft, hard)) for which, soft, hard in _rlimits(limits, own_uid=uid is not None)
-    )
-    cpu_soft, cpu_hard = wanted[resource.RLIMIT_CPU]
-    nproc = wanted.get(resource.RLIMIT_NPROC, (-1, -1))[0]
+    cpu = max(1, math.ceil(limits.cpu_time_s))  # the verdict compares the exact CPU time
     values = [
-        cpu_soft,
-        cpu_hard,
-        wanted[resource.RLIMIT_AS][0],
-        wanted[resource.RLIMIT_FSIZE][0],
-        wanted[resource.RLIMIT_NOFILE][0],
-        wanted[resource.RLIMIT_STACK][0],
-        nproc,
+        # SIGXCPU at the soft limit, SIGKILL a second later if it is caught.
+        _capped(resource.RLIMIT_CPU, cpu),
+        _capped(resource.RLIMIT_CPU, cpu + 1),
+        _capped(resource.RLIMIT_AS, limits.memory_bytes),
+        _capped(resource.RLIMIT_FSIZE, limits.file_size_bytes),
+        _capped(resource.RLIMIT_NOFILE, _NOFILE),
+        _capped(resource.RLIMIT_STACK, min(limits.memory_bytes, _MAX_STACK_BYTES)),
+        # RLIMIT_NPROC counts every process of the uid, and root is exempt from it: it
+        # bounds one run only when the run has a uid of its own.
+        -1 if uid is None else limits.processes,
         -1 if uid is None else uid,
         -1 if gid is None else gid,
     ]
     return [str(value) for value in values]
 
 
-def _rlimits(limits: SandboxLimits, *, own_uid: bool) -> list[tuple[int, int, int]]:
-    cpu = max(1, math.ceil(limits.cpu_time_s))
-    wanted = [
-        (resource.RLIMIT_CORE, 0, 0),
-        # SIGXCPU at the soft limit, SIGKILL one second later if it is caught.
-        (resource.RLIMIT_CPU, cpu, cpu + 1),
-        (resource.RLIMIT_FSIZE, limits.file_size_bytes, limits.file_size_bytes),
-        (resource.RLIMIT_NOFILE, _NOFILE, _NOFILE),
-    ]
-    stack = min(limits.memory_bytes, _MAX_STACK_BYTES)
-    wanted.append((resource.RLIMIT_STACK, stack, stack))
-    if own_uid:
-        # RLIMIT_NPROC counts every process of the real uid and root is exempt from it.
-        wanted.append((resource.RLIMIT_NPROC, limits.processes, limits.processes))
-    # Last: once it is set, the forked copy of our (large) interpreter may not allocate.
-    wanted.append((resource.RLIMIT_AS, limits.memory_bytes, limits.memory_bytes))
-    return [_within_hard_limit(*limit) for limit in wanted]
-
-
-def _within_hard_limit(which: int, soft: int, hard: int) -> tuple[int, int, int]:
-    # The child may have dropped root already, so it can only lower hard limits.
-    current_hard = resource.getrlimit(which)[1]
-    if current_hard != resource.RLIM_INFINITY:
-        hard = min(hard, current_hard)
-    return which, min(soft, hard), hard
+def _capped(which: int, value: int) -> int:
+    """`value`, but no higher than our own hard limit (which only root may raise)."""
+    hard = resource.getrlimit(which)[1]
+    return value if hard == resource.RLIM_INFINITY else min(value, hard)
 
 
 def _close_fds(fds: Sequence[int]) -> None:
@@ -308,6 +287,7 @@ class _Supervisor:
 
     def _finish_blocking(self) -> None:
         """Kill the program and read the helper's reports to the end (quick once killed)."""
+        self._kill_group()
         if self._status_fd is None:
             return
         self._loop.remove_reader(self._status_fd)
@@ -453,6 +433,12 @@ class _Supervisor:
 _HELPER_SOURCE = Path(__file__).with_name("sandbox_exec.c")
 
 
+async def prepare_sandbox() -> str:
+    """Build the helper now (off the event loop) rather than on the first run."""
+    return await asyncio.to_thread(helper_binary)
+
+
+@functools.cache
 def helper_binary() -> str:
     """The compiled helper, built with the system's C compiler on first use.
 

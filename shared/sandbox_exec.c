@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/time.h>
 #include <sys/types.h>
@@ -30,9 +31,18 @@
 
 static long long arg(char **argv, int i) { return strtoll(argv[i], NULL, 10); }
 
+static int error_fd = -1; /* in the child: where a failure to start is reported */
+
+/* Tell the parent why the program could not be started, then give up. */
+static void fail(void) {
+    int failure = errno;
+    (void)!write(error_fd, &failure, sizeof failure);
+    _exit(127);
+}
+
 static void limit(int which, long long soft, long long hard) {
     struct rlimit value = {(rlim_t)soft, (rlim_t)hard};
-    if (setrlimit(which, &value) != 0) _exit(126);
+    if (setrlimit(which, &value) != 0) fail();
 }
 
 static void report(int fd, const char *text) {
@@ -46,7 +56,7 @@ static void report(int fd, const char *text) {
     }
 }
 
-static void become_program(char **argv, int status_fd, int error_fd) {
+static void become_program(char **argv, int status_fd) {
     setpgid(0, 0);
     signal(SIGPIPE, SIG_DFL);
     close(status_fd);
@@ -57,13 +67,13 @@ static void become_program(char **argv, int status_fd, int error_fd) {
     limit(RLIMIT_STACK, arg(argv, 7), arg(argv, 7));
     if (arg(argv, 8) >= 0) limit(RLIMIT_NPROC, arg(argv, 8), arg(argv, 8));
     long long uid = arg(argv, 9), gid = arg(argv, 10);
-    if (gid >= 0 && (setgroups(0, NULL) != 0 || setgid((gid_t)gid) != 0)) _exit(126);
-    if (uid >= 0 && setuid((uid_t)uid) != 0) _exit(126);
+    if (gid >= 0 && (setgroups(0, NULL) != 0 || setgid((gid_t)gid) != 0)) fail();
+    if (uid >= 0 && setuid((uid_t)uid) != 0) fail();
+    /* No setuid binary may give the program privileges back (with our rlimits on). */
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) fail();
     limit(RLIMIT_AS, arg(argv, 4), arg(argv, 4));
     execv(argv[12], &argv[12]); /* no PATH search, no /bin/sh fallback on ENOEXEC */
-    int failure = errno;
-    (void)!write(error_fd, &failure, sizeof failure);
-    _exit(127);
+    fail();
 }
 
 int main(int argc, char **argv) {
@@ -80,7 +90,8 @@ int main(int argc, char **argv) {
     if (child < 0) return 3;
     if (child == 0) {
         close(exec_error[0]);
-        become_program(argv, status_fd, exec_error[1]);
+        error_fd = exec_error[1];
+        become_program(argv, status_fd);
     }
     setpgid(child, child); /* also here, so the group exists before anyone signals it */
     close(exec_error[1]);

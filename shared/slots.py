@@ -30,10 +30,6 @@ class SlotPool:
             uid = uid_base + index if use_uids and uid_base is not None else None
             self._free.put_nowait(Slot(index, uid, uid))
 
-    @property
-    def busy(self) -> int:
-        return self.size - self._free.qsize()
-
     @asynccontextmanager
     async def acquire(self) -> AsyncIterator[Slot]:
         slot = await self._free.get()

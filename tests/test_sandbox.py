@@ -429,3 +429,9 @@ async def test_peak_memory_is_the_programs_own(tmp_path: Path) -> None:
     assert small.exit_code == 0 and large.exit_code == 0
     assert small.peak_memory_bytes < 8 * MiB, "a 1 MiB program must not look like 40 MiB"
     assert 100 * MiB <= large.peak_memory_bytes < 116 * MiB
+
+
+async def test_programs_cannot_regain_privileges(tmp_path: Path) -> None:
+    """no_new_privs is set: setuid binaries do not elevate a sandboxed program."""
+    result = await run_py("print(open('/proc/self/status').read())", tmp_path)
+    assert "NoNewPrivs:\t1" in result.stdout.decode()

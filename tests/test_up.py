@@ -107,3 +107,25 @@ def test_sigterm_stops_everything(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_a_busy_metrics_port_is_a_clear_error_and_leaves_nothing(tmp_path: Path) -> None:
+    import socket
+
+    data_dir = tmp_path / "jetstream"
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        completed = subprocess.run(
+            dcodex_argv(
+                "up", "--metrics-port", str(port), "--data-dir", str(data_dir), "--", "true"
+            ),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert completed.returncode == 1
+    assert f"cannot serve metrics on port {port}" in completed.stderr
+    assert "Traceback" not in completed.stderr
+    assert processes_mentioning(str(data_dir)) == []

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from signal import SIGXFSZ
 
 from dcodex.shared.config import Settings
 from dcodex.shared.languages import Language
 from dcodex.shared.sandbox import SandboxLimits, clean_env, run_sandboxed
 from dcodex.shared.slots import Slot
-from dcodex.shared.workspace import workspace, write_file
+from dcodex.shared.workspace import hand_over, read_output_file, workspace, write_file
 
 
 @dataclass(frozen=True)
@@ -34,8 +35,9 @@ async def compile_source(
     language: Language, code: str, settings: Settings, slot: Slot
 ) -> Compilation:
     assert language.compile is not None and language.binary is not None
-    with workspace(slot, prefix="dcodex-compile-") as cwd:
+    with workspace(prefix="dcodex-compile-") as cwd:
         write_file(cwd, language.source, code.encode(), slot, mode=0o400)
+        hand_over(cwd, slot)
         outcome = await run_sandboxed(
             language.compile,
             cwd=cwd,
@@ -45,13 +47,13 @@ async def compile_source(
             gid=slot.gid,
         )
         output = (outcome.stdout + outcome.stderr).decode("utf-8", errors="replace")
-        binary_path = cwd / language.binary
         failure = _failure(outcome.killed_for, outcome.exit_code, outcome.signal, settings)
-        if failure is None and not binary_path.is_file():
+        binary = read_output_file(cwd, language.binary) if failure is None else None
+        if failure is None and binary is None:
             failure = "the compiler produced no program"
         if failure is not None:
             return Compilation(False, _join(output, failure), outcome.wall_time_ms, None)
-        return Compilation(True, output, outcome.wall_time_ms, binary_path.read_bytes())
+        return Compilation(True, output, outcome.wall_time_ms, binary)
 
 
 def _failure(
@@ -62,6 +64,8 @@ def _failure(
         return f"compilation timed out after {settings.compile_timeout_seconds:g} s"
     if killed_for == "output":
         return f"compiler output exceeded {settings.max_compile_output_bytes} bytes"
+    if signal == SIGXFSZ:
+        return f"the program would be larger than {settings.max_artifact_bytes} bytes"
     if signal is not None:
         return f"the compiler was killed by signal {signal}"
     if exit_code != 0:

@@ -20,8 +20,9 @@ from dcodex.shared import bus
 from dcodex.shared.artifacts import ARTIFACT_BUCKET, compile_digest, open_artifact_store
 from dcodex.shared.config import Settings, check_sizes
 from dcodex.shared.contract import ArtifactRef, CompileRequest, CompileResult
-from dcodex.shared.errors import BAD_REQUEST, TOO_LARGE, DcodexError
+from dcodex.shared.errors import BAD_REQUEST, DcodexError
 from dcodex.shared.languages import Language, Registry
+from dcodex.shared.sandbox import prepare_sandbox
 from dcodex.shared.service import Service, version
 from dcodex.shared.single_flight import SingleFlight
 from dcodex.shared.slots import SlotPool
@@ -96,10 +97,6 @@ class Compiler:
         )
         if compilation.binary is None:
             return result
-        if len(compilation.binary) > self.settings.max_artifact_bytes:
-            raise DcodexError(
-                TOO_LARGE, f"the program is larger than {self.settings.max_artifact_bytes} bytes"
-            )
         await self.artifacts.put(digest, compilation.binary)
         artifact = ArtifactRef(bucket=ARTIFACT_BUCKET, name=digest, size=len(compilation.binary))
         return result.model_copy(update={"artifact": artifact})
@@ -115,6 +112,7 @@ class Compiler:
 async def start(settings: Settings) -> Service:
     nc: NATS = await bus.connect(settings.nats_url, name=NAME)
     registry = await Registry.load().probe()
+    await prepare_sandbox()
     artifacts = await open_artifact_store(nc.jetstream(), max_bytes=None)
     compiler = Compiler(settings, registry, artifacts)
     micro = await bus.start_micro_service(

@@ -13,7 +13,7 @@ from dcodex.shared.contract import EffectiveLimits, ExecutionResult
 from dcodex.shared.languages import Language
 from dcodex.shared.sandbox import OutputCallback, SandboxLimits, SandboxResult, run_sandboxed
 from dcodex.shared.slots import Slot
-from dcodex.shared.workspace import workspace, write_file
+from dcodex.shared.workspace import hand_over, workspace, write_file
 
 
 @dataclass(frozen=True)
@@ -48,11 +48,12 @@ async def execute(
     on_output: OutputCallback | None = None,
 ) -> ExecutionResult:
     language = program.language
-    with workspace(slot, prefix="dcodex-run-") as cwd:
+    with workspace(prefix="dcodex-run-") as cwd:
         if program.binary is not None and language.binary:
             write_file(cwd, language.binary, program.binary, slot, mode=0o500)
         else:
             write_file(cwd, language.source, program.source.encode(), slot, mode=0o400)
+        hand_over(cwd, slot)
         outcome = await run_sandboxed(
             [*language.run, *args],
             cwd=cwd,

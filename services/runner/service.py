@@ -35,6 +35,7 @@ from dcodex.shared.contract import (
 )
 from dcodex.shared.errors import BAD_REQUEST, INTERNAL, DcodexError
 from dcodex.shared.languages import Language, Registry
+from dcodex.shared.sandbox import prepare_sandbox
 from dcodex.shared.service import Service, version
 from dcodex.shared.slots import SlotPool
 
@@ -52,7 +53,7 @@ class Runner:
         self.nc = nc
         self.registry = registry
         self.artifacts = artifacts
-        self.local_artifacts = ArtifactCache(max_bytes=256 * 1024 * 1024)
+        self.local_artifacts = ArtifactCache(settings.runner_artifact_cache_bytes)
         self.slots = SlotPool(settings.max_concurrent_sandboxes, settings.sandbox_uid_base)
         self.metrics = RunnerMetrics(settings)
 
@@ -223,6 +224,7 @@ class EventPublisher:
 async def start(settings: Settings) -> Service:
     nc = await bus.connect(settings.nats_url, name=NAME)
     registry = await Registry.load().probe()
+    await prepare_sandbox()
     artifacts = await open_artifact_store(nc.jetstream())
     runner = Runner(settings, nc, registry, artifacts)
     micro = await bus.start_micro_service(
