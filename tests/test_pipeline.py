@@ -184,12 +184,18 @@ async def test_execution_id_is_kept(client: DcodexClient) -> None:
 
 
 async def test_same_source_compiles_once(client: DcodexClient) -> None:
-    code = unique('#include <stdio.h>\nint main(void) { puts("reused"); return 0; }')
+    # An unused function parameter warns under -Wall... the default flags have no -Wall,
+    # so the warning comes from a #warning directive, which gcc always prints.
+    code = unique(
+        '#include <stdio.h>\n#warning "kept"\nint main(void) { puts("reused"); return 0; }'
+    )
     first = await client.compile("c", code)
     second = await client.compile("c", code)
     assert first.status == "ok" and first.cached is False and first.compile_time_ms
     assert second.cached is True and second.compile_time_ms is None
     assert second.artifact == first.artifact and first.artifact is not None
+    assert "kept" in first.compile_output
+    assert second.compile_output == first.compile_output, "warnings survive artifact reuse"
     assert first.artifact.size > 0
     # The runner finds the same artifact: no compile time in the execution result.
     result = await client.execute({"language": "c", "code": code, "cache": False})

@@ -11,6 +11,7 @@ import os
 import nats.js.errors
 import structlog
 from nats.aio.client import Client as NATS
+from nats.js.api import ObjectMeta
 from nats.js.object_store import ObjectStore
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel
@@ -77,12 +78,14 @@ class Compiler:
     async def _lookup_or_compile(self, digest: str, language: Language, code: str) -> CompileResult:
         found = await self._stored(digest)
         if found is not None:
+            artifact, warnings = found
             return CompileResult(
                 status="ok",
                 language=language.id,
                 language_version=language.version,
                 digest=digest,
-                artifact=found,
+                compile_output=warnings,
+                artifact=artifact,
                 cached=True,
             )
         async with self.slots.acquire() as slot:
@@ -97,16 +100,20 @@ class Compiler:
         )
         if compilation.binary is None:
             return result
-        await self.artifacts.put(digest, compilation.binary)
+        # The diagnostics (warnings) travel with the artifact, for the next lookup.
+        meta = ObjectMeta(name=digest, description=compilation.output)
+        await self.artifacts.put(digest, compilation.binary, meta=meta)
         artifact = ArtifactRef(bucket=ARTIFACT_BUCKET, name=digest, size=len(compilation.binary))
         return result.model_copy(update={"artifact": artifact})
 
-    async def _stored(self, digest: str) -> ArtifactRef | None:
+    async def _stored(self, digest: str) -> tuple[ArtifactRef, str] | None:
+        """The stored artifact and the diagnostics of its compile, if there is one."""
         try:
             info = await self.artifacts.get_info(digest)
         except nats.js.errors.NotFoundError:
             return None
-        return ArtifactRef(bucket=ARTIFACT_BUCKET, name=digest, size=info.size or 0)
+        artifact = ArtifactRef(bucket=ARTIFACT_BUCKET, name=digest, size=info.size or 0)
+        return artifact, info.description or ""
 
 
 async def start(settings: Settings) -> Service:
