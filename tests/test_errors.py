@@ -97,10 +97,13 @@ async def test_oversized_stdin_is_413(client: DcodexClient) -> None:
 
 async def test_services_keep_serving_after_a_burst_of_bad_input(client: DcodexClient) -> None:
     for _, data, headers, _, _ in CASES:
-        await raw(client, "dcodex.execute", data, headers)
-        await raw(client, "dcodex.compile", data, headers)
+        for subject in ("dcodex.execute", "dcodex.run", "dcodex.compile"):
+            reply_headers, _ = await raw(client, subject, data, headers)
+            assert reply_headers["Nats-Service-Error-Code"] in {"400", "404"}
     await still_serves(client)
     await still_serves(client, "dcodex.run")
+    compiled = await client.compile("c", "int main(void) { return 0; }")
+    assert compiled.status == "ok"
 
 
 async def test_compile_rejects_interpreted_language(client: DcodexClient) -> None:
@@ -108,9 +111,10 @@ async def test_compile_rejects_interpreted_language(client: DcodexClient) -> Non
     assert_error(headers, body, 400, "language")
 
 
-async def test_msgpack_request_gets_msgpack_reply(client: DcodexClient) -> None:
+@pytest.mark.parametrize("subject", ["dcodex.execute", "dcodex.run"])
+async def test_msgpack_request_gets_msgpack_reply(client: DcodexClient, subject: str) -> None:
     request = {"language": "py", "code": "print(input() * 2)", "stdin": "ab\n", "cache": False}
-    headers, body = await raw(client, "dcodex.execute", msgpack.packb(request), MSGPACK)
+    headers, body = await raw(client, subject, msgpack.packb(request), MSGPACK)
     assert headers["Content-Type"] == "application/msgpack"
     assert body["status"] == "ok" and body["stdout"] == "abab\n"
 
