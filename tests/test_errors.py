@@ -6,6 +6,7 @@ These talk raw NATS (as `nats request` or another language would), not the clien
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import msgpack
@@ -137,3 +138,36 @@ async def test_languages_lists_real_toolchains(client: DcodexClient) -> None:
     assert body["limits"]["defaults"]["cpu_time_s"] == 1.0
     assert body["limits"]["defaults"]["output_bytes"] == 10240
     assert "rlimits" in body["isolation"]
+
+
+async def test_request_id_is_carried_to_every_downstream_call(client: DcodexClient) -> None:
+    """A plain (non-queue) subscriber sees each hop's request and its headers."""
+    seen: dict[str, str] = {}
+
+    async def watch(msg: Any) -> None:
+        seen[msg.subject] = (msg.headers or {}).get("Dcodex-Request-Id", "")
+
+    watchers = [await client.nc.subscribe(s, cb=watch) for s in ("dcodex.run", "dcodex.compile")]
+    code = "int main(void) { return 0; }\n// request-id test " + os.urandom(8).hex()
+    request = json.dumps({"language": "c", "code": code}).encode()
+    headers, body = await raw(client, "dcodex.execute", request, {"Dcodex-Request-Id": "hop-7"})
+    for watcher in watchers:
+        await watcher.unsubscribe()
+    assert body["status"] == "ok" and headers["Dcodex-Request-Id"] == "hop-7"
+    assert seen == {"dcodex.run": "hop-7", "dcodex.compile": "hop-7"}
+
+
+async def test_services_are_discoverable_with_the_micro_protocol(client: DcodexClient) -> None:
+    expected = {
+        "dcodex-cache": {"dcodex.execute", "dcodex.cache.stats", "dcodex.cache.purge"},
+        "dcodex-runner": {"dcodex.run", "dcodex.languages"},
+        "dcodex-compiler": {"dcodex.compile"},
+    }
+    for name, subjects in expected.items():
+        msg = await client.nc.request(f"$SRV.INFO.{name}", b"", timeout=5)
+        info = json.loads(msg.data)
+        assert info["name"] == name
+        assert {endpoint["subject"] for endpoint in info["endpoints"]} == subjects
+        assert {endpoint["queue_group"] for endpoint in info["endpoints"]} == {"q"}
+    runner = json.loads((await client.nc.request("$SRV.INFO.dcodex-runner", b"", timeout=5)).data)
+    assert "rlimits" in runner["metadata"]["isolation"]

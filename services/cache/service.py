@@ -118,6 +118,7 @@ class Cache:
     def _count(self, outcome: str) -> None:
         self.counts[outcome] += 1
         self.lookups.labels(outcome).inc()
+        log.info("served", cache=outcome)
 
     async def _run(self, request: ExecuteRequest, call: bus.Call) -> ExecutionResult:
         # Forwarded in the client's encoding: the runner streams events in it (DESIGN §9).
