@@ -40,7 +40,8 @@ from dcodex.shared.service import Service, version
 from dcodex.shared.slots import SlotPool
 
 NAME = "dcodex-runner"
-ISOLATION_LAYERS = ["rlimits", "uid"] if os.geteuid() == 0 else ["rlimits"]
+# The sandbox layers in force (reported in dcodex.languages and the micro INFO).
+ISOLATION_LAYERS = ["rlimits", "no_new_privs"] + (["uid"] if os.geteuid() == 0 else [])
 
 log = structlog.get_logger("dcodex.runner")
 
