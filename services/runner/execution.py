@@ -27,14 +27,7 @@ class Program:
 
 
 def sandbox_limits(limits: EffectiveLimits) -> SandboxLimits:
-    return SandboxLimits(
-        cpu_time_s=limits.cpu_time_s,
-        wall_time_s=limits.wall_time_s,
-        memory_bytes=limits.memory_bytes,
-        output_bytes=limits.output_bytes,
-        processes=limits.processes,
-        file_size_bytes=limits.file_size_bytes,
-    )
+    return SandboxLimits(**limits.model_dump())  # the same six names
 
 
 async def execute(
