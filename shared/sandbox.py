@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-KillReason = Literal["output", "wall_time"]
+KillReason = Literal["output", "wall_time", "cpu_time"]
 Stream = Literal["stdout", "stderr"]
 OutputCallback = Callable[[Stream, bytes], None]
 
@@ -44,6 +44,9 @@ _READ_CHUNK = 64 * 1024
 # How long to wait for the pipes to reach EOF once the program has exited. Only a
 # process outside the killed group (a setsid daemon) can hold them open longer.
 _DRAIN_GRACE_S = 0.1
+# How often a fractional CPU limit is checked, and the kernel's unit of CPU time.
+_CPU_POLL_S = 0.02
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -249,6 +252,7 @@ class _Supervisor:
         self._exited: asyncio.Future[_Exit] = loop.create_future()
         self._eof: asyncio.Future[None] = loop.create_future()
         self._wall_timer: asyncio.TimerHandle | None = None
+        self._cpu_timer: asyncio.TimerHandle | None = None
         self._ended = False  # the program has been reaped: its pgid is no longer ours
         self._truncated = False
         self._wall_clock_timeout = False
@@ -264,6 +268,9 @@ class _Supervisor:
         else:
             self._close_stdin()  # EOF right away
         self._wall_timer = self._loop.call_later(self._limits.wall_time_s, self._on_wall_time)
+        if self._limits.cpu_time_s != math.ceil(self._limits.cpu_time_s):
+            # RLIMIT_CPU counts whole seconds: a fractional limit is watched from here.
+            self._cpu_timer = self._loop.call_later(_CPU_POLL_S, self._on_cpu_poll)
 
     async def run(self) -> SandboxResult:
         self._watch()
@@ -275,8 +282,7 @@ class _Supervisor:
 
     def close(self) -> None:
         """Release everything; if the program still runs (cancellation), kill it and wait."""
-        if self._wall_timer is not None:
-            self._wall_timer.cancel()
+        self._cancel_timers()
         if not self._ended:  # cancelled: note that cancelling also marks `_exited` done
             self._finish_blocking()
         self._close_status()
@@ -332,11 +338,19 @@ class _Supervisor:
 
     def _on_exit(self, status: int, utime_us: int, stime_us: int, maxrss_kb: int) -> None:
         self._ended = True
-        if self._wall_timer is not None:
-            self._wall_timer.cancel()
+        self._cancel_timers()
         report = _Exit(status, (utime_us + stime_us) / 1000, maxrss_kb * 1024, time.monotonic())
         if not self._exited.done():
             self._exited.set_result(report)
+
+    def _on_cpu_poll(self) -> None:
+        if self._ended or self._pgid is None:
+            self._cpu_timer = self._loop.call_later(_CPU_POLL_S, self._on_cpu_poll)
+            return
+        if _cpu_seconds(self._pgid) >= self._limits.cpu_time_s:
+            self._kill_group("cpu_time")
+        else:
+            self._cpu_timer = self._loop.call_later(_CPU_POLL_S, self._on_cpu_poll)
 
     def _on_wall_time(self) -> None:
         self._wall_clock_timeout = True
@@ -379,6 +393,11 @@ class _Supervisor:
             self._kill_group("output")
         if kept and self._on_output is not None:
             self._on_output(stream, kept)  # last: should it raise, our state is consistent
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._wall_timer, self._cpu_timer):
+            if timer is not None:
+                timer.cancel()
 
     def _kill_group(self, reason: KillReason | None = None) -> None:
         if reason is not None and self._killed_for is None:
@@ -426,6 +445,16 @@ class _Supervisor:
             wall_time_ms=wall_time_ms,
             peak_memory_bytes=exited.peak_memory_bytes,
         )
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time of a process and its reaped children, from /proc (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    # After the ")" field 3 (state) is at index 0: utime..cstime are fields 14-17.
+    return sum(int(value) for value in fields[11:15]) / _CLOCK_TICKS
 
 
 # --- the C helper ---------------------------------------------------------------------

@@ -155,6 +155,15 @@ async def test_cpu_time_limit(tmp_path: Path) -> None:
     assert decide_status(result, limits) == "cpu_time_limit"
 
 
+async def test_fractional_cpu_limit_is_enforced_not_rounded_up(tmp_path: Path) -> None:
+    """RLIMIT_CPU counts whole seconds; a 0.3 s limit must not let a loop burn 1 s."""
+    limits = dataclasses.replace(LIMITS, cpu_time_s=0.3, wall_time_s=10.0)
+    result = await run_py("while True: pass", tmp_path, limits)
+    assert result.killed_for == "cpu_time"
+    assert 300 <= result.cpu_time_ms < 700
+    assert decide_status(result, limits) == "cpu_time_limit"
+
+
 async def test_wall_time_limit(tmp_path: Path) -> None:
     limits = dataclasses.replace(LIMITS, wall_time_s=0.5)
     result = await run_py("import time; time.sleep(10)", tmp_path, limits)

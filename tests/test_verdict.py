@@ -48,6 +48,7 @@ CASES: list[tuple[str, dict[str, Any], Status]] = [
     ("SIGKILL at the hard CPU limit", {**KILLED, "cpu_time_ms": 2000.0}, "cpu_time_limit"),
     ("CPU time over the limit, exit 0", {"cpu_time_ms": 1000.5}, "cpu_time_limit"),
     ("CPU time exactly at the limit", {"cpu_time_ms": 1000.0}, "ok"),
+    ("killed at a fractional CPU limit", {**KILLED, "killed_for": "cpu_time"}, "cpu_time_limit"),
     ("wall clock", WALL_KILL, "wall_time_limit"),
     (
         "failed near the memory limit",

@@ -45,7 +45,11 @@ def decide_status(result: SandboxResult, limits: SandboxLimits) -> Status:
 def _hit_cpu_limit(result: SandboxResult, limits: SandboxLimits) -> bool:
     # SIGXCPU comes at the soft limit; a program that catches it gets SIGKILL at the
     # hard limit, which only its CPU time tells apart from any other SIGKILL.
-    return result.signal == signal.SIGXCPU or result.cpu_time_ms > limits.cpu_time_s * 1000
+    return (
+        result.killed_for == "cpu_time"
+        or result.signal == signal.SIGXCPU
+        or result.cpu_time_ms > limits.cpu_time_s * 1000
+    )
 
 
 def _looks_out_of_memory(result: SandboxResult, limits: SandboxLimits) -> bool:
