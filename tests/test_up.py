@@ -11,6 +11,8 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 from dcodex.shared.nats_server import accepts_connections
 from tests.conftest import dcodex_argv
 
@@ -82,7 +84,8 @@ def test_up_exits_with_the_commands_exit_code() -> None:
     assert completed.returncode == 3
 
 
-def test_sigterm_stops_everything(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_a_signal_stops_everything(tmp_path: Path, signum: signal.Signals) -> None:
     data_dir = tmp_path / "jetstream"
     process = subprocess.Popen(
         dcodex_argv("up", "--metrics-port", "0", "--data-dir", str(data_dir)),
@@ -99,7 +102,7 @@ def test_sigterm_stops_everything(tmp_path: Path) -> None:
         assert url is not None, banner
         assert accepts_connections(url.group(1))
         assert len(processes_mentioning(str(data_dir))) == 2  # dcodex up and nats-server
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(signum)
         assert process.wait(timeout=30) == 0
         assert not accepts_connections(url.group(1))
         assert processes_mentioning(str(data_dir)) == []
