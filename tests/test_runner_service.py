@@ -131,7 +131,7 @@ async def test_hits_are_served_with_every_runner_stopped(solo_stack: ServiceProc
 
 
 async def test_identical_concurrent_requests_run_once(client: DcodexClient) -> None:
-    code = f"import time\ntime.sleep(0.5)\nprint({time.time_ns()})"
+    code = f"import time\ntime.sleep(1)\nprint({time.time_ns()})"
     before = await client.cache_stats()
     results = await asyncio.gather(
         *(client.execute({"language": "python", "code": code}) for _ in range(10))
