@@ -102,7 +102,6 @@ class Call:
     payload: dict[str, Any]
     request_id: str
     encoding: Encoding
-    reply_subject: str
 
 
 Handler = Callable[[Call], Awaitable[BaseModel]]
@@ -175,7 +174,7 @@ async def _answer(request: MicroRequest, handler: Handler, service: str) -> None
     with structlog.contextvars.bound_contextvars(request_id=request_id, service=service):
         try:
             payload = decode(request.data, encoding) if request.data else {}
-            call = Call(payload, request_id, encoding, request.subject)
+            call = Call(payload, request_id, encoding)
             body = encode(await handler(call), encoding)
         except Exception as exc:
             error = as_dcodex_error(exc)
