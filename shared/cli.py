@@ -21,7 +21,7 @@ from pydantic.fields import FieldInfo
 from dcodex.shared.config import Settings, env_var, flag
 from dcodex.shared.errors import DcodexError
 from dcodex.shared.logging import configure_logging
-from dcodex.shared.metrics import DEFAULT_PORTS
+from dcodex.shared.metrics import metrics_port, stack_metrics_ports
 from dcodex.shared.service import Service, version
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -97,11 +97,7 @@ def up(data_dir: Path | None, command: tuple[str, ...], **values: Any) -> None:
     settings = settings_from({**values, **{k: v for k, v in local.items() if k in defaulted}})
     configure_logging(settings.log_level, settings.log_format)
     embedded = "nats_url" in defaulted
-    base = 9101 if settings.metrics_port is None else settings.metrics_port
-    ports = {
-        name: (base + offset if base else 0)
-        for offset, name in enumerate(("cache", "runner", "compiler"))
-    }
+    ports = stack_metrics_ports(settings.metrics_port)
     code = _run(
         run_up(
             settings,
@@ -137,9 +133,7 @@ def service(name: str, **values: Any) -> None:
 
     settings = settings_from(values)
     configure_logging(settings.log_level, settings.log_format)
-    port = settings.metrics_port
-    ports = {name: DEFAULT_PORTS[f"dcodex-{name}"] if port is None else port}
-    _run(serve(settings, [name], ports))
+    _run(serve(settings, [name], {name: metrics_port(name, settings.metrics_port)}))
 
 
 def _run(work: Coroutine[Any, Any, T]) -> T:

@@ -6,7 +6,8 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from dcodex.shared.errors import INTERNAL, DcodexError
 
-DEFAULT_PORTS = {"dcodex-cache": 9101, "dcodex-runner": 9102, "dcodex-compiler": 9103}
+# Each service's port when `--metrics-port` is not given; `dcodex up` uses all three.
+DEFAULT_PORTS = {"cache": 9101, "runner": 9102, "compiler": 9103}
 
 
 def serve_metrics(registry: CollectorRegistry, port: int) -> None:
@@ -23,4 +24,15 @@ def serve_metrics(registry: CollectorRegistry, port: int) -> None:
 
 
 def metrics_port(service: str, configured: int | None) -> int:
+    """The port of one service run alone: the configured one, else its default."""
     return DEFAULT_PORTS[service] if configured is None else configured
+
+
+def stack_metrics_ports(configured: int | None) -> dict[str, int]:
+    """Ports of the services of `dcodex up`: the defaults, or `configured` and the next
+    two, or all off (0)."""
+    if configured is None:
+        return dict(DEFAULT_PORTS)
+    return {
+        name: configured + offset if configured else 0 for offset, name in enumerate(DEFAULT_PORTS)
+    }
