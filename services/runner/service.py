@@ -219,6 +219,7 @@ class EventPublisher:
         self.seq += 1
         # Publishing is buffered by nats-py; the task keeps events in order of seq.
         payload = encode(event, self.encoding)
+        self._pending = [task for task in self._pending if not task.done()]
         self._pending.append(asyncio.ensure_future(self.nc.publish(self.subject, payload)))
 
 
