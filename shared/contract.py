@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from dcodex.shared.errors import BAD_REQUEST, NOT_FOUND, DcodexError
+from dcodex.shared.errors import BAD_REQUEST, DcodexError, unknown_language
 
 EXECUTION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
@@ -179,8 +179,9 @@ class LanguagesReply(Reply):
         for language in self.languages:
             if name == language.id or name in language.aliases:
                 return language
-        known = ", ".join(sorted(n for lang in self.languages for n in (lang.id, *lang.aliases)))
-        raise DcodexError(NOT_FOUND, f"unknown language {name!r}; known: {known}", "language")
+        raise unknown_language(
+            name, (n for lang in self.languages for n in (lang.id, *lang.aliases))
+        )
 
 
 class CacheStats(Reply):

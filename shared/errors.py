@@ -6,6 +6,7 @@ person can act on and, for bad input, the dotted name of the offending field.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import ValidationError
@@ -55,6 +56,12 @@ class DcodexError(Exception):
             str(error.get("message", fallback_message)),
             error.get("field") if isinstance(error.get("field"), str) else None,
         )
+
+
+def unknown_language(name: str, known: Iterable[str]) -> DcodexError:
+    """The 404 for a language nobody offers, listing those that are offered."""
+    listed = ", ".join(sorted(known))
+    return DcodexError(NOT_FOUND, f"unknown language {name!r}; known: {listed}", "language")
 
 
 def from_validation_error(exc: ValidationError, prefix: str = "") -> DcodexError:

@@ -15,7 +15,7 @@ from typing import Any
 
 import structlog
 
-from dcodex.shared.errors import NOT_FOUND, DcodexError
+from dcodex.shared.errors import unknown_language
 
 # Toolchains are looked up on the sandbox's PATH, not the service's (which may be a venv).
 TOOLCHAIN_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -78,8 +78,7 @@ class Registry:
         """The language a request names, by id or alias, case-insensitive; else 404."""
         language = self._by_name.get(name.strip().lower())
         if language is None:
-            known = ", ".join(sorted(self._by_name))
-            raise DcodexError(NOT_FOUND, f"unknown language {name!r}; known: {known}", "language")
+            raise unknown_language(name, self._by_name)
         return language
 
     def for_file(self, path: Path) -> Language | None:
