@@ -1,18 +1,18 @@
-"""Run one untrusted program under resource limits (the rlimits layer of the sandbox).
+"""Run one untrusted program in a sandbox and report how it ended.
 
-`run_sandboxed` starts the program in a session and process group of its own, with a
-clean environment, rlimits and optionally a uid of its own, then supervises it on the
+`run_sandboxed` starts the program through a tiny C helper (`sandbox_exec.c`, see
+`sandbox_helper`) with a clean environment, rlimits, `no_new_privs`, optionally a uid
+of its own, a cgroup of its own and (with `Isolation.namespaces`) private pid, mount,
+network, IPC and UTS namespaces whose root is a size-capped tmpfs holding only the
+program's files and a read-only view of the toolchain. It supervises the run on the
 running event loop without threads:
 
 - stdout/stderr are read through `loop.add_reader` and capped together;
-- the program is started by a tiny C helper (`sandbox_exec.c`, built on first use),
-  which puts it in a process group of its own, applies the rlimits and uid, kills the
-  rest of the group when the program exits and reports its status, CPU time and peak
-  memory (from `wait4`) on a pipe that is read on the loop;
-- a timer kills the group when the wall-clock limit passes.
-
-What this layer cannot do: a program that calls setsid() escapes the process-group
-kill, and memory is limited as address space (RLIMIT_AS), not as resident memory.
+- the helper reports the program's start, then its status, CPU time and peak memory
+  on a pipe that is read on the loop; with a cgroup the kernel's counters for the
+  whole process tree replace the latter two;
+- a timer stops everything when the wall-clock limit passes: the program's process
+  group, or with namespaces the namespace's pid 1, which kills every process in it.
 """
 
 from __future__ import annotations
@@ -20,11 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import functools
-import hashlib
 import math
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -34,12 +31,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from dcodex.shared.cgroups import CgroupUsage, SlotCgroup
+from dcodex.shared.isolation import SANDBOX_WORKDIR, Isolation
+from dcodex.shared.sandbox_helper import helper_argv
+from dcodex.shared.sandbox_helper import prepare_sandbox as prepare_sandbox
+from dcodex.shared.slots import Slot
+
 KillReason = Literal["output", "wall_time", "cpu_time"]
 Stream = Literal["stdout", "stderr"]
 OutputCallback = Callable[[Stream, bytes], None]
 
-_NOFILE = 64
-_MAX_STACK_BYTES = 64 * 2**20
 _READ_CHUNK = 64 * 1024
 # How long to wait for the pipes to reach EOF once the program has exited. Only a
 # process outside the killed group (a setsid daemon) can hold them open longer.
@@ -70,9 +71,14 @@ class SandboxResult:
     killed_for: KillReason | None  # the FIRST reason the supervisor killed the program
     cpu_time_ms: float  # ru_utime + ru_stime from wait4, in ms
     wall_time_ms: float
-    # ru_maxrss * 1024 from wait4, taken by the C helper: forked from it rather than
-    # from Python, the program's figure does not include our interpreter's memory.
+    # With a cgroup: the peak of the whole process tree. Without: ru_maxrss of the
+    # largest process, from the C helper (forked from it rather than from Python, the
+    # figure does not include our interpreter's memory).
     peak_memory_bytes: int
+    # Known only with a cgroup (None without): the kernel OOM-killed a process of the
+    # run at the memory limit / refused a fork at the process limit.
+    memory_limit_hit: bool | None = None
+    process_limit_hit: bool | None = None
 
 
 def clean_env(home: Path) -> dict[str, str]:
@@ -80,6 +86,7 @@ def clean_env(home: Path) -> dict[str, str]:
     return {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "HOME": str(home),
+        "TMPDIR": str(home),  # not a /tmp that other runs share (without namespaces)
         "LANG": "C.UTF-8",
         "LC_ALL": "C.UTF-8",
     }
@@ -92,20 +99,45 @@ async def run_sandboxed(
     limits: SandboxLimits,
     stdin: bytes = b"",
     env: Mapping[str, str] | None = None,
-    uid: int | None = None,
-    gid: int | None = None,
+    slot: Slot | None = None,
     on_output: OutputCallback | None = None,
+    collect: bool = False,
 ) -> SandboxResult:
     """Run `argv` to completion under `limits` and report how it ended.
 
+    `slot` says which uid, isolation and cgroup the run gets (none: the service's
+    own user, rlimits only). `cwd` holds the program's files; with namespaces they are
+    copied into the sandbox's own /box (`SANDBOX_WORKDIR`), and with `collect` the
+    files in /box are copied back to `cwd` at the end. `argv` paths are relative to that directory.
     Raises OSError (or subprocess.SubprocessError) when the program cannot be started.
     `on_output` is called on the event loop with each chunk of output that is kept;
     it must be quick and must not raise (the loop would only log the exception).
-    On cancellation the process group is killed and reaped before re-raising.
+    On cancellation everything the program started is killed and reaped first.
     """
     loop = asyncio.get_running_loop()
-    spawned = _spawn(argv, cwd, env if env is not None else clean_env(cwd), limits, uid, gid)
-    supervisor = _Supervisor(loop, spawned, stdin, limits, on_output)
+    slot = slot or Slot(index=0, uid=None, gid=None)
+    isolation, cgroup = slot.isolation, slot.cgroup
+    if env is None:
+        env = clean_env(Path(SANDBOX_WORKDIR) if isolation.namespaces else cwd)
+    if cgroup is not None:
+        cgroup.prepare(limits.memory_bytes, limits.processes)
+    program = [_executable(argv[0], env), *argv[1:]]
+
+    def command(status_fd: int) -> list[str]:
+        return helper_argv(
+            status_fd,
+            program,
+            limits=limits,
+            isolation=isolation,
+            workdir=cwd,
+            uid=slot.uid,
+            gid=slot.gid,
+            cgroup=cgroup,
+            collect=collect,
+        )
+
+    spawned = _spawn(command, cwd, env)
+    supervisor = _Supervisor(loop, spawned, stdin, limits, on_output, isolation, cgroup)
     try:
         return await supervisor.run()
     finally:
@@ -124,14 +156,8 @@ class _Spawned:
     stderr_fd: int
 
 
-def _spawn(
-    argv: Sequence[str],
-    cwd: Path,
-    env: Mapping[str, str],
-    limits: SandboxLimits,
-    uid: int | None,
-    gid: int | None,
-) -> _Spawned:
+def _spawn(command: Callable[[int], list[str]], cwd: Path, env: Mapping[str, str]) -> _Spawned:
+    """Start the helper (`command` of its status fd) with pipes for every stream."""
     # Own pipes rather than Popen's file objects: we want raw, non-blocking fds.
     stdin_r, stdin_w = os.pipe()
     stdout_r, stdout_w = os.pipe()
@@ -140,14 +166,7 @@ def _spawn(
     ours = (status_r, stdin_w, stdout_r, stderr_r)
     try:
         proc = subprocess.Popen(
-            [
-                helper_binary(),
-                str(status_w),
-                *_helper_limits(limits, uid, gid),
-                "--",
-                _executable(argv[0], env),
-                *argv[1:],
-            ],
+            command(status_w),
             stdin=stdin_r,
             stdout=stdout_w,
             stderr=stderr_w,
@@ -175,32 +194,6 @@ def _executable(name: str, env: Mapping[str, str]) -> str:
     if found is None:
         raise FileNotFoundError(errno.ENOENT, f"{name} is not on the sandbox's PATH", name)
     return found
-
-
-def _helper_limits(limits: SandboxLimits, uid: int | None, gid: int | None) -> list[str]:
-    """The helper's numeric arguments, in its order (see sandbox_exec.c)."""
-    cpu = max(1, math.ceil(limits.cpu_time_s))  # the verdict compares the exact CPU time
-    values = [
-        # SIGXCPU at the soft limit, SIGKILL a second later if it is caught.
-        _capped(resource.RLIMIT_CPU, cpu),
-        _capped(resource.RLIMIT_CPU, cpu + 1),
-        _capped(resource.RLIMIT_AS, limits.memory_bytes),
-        _capped(resource.RLIMIT_FSIZE, limits.file_size_bytes),
-        _capped(resource.RLIMIT_NOFILE, _NOFILE),
-        _capped(resource.RLIMIT_STACK, min(limits.memory_bytes, _MAX_STACK_BYTES)),
-        # RLIMIT_NPROC counts every process of the uid, and root is exempt from it: it
-        # bounds one run only when the run has a uid of its own.
-        -1 if uid is None else limits.processes,
-        -1 if uid is None else uid,
-        -1 if gid is None else gid,
-    ]
-    return [str(value) for value in values]
-
-
-def _capped(which: int, value: int) -> int:
-    """`value`, but no higher than our own hard limit (which only root may raise)."""
-    hard = resource.getrlimit(which)[1]
-    return value if hard == resource.RLIM_INFINITY else min(value, hard)
 
 
 def _close_fds(fds: Sequence[int]) -> None:
@@ -232,15 +225,20 @@ class _Supervisor:
         stdin: bytes,
         limits: SandboxLimits,
         on_output: OutputCallback | None,
+        isolation: Isolation,
+        cgroup: SlotCgroup | None,
     ) -> None:
         self._loop = loop
+        self._namespaces = isolation.namespaces
+        self._cgroup = cgroup
         self._helper = spawned.proc
         self._started = time.monotonic()
         self._limits = limits
         self._on_output = on_output
         self._status_fd: int | None = spawned.status_fd
         self._status_text = b""
-        self._pgid: int | None = None  # the program's pid and process group, once started
+        # Once started: the program's pid and process group, or the namespace's pid 1.
+        self._pgid: int | None = None
         self._stdin_fd: int | None = spawned.stdin_fd
         self._pending_stdin = memoryview(stdin)
         self._streams: dict[int, Stream] = {
@@ -293,13 +291,13 @@ class _Supervisor:
 
     def _finish_blocking(self) -> None:
         """Kill the program and read the helper's reports to the end (quick once killed)."""
-        self._kill_group()
+        self._kill_group(hard=True)
         if self._status_fd is None:
             return
         self._loop.remove_reader(self._status_fd)
         os.set_blocking(self._status_fd, True)
         while not self._ended:
-            self._kill_group()
+            self._kill_group(hard=True)
             chunk = os.read(self._status_fd, 4096)
             if not chunk:
                 break
@@ -332,9 +330,10 @@ class _Supervisor:
             elif kind == "exit":
                 self._on_exit(*(int(value) for value in values))
             elif kind == "error" and not self._exited.done():
-                error = int(values[0])
+                error, step = int(values[0]), " ".join(values[1:])
                 self._ended = True
-                self._exited.set_exception(OSError(error, os.strerror(error)))
+                message = f"sandbox setup failed at {step}: {os.strerror(error)}"
+                self._exited.set_exception(OSError(error, message))
 
     def _on_exit(self, status: int, utime_us: int, stime_us: int, maxrss_kb: int) -> None:
         self._ended = True
@@ -347,7 +346,8 @@ class _Supervisor:
         if self._ended or self._pgid is None:
             self._cpu_timer = self._loop.call_later(_CPU_POLL_S, self._on_cpu_poll)
             return
-        if _cpu_seconds(self._pgid) >= self._limits.cpu_time_s:
+        used = self._cgroup.cpu_seconds() if self._cgroup else _cpu_seconds(self._pgid)
+        if used >= self._limits.cpu_time_s:
             self._kill_group("cpu_time")
         else:
             self._cpu_timer = self._loop.call_later(_CPU_POLL_S, self._on_cpu_poll)
@@ -399,13 +399,18 @@ class _Supervisor:
             if timer is not None:
                 timer.cancel()
 
-    def _kill_group(self, reason: KillReason | None = None) -> None:
+    def _kill_group(self, reason: KillReason | None = None, *, hard: bool = False) -> None:
+        """Stop every process of the run. With namespaces, SIGUSR1 asks the namespace's
+        pid 1 to kill the rest and report their usage; SIGKILL (`hard`) ends it all."""
         if reason is not None and self._killed_for is None:
             self._killed_for = reason
         if self._ended or self._pgid is None:
             return  # not started yet, or reaped: the pgid may belong to someone else
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self._pgid, signal.SIGKILL)
+            if not self._namespaces:
+                os.killpg(self._pgid, signal.SIGKILL)
+            else:
+                os.kill(self._pgid, signal.SIGKILL if hard else signal.SIGUSR1)
 
     def _reap_helper(self) -> None:
         # The helper exits right after its last report, so this wait is short.
@@ -433,6 +438,7 @@ class _Supervisor:
 
     def _result(self, exited: _Exit, wall_time_ms: float) -> SandboxResult:
         signaled = os.WIFSIGNALED(exited.status)
+        kernel: CgroupUsage | None = self._cgroup.usage() if self._cgroup else None
         return SandboxResult(
             exit_code=None if signaled else os.WEXITSTATUS(exited.status),
             signal=os.WTERMSIG(exited.status) if signaled else None,
@@ -441,9 +447,11 @@ class _Supervisor:
             output_truncated=self._truncated,
             wall_clock_timeout=self._wall_clock_timeout,
             killed_for=self._killed_for,
-            cpu_time_ms=exited.cpu_time_ms,
+            cpu_time_ms=kernel.cpu_time_ms if kernel else exited.cpu_time_ms,
             wall_time_ms=wall_time_ms,
-            peak_memory_bytes=exited.peak_memory_bytes,
+            peak_memory_bytes=kernel.peak_memory_bytes if kernel else exited.peak_memory_bytes,
+            memory_limit_hit=kernel.oom_killed if kernel else None,
+            process_limit_hit=kernel.process_limit_hit if kernel else None,
         )
 
 
@@ -455,45 +463,3 @@ def _cpu_seconds(pid: int) -> float:
         return 0.0
     # After the ")" field 3 (state) is at index 0: utime..cstime are fields 14-17.
     return sum(int(value) for value in fields[11:15]) / _CLOCK_TICKS
-
-
-# --- the C helper ---------------------------------------------------------------------
-
-_HELPER_SOURCE = Path(__file__).with_name("sandbox_exec.c")
-
-
-async def prepare_sandbox() -> str:
-    """Build the helper now (off the event loop) rather than on the first run."""
-    return await asyncio.to_thread(helper_binary)
-
-
-@functools.cache
-def helper_binary() -> str:
-    """The compiled helper, built with the system's C compiler on first use.
-
-    It lives in `$DCODEX_CACHE_DIR` (default `~/.cache/dcodex`) under a name that
-    includes a hash of its source, so an upgrade builds a fresh one.
-    """
-    source = _HELPER_SOURCE.read_bytes()
-    digest = hashlib.sha256(source).hexdigest()[:16]
-    directory = Path(os.environ.get("DCODEX_CACHE_DIR") or Path.home() / ".cache" / "dcodex")
-    binary = directory / f"dcodex-exec-{digest}"
-    if not binary.is_file():
-        directory.mkdir(parents=True, exist_ok=True)
-        _build_helper(binary)
-    return str(binary)
-
-
-def _build_helper(binary: Path) -> None:
-    compiler = shutil.which("cc") or shutil.which("gcc")
-    if compiler is None:
-        raise RuntimeError("the sandbox helper needs a C compiler (cc or gcc) to be built")
-    # Build beside the target, then rename: concurrent first runs never see half a file.
-    partial = binary.with_name(f"{binary.name}.{os.getpid()}.partial")
-    subprocess.run(
-        [compiler, "-O2", "-Wall", "-o", str(partial), str(_HELPER_SOURCE)],
-        check=True,
-        capture_output=True,
-    )
-    partial.chmod(0o755)
-    partial.replace(binary)

@@ -3,52 +3,74 @@
  *
  * Why a C helper: Linux's ru_maxrss of a child includes the memory of the process it
  * was forked from, so a program forked from the Python runner would never show less
- * than the runner's own ~40 MB. Forked from this tiny helper instead, the kernel's
- * peak-memory figure is the program's own.
+ * than the runner's own ~40 MB; and namespaces, mounts and a pid-1 reaper need code
+ * that runs between fork and exec, which Python cannot do safely.
  *
- * usage: dcodex-exec STATUS_FD CPU_SOFT CPU_HARD AS FSIZE NOFILE STACK NPROC UID GID -- ARGV...
- *   (NPROC, UID, GID: -1 for "leave as is"; ARGV[0] is a path, not looked up on PATH)
+ * usage: dcodex-exec [OPTION...] -- ARGV...      (ARGV[0] is a path, not looked up)
+ *   --status-fd N         where reports go (required)
+ *   --cpu SOFT HARD       RLIMIT_CPU seconds          --as BYTES      RLIMIT_AS
+ *   --fsize BYTES         RLIMIT_FSIZE                --nofile N      RLIMIT_NOFILE
+ *   --stack BYTES         RLIMIT_STACK                --nproc N       RLIMIT_NPROC
+ *   --uid N --gid N       run the program as this uid/gid
+ *   --cgroup DIR          join this cgroup (repeatable; written before anything runs)
+ *   --namespaces          private pid, mount, network, IPC and UTS namespaces (root)
+ *   --userns              also a user namespace mapping our uid to 0 (without root)
+ *   --workdir DIR         with namespaces: copy DIR's files into a fresh tmpfs that is
+ *                         the program's root; the program runs in /box
+ *   --disk BYTES          size of that tmpfs (the only writable place: /box and /tmp)
+ *   --ro PATH             show PATH read-only in the sandbox (repeatable)
+ *   --collect             copy the regular files of /box back to DIR at the end
  *
- * On STATUS_FD it writes "pid N\n" once the program is started (N is also its process
- * group), then "exit STATUS UTIME_US STIME_US MAXRSS_KB\n" when it has ended, or
- * "error ERRNO\n" when it could not be started. Before reaping the program it kills
- * what remains of its process group.
+ * Reports on the status fd, one line each: "pid N" once started (N is the program's
+ * process group without namespaces, else the pid-1 reaper that owns the namespace,
+ * which kills everything in it on SIGUSR1); then "exit STATUS UTIME_US STIME_US
+ * MAXRSS_KB" (CPU time of every process of the run, all of them reaped), or
+ * "error ERRNO STEP" when the program could not be started.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <linux/capability.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-static long long arg(char **argv, int i) { return strtoll(argv[i], NULL, 10); }
+#define MAX_LIST 64
 
-static int error_fd = -1; /* in the child: where a failure to start is reported */
+struct config {
+    int status_fd;
+    long long cpu_soft, cpu_hard, as, fsize, nofile, stack, nproc, uid, gid, disk;
+    int namespaces, userns, collect;
+    const char *workdir;
+    const char *ro[MAX_LIST];
+    int ro_count;
+    const char *cgroups[MAX_LIST];
+    int cgroup_count;
+    char **argv;
+};
 
-/* Tell the parent why the program could not be started, then give up. */
-static void fail(void) {
-    int failure = errno;
-    (void)!write(error_fd, &failure, sizeof failure);
-    _exit(127);
-}
+static struct config cfg = {.status_fd = -1, .cpu_soft = -1, .cpu_hard = -1, .as = -1,
+                            .fsize = -1, .nofile = -1, .stack = -1, .nproc = -1,
+                            .uid = -1, .gid = -1, .disk = 64 << 20};
 
-static void limit(int which, long long soft, long long hard) {
-    struct rlimit value = {(rlim_t)soft, (rlim_t)hard};
-    if (setrlimit(which, &value) != 0) fail();
-}
-
-static void report(int fd, const char *text) {
+static void report(const char *text) {
     size_t left = strlen(text);
     while (left > 0) {
-        ssize_t n = write(fd, text, left);
+        ssize_t n = write(cfg.status_fd, text, left);
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) return;
         text += n;
@@ -56,75 +78,457 @@ static void report(int fd, const char *text) {
     }
 }
 
-static void become_program(char **argv, int status_fd) {
-    setpgid(0, 0);
-    signal(SIGPIPE, SIG_DFL);
-    close(status_fd);
-    limit(RLIMIT_CORE, 0, 0);
-    limit(RLIMIT_CPU, arg(argv, 2), arg(argv, 3));
-    limit(RLIMIT_FSIZE, arg(argv, 5), arg(argv, 5));
-    limit(RLIMIT_NOFILE, arg(argv, 6), arg(argv, 6));
-    limit(RLIMIT_STACK, arg(argv, 7), arg(argv, 7));
-    if (arg(argv, 8) >= 0) limit(RLIMIT_NPROC, arg(argv, 8), arg(argv, 8));
-    long long uid = arg(argv, 9), gid = arg(argv, 10);
-    if (gid >= 0 && (setgroups(0, NULL) != 0 || setgid((gid_t)gid) != 0)) fail();
-    if (uid >= 0 && setuid((uid_t)uid) != 0) fail();
-    /* No setuid binary may give the program privileges back (with our rlimits on). */
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) fail();
-    limit(RLIMIT_AS, arg(argv, 4), arg(argv, 4));
-    execv(argv[12], &argv[12]); /* no PATH search, no /bin/sh fallback on ENOEXEC */
-    fail();
+/* A setup step failed: say which, and end this process. */
+static void setup_failed(const char *step) {
+    char line[256];
+    snprintf(line, sizeof line, "error %d %s\n", errno, step);
+    report(line);
+    _exit(0);
 }
 
-int main(int argc, char **argv) {
-    if (argc < 13 || strcmp(argv[11], "--") != 0) {
-        fprintf(stderr, "usage: dcodex-exec STATUS_FD CPU_SOFT CPU_HARD AS FSIZE NOFILE "
-                        "STACK NPROC UID GID -- ARGV...\n");
-        return 2;
-    }
-    int status_fd = (int)arg(argv, 1);
-    int exec_error[2];
-    if (pipe2(exec_error, O_CLOEXEC) != 0) return 3;
+static int write_text(const char *path, const char *text) {
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    ssize_t n = write(fd, text, strlen(text));
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return n == (ssize_t)strlen(text) ? 0 : -1;
+}
 
-    pid_t child = fork();
-    if (child < 0) return 3;
-    if (child == 0) {
-        close(exec_error[0]);
-        error_fd = exec_error[1];
-        become_program(argv, status_fd);
+/* --- the program itself ---------------------------------------------------------- */
+
+static int exec_error_fd = -1; /* the program tells its parent why exec failed */
+
+static void program_failed(void) {
+    int failure = errno;
+    (void)!write(exec_error_fd, &failure, sizeof failure);
+    _exit(127);
+}
+
+static void limit(int which, long long value_soft, long long value_hard) {
+    if (value_soft < 0) return;
+    struct rlimit value = {(rlim_t)value_soft, (rlim_t)value_hard};
+    if (setrlimit(which, &value) != 0) program_failed();
+}
+
+/* In a user namespace the program is "root" there: take every capability away. */
+static void drop_capabilities(void) {
+    for (int cap = 0; cap <= 63; cap++) prctl(PR_CAPBSET_DROP, cap, 0, 0, 0);
+    struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct data[2];
+    memset(data, 0, sizeof data);
+    if (syscall(SYS_capset, &header, data) != 0) program_failed();
+}
+
+static void become_program(void) {
+    signal(SIGPIPE, SIG_DFL);
+    signal(SIGUSR1, SIG_DFL);
+    limit(RLIMIT_CORE, 0, 0);
+    limit(RLIMIT_CPU, cfg.cpu_soft, cfg.cpu_hard);
+    limit(RLIMIT_FSIZE, cfg.fsize, cfg.fsize);
+    limit(RLIMIT_NOFILE, cfg.nofile, cfg.nofile);
+    limit(RLIMIT_STACK, cfg.stack, cfg.stack);
+    limit(RLIMIT_NPROC, cfg.nproc, cfg.nproc);
+    if (cfg.gid >= 0 && (setgroups(0, NULL) != 0 || setgid((gid_t)cfg.gid) != 0))
+        program_failed();
+    if (cfg.uid >= 0 && setuid((uid_t)cfg.uid) != 0) program_failed();
+    if (cfg.userns) drop_capabilities();
+    /* No setuid binary may give the program privileges back (with our rlimits on). */
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) program_failed();
+    limit(RLIMIT_AS, cfg.as, cfg.as);
+    execv(cfg.argv[0], cfg.argv); /* no PATH search, no /bin/sh fallback on ENOEXEC */
+    program_failed();
+}
+
+/* Fork the program; 0 once it has exec'd, else the errno of its failure. */
+static int start_program(pid_t *pid) {
+    int pipefd[2];
+    if (pipe2(pipefd, O_CLOEXEC) != 0) return errno;
+    *pid = fork();
+    if (*pid < 0) return errno;
+    if (*pid == 0) {
+        close(pipefd[0]);
+        exec_error_fd = pipefd[1];
+        if (!cfg.namespaces) setpgid(0, 0);
+        close(cfg.status_fd);
+        become_program();
     }
-    setpgid(child, child); /* also here, so the group exists before anyone signals it */
-    close(exec_error[1]);
-    /* The program's pipes must reach EOF when its group is gone, not when we exit. */
+    if (!cfg.namespaces) setpgid(*pid, *pid); /* the group exists before anyone signals it */
+    close(pipefd[1]);
+    int failure = 0;
+    ssize_t got;
+    do got = read(pipefd[0], &failure, sizeof failure);
+    while (got < 0 && errno == EINTR);
+    close(pipefd[0]);
+    if (got == (ssize_t)sizeof failure) {
+        waitpid(*pid, NULL, 0);
+        return failure;
+    }
+    return 0;
+}
+
+static void report_exit(int status, struct rusage *usage) {
+    char line[160];
+    snprintf(line, sizeof line, "exit %d %lld %lld %ld\n", status,
+             (long long)usage->ru_utime.tv_sec * 1000000 + usage->ru_utime.tv_usec,
+             (long long)usage->ru_stime.tv_sec * 1000000 + usage->ru_stime.tv_usec,
+             usage->ru_maxrss);
+    report(line);
+}
+
+static void report_start_error(int failure) {
+    char line[64];
+    snprintf(line, sizeof line, "error %d exec\n", failure);
+    report(line);
+}
+
+/* The program's pipes must reach EOF when its processes are gone, not when we exit:
+   the program has its own copies once it is started. */
+static void close_stdio(void) {
     close(0);
     close(1);
     close(2);
+}
 
-    char line[128];
-    int failure = 0;
-    ssize_t got;
-    do got = read(exec_error[0], &failure, sizeof failure);
-    while (got < 0 && errno == EINTR);
-    if (got == (ssize_t)sizeof failure) {
-        waitpid(child, NULL, 0);
-        snprintf(line, sizeof line, "error %d\n", failure);
-        report(status_fd, line);
-        return 0;
+/* --- the filesystem view (inside the new mount namespace) -------------------------- */
+
+static void make_parents(const char *path) {
+    char buffer[4096];
+    snprintf(buffer, sizeof buffer, "%s", path);
+    for (char *slash = strchr(buffer + 1, '/'); slash; slash = strchr(slash + 1, '/')) {
+        *slash = '\0';
+        mkdir(buffer, 0755);
+        *slash = '/';
     }
+}
+
+/* Mount flags a read-only remount must keep (a user namespace may not drop them). */
+static unsigned long kept_flags(const char *path) {
+    struct statvfs info;
+    unsigned long flags = 0;
+    if (statvfs(path, &info) != 0) return 0;
+    if (info.f_flag & ST_NOSUID) flags |= MS_NOSUID;
+    if (info.f_flag & ST_NODEV) flags |= MS_NODEV;
+    if (info.f_flag & ST_NOEXEC) flags |= MS_NOEXEC;
+    return flags;
+}
+
+/* Show host `path` at `root`+`path`, read-only; a top-level symlink stays a symlink. */
+static void show_read_only(const char *root, const char *path) {
+    char target[4096], link[4096];
+    struct stat info;
+    if (lstat(path, &info) != 0) return; /* not on this host: nothing to show */
+    snprintf(target, sizeof target, "%s%s", root, path);
+    make_parents(target);
+    if (S_ISLNK(info.st_mode)) {
+        ssize_t n = readlink(path, link, sizeof link - 1);
+        if (n < 0) setup_failed("readlink");
+        link[n] = '\0';
+        if (symlink(link, target) != 0 && errno != EEXIST) setup_failed("symlink");
+        return;
+    }
+    if (S_ISDIR(info.st_mode)) {
+        if (mkdir(target, 0755) != 0 && errno != EEXIST) setup_failed("mkdir");
+    } else {
+        int fd = open(target, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        if (fd < 0) setup_failed("mknod");
+        close(fd);
+    }
+    if (mount(path, target, NULL, MS_BIND | MS_REC, NULL) != 0) setup_failed("bind");
+    unsigned long flags = MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | kept_flags(path);
+    if (mount(NULL, target, NULL, flags, NULL) != 0) setup_failed("remount-ro");
+}
+
+/* Copy the regular files of directory `from` into `to` (top level only). */
+static void copy_files(int from, int to, long long owner_uid, long long owner_gid) {
+    int scan = dup(from);
+    if (scan < 0) setup_failed("dup");
+    DIR *dir = fdopendir(scan);
+    if (dir == NULL) setup_failed("opendir");
+    rewinddir(dir);
+    struct dirent *entry;
+    char buffer[65536];
+    while ((entry = readdir(dir)) != NULL) {
+        struct stat info;
+        if (entry->d_name[0] == '.' &&
+            (entry->d_name[1] == '\0' || (entry->d_name[1] == '.' && entry->d_name[2] == '\0')))
+            continue;
+        int in = openat(from, entry->d_name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        if (in < 0) continue;
+        if (fstat(in, &info) != 0 || !S_ISREG(info.st_mode)) {
+            close(in);
+            continue;
+        }
+        int out = openat(to, entry->d_name, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
+                         info.st_mode & 0755);
+        if (out < 0) setup_failed("copy-open");
+        ssize_t n;
+        while ((n = read(in, buffer, sizeof buffer)) > 0)
+            if (write(out, buffer, (size_t)n) != n) setup_failed("copy-write");
+        if (owner_uid >= 0 && fchown(out, (uid_t)owner_uid, (gid_t)owner_gid) != 0)
+            setup_failed("copy-chown");
+        close(in);
+        close(out);
+    }
+    closedir(dir);
+}
+
+static void show_device(const char *root, const char *name) {
+    char source[64], target[4096];
+    snprintf(source, sizeof source, "/dev/%s", name);
+    snprintf(target, sizeof target, "%s/dev/%s", root, name);
+    int fd = open(target, O_WRONLY | O_CREAT | O_CLOEXEC, 0666);
+    if (fd < 0) setup_failed("dev");
+    close(fd);
+    if (mount(source, target, NULL, MS_BIND, NULL) != 0) setup_failed("dev-bind");
+}
+
+/*
+ * Build the program's root: a size-capped tmpfs mounted over the (private) work
+ * directory, holding /box (its files, the working directory), /tmp, a fresh /proc,
+ * a few devices and the read-only paths; then pivot into it.
+ */
+static int enter_new_root(void) {
+    const char *root = cfg.workdir;
+    int host_dir = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (host_dir < 0) setup_failed("workdir");
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) setup_failed("private");
+    char options[64];
+    snprintf(options, sizeof options, "size=%lld,mode=0755", cfg.disk);
+    if (mount("dcodex", root, "tmpfs", MS_NOSUID | MS_NODEV, options) != 0)
+        setup_failed("tmpfs");
+    for (int i = 0; i < cfg.ro_count; i++) show_read_only(root, cfg.ro[i]);
+
+    char path[4096];
+    snprintf(path, sizeof path, "%s/box", root);
+    if (mkdir(path, 0700) != 0) setup_failed("box");
+    if (cfg.uid >= 0 && chown(path, (uid_t)cfg.uid, (gid_t)cfg.gid) != 0) setup_failed("chown");
+    int box = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (box < 0) setup_failed("box-open");
+    copy_files(host_dir, box, cfg.uid, cfg.gid);
+    close(box);
+    snprintf(path, sizeof path, "%s/tmp", root);
+    if (mkdir(path, 01777) != 0 || chmod(path, 01777) != 0) setup_failed("tmp");
+    snprintf(path, sizeof path, "%s/proc", root);
+    if (mkdir(path, 0555) != 0) setup_failed("proc-dir");
+    snprintf(path, sizeof path, "%s/dev", root);
+    if (mkdir(path, 0755) != 0) setup_failed("dev-dir");
+    const char *devices[] = {"null", "zero", "full", "random", "urandom"};
+    for (size_t i = 0; i < sizeof devices / sizeof *devices; i++) show_device(root, devices[i]);
+    snprintf(path, sizeof path, "%s/dev/fd", root);
+    if (symlink("/proc/self/fd", path) != 0) setup_failed("dev-fd");
+
+    if (chdir(root) != 0) setup_failed("chdir-root");
+    if (syscall(SYS_pivot_root, ".", ".") != 0) setup_failed("pivot_root");
+    if (umount2(".", MNT_DETACH) != 0) setup_failed("umount-old-root");
+    if (chdir("/") != 0) setup_failed("chdir");
+    /* A user namespace may not mount proc where the host masks parts of its own (as
+       container runtimes do): then the program gets an empty /proc, never the host's. */
+    if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0 &&
+        !(cfg.userns && errno == EPERM))
+        setup_failed("proc");
+    /* Nothing left to add: the root itself becomes read-only; /box and /tmp stay ours. */
+    if (chdir("/box") != 0) setup_failed("chdir-box");
+    return host_dir;
+}
+
+/* After the run: bring the files of /box back to the host's work directory. */
+static void collect(int host_dir) {
+    int box = open("/box", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (box < 0) return;
+    copy_files(box, host_dir, -1, -1);
+    close(box);
+}
+
+/* --- pid 1 of the namespace -------------------------------------------------------- */
+
+static volatile sig_atomic_t stop_requested = 0;
+
+static void kill_everything(int signal_number) {
+    (void)signal_number;
+    stop_requested = 1; /* for a stop asked for before the program was started */
+    kill(-1, SIGKILL);  /* every process of this pid namespace but us */
+}
+
+/*
+ * The reaper: runs the program, then kills and reaps everything left in the
+ * namespace, so its CPU time counts every process and nothing outlives the run.
+ */
+static void run_as_reaper(void) {
+    struct sigaction on_usr1 = {.sa_handler = kill_everything};
+    sigemptyset(&on_usr1.sa_mask);
+    sigaction(SIGUSR1, &on_usr1, NULL);
+    sethostname("dcodex", 6);
+    int host_dir = enter_new_root();
+
+    pid_t program;
+    int failure = start_program(&program);
+    if (failure != 0) {
+        report_start_error(failure);
+        _exit(0);
+    }
+    close_stdio();
+    if (stop_requested) kill(-1, SIGKILL);
+    int status = 0, program_status = 0;
+    pid_t reaped;
+    for (;;) {
+        reaped = waitpid(-1, &status, 0);
+        if (reaped < 0) {
+            if (errno == EINTR) continue;
+            break; /* ECHILD: nothing left */
+        }
+        if (reaped == program) {
+            program_status = status;
+            kill(-1, SIGKILL);
+        }
+    }
+    if (cfg.collect) collect(host_dir);
+    struct rusage usage;
+    getrusage(RUSAGE_CHILDREN, &usage);
+    report_exit(program_status, &usage);
+    _exit(0);
+}
+
+/* --- the outer helper ---------------------------------------------------------------- */
+
+static void join_cgroups(void) {
+    for (int i = 0; i < cfg.cgroup_count; i++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/cgroup.procs", cfg.cgroups[i]);
+        if (write_text(path, "0") != 0) setup_failed("cgroup");
+    }
+}
+
+static void map_user(pid_t child) {
+    char path[64], line[64];
+    snprintf(path, sizeof path, "/proc/%d/setgroups", (int)child);
+    write_text(path, "deny");
+    snprintf(path, sizeof path, "/proc/%d/uid_map", (int)child);
+    snprintf(line, sizeof line, "0 %d 1", (int)getuid());
+    if (write_text(path, line) != 0) {
+        kill(child, SIGKILL);
+        setup_failed("uid_map");
+    }
+    snprintf(path, sizeof path, "/proc/%d/gid_map", (int)child);
+    snprintf(line, sizeof line, "0 %d 1", (int)getgid());
+    if (write_text(path, line) != 0) {
+        kill(child, SIGKILL);
+        setup_failed("gid_map");
+    }
+}
+
+/* Start the reaper in fresh namespaces; it waits on `go` until we have reported. */
+static pid_t start_reaper(void) {
+    int go[2];
+    if (pipe2(go, O_CLOEXEC) != 0) setup_failed("pipe");
+    int flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS;
+    if (cfg.userns) flags |= CLONE_NEWUSER;
+    pid_t child = (pid_t)syscall(SYS_clone, flags | SIGCHLD, NULL, NULL, NULL, NULL);
+    if (child < 0) setup_failed("clone");
+    if (child == 0) {
+        close(go[1]);
+        char byte;
+        while (read(go[0], &byte, 1) < 0 && errno == EINTR) {}
+        close(go[0]);
+        run_as_reaper();
+    }
+    close(go[0]);
+    if (cfg.userns) map_user(child);
+    setpgid(child, child);
+    char line[64];
     snprintf(line, sizeof line, "pid %d\n", (int)child);
-    report(status_fd, line);
+    report(line);
+    close(go[1]); /* EOF: go on */
+    return child;
+}
 
-    siginfo_t info;
-    while (waitid(P_PID, (id_t)child, &info, WEXITED | WNOWAIT) != 0 && errno == EINTR) {}
-    kill(-child, SIGKILL); /* nothing the program forked into its group outlives it */
-
+static void run_namespaced(void) {
+    pid_t reaper = start_reaper();
+    close_stdio();
     int status = 0;
     struct rusage usage;
-    while (wait4(child, &status, 0, &usage) < 0 && errno == EINTR) {}
-    snprintf(line, sizeof line, "exit %d %lld %lld %ld\n", status,
-             (long long)usage.ru_utime.tv_sec * 1000000 + usage.ru_utime.tv_usec,
-             (long long)usage.ru_stime.tv_sec * 1000000 + usage.ru_stime.tv_usec,
-             usage.ru_maxrss);
-    report(status_fd, line);
+    while (wait4(reaper, &status, 0, &usage) < 0 && errno == EINTR) {}
+    /* The reaper reports for itself and exits 0; if it was killed, we report. */
+    if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) report_exit(status, &usage);
+}
+
+static void run_plain(void) {
+    pid_t program;
+    int failure = start_program(&program);
+    if (failure != 0) {
+        report_start_error(failure);
+        return;
+    }
+    close_stdio();
+    char line[64];
+    snprintf(line, sizeof line, "pid %d\n", (int)program);
+    report(line);
+    siginfo_t info;
+    while (waitid(P_PID, (id_t)program, &info, WEXITED | WNOWAIT) != 0 && errno == EINTR) {}
+    kill(-program, SIGKILL); /* nothing the program forked into its group outlives it */
+    int status = 0;
+    struct rusage usage;
+    while (wait4(program, &status, 0, &usage) < 0 && errno == EINTR) {}
+    report_exit(status, &usage);
+}
+
+static int parse(int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        const char *option = argv[i];
+        int has_value = i + 1 < argc;
+        if (strcmp(option, "--") == 0) {
+            cfg.argv = &argv[i + 1];
+            return i + 1 < argc ? 0 : -1;
+        }
+#define NUMBER(name, field)                                           \
+    if (strcmp(option, name) == 0 && has_value) {                     \
+        cfg.field = strtoll(argv[++i], NULL, 10);                     \
+        continue;                                                     \
+    }
+        NUMBER("--status-fd", status_fd)
+        NUMBER("--as", as)
+        NUMBER("--fsize", fsize)
+        NUMBER("--nofile", nofile)
+        NUMBER("--stack", stack)
+        NUMBER("--nproc", nproc)
+        NUMBER("--uid", uid)
+        NUMBER("--gid", gid)
+        NUMBER("--disk", disk)
+#undef NUMBER
+        if (strcmp(option, "--cpu") == 0 && i + 2 < argc) {
+            cfg.cpu_soft = strtoll(argv[++i], NULL, 10);
+            cfg.cpu_hard = strtoll(argv[++i], NULL, 10);
+        } else if (strcmp(option, "--workdir") == 0 && has_value) {
+            cfg.workdir = argv[++i];
+        } else if (strcmp(option, "--ro") == 0 && has_value && cfg.ro_count < MAX_LIST) {
+            cfg.ro[cfg.ro_count++] = argv[++i];
+        } else if (strcmp(option, "--cgroup") == 0 && has_value && cfg.cgroup_count < MAX_LIST) {
+            cfg.cgroups[cfg.cgroup_count++] = argv[++i];
+        } else if (strcmp(option, "--namespaces") == 0) {
+            cfg.namespaces = 1;
+        } else if (strcmp(option, "--userns") == 0) {
+            cfg.userns = 1;
+        } else if (strcmp(option, "--collect") == 0) {
+            cfg.collect = 1;
+        } else {
+            return -1;
+        }
+    }
+    return -1;
+}
+
+int main(int argc, char **argv) {
+    if (parse(argc, argv) != 0 || cfg.status_fd < 0 || (cfg.namespaces && !cfg.workdir)) {
+        fprintf(stderr, "usage: dcodex-exec --status-fd N [OPTION...] -- ARGV...\n");
+        return 2;
+    }
+    signal(SIGUSR1, SIG_IGN); /* only the reaper acts on it */
+    join_cgroups();
+    if (cfg.namespaces) {
+        run_namespaced();
+    } else {
+        run_plain();
+    }
     return 0;
 }

@@ -1,8 +1,12 @@
-"""Sandbox slots: a bound on concurrent sandboxes, each slot with a uid of its own.
+"""Sandbox slots: a bound on concurrent sandboxes, and what each slot runs with.
 
 When the service runs as root, slot N runs its programs as uid/gid `uid_base + N`, so
 processes of two concurrent runs cannot signal each other and the process-count
-rlimit counts one run only. Without root every slot runs as the service's own user.
+rlimit counts one run only; with cgroups each slot also has cgroups of its own. Without
+root every slot runs as the service's own user.
+
+Requests beyond the free slots wait in a queue of bounded length; past it,
+`acquire` raises `Overloaded` at once rather than letting work pile up.
 """
 
 from __future__ import annotations
@@ -13,27 +17,90 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from dcodex.shared.cgroups import SlotCgroup, create_slot_cgroup, slot_cgroup_name
+from dcodex.shared.isolation import RLIMITS_ONLY, Isolation, IsolationMode
+from dcodex.shared.sandbox_helper import prepare_sandbox
+
 
 @dataclass(frozen=True)
 class Slot:
     index: int
     uid: int | None
     gid: int | None
+    isolation: Isolation = RLIMITS_ONLY
+    cgroup: SlotCgroup | None = None
+
+
+class Overloaded(Exception):
+    """Every slot is busy and the queue is full."""
 
 
 class SlotPool:
-    def __init__(self, size: int, uid_base: int | None) -> None:
+    def __init__(
+        self,
+        size: int,
+        uid_base: int | None,
+        *,
+        isolation: Isolation = RLIMITS_ONLY,
+        max_queued: int | None = None,
+        service: str = "sandbox",
+    ) -> None:
         self.size = size
+        self.isolation = isolation
+        self.max_queued = max_queued
+        self.waiting = 0
         self._free: asyncio.Queue[Slot] = asyncio.Queue()
+        self._slots: list[Slot] = []
         use_uids = uid_base is not None and os.geteuid() == 0
         for index in range(size):
             uid = uid_base + index if use_uids and uid_base is not None else None
-            self._free.put_nowait(Slot(index, uid, uid))
+            cgroup = (
+                create_slot_cgroup(slot_cgroup_name(service, index)) if isolation.cgroups else None
+            )
+            slot = Slot(index, uid, uid, isolation, cgroup)
+            self._slots.append(slot)
+            self._free.put_nowait(slot)
+
+    @property
+    def busy(self) -> int:
+        return self.size - self._free.qsize()
 
     @asynccontextmanager
     async def acquire(self) -> AsyncIterator[Slot]:
-        slot = await self._free.get()
+        if self._free.empty() and self.max_queued is not None and self.waiting >= self.max_queued:
+            raise Overloaded(f"all {self.size} sandboxes are busy and {self.waiting} runs wait")
+        self.waiting += 1
+        try:
+            slot = await self._free.get()
+        finally:
+            self.waiting -= 1
         try:
             yield slot
         finally:
             self._free.put_nowait(slot)
+
+    def close(self) -> None:
+        """Remove the slots' cgroups (call once no run is left)."""
+        for slot in self._slots:
+            if slot.cgroup is not None:
+                slot.cgroup.remove()
+
+
+async def open_slot_pool(
+    mode: IsolationMode,
+    *,
+    size: int,
+    uid_base: int,
+    disk_bytes: int,
+    max_queued: int | None,
+    service: str,
+) -> SlotPool:
+    """Build the sandbox helper, find the isolation `mode` gets here, and make the slots.
+
+    Raises IsolationUnavailable when `mode` is "strict" and a layer is missing.
+    """
+    from dcodex.shared.sandbox_probe import detect_isolation  # it runs sandboxes itself
+
+    await prepare_sandbox()
+    isolation = await detect_isolation(mode, disk_bytes=disk_bytes, probe_uid=uid_base)
+    return SlotPool(size, uid_base, isolation=isolation, max_queued=max_queued, service=service)

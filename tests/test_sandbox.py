@@ -26,6 +26,7 @@ from dcodex.shared.sandbox import (
     clean_env,
     run_sandboxed,
 )
+from dcodex.shared.slots import Slot
 
 MiB = 2**20
 LIMITS = SandboxLimits(
@@ -377,8 +378,7 @@ async def test_nobody_cannot_write_into_a_root_directory(world_readable_dir: Pat
         [str(SYSTEM_PYTHON), "-c", code],
         cwd=world_readable_dir,
         limits=LIMITS,
-        uid=NOBODY,
-        gid=NOBODY,
+        slot=Slot(0, NOBODY, NOBODY),
     )
     assert result.stdout == b"65534 65534 []\n"
     assert b"PermissionError" in result.stderr
@@ -409,8 +409,7 @@ async def test_process_limit(world_readable_dir: Path) -> None:
         [str(SYSTEM_PYTHON), "-c", FORK_AS_MANY_AS_ALLOWED],
         cwd=world_readable_dir,
         limits=LIMITS,
-        uid=NOBODY,
-        gid=NOBODY,
+        slot=Slot(0, NOBODY, NOBODY),
     )
     assert result.exit_code == 0, result.stderr
     # The program itself is one of the `processes` allowed.

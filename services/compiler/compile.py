@@ -7,7 +7,7 @@ from signal import SIGXFSZ
 
 from dcodex.shared.config import Settings
 from dcodex.shared.languages import Language
-from dcodex.shared.sandbox import SandboxLimits, clean_env, run_sandboxed
+from dcodex.shared.sandbox import SandboxLimits, run_sandboxed
 from dcodex.shared.slots import Slot
 from dcodex.shared.workspace import hand_over, read_output_file, workspace, write_file
 
@@ -42,9 +42,8 @@ async def compile_source(
             language.compile,
             cwd=cwd,
             limits=compile_limits(settings),
-            env={**clean_env(cwd), "TMPDIR": str(cwd)},
-            uid=slot.uid,
-            gid=slot.gid,
+            slot=slot,
+            collect=True,  # the binary, from the sandbox's own working directory
         )
         output = (outcome.stdout + outcome.stderr).decode("utf-8", errors="replace")
         failure = _failure(outcome.killed_for, outcome.exit_code, outcome.signal, settings)

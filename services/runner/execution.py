@@ -52,8 +52,7 @@ async def execute(
             cwd=cwd,
             limits=sandbox_limits(limits),
             stdin=stdin.encode(),
-            uid=slot.uid,
-            gid=slot.gid,
+            slot=slot,
             on_output=on_output,
         )
     return to_result(outcome, limits, execution_id, language.id, program.language_version)

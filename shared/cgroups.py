@@ -1,0 +1,149 @@
+"""Per-slot control groups: exact memory, process and CPU accounting for a whole run.
+
+With a cgroup per sandbox slot the kernel itself limits the resident memory and the
+number of processes of everything a run starts, counts its CPU time, records its peak
+memory and says whether it was OOM-killed: the verdicts need no inference.
+
+Only cgroup v1 (the memory, pids and cpuacct controllers mounted separately) is
+handled; on other hosts `SlotCgroups.create` returns None and the sandbox falls back
+to rlimits and the reaper's rusage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+CONTROLLERS = ("memory", "pids", "cpuacct")
+
+
+@dataclass(frozen=True)
+class CgroupUsage:
+    """What the kernel recorded for one run."""
+
+    cpu_time_ms: float
+    peak_memory_bytes: int
+    oom_killed: bool  # the memory limit was hit and the kernel killed a process
+    process_limit_hit: bool  # a fork failed at the process limit
+
+
+@dataclass(frozen=True)
+class _Baseline:
+    oom_kills: int
+    fork_failures: int
+
+
+class SlotCgroup:
+    """One slot's cgroups (one directory per controller), reused run after run."""
+
+    def __init__(self, directories: dict[str, Path]) -> None:
+        self.directories = directories
+        self._baseline = _Baseline(0, 0)
+
+    @property
+    def paths(self) -> list[str]:
+        return [str(path) for path in self.directories.values()]
+
+    def prepare(self, memory_bytes: int, processes: int) -> None:
+        """Set the limits of the next run and reset the peak and CPU counters."""
+        memory = self.directories["memory"]
+        _write(memory / "memory.limit_in_bytes", memory_bytes)
+        with contextlib.suppress(OSError):  # only with swap accounting
+            _write(memory / "memory.memsw.limit_in_bytes", memory_bytes)
+        _write(memory / "memory.max_usage_in_bytes", 0)
+        # Two for the helper and the namespace's reaper, which live in the cgroup too.
+        _write(self.directories["pids"] / "pids.max", processes + 2)
+        _write(self.directories["cpuacct"] / "cpuacct.usage", 0)
+        self._baseline = _Baseline(self._oom_kills(), self._fork_failures())
+
+    def cpu_seconds(self) -> float:
+        return _read_int(self.directories["cpuacct"] / "cpuacct.usage") / 1e9
+
+    def usage(self) -> CgroupUsage:
+        """The counters of the run since `prepare` (call once everything has exited)."""
+        return CgroupUsage(
+            cpu_time_ms=self.cpu_seconds() * 1000,
+            peak_memory_bytes=_read_int(self.directories["memory"] / "memory.max_usage_in_bytes"),
+            oom_killed=self._oom_kills() > self._baseline.oom_kills,
+            process_limit_hit=self._fork_failures() > self._baseline.fork_failures,
+        )
+
+    def remove(self) -> None:
+        for path in self.directories.values():
+            with contextlib.suppress(OSError):
+                path.rmdir()
+
+    def _oom_kills(self) -> int:
+        text = (self.directories["memory"] / "memory.oom_control").read_text()
+        return _field(text, "oom_kill")
+
+    def _fork_failures(self) -> int:
+        return _field((self.directories["pids"] / "pids.events").read_text(), "max")
+
+
+def create_slot_cgroup(name: str) -> SlotCgroup | None:
+    """Cgroups named `name` under ours for every controller, or None where we can't."""
+    parents = _own_cgroup_dirs()
+    if parents is None:
+        return None
+    created: dict[str, Path] = {}
+    try:
+        for controller in CONTROLLERS:
+            path = parents[controller] / name
+            path.mkdir(exist_ok=True)
+            created[controller] = path
+        cgroup = SlotCgroup(created)
+        cgroup.prepare(2**30, 1)  # proves every file we need is there and writable
+        return cgroup
+    except OSError:
+        SlotCgroup(created).remove()
+        return None
+
+
+def _own_cgroup_dirs() -> dict[str, Path] | None:
+    """Where this process's v1 cgroup of each controller is mounted, if all are."""
+    mounts: dict[str, tuple[str, Path]] = {}  # controller: (root of the mount, where)
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            left, _, right = line.partition(" - ")
+            fs_type, _source, options = [*right.split(), "", "", ""][:3]
+            if fs_type != "cgroup":
+                continue
+            root, mount_point = left.split()[3:5]
+            for controller in options.split(","):
+                if controller in CONTROLLERS:
+                    mounts[controller] = (root, Path(mount_point))
+    own: dict[str, Path] = {}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _id, names, path = line.split(":", 2)
+            for controller in names.split(","):
+                if controller in mounts:
+                    root, where = mounts[controller]
+                    relative = os.path.relpath(path, root) if path.startswith(root) else path
+                    own[controller] = where / relative.lstrip("/").removeprefix(".")
+    if not all(controller in own for controller in CONTROLLERS):
+        return None
+    return own
+
+
+def slot_cgroup_name(service: str, index: int) -> str:
+    return f"dcodex-{service}-{os.getpid()}-{index}"
+
+
+def _write(path: Path, value: int) -> None:
+    path.write_text(str(value))
+
+
+def _read_int(path: Path) -> int:
+    return int(path.read_text().split()[0])
+
+
+def _field(text: str, name: str) -> int:
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == name:
+            return int(value)
+    return 0
