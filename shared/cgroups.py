@@ -49,8 +49,12 @@ class SlotCgroup:
     def prepare(self, memory_bytes: int, processes: int) -> None:
         """Set the limits of the next run and reset the peak and CPU counters."""
         memory = self.directories["memory"]
+        # memory+swap may never be below memory: lift it, set memory, then bound it too.
+        swap_accounting = (memory / "memory.memsw.limit_in_bytes").exists()
+        if swap_accounting:
+            _write(memory / "memory.memsw.limit_in_bytes", -1)
         _write(memory / "memory.limit_in_bytes", memory_bytes)
-        with contextlib.suppress(OSError):  # only with swap accounting
+        if swap_accounting:
             _write(memory / "memory.memsw.limit_in_bytes", memory_bytes)
         _write(memory / "memory.max_usage_in_bytes", 0)
         # Two for the helper and the namespace's reaper, which live in the cgroup too.

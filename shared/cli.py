@@ -20,6 +20,7 @@ from pydantic.fields import FieldInfo
 
 from dcodex.shared.config import Settings, env_var, flag
 from dcodex.shared.errors import DcodexError
+from dcodex.shared.isolation import IsolationUnavailable
 from dcodex.shared.logging import configure_logging
 from dcodex.shared.metrics import metrics_port, stack_metrics_ports
 from dcodex.shared.service import Service, version
@@ -89,11 +90,12 @@ def up(data_dir: Path | None, command: tuple[str, ...], **values: Any) -> None:
     context = click.get_current_context()
     defaulted = {
         name
-        for name in ("nats_url", "log_level", "log_format")
+        for name in ("nats_url", "log_level", "log_format", "isolation")
         if context.get_parameter_source(name) in (None, ParameterSource.DEFAULT)
     }
-    # A local stack talks to a person: quieter, readable logs unless asked otherwise.
-    local = {"log_level": "warning", "log_format": "console"}
+    # A local stack talks to a person: quieter, readable logs unless asked otherwise,
+    # and the strongest sandbox this machine offers rather than a refusal to start.
+    local = {"log_level": "warning", "log_format": "console", "isolation": "best"}
     settings = settings_from({**values, **{k: v for k, v in local.items() if k in defaulted}})
     configure_logging(settings.log_level, settings.log_format)
     embedded = "nats_url" in defaulted
@@ -119,6 +121,7 @@ def _print_ready(
         short = service.name.removeprefix("dcodex-")
         port = ports.get(short, 0)
         lines.append(f"  {service.name:<16} metrics {f':{port}/metrics' if port else 'off'}")
+        lines += [f"  {'':<16} {key}: {value}" for key, value in service.details.items()]
     if not has_command:
         lines.append("Stop with Ctrl-C.")
     click.echo("\n".join(lines), err=True)
@@ -142,6 +145,8 @@ def _run(work: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(work)
     except DcodexError as exc:
         raise click.ClickException(exc.message) from exc
+    except IsolationUnavailable as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 def _register_subcommands() -> None:

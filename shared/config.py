@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dcodex.shared.contract import EffectiveLimits
 from dcodex.shared.errors import TOO_LARGE, DcodexError
+from dcodex.shared.isolation import IsolationMode
 
 ENV_PREFIX = "DCODEX_"
 GiB = 1024**3
@@ -47,6 +48,17 @@ class Settings(BaseModel):
 
     # Sandbox identity: each concurrent slot runs as uid/gid base+slot when root.
     sandbox_uid_base: int = Field(61000, ge=1000, description="first uid of the sandbox slots")
+    isolation: IsolationMode = Field(
+        "strict",
+        description="sandbox layers: strict (all, or refuse to start), best (what the host "
+        "offers; the default of `dcodex up`), rlimits (hosts without namespaces)",
+    )
+    sandbox_disk_bytes: int = Field(
+        64 * MiB, ge=MiB, description="size of a run's only writable place (its dir and /tmp)"
+    )
+    max_queued_executions: int = Field(
+        100, ge=0, description="runs that may wait for a sandbox; past it: 503 overloaded"
+    )
 
     # Compiler.
     compile_timeout_seconds: float = Field(30.0, gt=0, description="wall clock of one compile")

@@ -88,9 +88,9 @@ def helper_argv(
         "--nofile", str(_capped(resource.RLIMIT_NOFILE, _NOFILE)),
         "--stack", str(_capped(resource.RLIMIT_STACK, min(limits.memory_bytes, _MAX_STACK_BYTES))),
     ]  # fmt: skip
-    if cgroup is None:
-        # Without a memory cgroup the address space is the only memory bound we have.
-        argv += ["--as", str(_capped(resource.RLIMIT_AS, limits.memory_bytes))]
+    # The address space is bounded as well as the cgroup's resident memory: that is
+    # what the seed's limit meant, and it makes a runaway allocation fail at once.
+    argv += ["--as", str(_capped(resource.RLIMIT_AS, limits.memory_bytes))]
     for path in cgroup.paths if cgroup is not None else []:
         argv += ["--cgroup", path]
     if uid is not None and gid is not None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 
@@ -25,9 +26,15 @@ class Service:
     nc: NATS
     micro: RunningService
     metrics: CollectorRegistry
+    # What `dcodex up` shows of it besides its metrics port (e.g. the sandbox layers).
+    details: dict[str, str] = field(default_factory=dict)
+    # Run once the service has stopped (e.g. removing its sandbox slots' cgroups).
+    on_stopped: list[Callable[[], None]] = field(default_factory=list)
 
     async def stop(self, grace_seconds: float = 10.0) -> None:
         """Stop taking requests, finish those under way, then disconnect."""
         await self.micro.stop(grace_seconds)
         if not self.nc.is_closed:
             await self.nc.drain()
+        for cleanup in self.on_stopped:
+            cleanup()

@@ -65,9 +65,15 @@ class SlotPool:
     def busy(self) -> int:
         return self.size - self._free.qsize()
 
+    @property
+    def full(self) -> bool:
+        """Every slot is busy and the queue holds as many runs as it may."""
+        limit = self.max_queued
+        return self._free.empty() and limit is not None and self.waiting >= limit
+
     @asynccontextmanager
     async def acquire(self) -> AsyncIterator[Slot]:
-        if self._free.empty() and self.max_queued is not None and self.waiting >= self.max_queued:
+        if self.full:
             raise Overloaded(f"all {self.size} sandboxes are busy and {self.waiting} runs wait")
         self.waiting += 1
         try:

@@ -23,10 +23,9 @@ from dcodex.shared.config import Settings, check_sizes
 from dcodex.shared.contract import ArtifactRef, CompileRequest, CompileResult
 from dcodex.shared.errors import BAD_REQUEST, DcodexError
 from dcodex.shared.languages import Language, Registry
-from dcodex.shared.sandbox import prepare_sandbox
 from dcodex.shared.service import Service, version
 from dcodex.shared.single_flight import SingleFlight
-from dcodex.shared.slots import SlotPool
+from dcodex.shared.slots import SlotPool, open_slot_pool
 
 NAME = "dcodex-compiler"
 # Compiler slots use uids above the runner's, so the two never share a process count.
@@ -36,11 +35,13 @@ log = structlog.get_logger("dcodex.compiler")
 
 
 class Compiler:
-    def __init__(self, settings: Settings, registry: Registry, artifacts: ObjectStore) -> None:
+    def __init__(
+        self, settings: Settings, registry: Registry, artifacts: ObjectStore, slots: SlotPool
+    ) -> None:
         self.settings = settings
         self.registry = registry
         self.artifacts = artifacts
-        self.slots = SlotPool(os.cpu_count() or 2, settings.sandbox_uid_base + UID_OFFSET)
+        self.slots = slots
         self._in_flight: SingleFlight[str, CompileResult] = SingleFlight()
         self.metrics = CollectorRegistry()
         self.compiles = Counter(
@@ -119,9 +120,16 @@ class Compiler:
 async def start(settings: Settings) -> Service:
     nc: NATS = await bus.connect(settings.nats_url, name=NAME)
     registry = await Registry.load().probe()
-    await prepare_sandbox()
+    slots = await open_slot_pool(
+        settings.isolation,
+        size=os.cpu_count() or 2,
+        uid_base=settings.sandbox_uid_base + UID_OFFSET,
+        disk_bytes=settings.sandbox_disk_bytes,
+        max_queued=None,  # compiles come from runners, which bound their own work
+        service="compiler",
+    )
     artifacts = await open_artifact_store(nc.jetstream(), max_bytes=None)
-    compiler = Compiler(settings, registry, artifacts)
+    compiler = Compiler(settings, registry, artifacts, slots)
     micro = await bus.start_micro_service(
         nc,
         name=NAME,
@@ -132,4 +140,4 @@ async def start(settings: Settings) -> Service:
             "toolchains": ",".join(f"{lang.id}={lang.version}" for lang in registry.languages),
         },
     )
-    return Service(NAME, nc, micro, compiler.metrics)
+    return Service(NAME, nc, micro, compiler.metrics, on_stopped=[slots.close])

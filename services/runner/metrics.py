@@ -6,6 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from dcodex.shared.config import Settings
 from dcodex.shared.contract import ExecutionResult
+from dcodex.shared.slots import SlotPool
 
 # Verdicts that mean a limit stopped the program, by the limit's name.
 LIMIT_OF_STATUS = {
@@ -17,7 +18,7 @@ LIMIT_OF_STATUS = {
 
 
 class RunnerMetrics:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, slots: SlotPool) -> None:
         self.registry = CollectorRegistry()
         self.executions = Counter(
             "dcodex_executions_total",
@@ -40,6 +41,14 @@ class RunnerMetrics:
             registry=self.registry,
         )
         self.max_sandboxes.set(settings.max_concurrent_sandboxes)
+        self.active_sandboxes = Gauge(
+            "dcodex_sandboxes_active", "Sandboxes running now", registry=self.registry
+        )
+        self.active_sandboxes.set_function(lambda: slots.busy)
+        self.queued = Gauge(
+            "dcodex_queue_length", "Runs waiting for a sandbox", registry=self.registry
+        )
+        self.queued.set_function(lambda: slots.waiting)
 
     def observe(self, result: ExecutionResult) -> None:
         self.executions.labels(result.language, result.status).inc()

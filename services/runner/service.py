@@ -7,7 +7,6 @@ the compiler when the language needs one, run the program in a sandbox slot, rep
 from __future__ import annotations
 
 import asyncio
-import os
 
 import structlog
 from nats.aio.client import Client as NATS
@@ -33,30 +32,32 @@ from dcodex.shared.contract import (
     OutputEvent,
     ResultEvent,
 )
-from dcodex.shared.errors import BAD_REQUEST, INTERNAL, DcodexError
+from dcodex.shared.errors import BAD_REQUEST, INTERNAL, UNAVAILABLE, DcodexError
 from dcodex.shared.languages import Language, Registry
-from dcodex.shared.sandbox import prepare_sandbox
 from dcodex.shared.service import Service, version
-from dcodex.shared.slots import SlotPool
+from dcodex.shared.slots import Overloaded, SlotPool, open_slot_pool
 
 NAME = "dcodex-runner"
-# The sandbox layers in force (reported in dcodex.languages and the micro INFO).
-ISOLATION_LAYERS = ["rlimits", "no_new_privs"] + (["uid"] if os.geteuid() == 0 else [])
 
 log = structlog.get_logger("dcodex.runner")
 
 
 class Runner:
     def __init__(
-        self, settings: Settings, nc: NATS, registry: Registry, artifacts: ObjectStore
+        self,
+        settings: Settings,
+        nc: NATS,
+        registry: Registry,
+        artifacts: ObjectStore,
+        slots: SlotPool,
     ) -> None:
         self.settings = settings
         self.nc = nc
         self.registry = registry
         self.artifacts = artifacts
         self.local_artifacts = ArtifactCache(settings.runner_artifact_cache_bytes)
-        self.slots = SlotPool(settings.max_concurrent_sandboxes, settings.sandbox_uid_base)
-        self.metrics = RunnerMetrics(settings)
+        self.slots = slots
+        self.metrics = RunnerMetrics(settings, slots)
 
     def endpoints(self) -> list[bus.Endpoint]:
         return [
@@ -79,7 +80,7 @@ class Runner:
             limits=LimitsInfo(
                 defaults=self.settings.default_limits(), ceilings=self.settings.ceiling_limits()
             ),
-            isolation=ISOLATION_LAYERS,
+            isolation=self.slots.isolation.layers,
             max_code_bytes=self.settings.max_code_bytes,
             max_stdin_bytes=self.settings.max_stdin_bytes,
         )
@@ -93,6 +94,7 @@ class Runner:
         )
         if request.interactive:
             raise DcodexError(BAD_REQUEST, "interactive runs are not available yet", "interactive")
+        self._refuse_when_overloaded()
         execution_id = request.execution_id or bus.new_id()
         with structlog.contextvars.bound_contextvars(
             execution_id=execution_id, language=language.id
@@ -147,17 +149,20 @@ class Runner:
                 )
             binary = await self._artifact(compiled)
             program = Program(language, compiled.language_version, request.code, binary)
-        async with self.slots.acquire() as slot:
-            events.publish("started")
-            result = await execute(
-                program,
-                execution_id=execution_id,
-                stdin=request.stdin,
-                args=request.args,
-                limits=limits,
-                slot=slot,
-                on_output=events.output if request.stream else None,
-            )
+        try:
+            async with self.slots.acquire() as slot:
+                events.publish("started")
+                result = await execute(
+                    program,
+                    execution_id=execution_id,
+                    stdin=request.stdin,
+                    args=request.args,
+                    limits=limits,
+                    slot=slot,
+                    on_output=events.output if request.stream else None,
+                )
+        except Overloaded as exc:
+            raise DcodexError(UNAVAILABLE, f"overloaded: {exc}") from exc
         if compiled is None:
             return result
         return result.model_copy(
@@ -166,6 +171,15 @@ class Runner:
                 "compile_time_ms": compiled.compile_time_ms,
             }
         )
+
+    def _refuse_when_overloaded(self) -> None:
+        """Say 503 before compiling when the run could not even queue for a sandbox."""
+        if self.slots.full:
+            raise DcodexError(
+                UNAVAILABLE,
+                f"overloaded: all {self.slots.size} sandboxes are busy "
+                f"and {self.slots.waiting} runs wait; try again later",
+            )
 
     async def _compile(self, language: Language, code: str, request_id: str) -> CompileResult:
         reply = await bus.request(
@@ -226,9 +240,19 @@ class EventPublisher:
 async def start(settings: Settings) -> Service:
     nc = await bus.connect(settings.nats_url, name=NAME)
     registry = await Registry.load().probe()
-    await prepare_sandbox()
+    slots = await open_slot_pool(
+        settings.isolation,
+        size=settings.max_concurrent_sandboxes,
+        uid_base=settings.sandbox_uid_base,
+        disk_bytes=settings.sandbox_disk_bytes,
+        max_queued=settings.max_queued_executions,
+        service="runner",
+    )
+    layers = slots.isolation.layers
+    if settings.isolation != "strict":
+        log.warning("sandbox_isolation", mode=settings.isolation, layers=layers)
     artifacts = await open_artifact_store(nc.jetstream())
-    runner = Runner(settings, nc, registry, artifacts)
+    runner = Runner(settings, nc, registry, artifacts, slots)
     micro = await bus.start_micro_service(
         nc,
         name=NAME,
@@ -236,9 +260,16 @@ async def start(settings: Settings) -> Service:
         description="Runs programs in sandboxes",
         endpoints=runner.endpoints(),
         metadata={
-            "isolation": ",".join(ISOLATION_LAYERS),
+            "isolation": ",".join(layers),
             "max_concurrent_sandboxes": str(settings.max_concurrent_sandboxes),
             "languages": ",".join(lang.id for lang in registry.languages),
         },
     )
-    return Service(NAME, nc, micro, runner.metrics.registry)
+    return Service(
+        NAME,
+        nc,
+        micro,
+        runner.metrics.registry,
+        details={"isolation": " ".join(layers)},
+        on_stopped=[slots.close],
+    )

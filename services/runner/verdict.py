@@ -2,7 +2,9 @@
 
 When several limits fire, the first one that fired wins: the output cap and the CPU
 limit stop the program the moment they are hit, the wall clock only after the fact,
-and a memory failure is only an inference from how the program died.
+and a memory failure is the kernel's word when the run's memory cgroup OOM-killed
+it, else (an allocation refused at the address-space limit leaves no kernel record)
+an inference from how the program died.
 """
 
 from __future__ import annotations
@@ -32,8 +34,7 @@ def decide_status(result: SandboxResult, limits: SandboxLimits) -> Status:
         return "cpu_time_limit"
     if result.killed_for == "wall_time":
         return "wall_time_limit"
-    failed = result.signal is not None or result.exit_code != 0
-    if failed and _looks_out_of_memory(result, limits):
+    if _hit_memory_limit(result, limits):
         return "memory_limit"
     if result.signal is not None:
         return "signaled"
@@ -50,6 +51,13 @@ def _hit_cpu_limit(result: SandboxResult, limits: SandboxLimits) -> bool:
         or result.signal == signal.SIGXCPU
         or result.cpu_time_ms > limits.cpu_time_s * 1000
     )
+
+
+def _hit_memory_limit(result: SandboxResult, limits: SandboxLimits) -> bool:
+    if result.memory_limit_hit:
+        return True  # the kernel's word: the run's memory cgroup OOM-killed it
+    failed = result.signal is not None or result.exit_code != 0
+    return failed and _looks_out_of_memory(result, limits)
 
 
 def _looks_out_of_memory(result: SandboxResult, limits: SandboxLimits) -> bool:
