@@ -208,7 +208,7 @@ async def test_requests_pass_through_while_the_bucket_is_gone_and_it_heals(
     assert (await client.cache_stats()).passthrough >= 1
 
 
-async def until_hit(client: DcodexClient, request: dict[str, object]) -> ExecutionResult:
+async def until_hit(client: DcodexClient, request: dict[str, str]) -> ExecutionResult:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         result = await client.execute(request)
