@@ -64,7 +64,7 @@ class Settings(BaseModel):
     )
     cache_max_bytes: int = Field(256 * MiB, gt=0, description="byte bound of the result bucket")
     cache_max_result_bytes: int = Field(
-        1 * MiB, gt=0, description="largest stored result; bigger ones are not cached"
+        512 * KiB, gt=0, description="largest stored result; bigger ones are not cached"
     )
     request_timeout_seconds: float = Field(
         90.0, gt=0, description="how long the cache waits for a runner"

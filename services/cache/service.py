@@ -45,6 +45,7 @@ from dcodex.shared.service import Service, version
 from dcodex.shared.single_flight import SingleFlight
 
 NAME = "dcodex-cache"
+PUT_HEADROOM = 4096  # bytes of a KV put besides the value: subject and headers
 
 log = structlog.get_logger("dcodex.cache")
 T = TypeVar("T")
@@ -141,7 +142,9 @@ class Cache:
         if result.status in UNCACHEABLE_STATUSES:
             return self._not_stored("verdict")
         packed = pack(result)
-        if len(packed) > self.settings.cache_max_result_bytes:
+        # Above the server's max payload a put would fail and look like a lost bucket.
+        largest = min(self.settings.cache_max_result_bytes, self.nc.max_payload - PUT_HEADROOM)
+        if len(packed) > largest:
             return self._not_stored("too_large", size=len(packed))
         try:
             await self.store.put(key, packed)
