@@ -22,7 +22,7 @@ import structlog
 from nats.aio.client import Client as NATS
 from nats.micro import add_service
 from nats.micro.request import Request as MicroRequest
-from nats.micro.service import Service
+from nats.micro.service import EndpointStats, Service
 from pydantic import BaseModel, ValidationError
 
 from dcodex.shared.codec import (
@@ -139,9 +139,16 @@ async def start_micro_service(
     description: str,
     endpoints: list[Endpoint],
     metadata: dict[str, str] | None = None,
+    stats_handler: Callable[[EndpointStats], Any] | None = None,
 ) -> RunningService:
+    """`stats_handler` gives each endpoint's `data` in the service's `$SRV.STATS` answer."""
     micro = await add_service(
-        nc, name=name, version=version, description=description, metadata=metadata or {}
+        nc,
+        name=name,
+        version=version,
+        description=description,
+        metadata=metadata or {},
+        stats_handler=stats_handler,
     )
     running = RunningService(micro)
     for endpoint in endpoints:

@@ -75,6 +75,9 @@ class Settings(BaseModel):
         30.0, gt=0, description="how often the cache re-reads the runners' languages and limits"
     )
     cache_max_bytes: int = Field(256 * MiB, gt=0, description="byte bound of the result bucket")
+    cache_max_result_bytes: int = Field(
+        512 * KiB, gt=0, description="largest stored result; bigger ones are not cached"
+    )
     request_timeout_seconds: float = Field(
         90.0, gt=0, description="how long the cache waits for a runner"
     )

@@ -124,6 +124,9 @@ class ExecutionResult(Reply):
     cache_hit: bool = False
     language: str
     language_version: str = ""
+    cache_key: str | None = Field(
+        None, description="the request's key in the result cache; null when it bypassed the cache"
+    )
 
 
 class CompileRequest(Request):
@@ -192,6 +195,8 @@ class CacheStats(Reply):
     hits: int
     misses: int
     coalesced: int
+    passthrough: int = Field(0, description="requests run while the result bucket was unavailable")
+    replicas: int = Field(1, description="cache replicas whose counts are summed here")
 
 
 class PurgeRequest(Request):

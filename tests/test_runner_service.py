@@ -84,23 +84,6 @@ async def test_languages_reply_is_json_by_default(client: DcodexClient) -> None:
     assert json.loads(msg.data)["limits"]["ceilings"]["wall_time_s"] == 30.0
 
 
-async def test_cache_serves_without_its_bucket_and_recovers(client: DcodexClient) -> None:
-    from dcodex.services.cache.results import open_results_bucket
-
-    js = client.nc.jetstream()
-    request = {"language": "python", "code": f"print('no bucket', {time.time_ns()})"}
-    await js.delete_key_value("dcodex-results")
-    try:
-        first = await client.execute(request)
-        second = await client.execute(request)
-        assert first.status == second.status == "ok"
-        assert first.stdout.startswith("no bucket") and second.cache_hit is False
-    finally:
-        await open_results_bucket(js, 3600, 256 * 1024 * 1024)
-    await client.execute(request)
-    assert (await client.execute(request)).cache_hit is True
-
-
 @pytest.fixture
 def solo_stack(nats_url: str, tmp_path: Path) -> Iterator[ServiceProcesses]:
     """All three services under their own prefix, the cache re-reading languages often."""

@@ -56,6 +56,7 @@ EXECUTION_RESULT_FIELDS = {
     "cache_hit",
     "language",
     "language_version",
+    "cache_key",  # beyond DESIGN §5: lets a client purge one result (README)
 }
 
 

@@ -3,26 +3,28 @@
 A hit never reaches a runner. A miss is forwarded to `dcodex.run`; identical requests
 that arrive while it runs wait for that one result (coalescing). Effective limits and
 toolchain versions, which the key depends on, come from the runners' `dcodex.languages`.
+While the bucket is unavailable requests pass through to the runners.
 """
 
 from __future__ import annotations
 
 import collections
 import time
+from collections.abc import Awaitable
+from typing import TypeVar
 
-import nats.errors
-import nats.js.errors
 import structlog
 from nats.aio.client import Client as NATS
-from nats.js.kv import KeyValue
+from nats.micro.service import EndpointStats
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel
 
 from dcodex.services.cache.keys import cache_key
+from dcodex.services.cache.replicas import gather_counts, summed
 from dcodex.services.cache.results import (
     RESULTS_BUCKET,
-    RESULTS_STREAM,
-    open_results_bucket,
+    BucketUnavailable,
+    ResultStore,
     pack,
     unpack,
 )
@@ -38,29 +40,43 @@ from dcodex.shared.contract import (
     PurgeReply,
     PurgeRequest,
 )
-from dcodex.shared.errors import DcodexError
+from dcodex.shared.errors import UNAVAILABLE, DcodexError
 from dcodex.shared.service import Service, version
 from dcodex.shared.single_flight import SingleFlight
 
 NAME = "dcodex-cache"
+PUT_HEADROOM = 4096  # bytes of a KV put besides the value: subject and headers
 
 log = structlog.get_logger("dcodex.cache")
+T = TypeVar("T")
 
 
 class Cache:
-    def __init__(self, settings: Settings, nc: NATS, results: KeyValue) -> None:
+    def __init__(self, settings: Settings, nc: NATS, store: ResultStore) -> None:
         self.settings = settings
         self.nc = nc
-        self.results = results
+        self.store = store
         self._languages: LanguagesReply | None = None
         self._languages_at = 0.0
-        self._in_flight: SingleFlight[str, ExecutionResult] = SingleFlight()
+        # Per key: the result of the one run, and whether it went into the bucket.
+        self._in_flight: SingleFlight[str, tuple[ExecutionResult, bool]] = SingleFlight()
         self.counts: collections.Counter[str] = collections.Counter()
         self.metrics = CollectorRegistry()
         self.lookups = Counter(
             "dcodex_cache_lookups_total",
             "Result cache lookups by outcome (hit, miss, coalesced, bypass)",
             ["outcome"],
+            registry=self.metrics,
+        )
+        self.passthrough = Counter(
+            "dcodex_cache_passthrough_total",
+            "Requests sent to a runner unread because the result bucket was unavailable",
+            registry=self.metrics,
+        )
+        self.not_stored = Counter(
+            "dcodex_cache_not_stored_total",
+            "Results not stored, by reason (verdict, too_large, unavailable)",
+            ["reason"],
             registry=self.metrics,
         )
 
@@ -93,27 +109,53 @@ class Cache:
 
     async def _cached(self, key: str, request: ExecuteRequest, call: bus.Call) -> ExecutionResult:
         assert request.execution_id is not None
-        stored = await self._get(key)
+        try:
+            stored = await self.store.get(key)
+        except BucketUnavailable:
+            stored = None
+            self.counts["passthrough"] += 1
+            self.passthrough.inc()
         if stored is not None:
             self._count("hit")
-            return unpack(stored, request.execution_id)
-        result, shared = await self._in_flight.run(
+            return unpack(stored, request.execution_id, key)
+        (result, kept), shared = await self._in_flight.run(
             key, lambda: self._run_and_store(key, request, call)
         )
-        if not shared:
-            self._count("miss")
-            return result
-        self._count("coalesced")
-        # A shared result counts as cached only if it could have been (DESIGN §6).
-        cached = result.status not in UNCACHEABLE_STATUSES
-        return result.model_copy(update={"execution_id": request.execution_id, "cache_hit": cached})
+        self._count("coalesced" if shared else "miss")
+        # A shared result is a hit when it is now in the cache, as the next request's would be.
+        return result.model_copy(
+            update={
+                "execution_id": request.execution_id,
+                "cache_hit": shared and kept,
+                "cache_key": key,
+            }
+        )
 
     async def _run_and_store(
         self, key: str, request: ExecuteRequest, call: bus.Call
-    ) -> ExecutionResult:
+    ) -> tuple[ExecutionResult, bool]:
         result = await self._run(request, call)
-        await self._put(key, result)
-        return result
+        return result, await self._store(key, result)
+
+    async def _store(self, key: str, result: ExecutionResult) -> bool:
+        """Keep `result` under `key` if the policy allows; whether it was kept."""
+        if result.status in UNCACHEABLE_STATUSES:
+            return self._not_stored("verdict")
+        packed = pack(result)
+        # Above the server's max payload a put would fail and look like a lost bucket.
+        largest = min(self.settings.cache_max_result_bytes, self.nc.max_payload - PUT_HEADROOM)
+        if len(packed) > largest:
+            return self._not_stored("too_large", size=len(packed))
+        try:
+            await self.store.put(key, packed)
+        except BucketUnavailable:
+            return self._not_stored("unavailable")
+        return True
+
+    def _not_stored(self, reason: str, **fields: object) -> bool:
+        self.not_stored.labels(reason).inc()
+        log.info("result_not_stored", reason=reason, **fields)
+        return False
 
     def _count(self, outcome: str) -> None:
         self.counts[outcome] += 1
@@ -131,25 +173,6 @@ class Cache:
             encoding=call.encoding,
         )
         return ExecutionResult.model_validate(reply)
-
-    async def _get(self, key: str) -> bytes | None:
-        try:
-            entry = await self.results.get(key)
-        except nats.js.errors.KeyNotFoundError:
-            return None
-        except (nats.errors.Error, TimeoutError) as exc:
-            # The bucket being unreachable costs a run, not the request.
-            log.warning("cache_read_failed", error=repr(exc))
-            return None
-        return entry.value
-
-    async def _put(self, key: str, result: ExecutionResult) -> None:
-        if result.status in UNCACHEABLE_STATUSES:
-            return
-        try:
-            await self.results.put(key, pack(result))
-        except (nats.errors.Error, TimeoutError) as exc:
-            log.warning("cache_write_failed", error=repr(exc))
 
     async def _runner_info(self, request_id: str) -> LanguagesReply:
         """Languages, versions and limits as the runners report them.
@@ -180,33 +203,43 @@ class Cache:
         return self._languages
 
     async def stats(self, call: bus.Call) -> BaseModel:
-        state = (await self.results.status()).stream_info.state
+        state = await self._bucket_call(self.store.state())
+        replicas = await gather_counts(self.nc, NAME, self.settings.subject("execute"))
+        counts = summed(replicas or [dict(self.counts)])
         return CacheStats(
             entries=state.messages,
             bytes=state.bytes,
-            hits=self.counts["hit"],
-            misses=self.counts["miss"],
-            coalesced=self.counts["coalesced"],
+            hits=counts["hit"],
+            misses=counts["miss"],
+            coalesced=counts["coalesced"],
+            passthrough=counts["passthrough"],
+            replicas=max(len(replicas), 1),
         )
+
+    def replica_counts(self, endpoint: EndpointStats) -> dict[str, int] | None:
+        """This replica's counts, published as the `execute` endpoint's `$SRV.STATS` data."""
+        return dict(self.counts) if endpoint.name == "execute" else None
 
     async def purge(self, call: bus.Call) -> BaseModel:
         request = PurgeRequest.model_validate(call.payload)
-        js = self.nc.jetstream()
-        before = (await self.results.status()).values
-        # Purging the stream (or one subject of it) leaves no delete markers behind.
-        if request.key is None:
-            await js.purge_stream(RESULTS_STREAM)
-        else:
-            await js.purge_stream(RESULTS_STREAM, subject=f"$KV.{RESULTS_BUCKET}.{request.key}")
-        return PurgeReply(purged=before - (await self.results.status()).values)
+        return PurgeReply(purged=await self._bucket_call(self.store.purge(request.key)))
+
+    @staticmethod
+    async def _bucket_call(work: Awaitable[T]) -> T:
+        try:
+            return await work
+        except BucketUnavailable as exc:
+            raise DcodexError(
+                UNAVAILABLE, f"the result bucket {RESULTS_BUCKET} is unavailable"
+            ) from exc
 
 
 async def start(settings: Settings) -> Service:
     nc = await bus.connect(settings.nats_url, name=NAME)
-    results = await open_results_bucket(
-        nc.jetstream(), settings.cache_ttl_seconds, settings.cache_max_bytes
-    )
-    cache = Cache(settings, nc, results)
+    store = ResultStore(nc.jetstream(), settings.cache_ttl_seconds, settings.cache_max_bytes)
+    if not await store.open():
+        log.warning("starting_without_results_bucket", bucket=RESULTS_BUCKET)
+    cache = Cache(settings, nc, store)
     micro = await bus.start_micro_service(
         nc,
         name=NAME,
@@ -214,5 +247,6 @@ async def start(settings: Settings) -> Service:
         description="Read-through result cache in front of the runners",
         endpoints=cache.endpoints(),
         metadata={"bucket": RESULTS_BUCKET, "ttl_seconds": f"{settings.cache_ttl_seconds:g}"},
+        stats_handler=cache.replica_counts,
     )
     return Service(NAME, nc, micro, cache.metrics)
