@@ -7,7 +7,6 @@ and the innocent run (and the runner) must go on as if nothing happened.
 from __future__ import annotations
 
 import asyncio
-import os
 import textwrap
 import uuid
 from pathlib import Path
