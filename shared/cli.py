@@ -150,11 +150,13 @@ def _run(work: Coroutine[Any, Any, T]) -> T:
 
 
 def _register_subcommands() -> None:
+    from dcodex.shared.bench import bench
     from dcodex.shared.bus_cli import bus
     from dcodex.shared.schemas import schemas
 
     main.add_command(bus)
     main.add_command(schemas)
+    main.add_command(bench)
 
 
 _register_subcommands()
