@@ -94,9 +94,10 @@ def helper_argv(
     for path in cgroup.paths if cgroup is not None else []:
         argv += ["--cgroup", path]
     if uid is not None and gid is not None:
+        argv += ["--uid", str(uid), "--gid", str(gid)]
         # RLIMIT_NPROC counts every process of the uid, and root is exempt from it: it
-        # bounds one run only when the run has a uid of its own.
-        argv += ["--uid", str(uid), "--gid", str(gid), "--nproc", str(limits.processes)]
+        # bounds one run only when the run has a uid of its own. A pids cgroup is exact.
+        argv += ["--nproc", str(limits.processes)] if cgroup is None else []
     if isolation.namespaces:
         argv += ["--namespaces", "--workdir", str(workdir), "--disk", str(isolation.disk_bytes)]
         argv += ["--userns"] if isolation.user_namespace else []
