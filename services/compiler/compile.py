@@ -28,6 +28,8 @@ _OUT_OF_MEMORY = re.compile(
     r"\d+ bytes failed|std::bad_alloc",
     re.IGNORECASE,
 )
+# How the gcc driver reports a tool (ld, as) that hit the file-size limit.
+_FILE_TOO_LARGE = re.compile(r"File size limit exceeded|terminated with signal 25\b")
 
 
 @dataclass(frozen=True)
@@ -120,9 +122,9 @@ def _failure(outcome: SandboxResult, output: str, settings: Settings) -> str | N
         return f"compilation used more than {settings.compile_timeout_seconds:g} s of CPU"
     if outcome.killed_for == "output":
         return f"compiler output exceeded {settings.max_compile_output_bytes} bytes"
-    if outcome.signal == SIGXFSZ:
-        return _too_large(settings)
     failed = outcome.signal is not None or outcome.exit_code != 0
+    if outcome.signal == SIGXFSZ or (failed and _FILE_TOO_LARGE.search(output)):
+        return _too_large(settings)
     if failed and _OUT_OF_MEMORY.search(output):
         return (
             "the compiler ran out of memory (limit "
