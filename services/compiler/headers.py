@@ -46,6 +46,14 @@ class PrecompiledHeaders:
             task.add_done_callback(lambda _: self._building.pop(digest, None))
         return found
 
+    @property
+    def building(self) -> int:
+        return len(self._building)
+
+    async def wait_built(self) -> None:
+        """Until the builds under way now are done."""
+        await asyncio.gather(*self._building.values())
+
     async def build(
         self, language: Language, options: CompileOptions, headers: tuple[str, ...], digest: str
     ) -> Path | None:
