@@ -57,7 +57,6 @@ class LanguageEntry(BaseModel):
     optimization_flags: dict[str, list[str]] = Field(default_factory=dict)
     precompile: list[str] | None = None
     use_precompiled: list[str] | None = None
-    disabled: bool = False
 
 
 @dataclass(frozen=True)
@@ -218,12 +217,17 @@ def _language_from_entry(language_id: str, entry: LanguageEntry) -> Language:
     )
 
 
-def read_entries(path: Path) -> dict[str, LanguageEntry]:
-    """The tables of one registry file; a malformed file is an error naming it."""
+def read_entries(path: Path) -> dict[str, LanguageEntry | None]:
+    """The tables of one registry file (None: `disabled = true`); malformed is an error."""
     try:
         with path.open("rb") as file:
             tables: dict[str, Any] = tomllib.load(file)
-        return {key: LanguageEntry.model_validate(table) for key, table in tables.items()}
+        return {
+            key.lower(): None
+            if table.get("disabled") is True
+            else LanguageEntry.model_validate(table)
+            for key, table in tables.items()
+        }
     except (OSError, tomllib.TOMLDecodeError, ValidationError) as exc:
         raise ValueError(f"language registry {path}: {exc}") from exc
 
@@ -250,7 +254,7 @@ class Registry:
             [
                 _language_from_entry(key, entry)
                 for key, entry in entries.items()
-                if not entry.disabled
+                if entry is not None
             ]
         )
 

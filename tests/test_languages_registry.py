@@ -56,10 +56,6 @@ version_name = "python"
 
 # And one left out.
 [bash]
-source = "main.sh"
-run = ["bash", "main.sh"]
-version = ["bash", "--version"]
-version_name = "bash"
 disabled = true
 """
 
