@@ -64,8 +64,8 @@ async def compile_source(
     chosen = options or language.options(None, None)
     with workspace(prefix="dcodex-compile-") as cwd:
         write_file(cwd, language.source, code.encode(), slot, mode=0o400)
-        if precompiled is not None:
-            link_into(precompiled, cwd)
+        if precompiled is not None and not link_into(precompiled, cwd):
+            precompiled = None  # a header that cannot be put there is only a lost speed-up
         hand_over(cwd, slot)
         outcome = await run_sandboxed(
             language.compile_argv(chosen, precompiled=precompiled is not None),

@@ -140,10 +140,16 @@ class HeaderStore:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def link_into(entry: Path, directory: Path) -> None:
-    """Put a built header into a workspace: hard links, copies across file systems."""
+def link_into(entry: Path, directory: Path) -> bool:
+    """Put a built header into a workspace (hard links, else copies); False if it cannot."""
     for name in (PCH_HEADER, f"{PCH_HEADER}.gch"):
         try:
             os.link(entry / name, directory / name, follow_symlinks=False)
         except OSError:
-            shutil.copyfile(entry / name, directory / name, follow_symlinks=False)
+            try:
+                shutil.copyfile(entry / name, directory / name, follow_symlinks=False)
+            except OSError:  # evicted meanwhile, or no room in the workspace
+                for partial in (PCH_HEADER, f"{PCH_HEADER}.gch"):
+                    (directory / partial).unlink(missing_ok=True)
+                return False
+    return True
