@@ -14,7 +14,7 @@ from nats.js.api import ObjectStoreConfig
 from nats.js.client import JetStreamContext
 from nats.js.object_store import ObjectStore
 
-from dcodex.shared.languages import Language
+from dcodex.shared.languages import CompileOptions, Language
 
 ARTIFACT_BUCKET = "dcodex-artifacts"
 
@@ -32,13 +32,18 @@ async def open_artifact_store(js: JetStreamContext, max_bytes: int | None = None
         return await js.create_object_store(ARTIFACT_BUCKET, config=config)
 
 
-def compile_digest(language: Language, code: str) -> str:
-    """SHA-256 of language, toolchain version, compile command and source."""
+def compile_digest(language: Language, code: str, options: CompileOptions | None = None) -> str:
+    """SHA-256 of language, toolchain version, compile command with its flags, and source.
+
+    `options` default to the language's defaults; the command is the one the chosen
+    `std` and `optimization` expand to, so every flag that shapes the binary counts.
+    """
+    chosen = options or language.options(None, None)
     canonical = json.dumps(
         {
             "language": language.id,
             "version": language.version,
-            "command": list(language.compile or ()),
+            "command": language.compile_argv(chosen) if language.compiled else [],
             "source": code,
         },
         sort_keys=True,

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -68,6 +69,12 @@ class Settings(BaseModel):
         256 * MiB, ge=0, description="artifacts a runner keeps in memory"
     )
     max_artifact_bytes: int = Field(64 * MiB, gt=0, description="largest binary stored")
+    precompiled_headers: int = Field(
+        8, ge=0, description="C++ precompiled headers a compiler keeps; 0 turns them off"
+    )
+    languages_file: Path | None = Field(
+        None, description="a TOML file of languages that add to or replace the shipped ones"
+    )
 
     # Cache and timeouts between services.
     cache_ttl_seconds: float = Field(3600, gt=0, description="how long results stay cached")

@@ -103,6 +103,8 @@ class ExecuteRequest(Request):
     stream: bool = False
     interactive: bool = False
     cache: bool = True
+    std: str | None = Field(None, description="language standard, e.g. c++20 (compiled only)")
+    optimization: str | None = Field(None, description="optimisation level, e.g. O3")
 
 
 class ExecutionResult(Reply):
@@ -134,6 +136,8 @@ class CompileRequest(Request):
 
     language: LanguageName
     code: str
+    std: str | None = Field(None, description="language standard, e.g. c++20")
+    optimization: str | None = Field(None, description="optimisation level, e.g. O3")
 
 
 class ArtifactRef(Reply):
@@ -161,6 +165,10 @@ class LanguageInfo(Reply):
     version: str
     compiled: bool
     extensions: list[str] = Field(default_factory=list)
+    std: list[str] = Field(default_factory=list, description="the `std` choices")
+    default_std: str | None = None
+    optimization: list[str] = Field(default_factory=list, description="the `optimization` choices")
+    default_optimization: str | None = None
 
 
 class LimitsInfo(Reply):

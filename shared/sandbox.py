@@ -27,7 +27,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -81,6 +81,13 @@ class SandboxResult:
     process_limit_hit: bool | None = None
 
 
+def working_directory(slot: Slot | None, cwd: Path) -> Path:
+    """Where the program finds its files and runs: `cwd`, or /box in namespaces."""
+    if slot is not None and slot.isolation.namespaces:
+        return Path(SANDBOX_WORKDIR)
+    return cwd
+
+
 def clean_env(home: Path) -> dict[str, str]:
     """A minimal environment; nothing is inherited from the host."""
     return {
@@ -101,6 +108,7 @@ async def run_sandboxed(
     env: Mapping[str, str] | None = None,
     slot: Slot | None = None,
     on_output: OutputCallback | None = None,
+    read_only: Sequence[str] = (),
     collect: bool = False,
 ) -> SandboxResult:
     """Run `argv` to completion under `limits` and report how it ended.
@@ -108,7 +116,8 @@ async def run_sandboxed(
     `slot` says which uid, isolation and cgroup the run gets (none: the service's
     own user, rlimits only). `cwd` holds the program's files; with namespaces they are
     copied into the sandbox's own /box (`SANDBOX_WORKDIR`), and with `collect` the
-    files in /box are copied back to `cwd` at the end. `argv` paths are relative to that directory.
+    files in /box are copied back to `cwd` at the end; `read_only` host paths are
+    shown read-only besides the usual view. `argv` paths are relative to that directory.
     Raises OSError (or subprocess.SubprocessError) when the program cannot be started.
     `on_output` is called on the event loop with each chunk of output that is kept;
     it must be quick and must not raise (the loop would only log the exception).
@@ -117,8 +126,10 @@ async def run_sandboxed(
     loop = asyncio.get_running_loop()
     slot = slot or Slot(index=0, uid=None, gid=None)
     isolation, cgroup = slot.isolation, slot.cgroup
+    if read_only:
+        isolation = replace(isolation, read_only_paths=(*isolation.read_only_paths, *read_only))
     if env is None:
-        env = clean_env(Path(SANDBOX_WORKDIR) if isolation.namespaces else cwd)
+        env = clean_env(working_directory(slot, cwd))
     if cgroup is not None:
         cgroup.prepare(limits.memory_bytes, limits.processes)
     program = [_executable(argv[0], env), *argv[1:]]

@@ -298,8 +298,6 @@ static int enter_new_root(void) {
     snprintf(options, sizeof options, "size=%lld,mode=0755", cfg.disk);
     if (mount("dcodex", root, "tmpfs", MS_NOSUID | MS_NODEV, options) != 0)
         setup_failed("tmpfs");
-    for (int i = 0; i < cfg.ro_count; i++) show_read_only(root, cfg.ro[i]);
-
     char path[4096];
     snprintf(path, sizeof path, "%s/box", root);
     if (mkdir(path, 0700) != 0) setup_failed("box");
@@ -318,6 +316,8 @@ static int enter_new_root(void) {
     for (size_t i = 0; i < sizeof devices / sizeof *devices; i++) show_device(root, devices[i]);
     snprintf(path, sizeof path, "%s/dev/fd", root);
     if (symlink("/proc/self/fd", path) != 0) setup_failed("dev-fd");
+    /* Last, so that a read-only path may lie under /tmp, say, without hiding it. */
+    for (int i = 0; i < cfg.ro_count; i++) show_read_only(root, cfg.ro[i]);
 
     if (chdir(root) != 0) setup_failed("chdir-root");
     if (syscall(SYS_pivot_root, ".", ".") != 0) setup_failed("pivot_root");

@@ -38,6 +38,9 @@ EXECUTE_REQUEST_FIELDS = {
     "stream",
     "interactive",
     "cache",
+    # Compile options (DESIGN is silent; see README).
+    "std",
+    "optimization",
 }
 EXECUTION_RESULT_FIELDS = {
     "execution_id",

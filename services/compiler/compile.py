@@ -1,15 +1,35 @@
-"""Compile one source file in a sandbox: pure core, no NATS."""
+"""Compile one source file in a sandbox: pure core, no NATS.
+
+The compiler reads untrusted source (which may `#include` or `.incbin` any path), so
+it runs exactly like a program: as the slot's unprivileged uid, in a fresh private
+workspace, with a clean environment and its own limits. A compile that hits a limit
+is a compile error whose diagnostics end with a `[dcodex]` line naming the limit.
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from signal import SIGXFSZ
+from pathlib import Path
+from signal import SIGXCPU, SIGXFSZ
 
+from dcodex.services.compiler.pch import header_text, link_into
 from dcodex.shared.config import Settings
-from dcodex.shared.languages import Language
-from dcodex.shared.sandbox import SandboxLimits, run_sandboxed
+from dcodex.shared.languages import PCH_HEADER, CompileOptions, Language
+from dcodex.shared.sandbox import SandboxLimits, SandboxResult, run_sandboxed, working_directory
 from dcodex.shared.slots import Slot
 from dcodex.shared.workspace import hand_over, read_output_file, workspace, write_file
+
+# A precompiled header of the whole standard library is about 100 MiB.
+PCH_FILE_SIZE_BYTES = 512 * 2**20
+# How compilers say they ran out of address space (gcc, g++, rustc/LLVM, C++ runtimes).
+_OUT_OF_MEMORY = re.compile(
+    r"out of memory|virtual memory exhausted|cannot allocate memory|memory allocation of "
+    r"\d+ bytes failed|std::bad_alloc",
+    re.IGNORECASE,
+)
+# How the gcc driver reports a tool (ld, as) that hit the file-size limit.
+_FILE_TOO_LARGE = re.compile(r"File size limit exceeded|terminated with signal 25\b")
 
 
 @dataclass(frozen=True)
@@ -20,56 +40,117 @@ class Compilation:
     binary: bytes | None
 
 
-def compile_limits(settings: Settings) -> SandboxLimits:
+def compile_limits(settings: Settings, file_size_bytes: int | None = None) -> SandboxLimits:
     return SandboxLimits(
         cpu_time_s=settings.compile_timeout_seconds,
         wall_time_s=settings.compile_timeout_seconds,
         memory_bytes=settings.compile_memory_limit_bytes,
         output_bytes=settings.max_compile_output_bytes,
         processes=64,  # gcc runs cc1, as, collect2 and ld
-        file_size_bytes=settings.max_artifact_bytes,
+        file_size_bytes=file_size_bytes or settings.max_artifact_bytes,
     )
 
 
 async def compile_source(
-    language: Language, code: str, settings: Settings, slot: Slot
+    language: Language,
+    code: str,
+    settings: Settings,
+    slot: Slot,
+    options: CompileOptions | None = None,
+    precompiled: Path | None = None,
 ) -> Compilation:
+    """Compile `code`; `precompiled` is a built header directory from the HeaderStore."""
     assert language.compile is not None and language.binary is not None
+    chosen = options or language.options(None, None)
     with workspace(prefix="dcodex-compile-") as cwd:
         write_file(cwd, language.source, code.encode(), slot, mode=0o400)
+        header = _place_header(precompiled, cwd, slot)
         hand_over(cwd, slot)
         outcome = await run_sandboxed(
-            language.compile,
+            language.compile_argv(chosen, header=header),
             cwd=cwd,
             limits=compile_limits(settings),
+            env=language.sandbox_env(working_directory(slot, cwd)),
             slot=slot,
+            read_only=language.mounts + ((str(precompiled),) if header and precompiled else ()),
             collect=True,  # the binary, from the sandbox's own working directory
         )
         output = (outcome.stdout + outcome.stderr).decode("utf-8", errors="replace")
-        failure = _failure(outcome.killed_for, outcome.exit_code, outcome.signal, settings)
+        failure = _failure(outcome, output, settings)
         binary = read_output_file(cwd, language.binary) if failure is None else None
         if failure is None and binary is None:
             failure = "the compiler produced no program"
+        if binary is not None and len(binary) > settings.max_artifact_bytes:
+            failure, binary = _too_large(settings), None
         if failure is not None:
             return Compilation(False, _join(output, failure), outcome.wall_time_ms, None)
         return Compilation(True, output, outcome.wall_time_ms, binary)
 
 
-def _failure(
-    killed_for: str | None, exit_code: int | None, signal: int | None, settings: Settings
-) -> str | None:
+def _place_header(precompiled: Path | None, cwd: Path, slot: Slot) -> str | None:
+    """Where the compile finds the precompiled header, if it can have it: in namespaces,
+    where it is stored (shown read-only, nothing copied); else linked into `cwd`."""
+    if precompiled is None:
+        return None
+    if slot.isolation.namespaces:
+        return str(precompiled / PCH_HEADER)
+    # A header that cannot be put there is only a lost speed-up.
+    return PCH_HEADER if link_into(precompiled, cwd) else None
+
+
+async def build_header(
+    language: Language,
+    options: CompileOptions,
+    headers: tuple[str, ...],
+    settings: Settings,
+    slot: Slot,
+) -> bytes | None:
+    """Build a precompiled header in the sandbox; None when the compiler would not."""
+    argv = language.precompile_argv(options)
+    if argv is None:
+        return None
+    with workspace(prefix="dcodex-pch-build-") as cwd:
+        write_file(cwd, PCH_HEADER, header_text(headers).encode(), slot, mode=0o400)
+        hand_over(cwd, slot)
+        outcome = await run_sandboxed(
+            argv,
+            cwd=cwd,
+            limits=compile_limits(settings, PCH_FILE_SIZE_BYTES),
+            env=language.sandbox_env(working_directory(slot, cwd)),
+            slot=slot,
+            read_only=language.mounts,
+            collect=True,
+        )
+        if outcome.exit_code != 0:
+            return None
+        return read_output_file(cwd, f"{PCH_HEADER}.gch")
+
+
+def _failure(outcome: SandboxResult, output: str, settings: Settings) -> str | None:
     """Why a compile failed in a way the compiler's own diagnostics may not say."""
-    if killed_for == "wall_time":
+    if outcome.killed_for == "wall_time":
         return f"compilation timed out after {settings.compile_timeout_seconds:g} s"
-    if killed_for == "output":
+    if outcome.killed_for == "cpu_time" or outcome.signal == SIGXCPU:
+        return f"compilation used more than {settings.compile_timeout_seconds:g} s of CPU"
+    if outcome.killed_for == "output":
         return f"compiler output exceeded {settings.max_compile_output_bytes} bytes"
-    if signal == SIGXFSZ:
-        return f"the program would be larger than {settings.max_artifact_bytes} bytes"
-    if signal is not None:
-        return f"the compiler was killed by signal {signal}"
-    if exit_code != 0:
+    failed = outcome.signal is not None or outcome.exit_code != 0
+    if outcome.signal == SIGXFSZ or (failed and _FILE_TOO_LARGE.search(output)):
+        return _too_large(settings)
+    if failed and _OUT_OF_MEMORY.search(output):
+        return (
+            "the compiler ran out of memory (limit "
+            f"{settings.compile_memory_limit_bytes} bytes of address space)"
+        )
+    if outcome.signal is not None:
+        return f"the compiler was killed by signal {outcome.signal}"
+    if outcome.exit_code != 0:
         return ""  # the diagnostics say why
     return None
+
+
+def _too_large(settings: Settings) -> str:
+    return f"the program would be larger than {settings.max_artifact_bytes} bytes"
 
 
 def _join(output: str, note: str) -> str:

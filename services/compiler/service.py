@@ -17,12 +17,13 @@ from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel
 
 from dcodex.services.compiler.compile import compile_source
+from dcodex.services.compiler.headers import PrecompiledHeaders
 from dcodex.shared import bus
 from dcodex.shared.artifacts import ARTIFACT_BUCKET, compile_digest, open_artifact_store
 from dcodex.shared.config import Settings, check_sizes
 from dcodex.shared.contract import ArtifactRef, CompileRequest, CompileResult
 from dcodex.shared.errors import BAD_REQUEST, DcodexError
-from dcodex.shared.languages import Language, Registry
+from dcodex.shared.languages import CompileOptions, Language, Registry, available_languages
 from dcodex.shared.service import Service, version
 from dcodex.shared.single_flight import SingleFlight
 from dcodex.shared.slots import SlotPool, open_slot_pool
@@ -43,6 +44,7 @@ class Compiler:
         self.artifacts = artifacts
         self.slots = slots
         self._in_flight: SingleFlight[str, CompileResult] = SingleFlight()
+        self.headers = PrecompiledHeaders(settings, self.slots)
         self.metrics = CollectorRegistry()
         self.compiles = Counter(
             "dcodex_compiles_total",
@@ -64,10 +66,11 @@ class Compiler:
                 f"{language.id} is interpreted; there is nothing to compile",
                 "language",
             )
-        digest = compile_digest(language, request.code)
+        options = language.options(request.std, request.optimization)
+        digest = compile_digest(language, request.code, options)
         with structlog.contextvars.bound_contextvars(language=language.id, digest=digest[:16]):
             result, shared = await self._in_flight.run(
-                digest, lambda: self._lookup_or_compile(digest, language, request.code)
+                digest, lambda: self._lookup_or_compile(digest, language, request.code, options)
             )
             if shared:
                 result = result.model_copy(update={"cached": True})
@@ -76,7 +79,9 @@ class Compiler:
             log.info("compiled", outcome=outcome, compile_time_ms=result.compile_time_ms)
             return result
 
-    async def _lookup_or_compile(self, digest: str, language: Language, code: str) -> CompileResult:
+    async def _lookup_or_compile(
+        self, digest: str, language: Language, code: str, options: CompileOptions
+    ) -> CompileResult:
         found = await self._stored(digest)
         if found is not None:
             artifact, warnings = found
@@ -89,8 +94,11 @@ class Compiler:
                 artifact=artifact,
                 cached=True,
             )
+        precompiled = self.headers.for_source(language, options, code)
         async with self.slots.acquire() as slot:
-            compilation = await compile_source(language, code, self.settings, slot)
+            compilation = await compile_source(
+                language, code, self.settings, slot, options, precompiled
+            )
         result = CompileResult(
             status="ok" if compilation.ok else "compile_error",
             language=language.id,
@@ -119,7 +127,6 @@ class Compiler:
 
 async def start(settings: Settings) -> Service:
     nc: NATS = await bus.connect(settings.nats_url, name=NAME)
-    registry = await Registry.load().probe()
     slots = await open_slot_pool(
         settings.isolation,
         size=os.cpu_count() or 2,
@@ -128,6 +135,7 @@ async def start(settings: Settings) -> Service:
         max_queued=None,  # compiles come from runners, which bound their own work
         service="compiler",
     )
+    registry = await available_languages(settings, slots.probe_slot())
     artifacts = await open_artifact_store(nc.jetstream(), max_bytes=None)
     compiler = Compiler(settings, registry, artifacts, slots)
     micro = await bus.start_micro_service(

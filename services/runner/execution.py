@@ -11,7 +11,13 @@ from dataclasses import dataclass
 from dcodex.services.runner.verdict import decide_status
 from dcodex.shared.contract import EffectiveLimits, ExecutionResult
 from dcodex.shared.languages import Language
-from dcodex.shared.sandbox import OutputCallback, SandboxLimits, SandboxResult, run_sandboxed
+from dcodex.shared.sandbox import (
+    OutputCallback,
+    SandboxLimits,
+    SandboxResult,
+    run_sandboxed,
+    working_directory,
+)
 from dcodex.shared.slots import Slot
 from dcodex.shared.workspace import hand_over, workspace, write_file
 
@@ -52,7 +58,9 @@ async def execute(
             cwd=cwd,
             limits=sandbox_limits(limits),
             stdin=stdin.encode(),
+            env=language.sandbox_env(working_directory(slot, cwd)),
             slot=slot,
+            read_only=language.mounts,
             on_output=on_output,
         )
     return to_result(outcome, limits, execution_id, language.id, program.language_version)

@@ -26,14 +26,13 @@ from dcodex.shared.contract import (
     EffectiveLimits,
     ExecuteRequest,
     ExecutionResult,
-    LanguageInfo,
     LanguagesReply,
     LimitsInfo,
     OutputEvent,
     ResultEvent,
 )
 from dcodex.shared.errors import BAD_REQUEST, INTERNAL, UNAVAILABLE, DcodexError
-from dcodex.shared.languages import Language, Registry
+from dcodex.shared.languages import Language, Registry, available_languages
 from dcodex.shared.service import Service, version
 from dcodex.shared.slots import Overloaded, SlotPool, open_slot_pool
 
@@ -67,16 +66,7 @@ class Runner:
 
     async def languages(self, call: bus.Call) -> BaseModel:
         return LanguagesReply(
-            languages=[
-                LanguageInfo(
-                    id=lang.id,
-                    aliases=list(lang.aliases),
-                    version=lang.version,
-                    compiled=lang.compiled,
-                    extensions=list(lang.extensions),
-                )
-                for lang in self.registry.languages
-            ],
+            languages=[lang.info() for lang in self.registry.languages],
             limits=LimitsInfo(
                 defaults=self.settings.default_limits(), ceilings=self.settings.ceiling_limits()
             ),
@@ -89,6 +79,7 @@ class Runner:
         request = ExecuteRequest.model_validate(call.payload)
         check_sizes(request.code, request.stdin, self.settings)
         language = self.registry.resolve(request.language)
+        language.options(request.std, request.optimization)  # 400 on a choice it lacks
         limits = self.settings.default_limits().apply(
             request.limits, self.settings.ceiling_limits()
         )
@@ -136,7 +127,7 @@ class Runner:
         program = Program(language, language.version, request.code)
         compiled: CompileResult | None = None
         if language.compiled:
-            compiled = await self._compile(language, request.code, call.request_id)
+            compiled = await self._compile(language, request, call.request_id)
             events.publish("compile", compiled.compile_output)
             if compiled.status == "compile_error":
                 return ExecutionResult(
@@ -181,11 +172,18 @@ class Runner:
                 f"and {self.slots.waiting} runs wait; try again later",
             )
 
-    async def _compile(self, language: Language, code: str, request_id: str) -> CompileResult:
+    async def _compile(
+        self, language: Language, request: ExecuteRequest, request_id: str
+    ) -> CompileResult:
         reply = await bus.request(
             self.nc,
             self.settings.subject("compile"),
-            CompileRequest(language=language.id, code=code),
+            CompileRequest(
+                language=language.id,
+                code=request.code,
+                std=request.std,
+                optimization=request.optimization,
+            ),
             request_id=request_id,
             # Below the cache's wait for us, above the compile's own limit.
             timeout=self.settings.compile_timeout_seconds + 15,
@@ -239,7 +237,6 @@ class EventPublisher:
 
 async def start(settings: Settings) -> Service:
     nc = await bus.connect(settings.nats_url, name=NAME)
-    registry = await Registry.load().probe()
     slots = await open_slot_pool(
         settings.isolation,
         size=settings.max_concurrent_sandboxes,
@@ -251,6 +248,7 @@ async def start(settings: Settings) -> Service:
     layers = slots.isolation.layers
     if settings.isolation != "strict":
         log.warning("sandbox_isolation", mode=settings.isolation, layers=layers)
+    registry = await available_languages(settings, slots.probe_slot())
     artifacts = await open_artifact_store(nc.jetstream())
     runner = Runner(settings, nc, registry, artifacts, slots)
     micro = await bus.start_micro_service(

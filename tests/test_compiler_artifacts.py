@@ -1,0 +1,83 @@
+"""Artifacts: keyed by everything that shapes the binary, shared by compiler replicas,
+kept in a bounded cache by runners."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dcodex.services.runner.artifact_cache import ArtifactCache
+from dcodex.shared import bus
+from dcodex.shared.artifacts import compile_digest, open_artifact_store
+from dcodex.shared.client import DcodexClient
+from dcodex.shared.contract import CompileResult
+from dcodex.shared.languages import Registry
+from tests.conftest import ServiceProcesses
+from tests.test_runner_service import wait_for_subject
+
+
+async def compile_on(url: str, prefix: str, **request: str) -> CompileResult:
+    async with await DcodexClient.connect(url) as client:
+        reply = await bus.request(
+            client.nc, f"{prefix}.compile", request, request_id=bus.new_id(), timeout=60
+        )
+    return CompileResult.model_validate(reply)
+
+
+def test_digest_covers_toolchain_flags_and_source() -> None:
+    cpp = Registry.load().resolve("cpp")
+    code = "int main() {}"
+    default = compile_digest(cpp, code)
+    assert compile_digest(cpp, code, cpp.options("c++17", "O2")) == default, "defaults spelt out"
+    others = {
+        compile_digest(cpp, code, cpp.options("c++20", None)),
+        compile_digest(cpp, code, cpp.options(None, "O0")),
+        compile_digest(cpp, code + "\n"),
+        compile_digest(Registry.load().resolve("c"), code),
+    }
+    assert default not in others and len(others) == 4
+
+
+def test_runner_artifact_cache_is_bounded_least_recently_used_out() -> None:
+    cache = ArtifactCache(max_bytes=10)
+    cache.put("a", b"aaaa")
+    cache.put("b", b"bbbb")
+    assert cache.get("a") == b"aaaa"  # a is now the most recent
+    cache.put("c", b"cccc")  # 12 bytes: b goes
+    assert cache.get("b") is None and cache.get("a") == b"aaaa" and cache.get("c") == b"cccc"
+    cache.put("huge", b"x" * 11)
+    assert cache.get("huge") is None, "an artifact larger than the whole cache is not kept"
+
+
+@pytest.fixture
+def replicas(nats_url: str, tmp_path: Path) -> Iterator[ServiceProcesses]:
+    services = ServiceProcesses(nats_url, tmp_path, ("--subject-prefix", "replica"))
+    yield services
+    services.stop_all()
+
+
+async def test_a_second_replica_finds_the_first_ones_artifact(
+    replicas: ServiceProcesses,
+) -> None:
+    code = f'#include <stdio.h>\nint main(void) {{ puts("{time.time_ns()}"); }}\n'
+    first_replica = replicas.start("compiler")
+    await wait_for_subject(replicas.url, "replica.compile")
+    first = await compile_on(replicas.url, "replica", language="c", code=code)
+    assert first.status == "ok" and first.cached is False and first.artifact is not None
+    replicas.stop(first_replica)
+
+    replicas.start("compiler")
+    await wait_for_subject(replicas.url, "replica.compile")
+    second = await compile_on(replicas.url, "replica", language="c", code=code)
+    assert second.cached is True and second.compile_time_ms is None
+    assert second.artifact == first.artifact and second.digest == first.digest
+    # Other flags are another artifact: compiled, not found.
+    other = await compile_on(replicas.url, "replica", language="c", code=code, optimization="O0")
+    assert other.cached is False and other.digest != first.digest
+    async with await DcodexClient.connect(replicas.url) as client:
+        store = await open_artifact_store(client.nc.jetstream())
+        stored = (await store.get(first.artifact.name)).data or b""
+    assert stored.startswith(b"\x7fELF") and len(stored) == first.artifact.size
