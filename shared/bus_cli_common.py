@@ -60,7 +60,9 @@ def with_client(
     """
 
     async def main() -> T:
-        client = await DcodexClient.connect(target.options, target.prefix, target.timeout_s)
+        client = await DcodexClient.connect(
+            target.options, prefix=target.prefix, timeout=target.timeout_s
+        )
         async with client:
             return await action(client)
 

@@ -34,12 +34,14 @@ def show(job: Job, result: ExecutionResult, elapsed_s: float, problems: list[str
     mark = "" if job.expect is None else (" [green]✓[/green]" if not problems else " [red]✗[/red]")
     console.rule(f"[bold]{escape(str(job.path))}[/bold] ({escape(result.language)})")
     if result.compile_output.strip():
-        console.print(f"[dim]compile:[/dim]\n{escape(result.compile_output.rstrip())}")
+        console.print(
+            f"[dim]compile:[/dim]\n{escape(result.compile_output.rstrip())}", highlight=False
+        )
     if result.stdout:
         shown = clip(result.stdout)
-        console.print(escape(shown), end="" if shown.endswith("\n") else "\n")
+        console.print(escape(shown), end="" if shown.endswith("\n") else "\n", highlight=False)
     if result.stderr:
-        console.print(f"[red]{escape(clip(result.stderr))}[/red]")
+        console.print(f"[red]{escape(clip(result.stderr))}[/red]", highlight=False)
     console.print(f"[{style}]{result.status}[/{style}]{mark}  {summary(result, elapsed_s)}")
     for problem in problems:
         console.print(f"  [red]{escape(problem)}[/red]")
@@ -118,7 +120,7 @@ class Tally:
         """A rule with the counts, then a table by verdict with a total row."""
         counts = ", ".join(f"{row.runs} {status}" for status, row in sorted(self.rows.items()))
         console.rule(f"{self.runs} runs: {counts}")
-        table = Table("verdict", "runs", "cache hits", "time")
+        table = Table("verdict", "runs", "from cache", "time")
         for status, row in sorted(self.rows.items()):
             style = STATUS_STYLE.get(status, "magenta")
             table.add_row(

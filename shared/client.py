@@ -47,6 +47,7 @@ class DcodexClient:
     async def connect(
         cls,
         url: str | ConnectOptions | None = None,
+        *,
         prefix: str = "dcodex",
         timeout: float = DEFAULT_TIMEOUT_S,
         **options: Any,

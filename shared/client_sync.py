@@ -44,6 +44,7 @@ class SyncDcodexClient:
     def connect(
         cls,
         url: str | ConnectOptions | None = None,
+        *,
         prefix: str = "dcodex",
         timeout: float = DEFAULT_TIMEOUT_S,
         **options: Any,
@@ -54,7 +55,8 @@ class SyncDcodexClient:
         thread.start()
         sync = cls(loop, thread)
         try:
-            sync._client = sync._call(DcodexClient.connect(url, prefix, timeout, **options))
+            connecting = DcodexClient.connect(url, prefix=prefix, timeout=timeout, **options)
+            sync._client = sync._call(connecting)
         except BaseException:
             sync._stop_loop()
             raise
