@@ -491,3 +491,14 @@ def test_colours_and_progress_only_on_a_terminal(stack: ServiceProcesses, tmp_pa
     assert piped.returncode == 0, shown(piped)
     assert "\x1b" not in piped.stdout + piped.stderr, "no colours or cursor moves in a pipe"
     assert "2/2" not in piped.stdout, "no progress bar in a pipe"
+
+
+def test_a_language_the_server_does_not_know_is_a_clear_error(
+    stack: ServiceProcesses, tmp_path: Path
+) -> None:
+    (tmp_path / "prog.cob").write_text("DISPLAY 'HI'.\n")
+    completed = bus(stack.url, "run", "-l", "cobol", "-f", "prog.cob", cwd=tmp_path)
+    assert completed.returncode == 2, shown(completed)
+    err = flat(completed.stderr)
+    assert "error 404:" in err and "cobol" in err, shown(completed)
+    assert_no_traceback(completed)
