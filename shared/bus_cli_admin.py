@@ -99,7 +99,7 @@ def ping(target: Target, as_json: bool, wait_s: float) -> None:
 @wait_option
 @click.pass_obj
 def stats(target: Target, as_json: bool, wait_s: float) -> None:
-    """Requests, errors and time per endpoint of every instance, and the result cache."""
+    """Requests and errors per endpoint of every instance, and the result cache."""
 
     async def show(client: DcodexClient) -> None:
         instances = await _instances(client, target, wait_s)

@@ -41,7 +41,9 @@ DEFAULT_MENU_DIRECTORY = Path("examples")
 
 
 @click.command()
-@click.option("--file", "-f", "files", multiple=True, type=click.Path(path_type=Path))
+@click.option(
+    "--file", "-f", "files", multiple=True, type=click.Path(path_type=Path), help="a file to run"
+)
 @click.option(
     "--directory",
     "-d",
@@ -53,7 +55,12 @@ DEFAULT_MENU_DIRECTORY = Path("examples")
 @click.option(
     "--stdin", "stdin_text", default=None, help="stdin for the programs; \\n is a newline"
 )
-@click.option("--stdin-file", type=click.Path(path_type=Path, dir_okay=False), default=None)
+@click.option(
+    "--stdin-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="stdin for the programs, verbatim",
+)
 @click.option(
     "--language", "-l", default=None, help="language of every file (default: by extension)"
 )
