@@ -3,20 +3,23 @@
 async with await DcodexClient.connect("nats://127.0.0.1:4222") as client:
     result = await client.execute({"language": "python", "code": "print(1)"})
     print(result.status, result.stdout)
+
+`connect` takes a URL or `ConnectOptions` (credentials, TLS); `SyncDcodexClient`
+(client_sync.py) is the same client for code without an event loop. Streaming and
+interactive runs (DESIGN §9) are not wrapped here yet.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 from types import TracebackType
 from typing import Any
 
-import nats.errors
 from nats.aio.client import Client as NATS
 from pydantic import BaseModel
 
 from dcodex.shared import bus
+from dcodex.shared.client_connect import ConnectOptions, open_connection
+from dcodex.shared.client_discovery import ServiceInstance, discover, gather
 from dcodex.shared.codec import JSON, Encoding
 from dcodex.shared.contract import (
     CacheStats,
@@ -42,15 +45,30 @@ class DcodexClient:
 
     @classmethod
     async def connect(
-        cls, url: str, prefix: str = "dcodex", timeout: float = DEFAULT_TIMEOUT_S
+        cls,
+        url: str | ConnectOptions | None = None,
+        *,
+        prefix: str = "dcodex",
+        timeout: float = DEFAULT_TIMEOUT_S,
+        **options: Any,
     ) -> DcodexClient:
+        """Connect to `url` (default: `DCODEX_NATS_URL`, else the local default).
+
+        `options` are `ConnectOptions` fields: `user`, `password`, `token`, `nkey`,
+        `creds`, `tls_ca`, `tls_cert`, `tls_key`, `connect_timeout_s`; any not given
+        come from their `DCODEX_NATS_*` variables.
+        """
+        if isinstance(url, ConnectOptions):
+            settings = url
+        else:
+            settings = ConnectOptions.from_env(url=url, **options)
         try:
-            nc = await bus.connect(url, name="dcodex-client", connect_timeout=2.0, log_events=False)
+            nc = await open_connection(settings)
         except DcodexError as exc:
-            raise DcodexError(
-                UNAVAILABLE,
-                f"no NATS server is reachable at {url}: start one with `dcodex up`",
-            ) from exc
+            message = exc.message
+            if message.startswith("no NATS server"):
+                message += ": start one with `dcodex up`"
+            raise DcodexError(UNAVAILABLE, message) from exc
         return cls(nc, prefix, timeout)
 
     async def close(self) -> None:
@@ -80,10 +98,14 @@ class DcodexClient:
         return ExecutionResult.model_validate(reply)
 
     async def run(
-        self, request: ExecuteRequest | dict[str, Any], *, encoding: Encoding = JSON
+        self,
+        request: ExecuteRequest | dict[str, Any],
+        *,
+        encoding: Encoding = JSON,
+        request_id: str | None = None,
     ) -> ExecutionResult:
         """Run a program on a runner directly, bypassing the cache (`dcodex.run`)."""
-        reply = await self._ask("run", request, encoding)
+        reply = await self._ask("run", request, encoding, request_id)
         return ExecutionResult.model_validate(reply)
 
     async def compile(self, language: str, code: str) -> CompileResult:
@@ -101,22 +123,16 @@ class DcodexClient:
         return PurgeReply.model_validate(await self._ask("cache.purge", payload))
 
     async def ping(self, wait_s: float = 0.5) -> list[dict[str, Any]]:
-        """Every service instance that answers `$SRV.PING` within `wait_s`."""
-        inbox = self.nc.new_inbox()
-        answers: list[dict[str, Any]] = []
-        subscription = await self.nc.subscribe(inbox)
-        await self.nc.publish("$SRV.PING", b"", reply=inbox)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait_s
-        while (left := deadline - loop.time()) > 0:
-            try:
-                msg = await subscription.next_msg(timeout=left)
-            except nats.errors.TimeoutError:
-                break
-            if msg.data:  # an empty message is the server's "no responders" status
-                answers.append(json.loads(msg.data))
-        await subscription.unsubscribe()
+        """Every service instance that answers `$SRV.PING` within `wait_s` (raw answers)."""
+        answers = await gather(self.nc, "$SRV.PING", wait_s)
         return sorted(answers, key=lambda answer: (answer["name"], answer["id"]))
+
+    async def services(self, wait_s: float = 0.5, name: str | None = None) -> list[ServiceInstance]:
+        """Every micro service instance (or those named `name`): version, uptime, endpoint stats.
+
+        Other micro services on the same NATS server answer too; DCodeX's are `dcodex-*`.
+        """
+        return await discover(self.nc, wait_s, name)
 
     async def _ask(
         self,

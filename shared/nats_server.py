@@ -109,7 +109,7 @@ class EmbeddedNats:
 
 
 def accepts_connections(url: str) -> bool:
-    host, _, port = url.removeprefix("nats://").rpartition(":")
+    host, _, port = url.partition("://")[2].rpartition(":")  # nats:// or tls://
     try:
         with socket.create_connection((host, int(port)), timeout=0.5):
             return True

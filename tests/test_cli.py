@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import re
 import shutil
 import subprocess
@@ -267,7 +268,7 @@ def test_unreachable_server_is_one_clear_line(tmp_path: Path) -> None:
     completed = bus(NOWHERE, "run", "-f", str(ROOT / HELLO), cwd=tmp_path)
     assert completed.returncode == 2, shown(completed)
     err = flat(completed.stderr)
-    assert f"no NATS server is reachable at {NOWHERE}" in err, shown(completed)
+    assert f"no DCodeX cache service is reachable at {NOWHERE}" in err, shown(completed)
     assert "`dcodex up`" in err
     assert completed.stdout == ""
     assert_no_traceback(completed)
@@ -328,4 +329,176 @@ def test_up_with_an_unreachable_nats_url_is_one_clear_line() -> None:
     completed = dcodex("up", "--nats-url", NOWHERE, "--metrics-port", "0")
     assert completed.returncode == 1, shown(completed)
     assert f"no NATS server reachable at {NOWHERE}" in completed.stderr
+    assert_no_traceback(completed)
+
+
+# ------------------------------------------------------------------ verdicts and exit codes
+
+
+def test_a_verdict_not_ok_exits_1_after_a_summary_table(
+    stack: ServiceProcesses, tmp_path: Path
+) -> None:
+    (tmp_path / "fine.py").write_text('print("fine")\n')
+    (tmp_path / "fails.py").write_text('raise SystemExit("bad luck")\n')
+    completed = bus(stack.url, "run", "-d", ".", "--no-cache", cwd=tmp_path)
+    assert completed.returncode == 1, shown(completed)
+    out = flat(completed.stdout)
+    assert re.search(r"\bruntime_error exit 1 ", out), shown(completed)
+    assert "2 runs: 1 ok, 1 runtime_error" in out
+    rows = table_rows(completed.stdout)
+    assert rows["ok"][1:3] == ["1", "0"], rows
+    assert rows["runtime_error"][1:3] == ["1", "0"], rows
+    assert rows["total"][1:3] == ["2", "0"], rows
+    assert re.fullmatch(r"\d+\.\d\d s", rows["total"][3]), rows
+    assert "1 of 2 runs did not end ok" in flat(completed.stderr)
+    assert_no_traceback(completed)
+
+
+def test_summary_counts_cache_hits_of_a_cache_demo(stack: ServiceProcesses, tmp_path: Path) -> None:
+    unique_program(tmp_path, "a.py")
+    unique_program(tmp_path, "b.py")
+    completed = bus(stack.url, "run", "-d", ".", "-c", cwd=tmp_path)
+    assert completed.returncode == 0, shown(completed)
+    assert "4 runs: 4 ok" in flat(completed.stdout)
+    rows = table_rows(completed.stdout)
+    assert rows["ok"][1:3] == ["4", "2"], "each file once missed, once hit"
+    assert rows["total"][1:3] == ["4", "2"], rows
+
+
+# ------------------------------------------------------------------ --limit-*
+
+LIMIT_FLAGS = {
+    "cpu_time_s": ("--limit-cpu-time", "11"),
+    "wall_time_s": ("--limit-wall-time", "31"),
+    "memory_bytes": ("--limit-memory", "5G"),
+    "output_bytes": ("--limit-output", "1M"),
+    "processes": ("--limit-processes", "1000"),
+    "file_size_bytes": ("--limit-file-size", "65M"),
+}
+
+
+def test_every_request_limit_has_an_option() -> None:
+    from dcodex.shared.contract import Limits
+
+    assert set(LIMIT_FLAGS) == set(Limits.model_fields)
+    completed = dcodex("bus", "run", "--help")
+    assert completed.returncode == 0, shown(completed)
+    for flag, _ in LIMIT_FLAGS.values():
+        assert flag in completed.stdout, flag
+
+
+def test_each_limit_option_reaches_the_server(stack: ServiceProcesses) -> None:
+    # Values just over the server's ceilings: the 400 names the field each option set.
+    for field, (flag, value) in LIMIT_FLAGS.items():
+        completed = bus(stack.url, "run", "-f", HELLO, flag, value)
+        assert completed.returncode == 2, shown(completed)
+        err = flat(completed.stderr)
+        assert f"error 400: limits.{field} is" in err, shown(completed)
+        assert "above the server's ceiling" in err
+        assert_no_traceback(completed)
+
+
+def test_limits_are_enforced_and_sizes_take_suffixes(
+    stack: ServiceProcesses, tmp_path: Path
+) -> None:
+    (tmp_path / "spin.py").write_text("while True:\n    pass\n")
+    (tmp_path / "chatty.py").write_text('print("x" * 5000)\n')
+    (tmp_path / "greedy.py").write_text("block = bytearray(300 * 1024 * 1024)\nprint(len(block))\n")
+    completed = bus(
+        stack.url,
+        "run",
+        "--json",
+        "--no-cache",
+        *("-f", "spin.py", "-f", "chatty.py", "-f", "greedy.py"),
+        *("--limit-cpu-time", "0.3", "--limit-output", "1K", "--limit-memory", "128MiB"),
+        cwd=tmp_path,
+    )
+    assert completed.returncode == 1, shown(completed)
+    spin, chatty, greedy = json_documents(completed.stdout)
+    assert spin["status"] == "cpu_time_limit", spin
+    assert chatty["status"] == "output_limit" and len(chatty["stdout"]) == 1024, chatty
+    assert greedy["status"] == "memory_limit", greedy
+
+
+def test_bad_limit_values_are_usage_errors() -> None:
+    for flag, value in (
+        ("--limit-memory", "lots"),
+        ("--limit-cpu-time", "0"),
+        ("--limit-processes", "0"),
+    ):
+        completed = bus(NOWHERE, "run", "-f", HELLO, flag, value)
+        assert completed.returncode == 2, shown(completed)
+        assert f"Invalid value for '{flag}'" in flat(completed.stderr), shown(completed)
+        assert_no_traceback(completed)
+
+
+# ------------------------------------------------------------------ connection options
+
+
+def test_wrong_subject_prefix_names_the_missing_service(stack: ServiceProcesses) -> None:
+    completed = dcodex("bus", "-s", stack.url, "--subject-prefix", "nobody", "run", "-f", HELLO)
+    assert completed.returncode == 2, shown(completed)
+    err = flat(completed.stderr)
+    assert f"no DCodeX cache service is reachable at {stack.url}" in err, shown(completed)
+    assert "`dcodex up`" in err
+    assert_no_traceback(completed)
+
+
+def test_missing_key_files_are_usage_errors(tmp_path: Path) -> None:
+    for flag in ("--nkey", "--creds", "--tls-ca", "--tls-cert"):
+        completed = dcodex("bus", "-s", NOWHERE, flag, str(tmp_path / "absent"), "ping")
+        assert completed.returncode == 2, shown(completed)
+        assert f"Invalid value for '{flag}'" in flat(completed.stderr), shown(completed)
+        assert "does not exist" in flat(completed.stderr)
+        assert_no_traceback(completed)
+
+
+# ------------------------------------------------------------------ terminals
+
+
+def on_a_terminal(*args: str, cwd: Path = ROOT) -> tuple[int, str]:
+    """Run `dcodex ARGS` with its stdout and stderr on a pseudo-terminal, as in a shell."""
+    controller, terminal = pty.openpty()
+    env = user_env(TERM="xterm-256color", COLUMNS="120")
+    env.pop("NO_COLOR", None)
+    process = subprocess.Popen(
+        dcodex_argv(*args), stdout=terminal, stderr=terminal, stdin=subprocess.DEVNULL,
+        cwd=cwd, env=env,
+    )  # fmt: skip
+    os.close(terminal)
+    chunks = []
+    while True:
+        try:
+            data = os.read(controller, 65536)
+        except OSError:  # the terminal closed: the process has exited
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(controller)
+    return process.wait(timeout=TIMEOUT_S), b"".join(chunks).decode(errors="replace")
+
+
+def test_colours_and_progress_only_on_a_terminal(stack: ServiceProcesses, tmp_path: Path) -> None:
+    unique_program(tmp_path, "a.py")
+    unique_program(tmp_path, "b.py")
+    code, screen = on_a_terminal("bus", "-s", stack.url, "run", "-d", str(tmp_path))
+    assert code == 0, screen
+    assert "\x1b[" in screen, "colours on a terminal"
+    assert re.search(r"[0-2]/2", screen), f"a progress bar counts the runs: {screen!r}"
+    assert "2 runs: 2 ok" in flat(re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen))
+    piped = bus(stack.url, "run", "-d", str(tmp_path))
+    assert piped.returncode == 0, shown(piped)
+    assert "\x1b" not in piped.stdout + piped.stderr, "no colours or cursor moves in a pipe"
+    assert "2/2" not in piped.stdout, "no progress bar in a pipe"
+
+
+def test_a_language_the_server_does_not_know_is_a_clear_error(
+    stack: ServiceProcesses, tmp_path: Path
+) -> None:
+    (tmp_path / "prog.cob").write_text("DISPLAY 'HI'.\n")
+    completed = bus(stack.url, "run", "-l", "cobol", "-f", "prog.cob", cwd=tmp_path)
+    assert completed.returncode == 2, shown(completed)
+    err = flat(completed.stderr)
+    assert "error 404:" in err and "cobol" in err, shown(completed)
     assert_no_traceback(completed)
