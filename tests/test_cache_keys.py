@@ -87,3 +87,23 @@ async def test_bypassed_requests_have_no_key(client: DcodexClient) -> None:
     result = await client.execute(request("print(1)", cache=False))
     assert result.cache_hit is False and result.cache_key is None
     assert (await client.run(request("print(1)"))).cache_key is None
+
+
+async def test_compile_options_are_part_of_the_key(client: DcodexClient) -> None:
+    cpp = (await client.languages()).language("cpp")
+    code = '#include <cstdio>\nint main() { std::printf("%ld\\n", __cplusplus); }\n'
+    code += f"// {uuid.uuid4().hex}"
+    default = await client.execute({"language": "cpp", "code": code})
+    named_default = await client.execute(
+        {
+            "language": "cpp",
+            "code": code,
+            "std": cpp.default_std,
+            "optimization": cpp.default_optimization,
+        }
+    )
+    other_std = next(std for std in cpp.std if std != cpp.default_std)
+    other = await client.execute({"language": "cpp", "code": code, "std": other_std})
+    assert named_default.cache_hit and named_default.cache_key == default.cache_key
+    assert other.cache_hit is False and other.cache_key != default.cache_key
+    assert other.stdout != default.stdout, "another standard, another __cplusplus"

@@ -15,11 +15,15 @@ def cache_key(
     stdin: str,
     args: list[str],
     limits: EffectiveLimits,
+    *,
+    std: str | None = None,
+    optimization: str | None = None,
 ) -> str:
     """SHA-256 over a canonical encoding of everything that decides a result.
 
-    Callers pass the canonical language id (not an alias) and the effective limits
-    (defaults filled in), so requests that mean the same run share one key.
+    Callers pass the canonical language id (not an alias), the effective limits and
+    the effective compile options (defaults filled in), so requests that mean the
+    same run share one key.
     """
     canonical = json.dumps(
         {
@@ -29,6 +33,8 @@ def cache_key(
             "stdin": stdin,
             "args": args,
             "limits": limits.model_dump(mode="json"),
+            "std": std,
+            "optimization": optimization,
         },
         sort_keys=True,
         separators=(",", ":"),

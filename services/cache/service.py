@@ -102,7 +102,14 @@ class Cache:
             self._count("bypass")
             return await self._run(request, call)
         key = cache_key(
-            language.id, language.version, request.code, request.stdin, request.args, limits
+            language.id,
+            language.version,
+            request.code,
+            request.stdin,
+            request.args,
+            limits,
+            std=request.std or language.default_std,
+            optimization=request.optimization or language.default_optimization,
         )
         with structlog.contextvars.bound_contextvars(execution_id=request.execution_id):
             return await self._cached(key, request, call)
