@@ -67,6 +67,10 @@ def test_up_runs_a_command_against_the_stack_and_stops(tmp_path: Path) -> None:
     )
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip() == "ok from up"
+    # `best` isolation, and it says what it got: on this root host, every layer.
+    isolation = re.search(r"isolation: (.*)", completed.stderr)
+    assert isolation is not None, completed.stderr
+    assert {"uid", "network", "pid", "mount", "tree_kill"} <= set(isolation.group(1).split())
     url = re.search(r"NATS at (nats://\S+)", completed.stderr)
     assert url is not None, completed.stderr
     assert not accepts_connections(url.group(1)), "the embedded nats-server must be stopped"
