@@ -26,6 +26,7 @@ from nats.micro.service import EndpointStats, Service
 from pydantic import BaseModel, ValidationError
 
 from dcodex.shared.codec import (
+    CACHE_KEY_HEADER,
     CONTENT_TYPE_HEADER,
     JSON,
     REQUEST_ID_HEADER,
@@ -102,6 +103,8 @@ class Call:
     payload: dict[str, Any]
     request_id: str
     encoding: Encoding
+    # The cache's key for this request, when the cache forwarded it (DESIGN §10).
+    cache_key: str | None = None
 
 
 Handler = Callable[[Call], Awaitable[BaseModel]]
@@ -181,7 +184,7 @@ async def _answer(request: MicroRequest, handler: Handler, service: str) -> None
     with structlog.contextvars.bound_contextvars(request_id=request_id, service=service):
         try:
             payload = decode(request.data, encoding) if request.data else {}
-            call = Call(payload, request_id, encoding)
+            call = Call(payload, request_id, encoding, headers.get(CACHE_KEY_HEADER))
             body = encode(await handler(call), encoding)
         except Exception as exc:
             error = as_dcodex_error(exc)
@@ -228,9 +231,12 @@ async def request(
     request_id: str,
     timeout: float,
     encoding: Encoding = JSON,
+    cache_key: str | None = None,
 ) -> dict[str, Any]:
     """Ask `subject`, return the decoded reply; error replies raise `DcodexError`."""
     headers = {REQUEST_ID_HEADER: request_id, CONTENT_TYPE_HEADER: encoding}
+    if cache_key is not None:
+        headers[CACHE_KEY_HEADER] = cache_key
     try:
         msg = await nc.request(subject, encode(payload, encoding), timeout=timeout, headers=headers)
     except nats.errors.NoRespondersError as exc:

@@ -4,13 +4,20 @@ async with await DcodexClient.connect("nats://127.0.0.1:4222") as client:
     result = await client.execute({"language": "python", "code": "print(1)"})
     print(result.status, result.stdout)
 
+    async for event in client.stream({"language": "python", "code": "print(1)"}):
+        print(event)                     # started, stdout chunks..., result
+
+    async with client.interactive({"language": "python", "code": "print(input())"}) as run:
+        await run.send("hello\n")
+        result = await run.wait()
+
 `connect` takes a URL or `ConnectOptions` (credentials, TLS); `SyncDcodexClient`
-(client_sync.py) is the same client for code without an event loop. Streaming and
-interactive runs (DESIGN §9) are not wrapped here yet.
+(client_sync.py) is the same client for code without an event loop.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any
 
@@ -20,6 +27,7 @@ from pydantic import BaseModel
 from dcodex.shared import bus
 from dcodex.shared.client_connect import ConnectOptions, open_connection
 from dcodex.shared.client_discovery import ServiceInstance, discover, gather
+from dcodex.shared.client_stream import Event, LiveRun
 from dcodex.shared.codec import JSON, Encoding
 from dcodex.shared.contract import (
     CacheStats,
@@ -107,6 +115,27 @@ class DcodexClient:
         """Run a program on a runner directly, bypassing the cache (`dcodex.run`)."""
         reply = await self._ask("run", request, encoding, request_id)
         return ExecutionResult.model_validate(reply)
+
+    async def stream(
+        self, request: ExecuteRequest | dict[str, Any], *, via: str = "execute"
+    ) -> AsyncIterator[Event]:
+        """The run's events as they happen (DESIGN §9), the `result` event last.
+
+        `via="run"` goes to a runner directly instead of through the cache.
+        """
+        async with self.live(request, via=via) as run:
+            async for event in run.events():
+                yield event
+
+    def live(self, request: ExecuteRequest | dict[str, Any], *, via: str = "execute") -> LiveRun:
+        """A streaming run to use as `async with client.live(request) as run:`."""
+        parsed = ExecuteRequest.model_validate(request)
+        return LiveRun(self.nc, self.prefix, parsed, subject=via, timeout=self.timeout)
+
+    def interactive(self, request: ExecuteRequest | dict[str, Any]) -> LiveRun:
+        """An interactive run: `send()`, `close_stdin()`, `signal()`, `events()`, `wait()`."""
+        parsed = ExecuteRequest.model_validate(request).model_copy(update={"interactive": True})
+        return LiveRun(self.nc, self.prefix, parsed, timeout=self.timeout)
 
     async def compile(self, language: str, code: str) -> CompileResult:
         reply = await self._ask("compile", CompileRequest(language=language, code=code))

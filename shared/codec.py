@@ -16,6 +16,7 @@ from dcodex.shared.errors import BAD_REQUEST, DcodexError
 
 CONTENT_TYPE_HEADER = "Content-Type"
 REQUEST_ID_HEADER = "Dcodex-Request-Id"
+CACHE_KEY_HEADER = "Dcodex-Cache-Key"  # cache → runner: the result's key, for its events
 Encoding = Literal["application/json", "application/msgpack"]
 JSON: Final[Encoding] = "application/json"
 MSGPACK: Final[Encoding] = "application/msgpack"

@@ -104,7 +104,7 @@ async def run_sandboxed(
     *,
     cwd: Path,
     limits: SandboxLimits,
-    stdin: bytes = b"",
+    stdin: bytes | LiveInput = b"",
     env: Mapping[str, str] | None = None,
     slot: Slot | None = None,
     on_output: OutputCallback | None = None,
@@ -113,11 +113,13 @@ async def run_sandboxed(
 ) -> SandboxResult:
     """Run `argv` to completion under `limits` and report how it ended.
 
-    `slot` says which uid, isolation and cgroup the run gets (none: the service's
-    own user, rlimits only). `cwd` holds the program's files; with namespaces they are
-    copied into the sandbox's own /box (`SANDBOX_WORKDIR`), and with `collect` the
-    files in /box are copied back to `cwd` at the end; `read_only` host paths are
-    shown read-only besides the usual view. `argv` paths are relative to that directory.
+    `stdin` is all the input at once, or a `LiveInput` fed while the program runs
+    (an interactive run). `slot` says which uid, isolation and cgroup the run gets
+    (none: the service's own user, rlimits only). `cwd` holds the program's files;
+    with namespaces they are copied into the sandbox's own /box (`SANDBOX_WORKDIR`),
+    and with `collect` the files in /box are copied back to `cwd` at the end;
+    `read_only` host paths are shown read-only besides the usual view. `argv` paths
+    are relative to that directory.
     Raises OSError (or subprocess.SubprocessError) when the program cannot be started.
     `on_output` is called on the event loop with each chunk of output that is kept;
     it must be quick and must not raise (the loop would only log the exception).
@@ -153,6 +155,44 @@ async def run_sandboxed(
         return await supervisor.run()
     finally:
         supervisor.close()
+
+
+class LiveInput:
+    """Standard input given while the program runs, and signals for it.
+
+    Calls made before the run starts are kept and replayed once it has; calls after
+    it has ended do nothing.
+    """
+
+    def __init__(self) -> None:
+        self._target: _Supervisor | None = None
+        self._early: list[tuple[str, bytes | int]] = []
+
+    def write(self, data: bytes) -> None:
+        self._do("write", data)
+
+    def close(self) -> None:
+        self._do("close", b"")
+
+    def signal(self, signum: int) -> None:
+        self._do("signal", signum)
+
+    def attach(self, target: _Supervisor) -> None:
+        self._target = target
+        for action, value in self._early:
+            self._do(action, value)
+        self._early.clear()
+
+    def _do(self, action: str, value: bytes | int) -> None:
+        target = self._target
+        if target is None:
+            self._early.append((action, value))
+        elif action == "write" and isinstance(value, bytes):
+            target.feed(value)
+        elif action == "close":
+            target.end_input()
+        elif action == "signal" and isinstance(value, int):
+            target.send_signal(value)
 
 
 # --- starting the program -------------------------------------------------------------
@@ -233,7 +273,7 @@ class _Supervisor:
         self,
         loop: asyncio.AbstractEventLoop,
         spawned: _Spawned,
-        stdin: bytes,
+        stdin: bytes | LiveInput,
         limits: SandboxLimits,
         on_output: OutputCallback | None,
         isolation: Isolation,
@@ -251,7 +291,13 @@ class _Supervisor:
         # Once started: the program's pid and process group, or the namespace's pid 1.
         self._pgid: int | None = None
         self._stdin_fd: int | None = spawned.stdin_fd
-        self._pending_stdin = memoryview(stdin)
+        self._pending_stdin = bytearray()
+        self._stdin_ends = True  # close stdin once what is pending is written
+        self._live: LiveInput | None = None
+        if isinstance(stdin, LiveInput):
+            self._live = stdin
+        else:
+            self._pending_stdin += stdin
         self._streams: dict[int, Stream] = {
             spawned.stdout_fd: "stdout",
             spawned.stderr_fd: "stderr",
@@ -272,7 +318,10 @@ class _Supervisor:
         self._loop.add_reader(self._status_fd, self._on_status)
         for fd in self._streams:
             self._loop.add_reader(fd, self._on_readable, fd)
-        if self._pending_stdin and self._stdin_fd is not None:
+        if self._live is not None:
+            self._stdin_ends = False
+            self._live.attach(self)
+        elif self._pending_stdin and self._stdin_fd is not None:
             self._loop.add_writer(self._stdin_fd, self._on_writable)
         else:
             self._close_stdin()  # EOF right away
@@ -386,10 +435,42 @@ class _Supervisor:
         except BlockingIOError:
             return
         except OSError:  # EPIPE: the program does not read its stdin (any more)
-            written = len(self._pending_stdin)
-        self._pending_stdin = self._pending_stdin[written:]
+            self._pending_stdin.clear()
+            self._stdin_ends = True
+            self._close_stdin()
+            return
+        del self._pending_stdin[:written]
+        if not self._pending_stdin:
+            self._loop.remove_writer(self._stdin_fd)
+            if self._stdin_ends:
+                self._close_stdin()
+
+    # live input (interactive runs)
+
+    def feed(self, data: bytes) -> None:
+        if self._stdin_fd is None or self._stdin_ends or not data:
+            return  # after EOF, or once the program has closed its stdin
+        if not self._pending_stdin:
+            self._loop.add_writer(self._stdin_fd, self._on_writable)
+        self._pending_stdin += data
+
+    def end_input(self) -> None:
+        self._stdin_ends = True
         if not self._pending_stdin:
             self._close_stdin()
+
+    def send_signal(self, signum: int) -> None:
+        """Signal the program on a user's behalf (not a limit: no `killed_for`)."""
+        if self._ended or self._pgid is None:
+            return
+        if signum == signal.SIGKILL:
+            self._kill_group()
+            return
+        with contextlib.suppress(ProcessLookupError):
+            if self._namespaces:
+                os.kill(self._pgid, signum)  # the reaper passes it on to the program
+            else:
+                os.killpg(self._pgid, signum)
 
     # helpers
 

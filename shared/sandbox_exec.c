@@ -23,7 +23,8 @@
  *
  * Reports on the status fd, one line each: "pid N" once started (N is the program's
  * process group without namespaces, else the pid-1 reaper that owns the namespace,
- * which kills everything in it on SIGUSR1); then "exit STATUS UTIME_US STIME_US
+ * which kills everything in it on SIGUSR1 and passes SIGINT and SIGTERM on to the
+ * program's process group); then "exit STATUS UTIME_US STIME_US
  * MAXRSS_KB" (CPU time of every process of the run, all of them reaped), or
  * "error ERRNO STEP" when the program could not be started.
  */
@@ -124,6 +125,8 @@ static void drop_capabilities(void) {
 static void become_program(void) {
     signal(SIGPIPE, SIG_DFL);
     signal(SIGUSR1, SIG_DFL);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
     limit(RLIMIT_CORE, 0, 0);
     limit(RLIMIT_CPU, cfg.cpu_soft, cfg.cpu_hard);
     limit(RLIMIT_FSIZE, cfg.fsize, cfg.fsize);
@@ -150,11 +153,11 @@ static int start_program(pid_t *pid) {
     if (*pid == 0) {
         close(pipefd[0]);
         exec_error_fd = pipefd[1];
-        if (!cfg.namespaces) setpgid(0, 0);
+        setpgid(0, 0);
         close(cfg.status_fd);
         become_program();
     }
-    if (!cfg.namespaces) setpgid(*pid, *pid); /* the group exists before anyone signals it */
+    setpgid(*pid, *pid); /* the group exists before anyone signals it */
     close(pipefd[1]);
     int failure = 0;
     ssize_t got;
@@ -344,11 +347,17 @@ static void collect(int host_dir) {
 /* --- pid 1 of the namespace -------------------------------------------------------- */
 
 static volatile sig_atomic_t stop_requested = 0;
+static volatile pid_t program_group = 0;
 
 static void kill_everything(int signal_number) {
     (void)signal_number;
     stop_requested = 1; /* for a stop asked for before the program was started */
     kill(-1, SIGKILL);  /* every process of this pid namespace but us */
+}
+
+/* SIGINT and SIGTERM from the supervisor are for the program (an interactive run). */
+static void forward(int signal_number) {
+    if (program_group > 0) kill(-program_group, signal_number);
 }
 
 /*
@@ -359,6 +368,10 @@ static void run_as_reaper(void) {
     struct sigaction on_usr1 = {.sa_handler = kill_everything};
     sigemptyset(&on_usr1.sa_mask);
     sigaction(SIGUSR1, &on_usr1, NULL);
+    struct sigaction on_forwarded = {.sa_handler = forward};
+    sigemptyset(&on_forwarded.sa_mask);
+    sigaction(SIGINT, &on_forwarded, NULL);
+    sigaction(SIGTERM, &on_forwarded, NULL);
     sethostname("dcodex", 6);
     int host_dir = enter_new_root();
 
@@ -369,6 +382,7 @@ static void run_as_reaper(void) {
         _exit(0);
     }
     close_stdio();
+    program_group = program;
     if (stop_requested) kill(-1, SIGKILL);
     int status = 0, program_status = 0;
     pid_t reaped;

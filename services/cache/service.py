@@ -41,6 +41,7 @@ from dcodex.shared.contract import (
     PurgeRequest,
 )
 from dcodex.shared.errors import UNAVAILABLE, DcodexError
+from dcodex.shared.events import EventPublisher, replay
 from dcodex.shared.service import Service, version
 from dcodex.shared.single_flight import SingleFlight
 
@@ -97,8 +98,8 @@ class Cache:
         request = request.model_copy(
             update={"execution_id": request.execution_id or bus.new_id(), "language": language.id}
         )
-        # Streamed runs go to a runner for now: their events come from the run itself.
-        if not request.cache or request.interactive or request.stream:
+        # An interactive run is a conversation: there is nothing to look up or keep.
+        if not request.cache or request.interactive:
             self._count("bypass")
             return await self._run(request, call)
         key = cache_key(
@@ -112,9 +113,11 @@ class Cache:
             optimization=request.optimization or language.default_optimization,
         )
         with structlog.contextvars.bound_contextvars(execution_id=request.execution_id):
-            return await self._cached(key, request, call)
+            return await self._cached(key, request, call, language.compiled)
 
-    async def _cached(self, key: str, request: ExecuteRequest, call: bus.Call) -> ExecutionResult:
+    async def _cached(
+        self, key: str, request: ExecuteRequest, call: bus.Call, compiled: bool
+    ) -> ExecutionResult:
         assert request.execution_id is not None
         try:
             stored = await self.store.get(key)
@@ -124,24 +127,36 @@ class Cache:
             self.passthrough.inc()
         if stored is not None:
             self._count("hit")
-            return unpack(stored, request.execution_id, key)
+            result = unpack(stored, request.execution_id, key)
+            return await self._replayed(result, request, call, compiled)
         (result, kept), shared = await self._in_flight.run(
             key, lambda: self._run_and_store(key, request, call)
         )
         self._count("coalesced" if shared else "miss")
         # A shared result is a hit when it is now in the cache, as the next request's would be.
-        return result.model_copy(
+        result = result.model_copy(
             update={
                 "execution_id": request.execution_id,
                 "cache_hit": shared and kept,
                 "cache_key": key,
             }
         )
+        # The one that ran streamed live from the runner; those that shared its run replay.
+        return await self._replayed(result, request, call, compiled) if shared else result
+
+    async def _replayed(
+        self, result: ExecutionResult, request: ExecuteRequest, call: bus.Call, compiled: bool
+    ) -> ExecutionResult:
+        """`result`, after its events when the request streams (DESIGN §9)."""
+        if request.stream:
+            subject = self.settings.subject(f"output.{request.execution_id}")
+            await replay(EventPublisher(self.nc, subject, call.encoding), result, compiled)
+        return result
 
     async def _run_and_store(
         self, key: str, request: ExecuteRequest, call: bus.Call
     ) -> tuple[ExecutionResult, bool]:
-        result = await self._run(request, call)
+        result = await self._run(request, call, key)
         return result, await self._store(key, result)
 
     async def _store(self, key: str, result: ExecutionResult) -> bool:
@@ -169,7 +184,9 @@ class Cache:
         self.lookups.labels(outcome).inc()
         log.info("served", cache=outcome)
 
-    async def _run(self, request: ExecuteRequest, call: bus.Call) -> ExecutionResult:
+    async def _run(
+        self, request: ExecuteRequest, call: bus.Call, key: str | None = None
+    ) -> ExecutionResult:
         # Forwarded in the client's encoding: the runner streams events in it (DESIGN §9).
         reply = await bus.request(
             self.nc,
@@ -178,6 +195,7 @@ class Cache:
             request_id=call.request_id,
             timeout=self.settings.request_timeout_seconds,
             encoding=call.encoding,
+            cache_key=key,
         )
         return ExecutionResult.model_validate(reply)
 

@@ -12,6 +12,7 @@ from dcodex.services.runner.verdict import decide_status
 from dcodex.shared.contract import EffectiveLimits, ExecutionResult
 from dcodex.shared.languages import Language
 from dcodex.shared.sandbox import (
+    LiveInput,
     OutputCallback,
     SandboxLimits,
     SandboxResult,
@@ -40,7 +41,7 @@ async def execute(
     program: Program,
     *,
     execution_id: str,
-    stdin: str,
+    stdin: str | LiveInput,
     args: list[str],
     limits: EffectiveLimits,
     slot: Slot,
@@ -57,7 +58,7 @@ async def execute(
             [*language.run, *args],
             cwd=cwd,
             limits=sandbox_limits(limits),
-            stdin=stdin.encode(),
+            stdin=stdin.encode() if isinstance(stdin, str) else stdin,
             env=language.sandbox_env(working_directory(slot, cwd)),
             slot=slot,
             read_only=language.mounts,

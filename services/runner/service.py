@@ -6,8 +6,6 @@ the compiler when the language needs one, run the program in a sandbox slot, rep
 
 from __future__ import annotations
 
-import asyncio
-
 import structlog
 from nats.aio.client import Client as NATS
 from nats.js.object_store import ObjectStore
@@ -15,10 +13,11 @@ from pydantic import BaseModel
 
 from dcodex.services.runner.artifact_cache import ArtifactCache
 from dcodex.services.runner.execution import Program, execute
+from dcodex.services.runner.interactive import input_feed
 from dcodex.services.runner.metrics import RunnerMetrics
 from dcodex.shared import bus
 from dcodex.shared.artifacts import open_artifact_store
-from dcodex.shared.codec import MSGPACK, Encoding, encode
+from dcodex.shared.codec import MSGPACK
 from dcodex.shared.config import Settings, check_sizes
 from dcodex.shared.contract import (
     CompileRequest,
@@ -28,11 +27,11 @@ from dcodex.shared.contract import (
     ExecutionResult,
     LanguagesReply,
     LimitsInfo,
-    OutputEvent,
-    ResultEvent,
 )
-from dcodex.shared.errors import BAD_REQUEST, INTERNAL, UNAVAILABLE, DcodexError
+from dcodex.shared.errors import INTERNAL, UNAVAILABLE, DcodexError
+from dcodex.shared.events import EventPublisher
 from dcodex.shared.languages import Language, Registry, available_languages
+from dcodex.shared.sandbox import LiveInput
 from dcodex.shared.service import Service, version
 from dcodex.shared.slots import Overloaded, SlotPool, open_slot_pool
 
@@ -83,20 +82,27 @@ class Runner:
         limits = self.settings.default_limits().apply(
             request.limits, self.settings.ceiling_limits()
         )
-        if request.interactive:
-            raise DcodexError(BAD_REQUEST, "interactive runs are not available yet", "interactive")
         self._refuse_when_overloaded()
         execution_id = request.execution_id or bus.new_id()
+        live = LiveInput() if request.interactive else None
+        if live is not None and request.stdin:
+            live.write(request.stdin.encode())  # what the request brings comes first
         with structlog.contextvars.bound_contextvars(
             execution_id=execution_id, language=language.id
         ):
             events = EventPublisher(
-                self.nc, self.settings, execution_id, call.encoding, request.stream
+                self.nc,
+                self.settings.subject(f"output.{execution_id}"),
+                call.encoding,
+                request.stream or request.interactive,  # an interactive run is seen live
             )
             try:
-                result = await self._compile_and_run(
-                    request, language, limits, execution_id, call, events
-                )
+                async with input_feed(
+                    self.nc, self.settings.subject(f"input.{execution_id}"), live
+                ):
+                    result = await self._compile_and_run(
+                        request, language, limits, execution_id, call, events, live
+                    )
             except DcodexError:
                 raise
             except Exception as exc:
@@ -110,6 +116,8 @@ class Runner:
                     language=language.id,
                     language_version=language.version,
                 )
+            # Through the cache the reply gets the cache's key: so does the result event.
+            result = result.model_copy(update={"cache_key": call.cache_key})
             await events.result(result)
             self.metrics.observe(result)
             log.info("executed", status=result.status, wall_time_ms=result.wall_time_ms)
@@ -123,6 +131,7 @@ class Runner:
         execution_id: str,
         call: bus.Call,
         events: EventPublisher,
+        live: LiveInput | None,
     ) -> ExecutionResult:
         program = Program(language, language.version, request.code)
         compiled: CompileResult | None = None
@@ -146,11 +155,11 @@ class Runner:
                 result = await execute(
                     program,
                     execution_id=execution_id,
-                    stdin=request.stdin,
+                    stdin=live or request.stdin,
                     args=request.args,
                     limits=limits,
                     slot=slot,
-                    on_output=events.output if request.stream else None,
+                    on_output=events.output if events.enabled else None,
                 )
         except Overloaded as exc:
             raise DcodexError(UNAVAILABLE, f"overloaded: {exc}") from exc
@@ -199,40 +208,6 @@ class Runner:
             data = (await self.artifacts.get(compiled.artifact.name)).data or b""
             self.local_artifacts.put(compiled.digest, data)
         return data
-
-
-class EventPublisher:
-    """Publishes the live events of one execution, numbered from 0 (DESIGN §9)."""
-
-    def __init__(
-        self, nc: NATS, settings: Settings, execution_id: str, encoding: Encoding, enabled: bool
-    ) -> None:
-        self.nc = nc
-        self.subject = settings.subject(f"output.{execution_id}")
-        self.encoding = encoding
-        self.enabled = enabled
-        self.seq = 0
-        self._pending: list[asyncio.Task[None]] = []
-
-    def publish(self, kind: str, data: str = "") -> None:
-        if self.enabled:
-            self._send(OutputEvent.model_validate({"seq": self.seq, "type": kind, "data": data}))
-
-    def output(self, stream: str, chunk: bytes) -> None:
-        self.publish(stream, chunk.decode("utf-8", errors="replace"))
-
-    async def result(self, result: ExecutionResult) -> None:
-        if self.enabled:
-            self._send(ResultEvent(seq=self.seq, result=result))
-            await asyncio.gather(*self._pending)
-            await self.nc.flush()
-
-    def _send(self, event: BaseModel) -> None:
-        self.seq += 1
-        # Publishing is buffered by nats-py; the task keeps events in order of seq.
-        payload = encode(event, self.encoding)
-        self._pending = [task for task in self._pending if not task.done()]
-        self._pending.append(asyncio.ensure_future(self.nc.publish(self.subject, payload)))
 
 
 async def start(settings: Settings) -> Service:

@@ -1,0 +1,64 @@
+"""Input of an interactive run: `dcodex.input.<execution_id>` fed to the program.
+
+Each message is one event (DESIGN §9): `{"type":"stdin","data":"..."}`,
+`{"type":"eof"}` or `{"type":"signal","signal":"SIGINT"}`, in JSON or msgpack (by
+its Content-Type header). A message that is none of these is dropped with a log line
+and, when it asked for a reply, answered with the error.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+import structlog
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from pydantic import Field, TypeAdapter, ValidationError
+
+from dcodex.shared.codec import decode, encode, encoding_of
+from dcodex.shared.contract import EofEvent, SignalEvent, StdinEvent
+from dcodex.shared.errors import DcodexError, from_validation_error
+from dcodex.shared.sandbox import LiveInput
+
+InputEvent = Annotated[StdinEvent | EofEvent | SignalEvent, Field(discriminator="type")]
+_INPUT_EVENT: TypeAdapter[StdinEvent | EofEvent | SignalEvent] = TypeAdapter(InputEvent)
+
+log = structlog.get_logger("dcodex.runner")
+
+
+@asynccontextmanager
+async def input_feed(nc: NATS, subject: str, live: LiveInput | None) -> AsyncIterator[None]:
+    """While inside, events on `subject` go to `live` (nothing happens without one)."""
+    if live is None:
+        yield
+        return
+
+    async def on_message(msg: Msg) -> None:
+        try:
+            apply(live, decode(msg.data, encoding_of(msg.headers)))
+        except (DcodexError, ValidationError) as exc:
+            error = exc if isinstance(exc, DcodexError) else from_validation_error(exc)
+            log.info("input_event_rejected", error=error.message)
+            if msg.reply:
+                body = encode(error.to_body(), encoding_of(msg.headers))
+                await nc.publish(msg.reply, body, headers=error.to_headers())
+
+    subscription = await nc.subscribe(subject, cb=on_message)
+    await nc.flush()  # subscribed on the server before the program can ask for input
+    try:
+        yield
+    finally:
+        await subscription.unsubscribe()
+
+
+def apply(live: LiveInput, payload: dict[str, object]) -> None:
+    event = _INPUT_EVENT.validate_python(payload)
+    if isinstance(event, StdinEvent):
+        live.write(event.data.encode())
+    elif isinstance(event, EofEvent):
+        live.close()
+    else:
+        live.signal(signal.Signals[event.signal])

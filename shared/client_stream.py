@@ -1,0 +1,169 @@
+"""Live runs for the client: events as they happen, and input for interactive runs.
+
+A `LiveRun` subscribes to `dcodex.output.<execution_id>` before it sends the request,
+so no event is missed; `events()` yields them in order until the `result` event.
+Input (`send`, `close_stdin`, `signal`) goes to `dcodex.input.<execution_id>` once
+the program has started (earlier input would reach no one, so it waits for that).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from dcodex.shared import bus
+from dcodex.shared.codec import JSON, Encoding, decode, encode
+from dcodex.shared.contract import (
+    EofEvent,
+    ExecuteRequest,
+    ExecutionResult,
+    OutputEvent,
+    ResultEvent,
+    SignalEvent,
+    StdinEvent,
+)
+
+Event = OutputEvent | ResultEvent
+SignalName = str  # "SIGINT", "SIGTERM" or "SIGKILL"
+# After the reply, how long a result event that has not come yet is waited for.
+_RESULT_EVENT_GRACE_S = 1.0
+
+
+class LiveRun:
+    def __init__(
+        self,
+        nc: NATS,
+        prefix: str,
+        request: ExecuteRequest,
+        *,
+        subject: str = "execute",
+        timeout: float,
+        encoding: Encoding = JSON,
+    ) -> None:
+        execution_id = request.execution_id or bus.new_id()
+        self.request = request.model_copy(update={"execution_id": execution_id, "stream": True})
+        self.execution_id = execution_id
+        self.result: ExecutionResult | None = None
+        self._nc = nc
+        self._prefix = prefix
+        self._subject = subject
+        self._timeout = timeout
+        self._encoding = encoding
+        self._events: asyncio.Queue[Event] = asyncio.Queue()
+        self._started = asyncio.Event()
+        self._subscription: Subscription | None = None
+        self._reply: asyncio.Task[dict[str, Any]] | None = None
+
+    async def start(self) -> LiveRun:
+        self._subscription = await self._nc.subscribe(
+            f"{self._prefix}.output.{self.execution_id}", cb=self._on_event
+        )
+        await self._nc.flush()  # subscribed on the server before the run can begin
+        self._reply = asyncio.ensure_future(
+            bus.request(
+                self._nc,
+                f"{self._prefix}.{self._subject}",
+                self.request,
+                request_id=bus.new_id(),
+                timeout=self._timeout,
+                encoding=self._encoding,
+            )
+        )
+        return self
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Every event of the run, the `result` event last; error replies raise."""
+        assert self._reply is not None, "start() first"
+        while True:
+            event = await self._next_event()
+            if isinstance(event, ResultEvent):
+                # The reply's copy also says what the cache did (`cache_key`, `cache_hit`).
+                self.result = await self._reply_result(event.result)
+                event = event.model_copy(update={"result": self.result})
+                self._started.set()
+            yield event
+            if isinstance(event, ResultEvent):
+                return
+
+    async def wait(self) -> ExecutionResult:
+        """The result, once the run has ended (events not yet read are skipped)."""
+        async for _ in self.events():
+            pass
+        assert self.result is not None
+        return self.result
+
+    async def send(self, text: str) -> None:
+        await self._input(StdinEvent(type="stdin", data=text))
+
+    async def close_stdin(self) -> None:
+        await self._input(EofEvent(type="eof"))
+
+    async def signal(self, name: SignalName) -> None:
+        await self._input(SignalEvent.model_validate({"type": "signal", "signal": name}))
+
+    async def close(self) -> None:
+        if self._subscription is not None:
+            with contextlib.suppress(Exception):
+                await self._subscription.unsubscribe()
+            self._subscription = None
+        if self._reply is not None and not self._reply.done():
+            self._reply.cancel()
+            with contextlib.suppress(BaseException):
+                await self._reply
+
+    async def __aenter__(self) -> LiveRun:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def _input(self, event: StdinEvent | EofEvent | SignalEvent) -> None:
+        assert self._reply is not None, "start() first"
+        started = asyncio.ensure_future(self._started.wait())
+        await asyncio.wait({started, self._reply}, return_when=asyncio.FIRST_COMPLETED)
+        started.cancel()
+        if self.result is not None or self._reply.done():
+            return  # the run is over (or was refused): there is no one to tell
+        subject = f"{self._prefix}.input.{self.execution_id}"
+        await self._nc.publish(subject, encode(event, self._encoding))
+        await self._nc.flush()
+
+    async def _on_event(self, msg: Msg) -> None:
+        payload = decode(msg.data, self._encoding)
+        event: Event
+        if payload.get("type") == "result":
+            event = ResultEvent.model_validate(payload)
+        else:
+            event = OutputEvent.model_validate(payload)
+        if event.type in ("started", "result"):
+            self._started.set()
+        self._events.put_nowait(event)
+
+    async def _reply_result(self, fallback: ExecutionResult) -> ExecutionResult:
+        assert self._reply is not None
+        with contextlib.suppress(Exception):
+            reply = await asyncio.wait_for(asyncio.shield(self._reply), _RESULT_EVENT_GRACE_S)
+            return ExecutionResult.model_validate(reply)
+        return fallback
+
+    async def _next_event(self) -> Event:
+        """The next event; if the reply comes first, the reply tells how the run ended."""
+        assert self._reply is not None
+        getter = asyncio.ensure_future(self._events.get())
+        try:
+            await asyncio.wait({getter, self._reply}, return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                return getter.result()
+            reply = self._reply.result()  # an error reply raises DcodexError here
+            with contextlib.suppress(TimeoutError):
+                return await asyncio.wait_for(asyncio.shield(getter), _RESULT_EVENT_GRACE_S)
+            result = ExecutionResult.model_validate(reply)
+            return ResultEvent(seq=-1, result=result)  # its events were lost on the way
+        finally:
+            getter.cancel()

@@ -1,0 +1,256 @@
+"""Live output (`stream: true`) and interactive runs (DESIGN §9), with real programs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import textwrap
+import time
+import uuid
+
+from dcodex.shared.client import DcodexClient
+from dcodex.shared.client_stream import Event, LiveRun
+from dcodex.shared.contract import OutputEvent, ResultEvent
+
+TICKS = """
+import sys, time
+for n in range(3):
+    sys.stdout.write(f"{n} {time.time()!r}\\n")
+    time.sleep(1)
+"""
+
+
+def unique(code: str, comment: str = "#") -> str:
+    """`code` that no earlier test has run: a cache miss."""
+    return f"{textwrap.dedent(code)}\n{comment} {uuid.uuid4().hex}\n"
+
+
+async def collect(run: LiveRun) -> list[Event]:
+    return [event async for event in run.events()]
+
+
+def kinds(events: list[Event]) -> list[str]:
+    return [event.type for event in events]
+
+
+def text_of(events: list[Event], stream: str) -> str:
+    return "".join(e.data for e in events if isinstance(e, OutputEvent) and e.type == stream)
+
+
+# --- streaming -----------------------------------------------------------------------
+
+
+async def test_each_line_arrives_within_100_ms_of_being_written(client: DcodexClient) -> None:
+    lines: list[tuple[float, str]] = []  # when each whole line had arrived, and the line
+    pending = ""
+    async for event in client.stream({"language": "python", "code": unique(TICKS),
+                                      "limits": {"wall_time_s": 6}}):  # fmt: skip
+        if isinstance(event, OutputEvent) and event.type == "stdout":
+            pending += event.data
+            while "\n" in pending:
+                line, pending = pending.split("\n", 1)
+                lines.append((time.time(), line))
+        if isinstance(event, ResultEvent):
+            assert event.result.status == "ok"
+    assert [line.split()[0] for _, line in lines] == ["0", "1", "2"]
+    for arrived, line in lines:
+        written = float(line.split()[1])
+        assert arrived - written < 0.1, f"line {line!r} took {arrived - written:.3f} s"
+
+
+async def test_events_are_numbered_without_gaps_compile_first(client: DcodexClient) -> None:
+    code = unique('#include <stdio.h>\nint main(void) { puts("one"); fflush(stdout); '
+                  'fputs("two\\n", stderr); return 0; }', "//")  # fmt: skip
+    async with client.live({"language": "c", "code": code}) as run:
+        events = await collect(run)
+    assert [event.seq for event in events] == list(range(len(events)))
+    assert kinds(events)[:2] == ["compile", "started"] and kinds(events)[-1] == "result"
+    assert text_of(events, "stdout") == "one\n" and text_of(events, "stderr") == "two\n"
+    assert run.result is not None and run.result.stdout == "one\n"
+
+
+async def test_the_output_cap_holds_for_streamed_output(client: DcodexClient) -> None:
+    code = unique(
+        "import sys\nwhile True:\n    print('o' * 99)\n    print('e' * 99, file=sys.stderr)"
+    )
+    async with client.live(
+        {"language": "python", "code": code, "limits": {"output_bytes": 1000}}
+    ) as run:
+        events = await collect(run)
+    result = run.result
+    assert result is not None and result.status == "output_limit" and result.output_truncated
+    assert text_of(events, "stdout") == result.stdout
+    assert text_of(events, "stderr") == result.stderr
+    assert len(result.stdout) + len(result.stderr) == 1000
+
+
+async def test_a_cache_hit_replays_the_same_sequence(client: DcodexClient) -> None:
+    request = {
+        "language": "c",
+        "code": unique('#include <stdio.h>\nint main(void) { puts("hi"); }', "//"),
+    }
+    async with client.live(request) as first:
+        live = await collect(first)
+    async with client.live(request) as second:
+        replayed = await collect(second)
+    assert first.result is not None and not first.result.cache_hit
+    assert second.result is not None and second.result.cache_hit
+    assert kinds(replayed) == kinds(live) == ["compile", "started", "stdout", "result"]
+    assert text_of(replayed, "stdout") == text_of(live, "stdout") == "hi\n"
+    assert [event.seq for event in replayed] == [0, 1, 2, 3]
+
+
+async def test_coalesced_requests_stream_too(client: DcodexClient) -> None:
+    code = unique("import sys, time\ntime.sleep(0.5)\nsys.stdout.write('shared\\n')")
+    runs = [client.live({"language": "python", "code": code}) for _ in range(3)]
+    for run in runs:
+        await run.start()
+    try:
+        streams = await asyncio.gather(*(collect(run) for run in runs))
+    finally:
+        for run in runs:
+            await run.close()
+    for events in streams:
+        assert kinds(events) == ["started", "stdout", "result"]
+        assert text_of(events, "stdout") == "shared\n"
+    assert sorted(run.result.cache_hit for run in runs if run.result) == [False, True, True]
+
+
+# --- interactive runs ------------------------------------------------------------------
+
+PYTHON_QA = """
+while True:
+    question = input("? ")
+    if question == "bye":
+        print("goodbye")
+        break
+    print(f"answer to {question}: {len(question)}")
+"""
+
+C_QA = """
+#include <stdio.h>
+#include <string.h>
+int main(void) {
+    char line[256];
+    for (;;) {
+        printf("? ");
+        fflush(stdout);
+        if (!fgets(line, sizeof line, stdin)) return 1;
+        line[strcspn(line, "\\n")] = 0;
+        if (strcmp(line, "bye") == 0) { puts("goodbye"); return 0; }
+        printf("answer to %s: %zu\\n", line, strlen(line));
+        fflush(stdout);
+    }
+}
+"""
+
+
+async def converse(run: LiveRun, questions: list[str]) -> list[str]:
+    """Ask each question once the program prompts, as a person would; the answers."""
+    answers: list[str] = []
+    seen = ""
+    pending = list(questions)
+    async for event in run.events():
+        if isinstance(event, OutputEvent) and event.type == "stdout":
+            seen += event.data
+            while "? " in seen:
+                before, seen = seen.split("? ", 1)
+                answers += [line for line in before.splitlines() if line]
+                if pending:
+                    await run.send(pending.pop(0) + "\n")
+    answers += [line for line in seen.splitlines() if line]
+    return answers
+
+
+async def test_python_program_answers_questions_line_by_line(client: DcodexClient) -> None:
+    async with client.interactive({"language": "python", "code": PYTHON_QA,
+                                   "limits": {"wall_time_s": 10}}) as run:  # fmt: skip
+        answers = await converse(run, ["life", "universe", "bye"])
+    assert answers == ["answer to life: 4", "answer to universe: 8", "goodbye"]
+    assert run.result is not None and run.result.status == "ok"
+
+
+async def test_c_program_answers_questions_line_by_line(client: DcodexClient) -> None:
+    async with client.interactive({"language": "c", "code": C_QA,
+                                   "limits": {"wall_time_s": 10}}) as run:  # fmt: skip
+        answers = await converse(run, ["everything", "x", "bye"])
+    assert answers == ["answer to everything: 10", "answer to x: 1", "goodbye"]
+    assert run.result is not None and run.result.status == "ok"
+
+
+async def test_eof_ends_the_input(client: DcodexClient) -> None:
+    code = "import sys\nprint(len(sys.stdin.read().splitlines()), 'lines')"
+    async with client.interactive({"language": "python", "code": code,
+                                   "stdin": "first\n"}) as run:  # fmt: skip
+        await run.send("second\n")
+        await run.send("third\n")
+        await run.close_stdin()
+        result = await run.wait()
+    assert result.stdout == "3 lines\n"
+
+
+async def signal_once_printed(run: LiveRun, text: str, name: str) -> None:
+    """Send signal `name` once the program has printed `text` (in however many chunks)."""
+    printed = ""
+    async for event in run.events():
+        if isinstance(event, OutputEvent) and event.type == "stdout":
+            printed += event.data
+            if printed == text:
+                await run.signal(name)
+
+
+async def test_sigint_reaches_the_program(client: DcodexClient) -> None:
+    code = """
+import time
+try:
+    print("waiting", flush=True)
+    time.sleep(10)
+except KeyboardInterrupt:
+    print("interrupted")
+"""
+    async with client.interactive({"language": "python", "code": code,
+                                   "limits": {"wall_time_s": 10}}) as run:  # fmt: skip
+        await signal_once_printed(run, "waiting\n", "SIGINT")
+    assert run.result is not None
+    assert (run.result.status, run.result.stdout) == ("ok", "waiting\ninterrupted\n")
+
+
+async def test_sigterm_and_sigkill_end_the_program(client: DcodexClient) -> None:
+    code = 'import time\nprint("up", flush=True)\ntime.sleep(10)'
+    for name, number in (("SIGTERM", 15), ("SIGKILL", 9)):
+        async with client.interactive({"language": "python", "code": code,
+                                       "limits": {"wall_time_s": 10}}) as run:  # fmt: skip
+            await signal_once_printed(run, "up\n", name)
+        assert run.result is not None
+        assert (run.result.status, run.result.signal) == ("signaled", number), name
+
+
+async def test_without_input_a_run_waits_only_until_its_wall_clock(client: DcodexClient) -> None:
+    async with client.interactive({"language": "python", "code": "print(input())",
+                                   "limits": {"wall_time_s": 0.5}}) as run:  # fmt: skip
+        result = await run.wait()
+    assert result.status == "wall_time_limit"
+
+
+async def test_limits_hold_in_interactive_runs(client: DcodexClient) -> None:
+    code = "input()\nwhile True:\n    print('x' * 100)"
+    async with client.interactive({"language": "python", "code": code,
+                                   "limits": {"output_bytes": 500}}) as run:  # fmt: skip
+        await run.send("go\n")
+        result = await run.wait()
+    assert result.status == "output_limit" and len(result.stdout) == 500
+
+
+async def test_bad_input_events_are_refused_and_the_run_goes_on(client: DcodexClient) -> None:
+    async with client.interactive({"language": "python", "code": "print(input())",
+                                   "limits": {"wall_time_s": 10}}) as run:  # fmt: skip
+        subject = f"dcodex.input.{run.execution_id}"
+        async for event in run.events():
+            if event.type != "started":
+                continue
+            for bad in (b"{not json", json.dumps({"type": "stdin"}).encode(),
+                        json.dumps({"type": "signal", "signal": "SIGSTOP"}).encode()):  # fmt: skip
+                reply = await client.nc.request(subject, bad, timeout=5)
+                assert reply.headers and reply.headers.get("Nats-Service-Error-Code") == "400"
+            await run.send("still listening\n")
+    assert run.result is not None and run.result.stdout == "still listening\n"
