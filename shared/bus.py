@@ -229,6 +229,7 @@ class _Answerer:
         context = {"service": self.service, "instance": self.running.id, "request_id": request_id}
         with structlog.contextvars.bound_contextvars(**context):
             summary = begin_request()
+            log.debug("request_received", endpoint=self.endpoint.name, size=len(request.data))
             error: DcodexError | None = None
             failure: Exception | None = None
             try:

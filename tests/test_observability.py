@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import urllib.error
 import urllib.request
@@ -338,3 +339,41 @@ def test_a_downstream_timeout_is_counted_by_subject(
         assert stack.metric("cache", "dcodex_downstream_requests_total", **outcome) == 1
     finally:
         stack.services.stop_all()
+
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+# Sample names of each metric type, from its family name.
+SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "histogram": ("_bucket", "_sum", "_count", "_created"),
+    "info": ("_info",),
+    "gauge": ("",),
+}
+
+
+def exported_names(stack: Observed) -> set[str]:
+    """Every sample name the three services export, labelled ones never observed included."""
+    names: set[str] = set()
+    for port in stack.ports.values():
+        for family in text_string_to_metric_families(scrape_text(port)):
+            names.update(family.name + suffix for suffix in SUFFIXES[family.type])
+    return names
+
+
+def used_names(text: str) -> set[str]:
+    return set(re.findall(r"\bdcodex_[a-z0-9_]+", text))
+
+
+def test_dashboard_and_alerts_use_only_exported_metrics(observed: Observed) -> None:
+    exported = exported_names(observed)
+    dashboard = json.loads((DEPLOY / "grafana" / "dcodex-dashboard.json").read_text())
+    expressions = [
+        target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])
+    ]
+    assert len(expressions) >= 10
+    alerts = (DEPLOY / "prometheus" / "alerts.yml").read_text()
+    assert alerts.count("- alert:") == alerts.count("expr:") >= 3
+
+    used = used_names("\n".join(expressions)) | used_names(alerts)
+    assert used, "the dashboard and the rules name no DCodeX metric"
+    assert used - exported == set()
