@@ -241,7 +241,7 @@ class _Answerer:
                 error, failure = as_dcodex_error(exc), exc
                 body = encode(error.to_body(), encoding)
                 reply_headers |= error.to_headers()
-            await _respond(request, body, reply_headers)
+            error = await _respond(request, body, reply_headers) or error
             elapsed_ns = time.perf_counter_ns() - started
             self._record(error, elapsed_ns)
             summary |= {"endpoint": self.endpoint.name, "duration_ms": round(elapsed_ns / 1e6, 3)}
@@ -289,10 +289,13 @@ def _summary_of(reply: BaseModel) -> dict[str, Any]:
     return {k: v for k, v in values.items() if isinstance(v, str | int | float | bool)}
 
 
-async def _respond(request: MicroRequest, body: bytes, headers: dict[str, str]) -> None:
-    """Send the reply; one too large for the server still gets a (small) error reply."""
+async def _respond(
+    request: MicroRequest, body: bytes, headers: dict[str, str]
+) -> DcodexError | None:
+    """Send the reply; one too large for the server still gets a (small) error reply,
+    which is returned."""
     if not request._msg.reply:
-        return  # published without a reply subject: nobody to answer
+        return None  # published without a reply subject: nobody to answer
     try:
         await request.respond(body, headers=headers)
     except nats.errors.MaxPayloadError:
@@ -301,10 +304,11 @@ async def _respond(request: MicroRequest, body: bytes, headers: dict[str, str]) 
             f"the reply ({len(body)} bytes) is larger than the NATS server's max payload;"
             " ask for a smaller limits.output_bytes",
         )
-        log.error("reply_too_large", size=len(body))
         await request.respond(
             encode(error.to_body(), encoding_of(headers)), {**headers, **error.to_headers()}
         )
+        return error
+    return None
 
 
 def as_dcodex_error(exc: BaseException) -> DcodexError:
