@@ -120,7 +120,8 @@ def _print_ready(
     for service in services:
         short = service.name.removeprefix("dcodex-")
         port = ports.get(short, 0)
-        lines.append(f"  {service.name:<16} metrics {f':{port}/metrics' if port else 'off'}")
+        served = f":{port}/metrics /healthz /readyz" if port else "off"
+        lines.append(f"  {service.name:<16} metrics {served}")
         lines += [f"  {'':<16} {key}: {value}" for key, value in service.details.items()]
     if not has_command:
         lines.append("Stop with Ctrl-C.")

@@ -1,13 +1,18 @@
 """structlog set-up: JSON lines (or console) with the request context bound.
 
-Handlers bind `request_id`, `execution_id` and `service` with
+The bus binds `service`, `instance` and `request_id` for each request it answers, and
+handlers bind `execution_id` and `language` with
 `structlog.contextvars.bound_contextvars`, so every line a request causes carries them.
+Each request ends in one INFO line (`request`: endpoint, code, duration, status...);
+what happens on the way is logged at DEBUG.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from contextvars import ContextVar
+from typing import Any
 
 import structlog
 
@@ -32,3 +37,22 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+
+
+# The fields of the one INFO line a request ends with: the bus starts a fresh dict per
+# request (each request runs in its own task, so the contextvar is the request's) and
+# handlers add what only they know (say, the cache's hit or miss) with `note`.
+_request_fields: ContextVar[dict[str, Any] | None] = ContextVar("request_fields", default=None)
+
+
+def begin_request() -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    _request_fields.set(fields)
+    return fields
+
+
+def note(**fields: Any) -> None:
+    """Add `fields` to the summary line of the request being answered (if any)."""
+    current = _request_fields.get()
+    if current is not None:
+        current.update(fields)

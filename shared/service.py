@@ -11,6 +11,7 @@ from nats.aio.client import Client as NATS
 from prometheus_client import CollectorRegistry
 
 from dcodex.shared.bus import RunningService
+from dcodex.shared.health import Check
 
 
 def version() -> str:
@@ -30,6 +31,8 @@ class Service:
     details: dict[str, str] = field(default_factory=dict)
     # Run once the service has stopped (e.g. removing its sandbox slots' cgroups).
     on_stopped: list[Callable[[], None]] = field(default_factory=list)
+    # What `/readyz` checks besides NATS and the endpoints (the stores it needs).
+    ready_checks: list[Check] = field(default_factory=list)
 
     async def stop(self, grace_seconds: float = 10.0) -> None:
         """Stop taking requests, finish those under way, then disconnect."""

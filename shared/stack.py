@@ -15,6 +15,7 @@ from pathlib import Path
 import structlog
 
 from dcodex.shared.config import Settings
+from dcodex.shared.health import Readiness
 from dcodex.shared.metrics import serve_metrics
 from dcodex.shared.nats_server import EmbeddedNats
 from dcodex.shared.service import Service
@@ -40,7 +41,12 @@ async def start_services(
         for name in names:
             service = await starter(name)(settings)
             started.append(service)
-            serve_metrics(service.metrics, metrics_ports.get(name, 0))
+            readiness = Readiness(service.nc, service.micro, service.ready_checks)
+            server = serve_metrics(
+                service.metrics, metrics_ports.get(name, 0), readiness, asyncio.get_running_loop()
+            )
+            if server is not None:
+                service.on_stopped.append(server.stop)
             log.info("service_started", service=service.name, metrics_port=metrics_ports.get(name))
     except BaseException:
         await stop_services(started)

@@ -16,10 +16,10 @@ from typing import TypeVar
 import structlog
 from nats.aio.client import Client as NATS
 from nats.micro.service import EndpointStats
-from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel
 
 from dcodex.services.cache.keys import cache_key
+from dcodex.services.cache.metrics import CacheMetrics
 from dcodex.services.cache.replicas import gather_counts, summed
 from dcodex.services.cache.results import (
     RESULTS_BUCKET,
@@ -42,6 +42,8 @@ from dcodex.shared.contract import (
 )
 from dcodex.shared.errors import UNAVAILABLE, DcodexError
 from dcodex.shared.events import EventPublisher, replay
+from dcodex.shared.health import Check
+from dcodex.shared.logging import note
 from dcodex.shared.service import Service, version
 from dcodex.shared.single_flight import SingleFlight
 
@@ -62,24 +64,8 @@ class Cache:
         # Per key: the result of the one run, and whether it went into the bucket.
         self._in_flight: SingleFlight[str, tuple[ExecutionResult, bool]] = SingleFlight()
         self.counts: collections.Counter[str] = collections.Counter()
-        self.metrics = CollectorRegistry()
-        self.lookups = Counter(
-            "dcodex_cache_lookups_total",
-            "Result cache lookups by outcome (hit, miss, coalesced, bypass)",
-            ["outcome"],
-            registry=self.metrics,
-        )
-        self.passthrough = Counter(
-            "dcodex_cache_passthrough_total",
-            "Requests sent to a runner unread because the result bucket was unavailable",
-            registry=self.metrics,
-        )
-        self.not_stored = Counter(
-            "dcodex_cache_not_stored_total",
-            "Results not stored, by reason (verdict, too_large, unavailable)",
-            ["reason"],
-            registry=self.metrics,
-        )
+        self.metrics = CacheMetrics(version())
+        self.metrics.expect_downstream([settings.subject("run"), settings.subject("languages")])
 
     def endpoints(self) -> list[bus.Endpoint]:
         subject = self.settings.subject
@@ -124,7 +110,8 @@ class Cache:
         except BucketUnavailable:
             stored = None
             self.counts["passthrough"] += 1
-            self.passthrough.inc()
+            self.metrics.passthrough.inc()
+            note(passthrough=True)
         if stored is not None:
             self._count("hit")
             result = unpack(stored, request.execution_id, key)
@@ -175,14 +162,15 @@ class Cache:
         return True
 
     def _not_stored(self, reason: str, **fields: object) -> bool:
-        self.not_stored.labels(reason).inc()
-        log.info("result_not_stored", reason=reason, **fields)
+        self.metrics.not_stored.labels(reason).inc()
+        log.debug("result_not_stored", reason=reason, **fields)
         return False
 
     def _count(self, outcome: str) -> None:
         self.counts[outcome] += 1
-        self.lookups.labels(outcome).inc()
-        log.info("served", cache=outcome)
+        self.metrics.lookups.labels(outcome).inc()
+        note(cache=outcome)
+        log.debug("served", cache=outcome)
 
     async def _run(
         self, request: ExecuteRequest, call: bus.Call, key: str | None = None
@@ -196,6 +184,7 @@ class Cache:
             timeout=self.settings.request_timeout_seconds,
             encoding=call.encoding,
             cache_key=key,
+            observe=self.metrics.downstream_answered,
         )
         return ExecutionResult.model_validate(reply)
 
@@ -217,6 +206,7 @@ class Cache:
                 request_id=request_id,
                 timeout=5.0,
                 encoding=MSGPACK,
+                observe=self.metrics.downstream_answered,
             )
         except DcodexError:
             if self._languages is None:
@@ -273,5 +263,8 @@ async def start(settings: Settings) -> Service:
         endpoints=cache.endpoints(),
         metadata={"bucket": RESULTS_BUCKET, "ttl_seconds": f"{settings.cache_ttl_seconds:g}"},
         stats_handler=cache.replica_counts,
+        observer=cache.metrics.request_answered,
     )
-    return Service(NAME, nc, micro, cache.metrics)
+    cache.metrics.watch_connection(nc)
+    bucket = Check(f"the result bucket {RESULTS_BUCKET}", store.state)
+    return Service(NAME, nc, micro, cache.metrics.registry, ready_checks=[bucket])

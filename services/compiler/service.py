@@ -13,17 +13,19 @@ import structlog
 from nats.aio.client import Client as NATS
 from nats.js.api import ObjectMeta
 from nats.js.object_store import ObjectStore
-from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel
 
 from dcodex.services.compiler.compile import compile_source
 from dcodex.services.compiler.headers import PrecompiledHeaders
+from dcodex.services.compiler.metrics import CompilerMetrics
 from dcodex.shared import bus
 from dcodex.shared.artifacts import ARTIFACT_BUCKET, compile_digest, open_artifact_store
 from dcodex.shared.config import Settings, check_sizes
 from dcodex.shared.contract import ArtifactRef, CompileRequest, CompileResult
 from dcodex.shared.errors import BAD_REQUEST, DcodexError
+from dcodex.shared.health import object_store_check
 from dcodex.shared.languages import CompileOptions, Language, Registry, available_languages
+from dcodex.shared.logging import note
 from dcodex.shared.service import Service, version
 from dcodex.shared.single_flight import SingleFlight
 from dcodex.shared.slots import SlotPool, open_slot_pool
@@ -45,13 +47,8 @@ class Compiler:
         self.slots = slots
         self._in_flight: SingleFlight[str, CompileResult] = SingleFlight()
         self.headers = PrecompiledHeaders(settings, self.slots)
-        self.metrics = CollectorRegistry()
-        self.compiles = Counter(
-            "dcodex_compiles_total",
-            "Compile requests by language and outcome (ok, compile_error, cached)",
-            ["language", "outcome"],
-            registry=self.metrics,
-        )
+        self.metrics = CompilerMetrics(settings, slots, version())
+        self.metrics.toolchains({lang.id: lang.version for lang in registry.languages})
 
     def endpoints(self) -> list[bus.Endpoint]:
         return [bus.Endpoint("compile", self.settings.subject("compile"), self.compile)]
@@ -75,14 +72,16 @@ class Compiler:
             if shared:
                 result = result.model_copy(update={"cached": True})
             outcome = "cached" if result.cached else result.status
-            self.compiles.labels(language.id, outcome).inc()
-            log.info("compiled", outcome=outcome, compile_time_ms=result.compile_time_ms)
+            self.metrics.compiles.labels(language.id, outcome).inc()
+            note(outcome=outcome)
+            log.debug("compiled", outcome=outcome, compile_time_ms=result.compile_time_ms)
             return result
 
     async def _lookup_or_compile(
         self, digest: str, language: Language, code: str, options: CompileOptions
     ) -> CompileResult:
         found = await self._stored(digest)
+        self.metrics.artifact_lookups.labels("miss" if found is None else "hit").inc()
         if found is not None:
             artifact, warnings = found
             return CompileResult(
@@ -99,6 +98,7 @@ class Compiler:
             compilation = await compile_source(
                 language, code, self.settings, slot, options, precompiled
             )
+        self.metrics.compile_seconds.labels(language.id).observe(compilation.time_ms / 1000)
         result = CompileResult(
             status="ok" if compilation.ok else "compile_error",
             language=language.id,
@@ -147,5 +147,14 @@ async def start(settings: Settings) -> Service:
         metadata={
             "toolchains": ",".join(f"{lang.id}={lang.version}" for lang in registry.languages),
         },
+        observer=compiler.metrics.request_answered,
     )
-    return Service(NAME, nc, micro, compiler.metrics, on_stopped=[slots.close])
+    compiler.metrics.watch_connection(nc)
+    return Service(
+        NAME,
+        nc,
+        micro,
+        compiler.metrics.registry,
+        on_stopped=[slots.close],
+        ready_checks=[object_store_check(artifacts, ARTIFACT_BUCKET)],
+    )

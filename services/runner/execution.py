@@ -6,6 +6,7 @@ binary, and the effective limits; this module writes the workspace, runs, and ju
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from dcodex.services.runner.verdict import decide_status
@@ -46,7 +47,9 @@ async def execute(
     limits: EffectiveLimits,
     slot: Slot,
     on_output: OutputCallback | None = None,
+    on_finished: Callable[[SandboxResult, ExecutionResult], None] | None = None,
 ) -> ExecutionResult:
+    """`on_finished` learns the sandbox's facts beside the verdict (for metrics)."""
     language = program.language
     with workspace(prefix="dcodex-run-") as cwd:
         if program.binary is not None and language.binary:
@@ -64,7 +67,10 @@ async def execute(
             read_only=language.mounts,
             on_output=on_output,
         )
-    return to_result(outcome, limits, execution_id, language.id, program.language_version)
+    result = to_result(outcome, limits, execution_id, language.id, program.language_version)
+    if on_finished is not None:
+        on_finished(outcome, result)
+    return result
 
 
 def to_result(

@@ -6,6 +6,8 @@ the compiler when the language needs one, run the program in a sandbox slot, rep
 
 from __future__ import annotations
 
+import time
+
 import structlog
 from nats.aio.client import Client as NATS
 from nats.js.object_store import ObjectStore
@@ -16,7 +18,7 @@ from dcodex.services.runner.execution import Program, execute
 from dcodex.services.runner.interactive import input_feed
 from dcodex.services.runner.metrics import RunnerMetrics
 from dcodex.shared import bus
-from dcodex.shared.artifacts import open_artifact_store
+from dcodex.shared.artifacts import ARTIFACT_BUCKET, open_artifact_store
 from dcodex.shared.codec import MSGPACK
 from dcodex.shared.config import Settings, check_sizes
 from dcodex.shared.contract import (
@@ -30,6 +32,7 @@ from dcodex.shared.contract import (
 )
 from dcodex.shared.errors import INTERNAL, UNAVAILABLE, DcodexError
 from dcodex.shared.events import EventPublisher
+from dcodex.shared.health import object_store_check
 from dcodex.shared.languages import Language, Registry, available_languages
 from dcodex.shared.sandbox import LiveInput
 from dcodex.shared.service import Service, version
@@ -55,7 +58,9 @@ class Runner:
         self.artifacts = artifacts
         self.local_artifacts = ArtifactCache(settings.runner_artifact_cache_bytes)
         self.slots = slots
-        self.metrics = RunnerMetrics(settings, slots)
+        self.metrics = RunnerMetrics(settings, slots, version())
+        self.metrics.toolchains({lang.id: lang.version for lang in registry.languages})
+        self.metrics.expect_downstream([settings.subject("compile")])
 
     def endpoints(self) -> list[bus.Endpoint]:
         return [
@@ -120,7 +125,7 @@ class Runner:
             result = result.model_copy(update={"cache_key": call.cache_key})
             await events.result(result)
             self.metrics.observe(result)
-            log.info("executed", status=result.status, wall_time_ms=result.wall_time_ms)
+            log.debug("executed", status=result.status, wall_time_ms=result.wall_time_ms)
             return result
 
     async def _compile_and_run(
@@ -149,8 +154,10 @@ class Runner:
                 )
             binary = await self._artifact(compiled)
             program = Program(language, compiled.language_version, request.code, binary)
+        queued_at = time.monotonic()
         try:
             async with self.slots.acquire() as slot:
+                self.metrics.queue_wait_seconds.observe(time.monotonic() - queued_at)
                 events.publish("started")
                 result = await execute(
                     program,
@@ -160,6 +167,7 @@ class Runner:
                     limits=limits,
                     slot=slot,
                     on_output=events.output if events.enabled else None,
+                    on_finished=self.metrics.sandbox_finished,
                 )
         except Overloaded as exc:
             raise DcodexError(UNAVAILABLE, f"overloaded: {exc}") from exc
@@ -197,6 +205,7 @@ class Runner:
             # Below the cache's wait for us, above the compile's own limit.
             timeout=self.settings.compile_timeout_seconds + 15,
             encoding=MSGPACK,
+            observe=self.metrics.downstream_answered,
         )
         return CompileResult.model_validate(reply)
 
@@ -204,6 +213,7 @@ class Runner:
         if compiled.artifact is None:
             raise DcodexError(INTERNAL, "the compiler reported success but no artifact")
         data = self.local_artifacts.get(compiled.digest)
+        self.metrics.artifact_lookups.labels("miss" if data is None else "hit").inc()
         if data is None:
             data = (await self.artifacts.get(compiled.artifact.name)).data or b""
             self.local_artifacts.put(compiled.digest, data)
@@ -237,7 +247,9 @@ async def start(settings: Settings) -> Service:
             "max_concurrent_sandboxes": str(settings.max_concurrent_sandboxes),
             "languages": ",".join(lang.id for lang in registry.languages),
         },
+        observer=runner.metrics.request_answered,
     )
+    runner.metrics.watch_connection(nc)
     return Service(
         NAME,
         nc,
@@ -245,4 +257,5 @@ async def start(settings: Settings) -> Service:
         runner.metrics.registry,
         details={"isolation": " ".join(layers)},
         on_stopped=[slots.close],
+        ready_checks=[object_store_check(artifacts, ARTIFACT_BUCKET)],
     )

@@ -1,0 +1,36 @@
+"""The cache's Prometheus metrics: lookups by outcome, pass-throughs, results not stored.
+
+End-to-end latency is the `execute` endpoint's `dcodex_request_duration_seconds`.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter
+
+from dcodex.shared.metrics import ServiceMetrics
+
+OUTCOMES = ("hit", "miss", "coalesced", "bypass")
+
+
+class CacheMetrics(ServiceMetrics):
+    def __init__(self, version: str) -> None:
+        super().__init__("cache", version)
+        self.lookups = Counter(
+            "dcodex_cache_lookups_total",
+            "Result cache lookups by outcome (hit, miss, coalesced, bypass)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        for outcome in OUTCOMES:
+            self.lookups.labels(outcome)
+        self.passthrough = Counter(
+            "dcodex_cache_passthrough_total",
+            "Requests sent to a runner unread because the result bucket was unavailable",
+            registry=self.registry,
+        )
+        self.not_stored = Counter(
+            "dcodex_cache_not_stored_total",
+            "Results not stored, by reason (verdict, too_large, unavailable)",
+            ["reason"],
+            registry=self.registry,
+        )
