@@ -27,6 +27,7 @@ from dcodex.shared.bus_cli_jobs import (
     read_stdin,
     source_paths,
 )
+from dcodex.shared.bus_cli_live import show_live, show_verdict
 from dcodex.shared.bus_cli_show import (
     Tally,
     check_expectations,
@@ -78,6 +79,18 @@ DEFAULT_MENU_DIRECTORY = Path("examples")
     help="TOML of expected verdicts and output; exit 1 when a run does not match",
 )
 @click.option("--json", "as_json", is_flag=True, help="print one result object per line")
+@click.option(
+    "--live/--no-live",
+    default=True,
+    show_default=True,
+    help="print output as the program writes it (--no-live: when it has ended)",
+)
+@click.option(
+    "--attach",
+    "-a",
+    is_flag=True,
+    help="run one file interactively: this terminal is its stdin and output",
+)
 @limit_options
 @click.pass_obj
 def run(
@@ -93,6 +106,8 @@ def run(
     no_cache: bool,
     manifest: Path | None,
     as_json: bool,
+    live: bool,
+    attach: bool,
     **limit_values: Any,
 ) -> None:
     """Run source files and print their output, verdict, times and memory.
@@ -113,6 +128,9 @@ def run(
     jobs = [make_job(path, language, stdin, expectations) for path in paths]
     if not jobs:
         raise click.UsageError("name programs to run with --file or --directory")
+    if attach:
+        _attach(target, jobs, limits, as_json or interactive or cache_demo or bool(manifest))
+        return
     if interactive:
         from dcodex.shared.bus_cli_menu import Menu
 
@@ -120,9 +138,24 @@ def run(
         with_client(target, menu.loop)
         return
     tally = with_client(
-        target, lambda client: run_jobs(client, jobs, limits, cache_demo, no_cache, as_json)
+        target,
+        lambda client: run_jobs(client, jobs, limits, cache_demo, no_cache, as_json, live),
     )
     _exit(tally, checked=manifest is not None)
+
+
+def _attach(target: Target, jobs: list[Job], limits: Limits, conflicting: bool) -> None:
+    from dcodex.shared.bus_cli_live import attach
+
+    if len(jobs) != 1 or conflicting:
+        raise click.UsageError(
+            "--attach runs one --file, without --json, --interactive, --cache-demo or --manifest"
+        )
+    (job,) = jobs
+    request = request_for(job, limits, cache=False)
+    result = with_client(target, lambda client: attach(client, request))
+    if result.status != "ok":
+        raise SystemExit(EXIT_NOT_OK)
 
 
 def _exit(tally: Tally, checked: bool) -> None:
@@ -155,6 +188,7 @@ async def run_jobs(
     cache_demo: bool,
     no_cache: bool,
     as_json: bool,
+    live: bool = False,
 ) -> Tally:
     tally = Tally()
     with _progress(len(jobs), as_json) as progress:
@@ -163,12 +197,17 @@ async def run_jobs(
             if progress is not None and task is not None:
                 progress.update(task, description=str(job.path))
             request = request_for(job, limits, cache=not no_cache)
-            result, elapsed = await timed(client, request)
+            if live and not as_json:
+                result, elapsed = await show_live(client, job, request)
+            else:
+                result, elapsed = await timed(client, request)
             problems = check_expectations(result, job.expect) if job.expect else []
             tally.mismatches += bool(problems)
             tally.add(result, elapsed)
             if as_json:
                 print_json_line(job, result, elapsed)
+            elif live:
+                show_verdict(job, result, elapsed, problems)
             else:
                 show(job, result, elapsed, problems)
             if cache_demo:
