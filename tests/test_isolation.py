@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import signal
 import subprocess
@@ -16,7 +17,7 @@ import pytest
 from dcodex.services.runner.verdict import decide_status
 from dcodex.shared.client import DcodexClient
 from dcodex.shared.errors import DcodexError
-from dcodex.shared.isolation import NAMESPACE_LAYERS, STRICT_LAYERS
+from dcodex.shared.isolation import NAMESPACE_LAYERS, STRICT_LAYERS, Isolation
 from dcodex.shared.sandbox import SandboxLimits, SandboxResult, run_sandboxed
 from dcodex.shared.slots import Slot, SlotPool, open_slot_pool
 from dcodex.shared.workspace import workspace
@@ -265,3 +266,40 @@ async def test_many_runs_at_once_keep_their_own_output_and_verdicts(pool: SlotPo
             assert result.stdout.decode() == code[7:-2] + "\n"
         if expected == "cpu_time_limit":
             assert 500 <= result.cpu_time_ms < 1500
+
+
+USER_NAMESPACE_PROBE = """
+import ctypes, os, socket
+libc = ctypes.CDLL(None, use_errno=True)
+print("shadow", os.path.exists("/etc/shadow"), "root", os.path.exists("/root"))
+try:
+    socket.create_connection(("127.0.0.1", 4222), timeout=1)
+    print("net open")
+except OSError as error:
+    print("net", error.errno)
+try:
+    open("/usr/dcodex-probe", "w")
+    print("usr writable")
+except OSError as error:
+    print("usr", error.errno)
+mounted = libc.mount(b"none", b"/usr", b"tmpfs", 0, None)
+print("mount", mounted, ctypes.get_errno())
+"""
+
+
+async def test_user_namespace_layers_hold_without_the_per_slot_uid() -> None:
+    """What `best` gives without root: the namespaces, made through a user namespace,
+    with every capability dropped (tried here as root, with no slot uid)."""
+    isolation = Isolation(namespaces=True, user_namespace=True)
+    with workspace(prefix="dcodex-test-") as cwd:
+        (cwd / "main.py").write_text(USER_NAMESPACE_PROBE)
+        result = await run_sandboxed(
+            ["python3", "main.py"], cwd=cwd, limits=LIMITS, slot=Slot(0, None, None, isolation)
+        )
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.decode().splitlines()
+    assert lines[0] == "shadow False root False"
+    assert lines[1] == f"net {errno.ENETUNREACH}"
+    assert lines[2] == f"usr {errno.EROFS}"
+    assert lines[3] == f"mount -1 {errno.EPERM}", "no CAP_SYS_ADMIN left in the namespace"
+    assert "user_namespace" in isolation.layers and "uid" not in isolation.layers
