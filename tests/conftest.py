@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,6 +27,17 @@ SERVICE_NAMES = ("compiler", "runner", "cache")
 def dcodex_argv(*args: str) -> list[str]:
     """The `dcodex` command, run by this test's Python."""
     return [sys.executable, "-m", "dcodex.shared.cli", *args]
+
+
+def stop_process(process: subprocess.Popen[Any]) -> None:
+    """SIGTERM by PID, then SIGKILL if it has not ended within 15 s; reaped either way."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 @dataclass
@@ -48,13 +60,7 @@ class ServiceProcesses:
         return process
 
     def stop(self, process: subprocess.Popen[bytes]) -> None:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process)
 
     def stop_all(self) -> None:
         for group in self.processes.values():

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ServiceProcesses, dcodex_argv
+from tests.conftest import ServiceProcesses, dcodex_argv, stop_process
 from tests.test_cli import bus, flat, shown
 
 SLOW = """
@@ -60,9 +60,7 @@ def started() -> Iterator[list[subprocess.Popen[str]]]:
     processes: list[subprocess.Popen[str]] = []
     yield processes
     for process in processes:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
+        stop_process(process)
 
 
 def test_output_is_printed_while_the_program_runs(

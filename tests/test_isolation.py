@@ -21,7 +21,7 @@ from dcodex.shared.isolation import NAMESPACE_LAYERS, STRICT_LAYERS, Isolation
 from dcodex.shared.sandbox import SandboxLimits, SandboxResult, run_sandboxed
 from dcodex.shared.slots import Slot, SlotPool, open_slot_pool
 from dcodex.shared.workspace import workspace
-from tests.conftest import ServiceProcesses, dcodex_argv
+from tests.conftest import ServiceProcesses, dcodex_argv, stop_process
 from tests.test_runner_service import wait_for_subject
 
 LIMITS = SandboxLimits(
@@ -63,13 +63,7 @@ def stopper() -> Iterator[list[subprocess.Popen[bytes]]]:
     started: list[subprocess.Popen[bytes]] = []
     yield started
     for process in started:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process)
 
 
 def test_strict_refuses_to_start_and_names_the_missing_layers(nats_url: str) -> None:

@@ -8,6 +8,8 @@ import textwrap
 import time
 import uuid
 
+import pytest
+
 from dcodex.shared.client import DcodexClient
 from dcodex.shared.client_stream import Event, LiveRun
 from dcodex.shared.contract import OutputEvent, ResultEvent
@@ -162,19 +164,15 @@ async def converse(run: LiveRun, questions: list[str]) -> list[str]:
     return answers
 
 
-async def test_python_program_answers_questions_line_by_line(client: DcodexClient) -> None:
-    async with client.interactive({"language": "python", "code": PYTHON_QA,
-                                   "limits": {"wall_time_s": 10}}) as run:  # fmt: skip
-        answers = await converse(run, ["life", "universe", "bye"])
-    assert answers == ["answer to life: 4", "answer to universe: 8", "goodbye"]
-    assert run.result is not None and run.result.status == "ok"
-
-
-async def test_c_program_answers_questions_line_by_line(client: DcodexClient) -> None:
-    async with client.interactive({"language": "c", "code": C_QA,
-                                   "limits": {"wall_time_s": 10}}) as run:  # fmt: skip
-        answers = await converse(run, ["everything", "x", "bye"])
-    assert answers == ["answer to everything: 10", "answer to x: 1", "goodbye"]
+@pytest.mark.parametrize(("language", "code"), [("python", PYTHON_QA), ("c", C_QA)])
+async def test_a_program_answers_questions_line_by_line(
+    client: DcodexClient, language: str, code: str
+) -> None:
+    async with client.interactive(
+        {"language": language, "code": code, "limits": {"wall_time_s": 10}}
+    ) as run:
+        answers = await converse(run, ["life", "everything", "bye"])
+    assert answers == ["answer to life: 4", "answer to everything: 10", "goodbye"]
     assert run.result is not None and run.result.status == "ok"
 
 
