@@ -6,6 +6,7 @@ Every field of `Settings` is a flag of `up` and `service` and a `DCODEX_*` varia
 from __future__ import annotations
 
 import asyncio
+import importlib
 import sys
 import types
 import typing
@@ -158,6 +159,9 @@ def _register_subcommands() -> None:
     main.add_command(bus)
     main.add_command(schemas)
     main.add_command(bench)
+    # The composition root may know a service's own benchmark (shared/ may not).
+    compile_bench = importlib.import_module("dcodex.services.compiler.bench")
+    bench.add_command(compile_bench.main, "compile")
 
 
 _register_subcommands()
