@@ -188,3 +188,25 @@ def lease_count(port: int, outcome: str) -> float:
         for sample in family.samples
         if sample.name == "dcodex_cache_leases_total" and sample.labels["outcome"] == outcome
     )
+
+
+async def test_without_the_lease_bucket_requests_still_run_and_it_heals(pair: Stack) -> None:
+    async with await connect(pair) as client:
+        await client.nc.jetstream().delete_key_value(INFLIGHT_BUCKET)
+        code = f"print('alone')  # {uuid.uuid4().hex}"
+        result = await client.execute({"language": "python", "code": code})
+        assert (result.status, result.stdout, result.cache_hit) == ("ok", "alone\n", False)
+        assert pair.executions() == 1 and leases(pair, "unavailable") == 1
+        assert "inflight_bucket_unavailable" in "".join(
+            pair.services.log("cache", index) for index in range(2)
+        )
+
+        # Nobody re-creates the bucket here: the replicas do, and lead through it again.
+        for attempt in range(300):
+            code = f"print({attempt})  # {uuid.uuid4().hex}"
+            assert (await client.execute({"language": "python", "code": code})).status == "ok"
+            if leases(pair, "led") > 0:
+                break
+            await asyncio.sleep(0.1)
+        assert leases(pair, "led") == 1
+        await client.nc.jetstream().key_value(INFLIGHT_BUCKET)  # it exists again
