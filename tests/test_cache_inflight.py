@@ -1,11 +1,21 @@
-"""Lease values of `dcodex-inflight` and the lease time, without a bus."""
+"""Leases in `dcodex-inflight`: their values and lease time without a bus, then the
+claim / wait / finish cycle on a real NATS server."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+
 import msgpack
+import nats
+import pytest
 
 from dcodex.services.cache.inflight import (
     Finished,
+    Inflight,
+    Lease,
     decode,
     finished_value,
     holder,
@@ -47,3 +57,65 @@ def test_anything_else_holds_no_lease() -> None:
 def test_the_lease_outlives_the_request_timeout_unless_set() -> None:
     assert lease_seconds(Settings(request_timeout_seconds=30)) == 40
     assert lease_seconds(Settings(request_timeout_seconds=30, cache_lease_seconds=5)) == 5
+
+
+RESULT = ExecutionResult(execution_id="leader", status="ok", language="python", stdout="hi\n")
+
+
+@contextlib.asynccontextmanager
+async def inflight_on(url: str, lease_s: float) -> AsyncIterator[Inflight]:
+    """One replica's view of the bucket, on a connection of its own."""
+    nc = await nats.connect(url)
+    try:
+        inflight = Inflight(nc.jetstream(), lease_s, 64 * 1024 * 1024, nc.max_payload - 4096)
+        assert await inflight.open()
+        yield inflight
+    finally:
+        await nc.close()
+
+
+@pytest.fixture
+async def replicas(nats_url: str) -> AsyncIterator[tuple[Inflight, Inflight]]:
+    async with inflight_on(nats_url, 60) as first, inflight_on(nats_url, 60) as second:
+        yield first, second
+
+
+async def test_a_follower_gets_every_leaders_outcome(replicas: tuple[Inflight, Inflight]) -> None:
+    leader, follower = replicas
+    for round in range(100):
+        key = uuid.uuid4().hex
+        lease = await leader.claim(key)
+        assert lease is not None and await follower.claim(key) is None
+        finishing = asyncio.ensure_future(finish_soon(leader, lease, (round % 10) / 1000))
+        assert await follower.wait(key) == Finished(RESULT, kept=True)
+        await finishing
+
+
+async def finish_soon(leader: Inflight, lease: Lease, after_s: float) -> None:
+    """Finish while the follower is setting up its watch, or already watching."""
+    await asyncio.sleep(after_s)
+    await leader.finish(lease, Finished(RESULT, kept=True))
+
+
+async def test_a_finished_or_released_lease_can_be_claimed_again(
+    replicas: tuple[Inflight, Inflight],
+) -> None:
+    first, second = replicas
+    key = uuid.uuid4().hex
+    lease = await first.claim(key)
+    assert lease is not None
+    await first.finish(lease, Finished(RESULT, kept=False))
+    again = await second.claim(key)
+    assert again is not None and await first.claim(key) is None
+    await second.release(again)
+    assert await second.wait(key) is None
+    assert await first.claim(key) is not None
+
+
+async def test_the_lease_of_a_replica_that_never_finishes_expires(nats_url: str) -> None:
+    key = uuid.uuid4().hex
+    async with inflight_on(nats_url, 1) as dead, inflight_on(nats_url, 1) as waiting:
+        assert await dead.claim(key) is not None
+        assert await waiting.claim(key) is None
+        assert await waiting.wait(key) is None, "the lease ended without an outcome"
+        assert await waiting.claim(key) is not None

@@ -228,19 +228,17 @@ class Inflight:
     async def _outcome(
         self, kv: KeyValue, watcher: KeyValue.KeyWatcher, key: str
     ) -> Finished | None:
-        seen = False
         while True:
             try:
                 entry = await watcher.updates(timeout=self.poll_s)  # type: ignore[no-untyped-call]
             except nats.errors.TimeoutError:
+                entry = None
+            if entry is None:
+                # Quiet for poll_s (an expired lease sends nothing), or the watch's end of
+                # initial values, which can come before a value already on its way: ask.
                 entry = await self._current(kv, key)
                 if entry is None:
-                    return None  # expired: its replica is gone
-            if entry is None:  # the end of the initial values
-                if not seen:
                     return None
-                continue
-            seen = True
             if entry.operation in (KV_DEL, KV_PURGE):
                 return None
             state = decode(entry.value)
