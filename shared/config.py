@@ -88,6 +88,12 @@ class Settings(BaseModel):
     request_timeout_seconds: float = Field(
         90.0, gt=0, description="how long the cache waits for a runner"
     )
+    cache_lease_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="longest a cache replica holds a run for the other replicas (a dead "
+        "replica's hold ends then); default: --request-timeout-seconds + 10",
+    )
 
     metrics_port: int | None = Field(None, ge=0, description="Prometheus port; 0 turns it off")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")

@@ -1,4 +1,4 @@
-"""The cache's Prometheus metrics: lookups by outcome, pass-throughs, results not stored.
+"""The cache's Prometheus metrics: lookups by outcome, pass-throughs, leases, results not stored.
 
 End-to-end latency is the `execute` endpoint's `dcodex_request_duration_seconds`.
 """
@@ -10,6 +10,7 @@ from prometheus_client import Counter
 from dcodex.shared.metrics import ServiceMetrics
 
 OUTCOMES = ("hit", "miss", "coalesced", "bypass")
+LEASE_OUTCOMES = ("led", "followed", "lost", "unavailable")
 
 
 class CacheMetrics(ServiceMetrics):
@@ -28,6 +29,16 @@ class CacheMetrics(ServiceMetrics):
             "Requests sent to a runner unread because the result bucket was unavailable",
             registry=self.registry,
         )
+        self.leases = Counter(
+            "dcodex_cache_leases_total",
+            "Runs coordinated through dcodex-inflight: led (this replica ran it), followed "
+            "(shared another replica's run), lost (that lease ended without an outcome), "
+            "unavailable (no lease bucket: ran without one)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        for outcome in LEASE_OUTCOMES:
+            self.leases.labels(outcome)
         self.not_stored = Counter(
             "dcodex_cache_not_stored_total",
             "Results not stored, by reason (verdict, too_large, unavailable)",

@@ -1,7 +1,8 @@
 """The cache: the front door (`dcodex.execute`), read-through over the KV bucket.
 
 A hit never reaches a runner. A miss is forwarded to `dcodex.run`; identical requests
-that arrive while it runs wait for that one result (coalescing). Effective limits and
+that arrive while it runs wait for that one result (coalescing): on this replica through
+a single flight, on other replicas through a lease in `dcodex-inflight`. Effective limits and
 toolchain versions, which the key depends on, come from the runners' `dcodex.languages`.
 While the bucket is unavailable requests pass through to the runners.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import collections
 import time
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import TypeVar
 
 import structlog
@@ -18,6 +20,13 @@ from nats.aio.client import Client as NATS
 from nats.micro.service import EndpointStats
 from pydantic import BaseModel
 
+from dcodex.services.cache.inflight import (
+    INFLIGHT_BUCKET,
+    Finished,
+    Inflight,
+    InflightUnavailable,
+    Lease,
+)
 from dcodex.services.cache.keys import cache_key
 from dcodex.services.cache.metrics import CacheMetrics
 from dcodex.services.cache.replicas import gather_counts, summed
@@ -49,20 +58,42 @@ from dcodex.shared.single_flight import SingleFlight
 
 NAME = "dcodex-cache"
 PUT_HEADROOM = 4096  # bytes of a KV put besides the value: subject and headers
+LEASE_MARGIN_S = 10.0  # a leader's lease outlives its run request by this (storing the result)
+# Leases a replica waits on, one after another, before it runs the request regardless.
+LEASE_ROUNDS = 3
 
 log = structlog.get_logger("dcodex.cache")
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """The result a request gets from a run: whether it was stored, and run for it here."""
+
+    result: ExecutionResult
+    kept: bool
+    ran_here: bool
+
+
+def lease_seconds(settings: Settings) -> float:
+    """How long a lease lasts: by default as long as a leader may wait for its runner."""
+    if settings.cache_lease_seconds is not None:
+        return settings.cache_lease_seconds
+    return settings.request_timeout_seconds + LEASE_MARGIN_S
+
+
 class Cache:
-    def __init__(self, settings: Settings, nc: NATS, store: ResultStore) -> None:
+    def __init__(
+        self, settings: Settings, nc: NATS, store: ResultStore, inflight: Inflight
+    ) -> None:
         self.settings = settings
         self.nc = nc
         self.store = store
+        self.inflight = inflight
         self._languages: LanguagesReply | None = None
         self._languages_at = 0.0
-        # Per key: the result of the one run, and whether it went into the bucket.
-        self._in_flight: SingleFlight[str, tuple[ExecutionResult, bool]] = SingleFlight()
+        # Per key: the one run's outcome, shared by the requests that arrive while it runs.
+        self._in_flight: SingleFlight[str, Outcome] = SingleFlight()
         self.counts: collections.Counter[str] = collections.Counter()
         self.metrics = CacheMetrics(version())
         self.metrics.expect_downstream([settings.subject("run"), settings.subject("languages")])
@@ -116,20 +147,74 @@ class Cache:
             self._count("hit")
             result = unpack(stored, request.execution_id, key)
             return await self._replayed(result, request, call, compiled)
-        (result, kept), shared = await self._in_flight.run(
-            key, lambda: self._run_and_store(key, request, call)
+        outcome, shared = await self._in_flight.run(
+            key, lambda: self._coalesced_run(key, request, call)
         )
-        self._count("coalesced" if shared else "miss")
+        ran_here = outcome.ran_here and not shared
+        self._count("miss" if ran_here else "coalesced")
         # A shared result is a hit when it is now in the cache, as the next request's would be.
-        result = result.model_copy(
+        result = outcome.result.model_copy(
             update={
                 "execution_id": request.execution_id,
-                "cache_hit": shared and kept,
+                "cache_hit": outcome.kept and not ran_here,
                 "cache_key": key,
             }
         )
         # The one that ran streamed live from the runner; those that shared its run replay.
-        return await self._replayed(result, request, call, compiled) if shared else result
+        return result if ran_here else await self._replayed(result, request, call, compiled)
+
+    async def _coalesced_run(self, key: str, request: ExecuteRequest, call: bus.Call) -> Outcome:
+        """Run `request`, or share the run another replica holds the lease on."""
+        for _ in range(LEASE_ROUNDS):
+            try:
+                lease = await self.inflight.claim(key)
+                if lease is not None:
+                    self.metrics.leases.labels("led").inc()
+                    return await self._lead(lease, key, request, call)
+                finished = await self.inflight.wait(key)
+            except InflightUnavailable:
+                self.metrics.leases.labels("unavailable").inc()
+                break
+            if finished is not None:
+                self.metrics.leases.labels("followed").inc()
+                return self._followed(finished)
+            # The lease ended without an outcome (its replica died or gave up). It may
+            # have stored the result first; if not, claim the lease again.
+            self.metrics.leases.labels("lost").inc()
+            log.info("lease_lost", key=key)
+            stored = await self._stored(key)
+            if stored is not None:
+                return Outcome(unpack(stored, request.execution_id or "", key), True, False)
+        result, kept = await self._run_and_store(key, request, call)
+        return Outcome(result, kept, True)
+
+    async def _lead(
+        self, lease: Lease, key: str, request: ExecuteRequest, call: bus.Call
+    ) -> Outcome:
+        """Run under `lease`, then end it with the outcome for the replicas waiting on it."""
+        try:
+            result, kept = await self._run_and_store(key, request, call)
+        except DcodexError as exc:
+            await self.inflight.finish(lease, Finished(error=exc))
+            raise
+        except BaseException:
+            await self.inflight.release(lease)
+            raise
+        await self.inflight.finish(lease, Finished(result, kept))
+        return Outcome(result, kept, True)
+
+    @staticmethod
+    def _followed(finished: Finished) -> Outcome:
+        if finished.error is not None:
+            raise finished.error
+        assert finished.result is not None
+        return Outcome(finished.result, finished.kept, False)
+
+    async def _stored(self, key: str) -> bytes | None:
+        try:
+            return await self.store.get(key)
+        except BucketUnavailable:
+            return None
 
     async def _replayed(
         self, result: ExecutionResult, request: ExecuteRequest, call: bus.Call, compiled: bool
@@ -254,14 +339,22 @@ async def start(settings: Settings) -> Service:
     store = ResultStore(nc.jetstream(), settings.cache_ttl_seconds, settings.cache_max_bytes)
     if not await store.open():
         log.warning("starting_without_results_bucket", bucket=RESULTS_BUCKET)
-    cache = Cache(settings, nc, store)
+    largest = nc.max_payload - PUT_HEADROOM
+    inflight = Inflight(nc.jetstream(), lease_seconds(settings), settings.cache_max_bytes, largest)
+    if not await inflight.open():
+        log.warning("starting_without_inflight_bucket", bucket=INFLIGHT_BUCKET)
+    cache = Cache(settings, nc, store, inflight)
     micro = await bus.start_micro_service(
         nc,
         name=NAME,
         version=version(),
         description="Read-through result cache in front of the runners",
         endpoints=cache.endpoints(),
-        metadata={"bucket": RESULTS_BUCKET, "ttl_seconds": f"{settings.cache_ttl_seconds:g}"},
+        metadata={
+            "bucket": RESULTS_BUCKET,
+            "ttl_seconds": f"{settings.cache_ttl_seconds:g}",
+            "lease_seconds": f"{inflight.lease_s:g}",
+        },
         stats_handler=cache.replica_counts,
         observer=cache.metrics.request_answered,
     )

@@ -1,0 +1,255 @@
+"""Coalescing across cache replicas: a lease per cache key in the KV bucket `dcodex-inflight`.
+
+The replica that creates a key's lease (`kv.create`, which fails when the key exists)
+runs the request; the others wait for the lease's outcome. The leader ends its lease by
+writing the outcome into it (the result, or the error it got), so waiting replicas share
+even results that are never cached. A lease lives at most the bucket's max age: a
+crashed leader's lease vanishes then, and those waiting run the request themselves.
+
+The server places no marker when max age removes a key, so a watcher cannot see a lease
+expire: waiting replicas also look every `poll_s`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import nats.errors
+import nats.js.errors
+import structlog
+from nats.js.api import DiscardPolicy, StorageType, StreamConfig
+from nats.js.client import JetStreamContext
+from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+
+from dcodex.shared.contract import ExecutionResult
+from dcodex.shared.errors import DcodexError
+
+INFLIGHT_BUCKET = "dcodex-inflight"
+INFLIGHT_STREAM = f"KV_{INFLIGHT_BUCKET}"
+REOPEN_AFTER_S = 1.0  # as for the results bucket
+LONGEST_POLL_S = 1.0
+
+log = structlog.get_logger("dcodex.cache")
+
+
+async def open_inflight_bucket(js: JetStreamContext, lease_s: float, max_bytes: int) -> KeyValue:
+    """Create (or bring to this configuration) the lease bucket: max age = the lease."""
+    config = StreamConfig(
+        name=INFLIGHT_STREAM,
+        description="DCodeX runs in flight: which cache replica runs each cache key",
+        subjects=[f"$KV.{INFLIGHT_BUCKET}.>"],
+        max_msgs_per_subject=1,
+        max_age=lease_s,
+        max_bytes=max_bytes,
+        discard=DiscardPolicy.OLD,
+        storage=StorageType.FILE,
+        allow_rollup_hdrs=True,
+        allow_direct=True,
+        deny_delete=True,
+        duplicate_window=min(lease_s, 120.0),
+        num_replicas=1,
+    )
+    try:
+        await js.add_stream(config)
+    except nats.js.errors.BadRequestError:
+        await js.update_stream(config)
+    return await js.key_value(INFLIGHT_BUCKET)
+
+
+class InflightUnavailable(Exception):
+    """The lease bucket is missing or JetStream does not answer: coalesce locally only."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    key: str
+    revision: int
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A leader's outcome: its result (and whether it was stored), or the error it got."""
+
+    result: ExecutionResult | None = None
+    kept: bool = False
+    error: DcodexError | None = None
+
+
+# ------------------------------------------------------------------ lease values
+
+
+def holder() -> dict[str, Any]:
+    """Who holds a lease, for an operator reading the bucket (`nats kv get`)."""
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def running_value(who: dict[str, Any]) -> bytes:
+    packed: bytes = msgpack.packb({"state": "running", "holder": who, "since": time.time()})
+    return packed
+
+
+def finished_value(finished: Finished) -> bytes:
+    data: dict[str, Any] = {"state": "finished", "kept": finished.kept}
+    if finished.result is not None:
+        data["result"] = finished.result.model_dump(mode="json")
+    if finished.error is not None:
+        data["error"] = finished.error.to_body()["error"]
+    packed: bytes = msgpack.packb(data, use_bin_type=True)
+    return packed
+
+
+def decode(value: bytes | None) -> Finished | bool:
+    """A lease's value: its outcome, True while running, False when it holds neither."""
+    try:
+        data = msgpack.unpackb(value or b"", raw=False)
+    except (ValueError, msgpack.UnpackException):
+        return False
+    if not isinstance(data, dict):
+        return False
+    if data.get("state") == "running":
+        return True
+    if data.get("state") != "finished":
+        return False
+    if "error" in data:
+        error = DcodexError.from_body(data, 500, "the leading replica failed")
+        return Finished(error=error)
+    if "result" in data:
+        return Finished(ExecutionResult.model_validate(data["result"]), bool(data.get("kept")))
+    return False
+
+
+# ------------------------------------------------------------------ the bucket
+
+
+class Inflight:
+    """The lease bucket as the cache uses it; like `ResultStore`, a lost bucket is not fatal."""
+
+    def __init__(
+        self, js: JetStreamContext, lease_s: float, max_bytes: int, largest_value: int
+    ) -> None:
+        self._js = js
+        self.lease_s = lease_s
+        self.poll_s = min(LONGEST_POLL_S, lease_s / 4)
+        self._max_bytes = max_bytes
+        self._largest_value = largest_value
+        self._holder = holder()
+        self._kv: KeyValue | None = None
+        self._reopen_at = 0.0
+
+    async def _bucket(self) -> KeyValue:
+        if self._kv is not None:
+            return self._kv
+        if time.monotonic() < self._reopen_at:
+            raise InflightUnavailable(f"{INFLIGHT_BUCKET} was unavailable moments ago")
+        try:
+            self._kv = await open_inflight_bucket(self._js, self.lease_s, self._max_bytes)
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise self._lost(exc) from exc
+        return self._kv
+
+    def _lost(self, exc: BaseException) -> InflightUnavailable:
+        self._kv = None
+        self._reopen_at = time.monotonic() + REOPEN_AFTER_S
+        log.warning("inflight_bucket_unavailable", bucket=INFLIGHT_BUCKET, error=repr(exc))
+        return InflightUnavailable(f"{INFLIGHT_BUCKET} is unavailable: {exc!r}")
+
+    async def open(self) -> bool:
+        try:
+            await self._bucket()
+        except InflightUnavailable:
+            return False
+        return True
+
+    async def claim(self, key: str) -> Lease | None:
+        """The lease on `key` if no replica is running it; None while one is."""
+        kv = await self._bucket()
+        value = running_value(self._holder)
+        try:
+            return Lease(key, await kv.create(key, value))
+        except nats.js.errors.KeyWrongLastSequenceError:
+            pass  # the key exists: a running lease, or a finished one nobody waits for now
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise self._lost(exc) from exc
+        try:
+            entry = await kv.get(key)
+            if decode(entry.value) is True or entry.revision is None:
+                return None
+            # Finished (or unreadable): take it over, unless another replica just did.
+            return Lease(key, await kv.update(key, value, last=entry.revision))
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyWrongLastSequenceError):
+            return None  # it changed under us: wait on whatever holds it now
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise self._lost(exc) from exc
+
+    async def finish(self, lease: Lease, finished: Finished) -> None:
+        """End `lease` with its outcome, for the replicas waiting on it (best effort)."""
+        value = finished_value(finished)
+        if len(value) > self._largest_value:
+            await self.release(lease)  # those waiting look up the result or run it themselves
+            return
+        try:
+            kv = await self._bucket()
+            await kv.update(lease.key, value, last=lease.revision)
+        except nats.js.errors.KeyWrongLastSequenceError:
+            log.info("lease_lost_before_finish", key=lease.key, lease_s=self.lease_s)
+        except (nats.errors.Error, TimeoutError, InflightUnavailable) as exc:
+            log.warning("lease_not_finished", key=lease.key, error=repr(exc))
+
+    async def release(self, lease: Lease) -> None:
+        """End `lease` without an outcome (best effort): those waiting stop waiting."""
+        try:
+            kv = await self._bucket()
+            await kv.delete(lease.key, last=lease.revision)
+        except (nats.errors.Error, TimeoutError, InflightUnavailable) as exc:
+            log.debug("lease_not_released", key=lease.key, error=repr(exc))
+
+    async def wait(self, key: str) -> Finished | None:
+        """The outcome of the run another replica holds `key` for; None if its lease ends
+        without one (released, or expired because that replica died)."""
+        kv = await self._bucket()
+        try:
+            watcher = await kv.watch(key, inactive_threshold=max(10.0, 4 * self.poll_s))
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise self._lost(exc) from exc
+        try:
+            return await self._outcome(kv, watcher, key)
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise self._lost(exc) from exc
+        finally:
+            with contextlib.suppress(nats.errors.Error, TimeoutError):
+                await watcher.stop()  # type: ignore[no-untyped-call]  # nats-py: untyped
+
+    async def _outcome(
+        self, kv: KeyValue, watcher: KeyValue.KeyWatcher, key: str
+    ) -> Finished | None:
+        while True:
+            try:
+                entry = await watcher.updates(timeout=self.poll_s)  # type: ignore[no-untyped-call]
+            except nats.errors.TimeoutError:
+                entry = None
+            if entry is None:
+                # Quiet for poll_s (an expired lease sends nothing), or the watch's end of
+                # initial values, which can come before a value already on its way: ask.
+                entry = await self._current(kv, key)
+                if entry is None:
+                    return None
+            if entry.operation in (KV_DEL, KV_PURGE):
+                return None
+            state = decode(entry.value)
+            if state is False:
+                return None
+            if isinstance(state, Finished):
+                return state
+
+    @staticmethod
+    async def _current(kv: KeyValue, key: str) -> KeyValue.Entry | None:
+        try:
+            return await kv.get(key)
+        except nats.js.errors.KeyNotFoundError:
+            return None

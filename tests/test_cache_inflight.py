@@ -1,0 +1,121 @@
+"""Leases in `dcodex-inflight`: their values and lease time without a bus, then the
+claim / wait / finish cycle on a real NATS server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+
+import msgpack
+import nats
+import pytest
+
+from dcodex.services.cache.inflight import (
+    Finished,
+    Inflight,
+    Lease,
+    decode,
+    finished_value,
+    holder,
+    running_value,
+)
+from dcodex.services.cache.service import lease_seconds
+from dcodex.shared.config import Settings
+from dcodex.shared.contract import ExecutionResult
+from dcodex.shared.errors import TIMEOUT, DcodexError
+
+
+def test_a_running_lease_names_its_holder() -> None:
+    value = running_value(holder())
+    assert decode(value) is True
+    assert msgpack.unpackb(value)["holder"]["pid"] > 0
+
+
+def test_a_finished_lease_carries_the_result_and_whether_it_was_kept() -> None:
+    result = ExecutionResult(
+        execution_id="leader", status="wall_time_limit", language="python", stdout="tick\n"
+    )
+    state = decode(finished_value(Finished(result, kept=False)))
+    assert state == Finished(result, kept=False)
+
+
+def test_a_finished_lease_carries_the_error() -> None:
+    error = DcodexError(TIMEOUT, "no runner answered within 90 s")
+    state = decode(finished_value(Finished(error=error)))
+    assert isinstance(state, Finished) and state.result is None and state.error is not None
+    assert (state.error.code, state.error.message) == (TIMEOUT, error.message)
+
+
+def test_anything_else_holds_no_lease() -> None:
+    for value in (b"", None, b"\xc1", msgpack.packb([1, 2]), msgpack.packb({"state": "x"})):
+        assert decode(value) is False
+    assert decode(msgpack.packb({"state": "finished"})) is False
+
+
+def test_the_lease_outlives_the_request_timeout_unless_set() -> None:
+    assert lease_seconds(Settings(request_timeout_seconds=30)) == 40
+    assert lease_seconds(Settings(request_timeout_seconds=30, cache_lease_seconds=5)) == 5
+
+
+RESULT = ExecutionResult(execution_id="leader", status="ok", language="python", stdout="hi\n")
+
+
+@contextlib.asynccontextmanager
+async def inflight_on(url: str, lease_s: float) -> AsyncIterator[Inflight]:
+    """One replica's view of the bucket, on a connection of its own."""
+    nc = await nats.connect(url)
+    try:
+        inflight = Inflight(nc.jetstream(), lease_s, 64 * 1024 * 1024, nc.max_payload - 4096)
+        assert await inflight.open()
+        yield inflight
+    finally:
+        await nc.close()
+
+
+@pytest.fixture
+async def replicas(nats_url: str) -> AsyncIterator[tuple[Inflight, Inflight]]:
+    async with inflight_on(nats_url, 60) as first, inflight_on(nats_url, 60) as second:
+        yield first, second
+
+
+async def test_a_follower_gets_every_leaders_outcome(replicas: tuple[Inflight, Inflight]) -> None:
+    leader, follower = replicas
+    for round in range(100):
+        key = uuid.uuid4().hex
+        lease = await leader.claim(key)
+        assert lease is not None and await follower.claim(key) is None
+        finishing = asyncio.ensure_future(finish_soon(leader, lease, (round % 10) / 1000))
+        assert await follower.wait(key) == Finished(RESULT, kept=True)
+        await finishing
+
+
+async def finish_soon(leader: Inflight, lease: Lease, after_s: float) -> None:
+    """Finish while the follower is setting up its watch, or already watching."""
+    await asyncio.sleep(after_s)
+    await leader.finish(lease, Finished(RESULT, kept=True))
+
+
+async def test_a_finished_or_released_lease_can_be_claimed_again(
+    replicas: tuple[Inflight, Inflight],
+) -> None:
+    first, second = replicas
+    key = uuid.uuid4().hex
+    lease = await first.claim(key)
+    assert lease is not None
+    await first.finish(lease, Finished(RESULT, kept=False))
+    again = await second.claim(key)
+    assert again is not None and await first.claim(key) is None
+    await second.release(again)
+    assert await second.wait(key) is None
+    assert await first.claim(key) is not None
+
+
+async def test_the_lease_of_a_replica_that_never_finishes_expires(nats_url: str) -> None:
+    key = uuid.uuid4().hex
+    async with inflight_on(nats_url, 1) as dead, inflight_on(nats_url, 1) as waiting:
+        assert await dead.claim(key) is not None
+        assert await waiting.claim(key) is None
+        assert await waiting.wait(key) is None, "the lease ended without an outcome"
+        assert await waiting.claim(key) is not None
