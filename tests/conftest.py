@@ -124,3 +124,16 @@ def pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+async def wait_for_subject(url: str, subject: str, timeout: float = 30.0) -> None:
+    """Until something answers on `subject` (a service has started), or TimeoutError."""
+    async with await DcodexClient.connect(url) as client:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                await client.nc.request(subject, b"", timeout=1)
+                return
+            except Exception:
+                await asyncio.sleep(0.1)
+    raise TimeoutError(f"nothing answers on {subject}")

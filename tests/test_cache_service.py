@@ -21,7 +21,7 @@ from dcodex.services.cache.replicas import gather_counts
 from dcodex.shared.client import DcodexClient
 from dcodex.shared.contract import ExecutionResult
 from dcodex.shared.nats_server import EmbeddedNats
-from tests.conftest import ServiceProcesses
+from tests.conftest import ServiceProcesses, wait_for_subject
 
 PREFIX = "cachetest"
 MAX_RESULT_BYTES = 4096
@@ -45,18 +45,6 @@ def scrape(port: int, name: str) -> float:
         for sample in family.samples
         if sample.name == name
     )
-
-
-async def wait_for_subject(url: str, subject: str, timeout: float = 30.0) -> None:
-    async with await DcodexClient.connect(url) as client:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                await client.nc.request(subject, b"", timeout=1)
-                return
-            except Exception:
-                await asyncio.sleep(0.1)
-    raise TimeoutError(f"nothing answers on {subject}")
 
 
 async def wait_for_replicas(client: DcodexClient, count: int, timeout: float = 30.0) -> None:

@@ -15,8 +15,7 @@ from dcodex.shared.artifacts import compile_digest, open_artifact_store
 from dcodex.shared.client import DcodexClient
 from dcodex.shared.contract import CompileResult
 from dcodex.shared.languages import Registry
-from tests.conftest import ServiceProcesses
-from tests.test_runner_service import wait_for_subject
+from tests.conftest import ServiceProcesses, wait_for_subject
 
 
 async def compile_on(url: str, prefix: str, **request: str) -> CompileResult:

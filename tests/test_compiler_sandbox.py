@@ -19,8 +19,7 @@ import pytest
 from dcodex.shared import bus
 from dcodex.shared.client import DcodexClient
 from dcodex.shared.contract import CompileResult
-from tests.conftest import ServiceProcesses
-from tests.test_runner_service import wait_for_subject
+from tests.conftest import ServiceProcesses, wait_for_subject
 
 SECRET_VAR = "DCODEX_TEST_COMPILER_SECRET"
 TOKEN = secrets.token_hex(16)

@@ -21,8 +21,7 @@ from dcodex.shared.isolation import NAMESPACE_LAYERS, STRICT_LAYERS, Isolation
 from dcodex.shared.sandbox import SandboxLimits, SandboxResult, run_sandboxed
 from dcodex.shared.slots import Slot, SlotPool, open_slot_pool
 from dcodex.shared.workspace import workspace
-from tests.conftest import ServiceProcesses, dcodex_argv, stop_process
-from tests.test_runner_service import wait_for_subject
+from tests.conftest import ServiceProcesses, dcodex_argv, stop_process, wait_for_subject
 
 LIMITS = SandboxLimits(
     cpu_time_s=2,

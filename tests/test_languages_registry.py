@@ -13,8 +13,7 @@ from structlog.testing import capture_logs
 from dcodex.shared.client import DcodexClient
 from dcodex.shared.errors import DcodexError
 from dcodex.shared.languages import Registry
-from tests.conftest import ServiceProcesses
-from tests.test_runner_service import wait_for_subject
+from tests.conftest import ServiceProcesses, wait_for_subject
 
 OPERATOR_FILE = """
 # A compiled language the shipped file lacks: GNU assembler, built with gcc.

@@ -12,7 +12,7 @@ import pytest
 
 from dcodex.shared.client import DcodexClient
 from dcodex.shared.errors import DcodexError
-from tests.conftest import ServiceProcesses
+from tests.conftest import ServiceProcesses, wait_for_subject
 
 SANDBOXES = 2
 RECORD_SPAN = """
@@ -33,18 +33,6 @@ def small_runner(nats_url: str, tmp_path: Path) -> Iterator[ServiceProcesses]:
         yield services
     finally:
         services.stop_all()
-
-
-async def wait_for_subject(url: str, subject: str, timeout: float = 30.0) -> None:
-    async with await DcodexClient.connect(url) as client:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                await client.nc.request(subject, b"", timeout=1)
-                return
-            except Exception:
-                await asyncio.sleep(0.1)
-    raise TimeoutError(f"nothing answers on {subject}")
 
 
 async def test_runner_runs_at_most_max_concurrent_sandboxes(small_runner: ServiceProcesses) -> None:
