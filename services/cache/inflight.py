@@ -23,15 +23,14 @@ import msgpack
 import nats.errors
 import nats.js.errors
 import structlog
-from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 from nats.js.client import JetStreamContext
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
+from dcodex.services.cache.results import declare_kv_bucket
 from dcodex.shared.contract import ExecutionResult
 from dcodex.shared.errors import DcodexError
 
 INFLIGHT_BUCKET = "dcodex-inflight"
-INFLIGHT_STREAM = f"KV_{INFLIGHT_BUCKET}"
 REOPEN_AFTER_S = 1.0  # as for the results bucket
 LONGEST_POLL_S = 1.0
 
@@ -40,26 +39,8 @@ log = structlog.get_logger("dcodex.cache")
 
 async def open_inflight_bucket(js: JetStreamContext, lease_s: float, max_bytes: int) -> KeyValue:
     """Create (or bring to this configuration) the lease bucket: max age = the lease."""
-    config = StreamConfig(
-        name=INFLIGHT_STREAM,
-        description="DCodeX runs in flight: which cache replica runs each cache key",
-        subjects=[f"$KV.{INFLIGHT_BUCKET}.>"],
-        max_msgs_per_subject=1,
-        max_age=lease_s,
-        max_bytes=max_bytes,
-        discard=DiscardPolicy.OLD,
-        storage=StorageType.FILE,
-        allow_rollup_hdrs=True,
-        allow_direct=True,
-        deny_delete=True,
-        duplicate_window=min(lease_s, 120.0),
-        num_replicas=1,
-    )
-    try:
-        await js.add_stream(config)
-    except nats.js.errors.BadRequestError:
-        await js.update_stream(config)
-    return await js.key_value(INFLIGHT_BUCKET)
+    description = "DCodeX runs in flight: which cache replica runs each cache key"
+    return await declare_kv_bucket(js, INFLIGHT_BUCKET, description, lease_s, max_bytes)
 
 
 class InflightUnavailable(Exception):

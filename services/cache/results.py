@@ -23,32 +23,41 @@ log = structlog.get_logger("dcodex.cache")
 
 
 async def open_results_bucket(js: JetStreamContext, ttl_s: float, max_bytes: int) -> KeyValue:
-    """Create (or bring to this configuration) the results bucket.
+    """Create (or bring to this configuration) the results bucket."""
+    return await declare_kv_bucket(
+        js, RESULTS_BUCKET, "DCodeX execution results by cache key", ttl_s, max_bytes
+    )
+
+
+async def declare_kv_bucket(
+    js: JetStreamContext, bucket: str, description: str, max_age_s: float, max_bytes: int
+) -> KeyValue:
+    """A KV bucket whose oldest entries are dropped when it is full.
 
     nats-py's `create_key_value` always discards NEW messages when the bucket is full,
     which would stop caching once it fills; a cache wants the oldest dropped, so the
     bucket's stream is declared here with `DiscardPolicy.OLD`.
     """
     config = StreamConfig(
-        name=RESULTS_STREAM,
-        description="DCodeX execution results by cache key",
-        subjects=[f"$KV.{RESULTS_BUCKET}.>"],
+        name=f"KV_{bucket}",
+        description=description,
+        subjects=[f"$KV.{bucket}.>"],
         max_msgs_per_subject=1,
-        max_age=ttl_s,
+        max_age=max_age_s,
         max_bytes=max_bytes,
         discard=DiscardPolicy.OLD,
         storage=StorageType.FILE,
         allow_rollup_hdrs=True,
         allow_direct=True,
         deny_delete=True,
-        duplicate_window=min(ttl_s, 120.0),
+        duplicate_window=min(max_age_s, 120.0),
         num_replicas=1,
     )
     try:
         await js.add_stream(config)
     except nats.js.errors.BadRequestError:
         await js.update_stream(config)
-    return await js.key_value(RESULTS_BUCKET)
+    return await js.key_value(bucket)
 
 
 class BucketUnavailable(Exception):
