@@ -99,7 +99,7 @@ def ping(target: Target, as_json: bool, wait_s: float) -> None:
 @wait_option
 @click.pass_obj
 def stats(target: Target, as_json: bool, wait_s: float) -> None:
-    """Requests and errors per endpoint of every instance, and the result cache."""
+    """Requests, errors and average time per endpoint of every instance, and the cache."""
 
     async def show(client: DcodexClient) -> None:
         instances = await _instances(client, target, wait_s)
@@ -110,9 +110,12 @@ def stats(target: Target, as_json: bool, wait_s: float) -> None:
             _echo_json({"cache": cache.model_dump(mode="json")})
             return
         # Instances are named by the start of their id, as `dcodex bus ping` shows it in full.
-        # Processing times are left out: endpoints hand each request to a task at once, so
-        # the micro library's timing measures only that hand-over.
-        table = Table("service", "instance", "endpoint", "requests", "errors")
+        # DCodeX services time each request from its arrival to the reply sent; other
+        # micro services' figures are whatever their library measures.
+        table = Table("service", "instance", "endpoint", "requests", "errors", "avg time")
+        table.columns[2].overflow = "fold"  # a long subject prefix wraps, never "…"
+        for column in table.columns[3:]:
+            column.justify = "right"
         for instance in instances:
             for index, endpoint in enumerate(instance.endpoints):
                 table.add_row(
@@ -121,6 +124,7 @@ def stats(target: Target, as_json: bool, wait_s: float) -> None:
                     endpoint.subject or endpoint.name,
                     str(endpoint.num_requests),
                     str(endpoint.num_errors),
+                    _milliseconds(endpoint.average_processing_time_ms, endpoint.num_requests),
                 )
             table.add_section()
         console.print(table)
@@ -162,6 +166,13 @@ def purge(target: Target, key: str | None) -> None:
 
 def _instance_json(instance: ServiceInstance) -> dict[str, Any]:
     return {**instance.model_dump(mode="json"), "uptime_s": instance.uptime_s()}
+
+
+def _milliseconds(value: float, requests: int) -> str:
+    """An average time; none before the first request."""
+    if requests == 0:
+        return "-"
+    return f"{value:.1f} ms" if value >= 1 else f"{value:.3f} ms"
 
 
 def _duration(seconds: float | None) -> str:

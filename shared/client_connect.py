@@ -115,6 +115,11 @@ async def open_connection(options: ConnectOptions, name: str = "dcodex-client") 
             UNAVAILABLE,
             "NKey and creds authentication need the nkeys package: pip install 'dcodex[nkeys]'",
         ) from exc
+    except _key_errors() as exc:
+        which = options.creds if options.creds is not None else options.nkey
+        raise DcodexError(
+            UNAVAILABLE, f"cannot connect to {options.url}: no valid NKey seed in {which}"
+        ) from exc
     except (OSError, ssl.SSLError, nats.errors.Error, TimeoutError) as exc:
         raise DcodexError(UNAVAILABLE, _why(options.url, [*seen, exc])) from exc
 
@@ -123,6 +128,36 @@ def _check_files(options: ConnectOptions) -> None:
     for path in (options.nkey, options.creds, options.tls_ca, options.tls_cert, options.tls_key):
         if path is not None and not os.path.isfile(path):
             raise DcodexError(UNAVAILABLE, f"cannot connect to {options.url}: no such file: {path}")
+    if options.creds is not None:
+        _check_creds(options.url, options.creds)
+
+
+# The two sections of a `.creds` file (as `nsc` and `nats` write it) that nats-py reads;
+# without them it fails with a TypeError or keeps reading past the end of the file.
+CREDS_SECTIONS = ("BEGIN NATS USER JWT", "BEGIN USER NKEY SEED")
+
+
+def _check_creds(url: str, path: str) -> None:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as file:
+            text = file.read(1 << 20)
+    except OSError as exc:
+        raise DcodexError(UNAVAILABLE, f"cannot connect to {url}: cannot read {path}") from exc
+    if not all(section in text for section in CREDS_SECTIONS):
+        raise DcodexError(
+            UNAVAILABLE,
+            f"cannot connect to {url}: {path} is not a NATS credentials file"
+            " (it needs a user JWT and an NKey seed)",
+        )
+
+
+def _key_errors() -> tuple[type[Exception], ...]:
+    """nkeys' errors (an unreadable seed), when the optional package is installed."""
+    try:
+        import nkeys
+    except ModuleNotFoundError:
+        return ()
+    return (nkeys.NkeysError,)
 
 
 def _why(url: str, errors: list[BaseException]) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 import nats.errors
 from nats.aio.client import Client as NATS
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 VERBS = ("PING", "INFO", "STATS")
 
@@ -29,8 +29,15 @@ class EndpointStats(_Tolerant):
     subject: str = ""
     num_requests: int = 0
     num_errors: int = 0
+    processing_time: int = Field(0, description="nanoseconds, all requests together")
     average_processing_time: int = Field(0, description="nanoseconds")
     last_error: str | None = None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def average_processing_time_ms(self) -> float:
+        """The average in milliseconds, as `dcodex bus stats` shows it."""
+        return round(self.average_processing_time / 1e6, 3)
 
 
 class ServiceInstance(_Tolerant):

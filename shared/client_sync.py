@@ -3,22 +3,32 @@
 with SyncDcodexClient.connect("nats://127.0.0.1:4222") as client:
     print(client.execute({"language": "python", "code": "print(1)"}).stdout)
 
+    for event in client.stream({"language": "python", "code": "print(1)"}):
+        print(event)                     # started, stdout chunks..., result
+
+    with client.interactive({"language": "python", "code": "print(input())"}) as run:
+        run.send("hello\n")
+        result = run.wait()
+
 The async client runs on an event loop in a background thread of its own, so the
 connection keeps answering the server's pings (and reconnecting) between calls, and
-the wrapper also works from a thread whose own loop is running.
+the wrapper also works from a thread whose own loop is running. Live runs keep
+receiving events on that loop while the caller is busy; iterators hand them over in
+order, one at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from types import TracebackType
 from typing import Any, TypeVar
 
 from dcodex.shared.client import DEFAULT_TIMEOUT_S, DcodexClient
 from dcodex.shared.client_connect import ConnectOptions
 from dcodex.shared.client_discovery import ServiceInstance
+from dcodex.shared.client_stream import Event, LiveRun, SignalName
 from dcodex.shared.codec import JSON, Encoding
 from dcodex.shared.contract import (
     CacheStats,
@@ -87,6 +97,22 @@ class SyncDcodexClient:
     ) -> ExecutionResult:
         return self._call(self.client.run(request, encoding=encoding, request_id=request_id))
 
+    def stream(
+        self, request: ExecuteRequest | dict[str, Any], *, via: str = "execute"
+    ) -> Iterator[Event]:
+        """The run's events as they happen, the `result` event last (`DcodexClient.stream`).
+
+        Leaving the loop early stops listening; the run itself goes on to its end.
+        """
+        return self._iterate(self.client.stream(request, via=via))
+
+    def interactive(self, request: ExecuteRequest | dict[str, Any]) -> SyncLiveRun:
+        """An interactive run, already started: `send()`, `close_stdin()`, `signal()`,
+        `events()`, `wait()`; use it in a `with` block (or `close()` it)."""
+        run = self.client.interactive(request)
+        self._call(run.start())
+        return SyncLiveRun(self, run)
+
     def compile(self, language: str, code: str) -> CompileResult:
         return self._call(self.client.compile(language, code))
 
@@ -125,9 +151,82 @@ class SyncDcodexClient:
     def _call(self, work: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(work, self._loop).result()
 
+    def _iterate(self, events: AsyncIterator[T]) -> Iterator[T]:
+        """An async iterator of this wrapper's loop, as a plain one."""
+
+        async def step() -> list[T]:  # the next item, or none at the end
+            try:
+                return [await anext(events)]
+            except StopAsyncIteration:
+                return []
+
+        try:
+            while item := self._call(step()):
+                yield item[0]
+        finally:
+            close = getattr(events, "aclose", None)
+            if close is not None and self._loop.is_running():
+                self._call(close())
+
     def _stop_loop(self) -> None:
         if self._loop.is_closed():
             return
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()
+
+
+class SyncLiveRun:
+    """A started `LiveRun` (client_stream.py) driven from code without an event loop.
+
+    Input waits until the program has started, as in the async client; `events()`
+    may be read in the same thread between inputs, or in another one.
+    """
+
+    def __init__(self, client: SyncDcodexClient, run: LiveRun) -> None:
+        self._client = client
+        self._run = run
+
+    @property
+    def execution_id(self) -> str:
+        return self._run.execution_id
+
+    @property
+    def result(self) -> ExecutionResult | None:
+        """The result, once the `result` event has been read (by `events()` or `wait()`)."""
+        return self._run.result
+
+    def send(self, text: str) -> None:
+        """Text for the program's standard input."""
+        self._client._call(self._run.send(text))
+
+    def close_stdin(self) -> None:
+        self._client._call(self._run.close_stdin())
+
+    def signal(self, name: SignalName) -> None:
+        """`SIGINT`, `SIGTERM` or `SIGKILL` to the program."""
+        self._client._call(self._run.signal(name))
+
+    def events(self) -> Iterator[Event]:
+        """The run's events not read yet, the `result` event last; error replies raise."""
+        return self._client._iterate(self._run.events())
+
+    def wait(self) -> ExecutionResult:
+        """The result, once the run has ended (events not yet read are skipped)."""
+        return self._client._call(self._run.wait())
+
+    def close(self) -> None:
+        """Stop listening (a run still going goes on to its end)."""
+        if self._client._loop.is_running():
+            self._client._call(self._run.close())
+
+    def __enter__(self) -> SyncLiveRun:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -28,6 +28,7 @@ from dcodex.shared.sandbox import (
     run_sandboxed,
     working_directory,
 )
+from dcodex.shared.sandbox_probe import PROBE_PROCESSES
 from dcodex.shared.slots import Slot
 from dcodex.shared.workspace import workspace
 
@@ -319,7 +320,7 @@ async def probe_version(language: Language, slot: Slot | None) -> tuple[str | No
         wall_time_s=_PROBE_TIMEOUT_S,
         memory_bytes=4 * 2**30,
         output_bytes=64 * 1024,
-        processes=64,
+        processes=PROBE_PROCESSES,  # not to be starved by runs of the same uid
         file_size_bytes=2**20,
     )
     with workspace(prefix="dcodex-probe-") as cwd:

@@ -21,12 +21,15 @@ from dcodex.shared.sandbox import SandboxLimits, clean_env, run_sandboxed
 from dcodex.shared.slots import Slot
 from dcodex.shared.workspace import workspace
 
+PROBE_PROCESSES = 4096
 _PROBE_LIMITS = SandboxLimits(
     cpu_time_s=2,
     wall_time_s=10,
     memory_bytes=256 * 2**20,
     output_bytes=4096,
-    processes=4,
+    # RLIMIT_NPROC counts every process of the uid on the host, those of other runners
+    # sharing the uid range included: a probe must not fail because they are busy.
+    processes=PROBE_PROCESSES,
     file_size_bytes=2**20,
 )
 

@@ -185,7 +185,10 @@ async def test_peak_memory_is_the_whole_tree(pool: SlotPool) -> None:
 
 
 async def test_memory_verdict_is_the_kernels_oom_kill(pool: SlotPool) -> None:
-    limits = SandboxLimits(**{**LIMITS.__dict__, "memory_bytes": 1024 * 2**20})
+    # CPU and wall time to spare: zeroing 1.2 GB must not hit them first on a busy host.
+    limits = SandboxLimits(
+        **{**LIMITS.__dict__, "memory_bytes": 1024 * 2**20, "cpu_time_s": 10, "wall_time_s": 30}
+    )
     # Two processes of 600 MiB each: neither passes the address-space limit, the tree
     # passes the memory cgroup's, and the kernel kills.
     code = """
