@@ -104,3 +104,16 @@ async def test_javascript_and_bash_run_from_source(client: DcodexClient) -> None
     assert (sh.status, sh.stdout, sh.language) == ("ok", "42 x\n", "bash")
     failing = await client.execute({"language": "bash", "code": "exit 3"})
     assert (failing.status, failing.exit_code) == ("runtime_error", 3)
+
+
+async def test_rust_compiles_and_runs_with_its_edition(client: DcodexClient) -> None:
+    rust = next(lang for lang in (await client.languages()).languages if lang.id == "rust")
+    assert rust.version == output_of("rustc", "--version") and rust.compiled
+    code = (
+        "fn main() { let mut s = String::new(); std::io::stdin().read_line(&mut s).unwrap();\n"
+        '  let n: u64 = s.trim().parse().unwrap(); println!("{}", (1..=n).product::<u64>()); }'
+    )
+    result = await client.execute({"language": "rs", "code": code, "stdin": "10\n", "std": "2024"})
+    assert (result.status, result.stdout, result.language) == ("ok", "3628800\n", "rust")
+    broken = await client.execute({"language": "rust", "code": "fn main() { let x: u8 = 300; }"})
+    assert broken.status == "compile_error" and "literal out of range" in broken.compile_output
