@@ -47,6 +47,8 @@ async def open_results_bucket(js: JetStreamContext, ttl_s: float, max_bytes: int
     try:
         await js.add_stream(config)
     except nats.js.errors.BadRequestError:
+        # Keep the replicas the bucket was given (deploy/nats/buckets.py makes it R3).
+        config.num_replicas = (await js.stream_info(RESULTS_STREAM)).config.num_replicas
         await js.update_stream(config)
     return await js.key_value(RESULTS_BUCKET)
 
