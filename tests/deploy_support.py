@@ -169,3 +169,11 @@ class NatsServers:
                 except subprocess.TimeoutExpired:
                     node.process.kill()
                     node.process.wait()
+
+
+def kustomize(directory: Path) -> list[dict[str, Any]]:
+    """The manifests `kubectl apply -k DIRECTORY` would apply (kubectl's own kustomize)."""
+    rendered = subprocess.run(
+        ["kubectl", "kustomize", str(directory)], check=True, capture_output=True, text=True
+    ).stdout
+    return [doc for doc in yaml.safe_load_all(rendered) if doc]
