@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator, Iterator
 import nats
 import nats.errors
 import pytest
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 
 from dcodex.shared.client import DcodexClient
 from dcodex.shared.errors import DcodexError
@@ -96,7 +98,7 @@ class Refusals:
 
     def __init__(self) -> None:
         self.errors: list[str] = []
-        self.nc: nats.NATS | None = None
+        self.nc: NATS | None = None
         self._sentinel_refused = asyncio.Event()
 
     async def connect(self, url: str) -> Refusals:
@@ -195,7 +197,7 @@ async def test_a_client_cannot_answer_for_the_runner(secured: NatsServers) -> No
     assert impostor.nc is not None
     heard: list[bytes] = []
 
-    async def steal(msg: nats.aio.msg.Msg) -> None:
+    async def steal(msg: Msg) -> None:
         heard.append(msg.data)
         await msg.respond(b'{"status":"ok","stdout":"forged"}')
 
