@@ -130,7 +130,7 @@ async def test_the_confined_cache_stores_results(confined_client: DcodexClient) 
     assert (await confined_client.execute(request)).cache_hit
 
 
-@pytest.mark.parametrize("missing", ["SYS_ADMIN", "SETUID", "CHOWN", "DAC_OVERRIDE"])
+@pytest.mark.parametrize("missing", ["SYS_ADMIN", "SETUID", "SETGID", "CHOWN", "DAC_OVERRIDE"])
 def test_without_a_sandbox_capability_the_runner_refuses_to_start(
     missing: str, tmp_path: Path
 ) -> None:
@@ -144,3 +144,20 @@ def test_without_a_sandbox_capability_the_runner_refuses_to_start(
     log = (tmp_path / "runner.log").read_text()
     assert code != 0
     assert "--isolation strict needs the layers" in log, log
+
+
+async def test_without_kill_a_run_outlives_its_wall_clock(tmp_path: Path) -> None:
+    capabilities = [c for c in manifest_capabilities("runner") if c != "KILL"]
+    assert len(capabilities) == len(manifest_capabilities("runner")) - 1
+    with EmbeddedNats() as server:
+        runner = start("runner", server.url, setpriv(capabilities), tmp_path / "runner.log")
+        try:
+            async with await DcodexClient.connect(server.url, timeout=60) as client:
+                for _ in range(300):
+                    if await client.ping(wait_s=0.2):
+                        break
+                request = {"language": "python", "code": OUTLIVES_WALL_CLOCK}
+                result = await client.run({**request, "limits": {"wall_time_s": 1}})
+        finally:
+            stop(runner)
+    assert (result.status, result.stdout) == ("wall_time_limit", "outlived\n")
