@@ -6,6 +6,7 @@ Everything started here is stopped by PID.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -17,6 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import nats
+import nats.errors
+import nats.js.errors
 import yaml
 
 from dcodex.shared.nats_server import accepts_connections, nats_server_binary
@@ -147,6 +151,23 @@ class NatsServers:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"nats-server {node.name} did not start")
                 time.sleep(0.05)
+        for index in range(self.size):
+            asyncio.run(self._wait_for_jetstream(index, deadline))
+
+    async def _wait_for_jetstream(self, node: int, deadline: float) -> None:
+        """Until the node's JetStream answers (in a cluster: a meta leader is elected)."""
+        nc = await nats.connect(self.url("setup", node=node))
+        try:
+            while True:
+                try:
+                    await nc.jetstream().account_info()
+                    return
+                except (nats.errors.Error, nats.js.errors.Error):
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.1)
+        finally:
+            await nc.close()
 
     def url(self, role: str | None = None, node: int = 0) -> str:
         plain = self.nodes[node].url

@@ -18,6 +18,7 @@ import asyncio
 import os
 
 import nats
+import nats.errors
 from nats.js.client import JetStreamContext
 
 from dcodex.services.cache.results import RESULTS_STREAM, open_results_bucket
@@ -26,21 +27,34 @@ from dcodex.shared.config import Settings, env_var
 
 ARTIFACT_STREAM = f"OBJ_{ARTIFACT_BUCKET}"
 _FROM_ENV = ("nats_url", "cache_ttl_seconds", "cache_max_bytes")
+ATTEMPTS = 6
 
 
 async def declare(url: str, replicas: int, settings: Settings) -> dict[str, int]:
     """Both buckets exist with `replicas` replicas; returns each stream's replicas."""
     nc = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=3)
     try:
-        js = nc.jetstream(timeout=30)  # a cluster may still be electing its leader
-        await open_results_bucket(js, settings.cache_ttl_seconds, settings.cache_max_bytes)
-        await open_artifact_store(js)
-        return {
-            stream: await _set_replicas(js, stream, replicas)
-            for stream in (RESULTS_STREAM, ARTIFACT_STREAM)
-        }
+        js = nc.jetstream(timeout=10)
+        for attempt in range(ATTEMPTS):
+            try:
+                return await _declare(js, replicas, settings)
+            except nats.errors.TimeoutError:
+                # A cluster still electing its leaders drops JetStream API requests;
+                # every step here is idempotent, so try again.
+                if attempt == ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
     finally:
         await nc.close()
+
+
+async def _declare(js: JetStreamContext, replicas: int, settings: Settings) -> dict[str, int]:
+    await open_results_bucket(js, settings.cache_ttl_seconds, settings.cache_max_bytes)
+    await open_artifact_store(js)
+    return {
+        stream: await _set_replicas(js, stream, replicas)
+        for stream in (RESULTS_STREAM, ARTIFACT_STREAM)
+    }
 
 
 async def _set_replicas(js: JetStreamContext, stream: str, replicas: int) -> int:
