@@ -96,6 +96,9 @@ class Settings(BaseModel):
     )
 
     metrics_port: int | None = Field(None, ge=0, description="Prometheus port; 0 turns it off")
+    shutdown_grace_seconds: float = Field(
+        10.0, ge=0, description="on SIGTERM, how long requests under way may take to finish"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
     log_format: Literal["json", "console"] = Field("json", description="log line format")
 

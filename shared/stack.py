@@ -54,9 +54,9 @@ async def start_services(
     return started
 
 
-async def stop_services(services: list[Service]) -> None:
+async def stop_services(services: list[Service], grace_seconds: float = 10.0) -> None:
     for service in reversed(services):
-        await service.stop()
+        await service.stop(grace_seconds)
         log.info("service_stopped", service=service.name)
 
 
@@ -76,7 +76,7 @@ async def serve(settings: Settings, names: Sequence[str], metrics_ports: dict[st
     try:
         await stop.wait()
     finally:
-        await stop_services(services)
+        await stop_services(services, settings.shutdown_grace_seconds)
 
 
 async def up(

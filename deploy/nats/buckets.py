@@ -1,0 +1,80 @@
+"""Create DCodeX's JetStream buckets with N replicas, or bring existing ones to N.
+
+    DCODEX_NATS_URL=nats://dcodex-setup:PW@nats:4222 python buckets.py --replicas 3
+
+The services create the buckets they miss with 1 replica; on a NATS cluster that is
+one node's disk. This declares the result bucket (`dcodex-results`, with the cache's
+TTL and size from `DCODEX_CACHE_TTL_SECONDS` and `DCODEX_CACHE_MAX_BYTES`) and the
+artifact Object Store (`dcodex-artifacts`) exactly as the services do, then sets the
+replicas of both. Safe to run again, before or after the services start: the cache
+keeps the replicas it finds when it re-declares its bucket. In the image it is
+/opt/dcodex/share/buckets.py; deploy/k8s runs it as the Job dcodex-buckets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+
+import nats
+import nats.errors
+from nats.js.client import JetStreamContext
+
+from dcodex.services.cache.results import RESULTS_STREAM, open_results_bucket
+from dcodex.shared.artifacts import ARTIFACT_BUCKET, open_artifact_store
+from dcodex.shared.config import Settings, env_var
+
+ARTIFACT_STREAM = f"OBJ_{ARTIFACT_BUCKET}"
+_FROM_ENV = ("nats_url", "cache_ttl_seconds", "cache_max_bytes")
+ATTEMPTS = 6
+
+
+async def declare(url: str, replicas: int, settings: Settings) -> dict[str, int]:
+    """Both buckets exist with `replicas` replicas; returns each stream's replicas."""
+    nc = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=3)
+    try:
+        js = nc.jetstream(timeout=10)
+        for attempt in range(ATTEMPTS):
+            try:
+                return await _declare(js, replicas, settings)
+            except nats.errors.TimeoutError:
+                # A cluster still electing its leaders drops JetStream API requests;
+                # every step here is idempotent, so try again.
+                if attempt == ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+    finally:
+        await nc.close()
+
+
+async def _declare(js: JetStreamContext, replicas: int, settings: Settings) -> dict[str, int]:
+    await open_results_bucket(js, settings.cache_ttl_seconds, settings.cache_max_bytes)
+    await open_artifact_store(js)
+    return {
+        stream: await _set_replicas(js, stream, replicas)
+        for stream in (RESULTS_STREAM, ARTIFACT_STREAM)
+    }
+
+
+async def _set_replicas(js: JetStreamContext, stream: str, replicas: int) -> int:
+    config = (await js.stream_info(stream)).config
+    if config.num_replicas != replicas:
+        config.num_replicas = replicas
+        config = (await js.update_stream(config)).config
+    return config.num_replicas or 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--replicas", type=int, default=3, help="replicas of each bucket")
+    args = parser.parse_args()
+    present = {name: os.environ[env_var(name)] for name in _FROM_ENV if env_var(name) in os.environ}
+    settings = Settings.model_validate(present)
+    found = asyncio.run(declare(settings.nats_url, args.replicas, settings))
+    for stream, replicas in found.items():
+        print(f"{stream}: {replicas} replicas")
+
+
+if __name__ == "__main__":
+    main()
