@@ -23,7 +23,7 @@ SERVICES = ("compiler", "runner", "cache")
 CLIENTS = 8
 PER_CLIENT = 25  # 200 executions in all
 ENDPOINT = {"cache": "execute", "runner": "run", "compiler": "compile"}
-STREAMS = ("KV_dcodex-results", "OBJ_dcodex-artifacts")
+STREAMS = ("KV_dcodex-results", "KV_dcodex-inflight", "OBJ_dcodex-artifacts")
 
 
 @pytest.fixture(scope="module")

@@ -4,10 +4,12 @@
 
 The services create the buckets they miss with 1 replica; on a NATS cluster that is
 one node's disk. This declares the result bucket (`dcodex-results`, with the cache's
-TTL and size from `DCODEX_CACHE_TTL_SECONDS` and `DCODEX_CACHE_MAX_BYTES`) and the
-artifact Object Store (`dcodex-artifacts`) exactly as the services do, then sets the
-replicas of both. Safe to run again, before or after the services start: the cache
-keeps the replicas it finds when it re-declares its bucket. In the image it is
+TTL and size from `DCODEX_CACHE_TTL_SECONDS` and `DCODEX_CACHE_MAX_BYTES`), the lease
+bucket (`dcodex-inflight`, its max age from `DCODEX_CACHE_LEASE_SECONDS` or the request
+timeout) and the artifact Object Store (`dcodex-artifacts`) exactly as the services do,
+then sets the replicas of all three. Safe to run again, before or after the services
+start: the cache keeps the replicas it finds when it re-declares its buckets. In the
+image it is
 /opt/dcodex/share/buckets.py; deploy/k8s runs it as the Job dcodex-buckets.
 """
 
@@ -21,17 +23,26 @@ import nats
 import nats.errors
 from nats.js.client import JetStreamContext
 
+from dcodex.services.cache.inflight import INFLIGHT_BUCKET, open_inflight_bucket
 from dcodex.services.cache.results import RESULTS_STREAM, open_results_bucket
+from dcodex.services.cache.service import lease_seconds
 from dcodex.shared.artifacts import ARTIFACT_BUCKET, open_artifact_store
 from dcodex.shared.config import Settings, env_var
 
 ARTIFACT_STREAM = f"OBJ_{ARTIFACT_BUCKET}"
-_FROM_ENV = ("nats_url", "cache_ttl_seconds", "cache_max_bytes")
+INFLIGHT_STREAM = f"KV_{INFLIGHT_BUCKET}"
+_FROM_ENV = (
+    "nats_url",
+    "cache_ttl_seconds",
+    "cache_max_bytes",
+    "cache_lease_seconds",
+    "request_timeout_seconds",
+)
 ATTEMPTS = 6
 
 
 async def declare(url: str, replicas: int, settings: Settings) -> dict[str, int]:
-    """Both buckets exist with `replicas` replicas; returns each stream's replicas."""
+    """Every bucket exists with `replicas` replicas; returns each stream's replicas."""
     nc = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=3)
     try:
         js = nc.jetstream(timeout=10)
@@ -50,10 +61,11 @@ async def declare(url: str, replicas: int, settings: Settings) -> dict[str, int]
 
 async def _declare(js: JetStreamContext, replicas: int, settings: Settings) -> dict[str, int]:
     await open_results_bucket(js, settings.cache_ttl_seconds, settings.cache_max_bytes)
+    await open_inflight_bucket(js, lease_seconds(settings), settings.cache_max_bytes)
     await open_artifact_store(js)
     return {
         stream: await _set_replicas(js, stream, replicas)
-        for stream in (RESULTS_STREAM, ARTIFACT_STREAM)
+        for stream in (RESULTS_STREAM, INFLIGHT_STREAM, ARTIFACT_STREAM)
     }
 
 
