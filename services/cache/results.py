@@ -57,7 +57,7 @@ async def declare_kv_bucket(
         await js.add_stream(config)
     except nats.js.errors.BadRequestError:
         # Keep the replicas the bucket was given (deploy/nats/buckets.py makes it R3).
-        config.num_replicas = (await js.stream_info(config.name)).config.num_replicas
+        config.num_replicas = (await js.stream_info(f"KV_{bucket}")).config.num_replicas
         await js.update_stream(config)
     return await js.key_value(bucket)
 
