@@ -23,8 +23,8 @@ import nats
 import nats.errors
 from nats.js.client import JetStreamContext
 
-from dcodex.services.cache.inflight import INFLIGHT_BUCKET, open_inflight_bucket
-from dcodex.services.cache.results import RESULTS_STREAM, open_results_bucket
+from dcodex.services.cache.inflight import INFLIGHT_BUCKET, inflight_bucket
+from dcodex.services.cache.results import RESULTS_STREAM, results_bucket
 from dcodex.services.cache.service import lease_seconds
 from dcodex.shared.artifacts import ARTIFACT_BUCKET, open_artifact_store
 from dcodex.shared.config import Settings, env_var
@@ -60,8 +60,8 @@ async def declare(url: str, replicas: int, settings: Settings) -> dict[str, int]
 
 
 async def _declare(js: JetStreamContext, replicas: int, settings: Settings) -> dict[str, int]:
-    await open_results_bucket(js, settings.cache_ttl_seconds, settings.cache_max_bytes)
-    await open_inflight_bucket(js, lease_seconds(settings), settings.cache_max_bytes)
+    await results_bucket(js, settings.cache_ttl_seconds, settings.cache_max_bytes).declare()
+    await inflight_bucket(js, lease_seconds(settings), settings.cache_max_bytes).declare()
     await open_artifact_store(js)
     return {
         stream: await _set_replicas(js, stream, replicas)

@@ -26,21 +26,22 @@ import structlog
 from nats.js.client import JetStreamContext
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
-from dcodex.services.cache.results import declare_kv_bucket
+from dcodex.services.cache.buckets import ReopeningBucket
 from dcodex.shared.contract import ExecutionResult
 from dcodex.shared.errors import DcodexError
 
 INFLIGHT_BUCKET = "dcodex-inflight"
-REOPEN_AFTER_S = 1.0  # as for the results bucket
 LONGEST_POLL_S = 1.0
 
 log = structlog.get_logger("dcodex.cache")
 
 
-async def open_inflight_bucket(js: JetStreamContext, lease_s: float, max_bytes: int) -> KeyValue:
-    """Create (or bring to this configuration) the lease bucket: max age = the lease."""
+def inflight_bucket(js: JetStreamContext, lease_s: float, max_bytes: int) -> ReopeningBucket:
+    """The lease bucket: its max age is the lease."""
     description = "DCodeX runs in flight: which cache replica runs each cache key"
-    return await declare_kv_bucket(js, INFLIGHT_BUCKET, description, lease_s, max_bytes)
+    return ReopeningBucket(
+        js, INFLIGHT_BUCKET, description, lease_s, max_bytes, InflightUnavailable, "inflight"
+    )
 
 
 class InflightUnavailable(Exception):
@@ -120,43 +121,21 @@ class Inflight:
         self._max_bytes = max_bytes
         self._largest_value = largest_value
         self._holder = holder()
-        self._kv: KeyValue | None = None
-        self._reopen_at = 0.0
-
-    async def _bucket(self) -> KeyValue:
-        if self._kv is not None:
-            return self._kv
-        if time.monotonic() < self._reopen_at:
-            raise InflightUnavailable(f"{INFLIGHT_BUCKET} was unavailable moments ago")
-        try:
-            self._kv = await open_inflight_bucket(self._js, self.lease_s, self._max_bytes)
-        except (nats.errors.Error, TimeoutError) as exc:
-            raise self._lost(exc) from exc
-        return self._kv
-
-    def _lost(self, exc: BaseException) -> InflightUnavailable:
-        self._kv = None
-        self._reopen_at = time.monotonic() + REOPEN_AFTER_S
-        log.warning("inflight_bucket_unavailable", bucket=INFLIGHT_BUCKET, error=repr(exc))
-        return InflightUnavailable(f"{INFLIGHT_BUCKET} is unavailable: {exc!r}")
+        self._bucket = inflight_bucket(js, lease_s, max_bytes)
 
     async def open(self) -> bool:
-        try:
-            await self._bucket()
-        except InflightUnavailable:
-            return False
-        return True
+        return await self._bucket.open()
 
     async def claim(self, key: str) -> Lease | None:
         """The lease on `key` if no replica is running it; None while one is."""
-        kv = await self._bucket()
+        kv = await self._bucket.kv()
         value = running_value(self._holder)
         try:
             return Lease(key, await kv.create(key, value))
         except nats.js.errors.KeyWrongLastSequenceError:
             pass  # the key exists: a running lease, or a finished one nobody waits for now
         except (nats.errors.Error, TimeoutError) as exc:
-            raise self._lost(exc) from exc
+            raise self._bucket.lost(exc) from exc
         try:
             entry = await kv.get(key)
             if decode(entry.value) is True or entry.revision is None:
@@ -166,7 +145,7 @@ class Inflight:
         except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyWrongLastSequenceError):
             return None  # it changed under us: wait on whatever holds it now
         except (nats.errors.Error, TimeoutError) as exc:
-            raise self._lost(exc) from exc
+            raise self._bucket.lost(exc) from exc
 
     async def finish(self, lease: Lease, finished: Finished) -> None:
         """End `lease` with its outcome, for the replicas waiting on it (best effort)."""
@@ -175,7 +154,7 @@ class Inflight:
             await self.release(lease)  # those waiting look up the result or run it themselves
             return
         try:
-            kv = await self._bucket()
+            kv = await self._bucket.kv()
             await kv.update(lease.key, value, last=lease.revision)
         except nats.js.errors.KeyWrongLastSequenceError:
             log.info("lease_lost_before_finish", key=lease.key, lease_s=self.lease_s)
@@ -185,7 +164,7 @@ class Inflight:
     async def release(self, lease: Lease) -> None:
         """End `lease` without an outcome (best effort): those waiting stop waiting."""
         try:
-            kv = await self._bucket()
+            kv = await self._bucket.kv()
             await kv.delete(lease.key, last=lease.revision)
         except (nats.errors.Error, TimeoutError, InflightUnavailable) as exc:
             log.debug("lease_not_released", key=lease.key, error=repr(exc))
@@ -193,15 +172,15 @@ class Inflight:
     async def wait(self, key: str) -> Finished | None:
         """The outcome of the run another replica holds `key` for; None if its lease ends
         without one (released, or expired because that replica died)."""
-        kv = await self._bucket()
+        kv = await self._bucket.kv()
         try:
             watcher = await kv.watch(key, inactive_threshold=max(10.0, 4 * self.poll_s))
         except (nats.errors.Error, TimeoutError) as exc:
-            raise self._lost(exc) from exc
+            raise self._bucket.lost(exc) from exc
         try:
             return await self._outcome(kv, watcher, key)
         except (nats.errors.Error, TimeoutError) as exc:
-            raise self._lost(exc) from exc
+            raise self._bucket.lost(exc) from exc
         finally:
             with contextlib.suppress(nats.errors.Error, TimeoutError):
                 await watcher.stop()  # type: ignore[no-untyped-call]  # nats-py: untyped
