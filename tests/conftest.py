@@ -8,15 +8,18 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from dcodex.shared.client import DcodexClient
 from dcodex.shared.nats_server import EmbeddedNats
@@ -137,3 +140,28 @@ async def wait_for_subject(url: str, subject: str, timeout: float = 30.0) -> Non
             except Exception:
                 await asyncio.sleep(0.1)
     raise TimeoutError(f"nothing answers on {subject}")
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def scrape_text(port: int) -> str:
+    """A service's /metrics page."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text: str = response.read().decode()
+        return text
+
+
+def metric(port: int, name: str, **labels: str) -> float:
+    """The sum of the samples of `name` whose labels include `labels`."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(scrape_text(port))
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )

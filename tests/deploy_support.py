@@ -11,7 +11,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ import nats.js.errors
 import yaml
 
 from dcodex.shared.nats_server import accepts_connections, nats_server_binary
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -67,13 +67,6 @@ def role_url(url: str, role: str, passwords: dict[str, str]) -> str:
     """`nats://dcodex-ROLE:PASSWORD@host:port`: how services pass credentials today."""
     scheme, _, address = url.partition("://")
     return f"{scheme}://dcodex-{role}:{passwords[role]}@{address}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,12 +16,12 @@ from typing import Any
 
 import msgpack
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from dcodex.shared.client import DcodexClient
 from dcodex.shared.client_stream import Event, LiveRun
 from dcodex.shared.contract import ExecutionResult, OutputEvent, ResultEvent
-from tests.test_cache_service import Stack, replica_counts, scrape, wait_for_replicas
+from tests.conftest import metric
+from tests.test_cache_service import Stack, replica_counts, wait_for_replicas
 
 INFLIGHT_BUCKET = "dcodex-inflight"
 
@@ -148,8 +147,10 @@ async def test_followers_run_it_themselves_when_the_leading_replica_dies(
 
     assert [(r.status, r.stdout) for r in results] == [("ok", "survived\n")] * 20
     port = stack.cache_ports[survivor]
-    assert lease_count(port, "lost") == 1, "the survivor waited until the dead leader's lease ended"
-    assert lease_count(port, "led") == 1, "then ran it once for all its requests"
+    assert metric(port, LEASES, outcome="lost") == 1, (
+        "the survivor waited until the dead leader's lease ended"
+    )
+    assert metric(port, LEASES, outcome="led") == 1, "then ran it once for all its requests"
     assert stack.executions() == 2, "the dead leader's run and the survivor's one run"
 
 
@@ -168,25 +169,19 @@ async def lease_holder(watcher: Any) -> int:
 async def until_running(stack: Stack) -> None:
     """Until the runner has a sandbox running: the leader's run has begun."""
     for _ in range(300):
-        if scrape(stack.runner_port, "dcodex_sandboxes_active") >= 1:
+        if metric(stack.runner_port, "dcodex_sandboxes_active") >= 1:
             return
         await asyncio.sleep(0.1)
     raise TimeoutError("the runner started no sandbox")
 
 
+LEASES = "dcodex_cache_leases_total"
+
+
 def leases(stack: Stack, outcome: str) -> float:
     """`dcodex_cache_leases_total{outcome}` summed over the stack's cache replicas."""
-    return sum(lease_count(port, outcome) for port in stack.cache_ports)
-
-
-def lease_count(port: int, outcome: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
     return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == "dcodex_cache_leases_total" and sample.labels["outcome"] == outcome
+        metric(port, "dcodex_cache_leases_total", outcome=outcome) for port in stack.cache_ports
     )
 
 

@@ -7,44 +7,22 @@ their own NATS server), with metrics on free ports, so the counts they read are 
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
-import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from dcodex.services.cache.replicas import gather_counts
 from dcodex.shared.client import DcodexClient
 from dcodex.shared.contract import ExecutionResult
 from dcodex.shared.nats_server import EmbeddedNats
-from tests.conftest import ServiceProcesses, wait_for_subject
+from tests.conftest import ServiceProcesses, free_port, metric, wait_for_subject
 
 PREFIX = "cachetest"
 MAX_RESULT_BYTES = 4096
 RESULTS_STREAM = "KV_dcodex-results"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def scrape(port: int, name: str) -> float:
-    """The sum of every sample of metric `name` on a service's /metrics."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == name
-    )
 
 
 async def wait_for_replicas(client: DcodexClient, count: int, timeout: float = 30.0) -> None:
@@ -87,7 +65,7 @@ class Stack:
 
     def executions(self) -> float:
         """Programs the runner has run, from its own Prometheus metrics."""
-        return scrape(self.runner_port, "dcodex_executions_total")
+        return metric(self.runner_port, "dcodex_executions_total")
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +156,7 @@ async def test_requests_pass_through_while_the_bucket_is_gone_and_it_heals(
 ) -> None:
     port = cache_stack.cache_ports[0]
     request = {"language": "python", "code": program("through")}
-    passed_before = scrape(port, "dcodex_cache_passthrough_total")
+    passed_before = metric(port, "dcodex_cache_passthrough_total")
     runs_before = cache_stack.executions()
     js = client.nc.jetstream()
     await js.delete_key_value("dcodex-results")
@@ -186,7 +164,7 @@ async def test_requests_pass_through_while_the_bucket_is_gone_and_it_heals(
     result = await client.execute(request)
     assert result.status == "ok" and result.stdout == "through\n" and result.cache_hit is False
     assert cache_stack.executions() - runs_before == 1, "a runner served it"
-    assert scrape(port, "dcodex_cache_passthrough_total") - passed_before == 1
+    assert metric(port, "dcodex_cache_passthrough_total") - passed_before == 1
     assert "results_bucket_unavailable" in cache_stack.services.log("cache")
 
     # Nobody re-creates the bucket here: the cache does, and serves hits again.

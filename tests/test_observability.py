@@ -24,27 +24,10 @@ from dcodex.shared.client import DcodexClient
 from dcodex.shared.client_discovery import EndpointStats, discover
 from dcodex.shared.contract import ExecutionResult
 from dcodex.shared.errors import DcodexError
-from tests.conftest import ServiceProcesses
-from tests.test_cache_service import free_port
+from tests.conftest import ServiceProcesses, free_port, metric, scrape_text
 
 PREFIX = "obs"
 MiB = 1024 * 1024
-
-
-def scrape_text(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text: str = response.read().decode()
-        return text
-
-
-def metric(port: int, name: str, **labels: str) -> float:
-    """The sum of the samples of `name` whose labels include `labels`."""
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(scrape_text(port))
-        for sample in family.samples
-        if sample.name == name and labels.items() <= sample.labels.items()
-    )
 
 
 def probe(port: int, path: str) -> tuple[int, str]:

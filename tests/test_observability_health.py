@@ -10,8 +10,7 @@ import nats
 
 from dcodex.services.cache.results import RESULTS_BUCKET
 from dcodex.shared.nats_server import EmbeddedNats
-from tests.conftest import ServiceProcesses
-from tests.test_cache_service import free_port
+from tests.conftest import ServiceProcesses, free_port
 from tests.test_observability import probe, wait_ready
 
 
