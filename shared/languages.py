@@ -24,10 +24,10 @@ from dcodex.shared.contract import LanguageInfo
 from dcodex.shared.errors import BAD_REQUEST, DcodexError, unknown_language
 from dcodex.shared.sandbox import (
     SandboxLimits,
-    prepare_sandbox,
     run_sandboxed,
     working_directory,
 )
+from dcodex.shared.sandbox_helper import prepare_sandbox
 from dcodex.shared.sandbox_probe import PROBE_PROCESSES
 from dcodex.shared.slots import Slot
 from dcodex.shared.workspace import workspace

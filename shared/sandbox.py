@@ -34,7 +34,6 @@ from typing import Literal
 from dcodex.shared.cgroups import CgroupUsage, SlotCgroup
 from dcodex.shared.isolation import SANDBOX_WORKDIR, Isolation
 from dcodex.shared.sandbox_helper import helper_argv
-from dcodex.shared.sandbox_helper import prepare_sandbox as prepare_sandbox
 from dcodex.shared.slots import Slot
 
 KillReason = Literal["output", "wall_time", "cpu_time"]

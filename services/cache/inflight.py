@@ -115,10 +115,8 @@ class Inflight:
     def __init__(
         self, js: JetStreamContext, lease_s: float, max_bytes: int, largest_value: int
     ) -> None:
-        self._js = js
         self.lease_s = lease_s
         self.poll_s = min(LONGEST_POLL_S, lease_s / 4)
-        self._max_bytes = max_bytes
         self._largest_value = largest_value
         self._holder = holder()
         self._bucket = inflight_bucket(js, lease_s, max_bytes)

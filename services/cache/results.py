@@ -5,7 +5,6 @@ from __future__ import annotations
 import msgpack
 import nats.errors
 import nats.js.errors
-import structlog
 from nats.js.api import StreamState
 from nats.js.client import JetStreamContext
 
@@ -14,8 +13,6 @@ from dcodex.shared.contract import ExecutionResult
 
 RESULTS_BUCKET = "dcodex-results"
 RESULTS_STREAM = f"KV_{RESULTS_BUCKET}"  # the stream behind the bucket
-
-log = structlog.get_logger("dcodex.cache")
 
 
 def results_bucket(js: JetStreamContext, ttl_s: float, max_bytes: int) -> ReopeningBucket:
