@@ -14,7 +14,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 install: system-deps $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -e '.[server]'
 
 install-dev: system-deps $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
@@ -26,6 +26,8 @@ test: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	# import-linter finds the dcodex package through the same links as mypy
+	PYTHONPATH=typecheck $(BIN)/lint-imports
 	$(BIN)/pytest
 
 schemas: install

@@ -1,4 +1,4 @@
-"""Wire encoding: JSON by default, msgpack when the request says so (DESIGN §3).
+"""Wire encoding: JSON by default, msgpack when the request says so (docs/protocol.md).
 
 A reply, and every stream event of an execution, uses the encoding of the request
 that caused it.

@@ -1,4 +1,4 @@
-"""The public contract: every message on the bus, as pydantic models (DESIGN §3–§10).
+"""The public contract: every message on the bus, as pydantic models (docs/protocol.md).
 
 Field names here are the wire names. Requests forbid unknown fields, so a typo such as
 `limits.cpu_time` is a 400 naming it rather than a silently ignored limit.
@@ -92,7 +92,7 @@ class EffectiveLimits(Reply):
 
 
 class ExecuteRequest(Request):
-    """`dcodex.execute` and `dcodex.run` (DESIGN §4)."""
+    """`dcodex.execute` and `dcodex.run` (docs/protocol.md)."""
 
     language: LanguageName = Field(description="c, cpp (c++, cxx), python (py, python3); any case")
     code: str = Field(description="source text")
@@ -108,7 +108,7 @@ class ExecuteRequest(Request):
 
 
 class ExecutionResult(Reply):
-    """The result of one execution (DESIGN §5)."""
+    """The result of one execution (docs/protocol.md)."""
 
     execution_id: str
     status: Status
@@ -224,12 +224,12 @@ class ErrorDetail(Reply):
 
 
 class ErrorReply(Reply):
-    """The body of every error reply (DESIGN §3)."""
+    """The body of every error reply (docs/protocol.md)."""
 
     error: ErrorDetail
 
 
-# Live events on `dcodex.output.<execution_id>` (DESIGN §9).
+# Live events on `dcodex.output.<execution_id>` (docs/protocol.md, live events).
 class OutputEvent(Reply):
     seq: int
     type: Literal["compile", "started", "stdout", "stderr"]

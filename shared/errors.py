@@ -1,4 +1,4 @@
-"""The error format of the contract (DESIGN §3).
+"""The error format of the contract (docs/protocol.md).
 
 Every failure a service reports is a `DcodexError`: an HTTP-like code, a message a
 person can act on and, for bad input, the dotted name of the offending field.

@@ -22,14 +22,33 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from dcodex.shared.client import DcodexClient
-from dcodex.shared.nats_server import EmbeddedNats
+from dcodex.shared.service.nats_server import EmbeddedNats
 
 SERVICE_NAMES = ("compiler", "runner", "cache")
+# Fixtures that bring a bus with them: a test using any of them is marked `bus`.
+BUS_FIXTURES = {"nats_url", "stack", "client"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if BUS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.bus)
+
+
+@pytest.fixture(autouse=True)
+def _bus_only_when_marked(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test not marked `bus` may not start a nats-server: keeps `-m "not bus"` honest."""
+    if request.node.get_closest_marker("bus") is None:
+
+        def refuse(*args: Any, **kwargs: Any) -> str:
+            raise RuntimeError("this test starts a nats-server: mark it `bus`")
+
+        monkeypatch.setattr(EmbeddedNats, "start", refuse)
 
 
 def dcodex_argv(*args: str) -> list[str]:
     """The `dcodex` command, run by this test's Python."""
-    return [sys.executable, "-m", "dcodex.shared.cli", *args]
+    return [sys.executable, "-m", "dcodex.shared.cli.main", *args]
 
 
 def stop_process(process: subprocess.Popen[Any]) -> None:

@@ -22,7 +22,7 @@ import nats.errors
 import nats.js.errors
 import yaml
 
-from dcodex.shared.nats_server import accepts_connections, nats_server_binary
+from dcodex.shared.service.nats_server import accepts_connections, nats_server_binary
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent

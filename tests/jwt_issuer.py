@@ -69,8 +69,10 @@ def operator_jwt(operator: Identity, name: str = "test-operator") -> str:
     return encode_jwt(operator, operator.public_key, name, {"type": "operator"})
 
 
-def account_jwt(operator: Identity, account: Identity, name: str = "test-account") -> str:
-    limits = {
+def account_jwt(
+    operator: Identity, account: Identity, name: str = "test-account", jetstream: bool = True
+) -> str:
+    limits: dict[str, Any] = {
         "subs": NO_LIMIT,
         "data": NO_LIMIT,
         "payload": NO_LIMIT,
@@ -80,6 +82,9 @@ def account_jwt(operator: Identity, account: Identity, name: str = "test-account
         "conn": NO_LIMIT,
         "leaf": NO_LIMIT,
     }
+    if jetstream:  # the services keep results and artifacts there; never the system account
+        limits |= {"mem_storage": NO_LIMIT, "disk_storage": NO_LIMIT, "streams": NO_LIMIT}
+        limits |= {"consumer": NO_LIMIT}
     return encode_jwt(operator, account.public_key, name, {"type": "account", "limits": limits})
 
 
@@ -137,7 +142,7 @@ class OperatorSetup:
     def server_config(self) -> str:
         """Trust the operator; the MEMORY resolver knows both accounts from the start."""
         account = account_jwt(self.operator, self.account)
-        system = account_jwt(self.operator, self.system, name="SYS")
+        system = account_jwt(self.operator, self.system, name="SYS", jetstream=False)
         return (
             f"operator: {operator_jwt(self.operator)}\n"
             f"system_account: {self.system.public_key}\n"

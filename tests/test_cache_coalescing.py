@@ -17,11 +17,13 @@ from typing import Any
 import msgpack
 import pytest
 
-from dcodex.shared.client import DcodexClient
-from dcodex.shared.client_stream import Event, LiveRun
+from dcodex.shared.client import DcodexClient, Event, LiveRun
 from dcodex.shared.contract import ExecutionResult, OutputEvent, ResultEvent
 from tests.conftest import metric
 from tests.test_cache_service import Stack, replica_counts, wait_for_replicas
+
+pytestmark = pytest.mark.bus
+
 
 INFLIGHT_BUCKET = "dcodex-inflight"
 

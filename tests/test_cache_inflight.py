@@ -22,9 +22,11 @@ from dcodex.services.cache.inflight import (
     running_value,
 )
 from dcodex.services.cache.service import lease_seconds
-from dcodex.shared.config import Settings
 from dcodex.shared.contract import ExecutionResult
 from dcodex.shared.errors import TIMEOUT, DcodexError
+from dcodex.shared.service.config import Settings
+
+pytestmark = pytest.mark.bus
 
 
 def test_a_running_lease_names_its_holder() -> None:
@@ -100,6 +102,7 @@ async def finish_soon(leader: Inflight, lease: Lease, after_s: float) -> None:
 async def test_a_finished_or_released_lease_can_be_claimed_again(
     replicas: tuple[Inflight, Inflight],
 ) -> None:
+
     first, second = replicas
     key = uuid.uuid4().hex
     lease = await first.claim(key)

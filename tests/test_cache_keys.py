@@ -1,4 +1,4 @@
-"""The result-cache key (DESIGN §10): what shares a key and what does not."""
+"""The result-cache key (docs/cache.md): what shares a key and what does not."""
 
 from __future__ import annotations
 

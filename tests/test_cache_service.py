@@ -17,8 +17,11 @@ import pytest
 from dcodex.services.cache.replicas import gather_counts
 from dcodex.shared.client import DcodexClient
 from dcodex.shared.contract import ExecutionResult
-from dcodex.shared.nats_server import EmbeddedNats
+from dcodex.shared.service.nats_server import EmbeddedNats
 from tests.conftest import ServiceProcesses, free_port, metric, wait_for_subject
+
+pytestmark = pytest.mark.bus
+
 
 PREFIX = "cachetest"
 MAX_RESULT_BYTES = 4096

@@ -1,6 +1,6 @@
 """`dcodex bus` driven as a user would: a subprocess against the running stack.
 
-Each test starts the real command line (`python -m dcodex.shared.cli bus ...`) and checks
+Each test starts the real command line (`python -m dcodex.shared.cli.main bus ...`) and checks
 what it prints and its exit code. Rich wraps long lines at the terminal width (80 columns
 when output is piped), so the checks look at the output with its whitespace collapsed.
 """
@@ -17,7 +17,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import ServiceProcesses, dcodex_argv
+
+pytestmark = pytest.mark.bus
 
 ROOT = Path(__file__).resolve().parent.parent
 HELLO = "examples/python/01_hello_world.py"
@@ -328,7 +332,7 @@ def test_bad_input_files_are_clear_errors_before_any_run(tmp_path: Path) -> None
 def test_up_with_an_unreachable_nats_url_is_one_clear_line() -> None:
     completed = dcodex("up", "--nats-url", NOWHERE, "--metrics-port", "0")
     assert completed.returncode == 1, shown(completed)
-    assert f"no NATS server reachable at {NOWHERE}" in completed.stderr
+    assert f"no NATS server is reachable at {NOWHERE}" in completed.stderr
     assert_no_traceback(completed)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dcodex.shared.service import version
+from dcodex.shared.version import version
 from tests.conftest import ServiceProcesses
 from tests.test_cli import (
     HELLO,
@@ -22,6 +22,8 @@ from tests.test_cli import (
     table_rows,
     unique_program,
 )
+
+pytestmark = pytest.mark.bus
 
 DCODEX_SERVICES = {"dcodex-cache", "dcodex-runner", "dcodex-compiler"}
 
@@ -162,6 +164,7 @@ def test_languages_json_is_the_reply(stack: ServiceProcesses) -> None:
 def test_every_command_says_clearly_when_nothing_answers(
     args: tuple[str, ...], service: str
 ) -> None:
+
     completed = bus(NOWHERE, *args)
     assert completed.returncode == 2, shown(completed)
     err = flat(completed.stderr)

@@ -16,6 +16,9 @@ import pytest
 from tests.conftest import ServiceProcesses
 from tests.test_cli import dcodex, json_documents, shown, user_env
 
+pytestmark = pytest.mark.bus
+
+
 SLEEP_S = 0.2
 RUNS = 3
 

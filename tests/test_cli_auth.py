@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from dcodex.shared.client import DcodexClient
-from dcodex.shared.client_sync import SyncDcodexClient
+from dcodex.shared.client import DcodexClient, SyncDcodexClient
 from dcodex.shared.errors import DcodexError
-from dcodex.shared.nats_server import EmbeddedNats
+from dcodex.shared.service.nats_server import EmbeddedNats
 from tests.conftest import ServiceProcesses
 from tests.test_cli import assert_no_traceback, dcodex, flat, shown, table_rows, user_env
+
+pytestmark = pytest.mark.bus
+
 
 USER, PASSWORD, TOKEN = "ada", "s3cret-pw", "t0ken-42"
 

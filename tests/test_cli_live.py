@@ -14,6 +14,8 @@ import pytest
 from tests.conftest import ServiceProcesses, dcodex_argv, stop_process
 from tests.test_cli import bus, flat, shown
 
+pytestmark = pytest.mark.bus
+
 SLOW = """
 import sys, time
 print("first line", flush=True)
@@ -113,6 +115,7 @@ def test_ctrl_c_in_attach_mode_interrupts_the_program(
 ) -> None:
     code = """
 import time
+
 try:
     print("ready", flush=True)
     time.sleep(20)

@@ -8,8 +8,12 @@ import subprocess
 import uuid
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ServiceProcesses, dcodex_argv
 from tests.test_cli import ROOT, STDIN_C, TIMEOUT_S, assert_no_traceback, flat, shown, user_env
+
+pytestmark = pytest.mark.bus
 
 
 def menu(server: str, typed: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

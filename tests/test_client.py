@@ -13,14 +13,16 @@ import nkeys
 import pytest
 import trustme
 
-from dcodex.shared.client import DcodexClient
-from dcodex.shared.client_connect import ConnectOptions
-from dcodex.shared.client_sync import SyncDcodexClient
+from dcodex.shared.bus.connect import ConnectOptions
+from dcodex.shared.client import DcodexClient, SyncDcodexClient
 from dcodex.shared.errors import DcodexError
-from dcodex.shared.nats_server import EmbeddedNats
-from dcodex.shared.service import version
+from dcodex.shared.service.nats_server import EmbeddedNats
+from dcodex.shared.version import version
 from tests.conftest import ServiceProcesses
 from tests.test_cli import assert_no_traceback, dcodex, shown
+
+pytestmark = pytest.mark.bus
+
 
 DCODEX_SERVICES = {"dcodex-cache", "dcodex-runner", "dcodex-compiler"}
 

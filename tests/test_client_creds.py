@@ -2,10 +2,11 @@
 
 The server trusts one operator and knows its account from a MEMORY resolver; every
 user proves itself with a `.creds` file (its JWT and NKey seed) made by the test
-issuer in tests/jwt_issuer.py. DCodeX's services log in only with credentials in
-their URL, which operator mode does not take, so a stand-in service plays the cache:
-a DCodeX micro service (the services' own `start_micro_service`) logged in as a user
-of the same account, answering `dcodex.cache.stats` with counts of its own.
+issuer in tests/jwt_issuer.py. A stand-in service plays the cache, so that what the
+client shows can be told apart: a DCodeX micro service (the services' own
+`start_micro_service`) logged in as a user of the same account, answering
+`dcodex.cache.stats` with counts of its own. The real services' creds logins are
+tested in test_service_logins.py.
 """
 
 from __future__ import annotations
@@ -22,15 +23,17 @@ from typing import Any, TypeVar
 import nats
 import pytest
 
-from dcodex.shared.bus import Call, Endpoint, RunningService, start_micro_service
-from dcodex.shared.client import DcodexClient
-from dcodex.shared.client_sync import SyncDcodexClient
+from dcodex.shared.client import DcodexClient, SyncDcodexClient
 from dcodex.shared.contract import CacheStats
 from dcodex.shared.errors import DcodexError
-from dcodex.shared.nats_server import EmbeddedNats
-from dcodex.shared.service import version
+from dcodex.shared.service.micro import Call, Endpoint, RunningService, start_micro_service
+from dcodex.shared.service.nats_server import EmbeddedNats
+from dcodex.shared.version import version
 from tests.jwt_issuer import OperatorSetup
 from tests.test_cli import assert_no_traceback, dcodex, flat, json_documents, shown, user_env
+
+pytestmark = pytest.mark.bus
+
 
 T = TypeVar("T")
 STAND_IN = "dcodex-credsprobe"

@@ -9,11 +9,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from dcodex.shared.client_stream import Event
-from dcodex.shared.client_sync import SyncDcodexClient, SyncLiveRun
+from dcodex.shared.client import Event, SyncDcodexClient, SyncLiveRun
 from dcodex.shared.contract import OutputEvent, ResultEvent
 from dcodex.shared.errors import DcodexError
 from tests.conftest import ServiceProcesses
+
+pytestmark = pytest.mark.bus
 
 # Asks until told "done": each question is a line of numbers, each answer their sum.
 ADDER = """
@@ -27,6 +28,7 @@ while True:
 
 COUNTER = """
 import sys
+
 lines = sys.stdin.read().splitlines()
 print(len(lines), "lines:", ",".join(lines))
 """

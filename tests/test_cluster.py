@@ -10,12 +10,15 @@ from collections.abc import Iterator
 import nats
 import pytest
 
+from dcodex.shared.bus.discovery import ServiceInstance
 from dcodex.shared.client import DcodexClient
-from dcodex.shared.client_discovery import ServiceInstance
 from dcodex.shared.contract import ExecutionResult
 from tests.conftest import ServiceProcesses
 from tests.deploy_support import NatsServers
 from tests.test_deploy_nats import create_buckets
+
+pytestmark = pytest.mark.bus
+
 
 NODES = 3
 REPLICAS = 2

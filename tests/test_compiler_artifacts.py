@@ -11,11 +11,13 @@ import pytest
 
 from dcodex.services.runner.artifact_cache import ArtifactCache
 from dcodex.shared import bus
-from dcodex.shared.artifacts import compile_digest, open_artifact_store
 from dcodex.shared.client import DcodexClient
 from dcodex.shared.contract import CompileResult
-from dcodex.shared.languages import Registry
+from dcodex.shared.languages.registry import Registry
+from dcodex.shared.service.artifacts import compile_digest, open_artifact_store
 from tests.conftest import ServiceProcesses, wait_for_subject
+
+pytestmark = pytest.mark.bus
 
 
 async def compile_on(url: str, prefix: str, **request: str) -> CompileResult:

@@ -10,6 +10,9 @@ from dcodex.shared.contract import CompileResult
 from dcodex.shared.errors import DcodexError
 from tests.test_languages_registry import output_of
 
+pytestmark = pytest.mark.bus
+
+
 # Designated initialisers and `consteval` are C++20.
 CPP20 = """#include <cstdio>
 struct Point { int x, y; };

@@ -12,9 +12,10 @@ from dcodex.services.compiler.compile import compile_source
 from dcodex.services.compiler.headers import PrecompiledHeaders
 from dcodex.services.compiler.pch import HeaderStore, leading_headers
 from dcodex.services.compiler.service import UID_OFFSET
-from dcodex.shared.config import Settings
-from dcodex.shared.languages import PCH_HEADER, Registry
-from dcodex.shared.slots import SlotPool
+from dcodex.shared.languages.probe import probe_registry
+from dcodex.shared.languages.registry import PCH_HEADER, Registry
+from dcodex.shared.sandbox.slots import SlotPool
+from dcodex.shared.service.config import Settings
 
 HELLO = (
     "// greet\n#include <iostream>\n#include <string>\n"
@@ -75,7 +76,7 @@ def test_store_refuses_a_directory_others_may_write(tmp_path: Path) -> None:
 
 async def test_built_in_the_background_then_used_for_the_same_binary(tmp_path: Path) -> None:
     settings = Settings()
-    cpp = (await Registry.load().probe()).resolve("cpp")
+    cpp = (await probe_registry(Registry.load())).resolve("cpp")
     options = cpp.options(None, None)
     slots = SlotPool(1, settings.sandbox_uid_base + UID_OFFSET)
     headers = PrecompiledHeaders(settings, slots, HeaderStore(4, tmp_path / "pch"))
@@ -104,7 +105,7 @@ async def test_a_header_of_exactly_the_sources_includes_keeps_its_meaning(
     tmp_path: Path,
 ) -> None:
     settings = Settings()
-    cpp = (await Registry.load().probe()).resolve("cpp")
+    cpp = (await probe_registry(Registry.load())).resolve("cpp")
     options = cpp.options(None, None)
     slots = SlotPool(1, settings.sandbox_uid_base + UID_OFFSET)
     headers = PrecompiledHeaders(settings, slots, HeaderStore(4, tmp_path / "pch"))

@@ -21,6 +21,9 @@ from dcodex.shared.client import DcodexClient
 from dcodex.shared.contract import CompileResult
 from tests.conftest import ServiceProcesses, wait_for_subject
 
+pytestmark = pytest.mark.bus
+
+
 SECRET_VAR = "DCODEX_TEST_COMPILER_SECRET"
 TOKEN = secrets.token_hex(16)
 LIMITS = {

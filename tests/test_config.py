@@ -1,4 +1,4 @@
-"""Settings come from flags, then DCODEX_* variables, then defaults (DESIGN §7)."""
+"""Settings come from flags, then DCODEX_* variables, then defaults (docs/configuration.md)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 import click
 from click.testing import CliRunner
 
-from dcodex.shared.cli import settings_from, settings_options
-from dcodex.shared.config import Settings
+from dcodex.shared.service.commands import settings_from, settings_options
+from dcodex.shared.service.config import Settings
 
 
 @click.command()
@@ -43,7 +43,7 @@ def test_every_setting_is_a_flag_and_a_variable() -> None:
         assert "DCODEX_" + name.upper() in env_names
 
 
-def test_the_seeds_defaults() -> None:
+def test_the_documented_defaults() -> None:
     loaded = settings([], {})
     assert loaded.max_concurrent_sandboxes == 10
     assert loaded.sandbox_cpu_time_limit_seconds == 1

@@ -16,10 +16,12 @@ from typing import Any
 import pytest
 
 from dcodex.shared.client import DcodexClient
-from dcodex.shared.nats_server import EmbeddedNats
+from dcodex.shared.service.nats_server import EmbeddedNats
 from tests.conftest import dcodex_argv
 from tests.deploy_support import kustomize
 from tests.test_deploy_manifests import OVERLAY, container, deployment
+
+pytestmark = pytest.mark.bus
 
 STRICT_LAYERS = {"uid", "network", "pid", "mount", "ipc", "uts", "tmpfs_workdir", "read_only_view"}
 

@@ -15,9 +15,11 @@ import kubernetes_validate
 import pytest
 from click.testing import CliRunner
 
-from dcodex.shared.cli import main, settings_from, settings_options
-from dcodex.shared.config import Settings, env_var
-from dcodex.shared.metrics import DEFAULT_PORTS
+from dcodex.shared.cli.main import main
+from dcodex.shared.service.commands import service as service_cli
+from dcodex.shared.service.commands import settings_from, settings_options
+from dcodex.shared.service.config import Settings, env_var
+from dcodex.shared.service.metrics import DEFAULT_PORTS
 from tests.deploy_support import DEPLOY, ROOT, kustomize, nats_values
 
 K8S = DEPLOY / "k8s"
@@ -26,7 +28,8 @@ SERVICES = ("cache", "runner", "compiler")
 KUBERNETES_VERSION = "1.31"  # appArmorProfile in securityContext needs 1.30+
 SANDBOX_CAPABILITIES = {"SYS_ADMIN", "SETUID", "SETGID", "CHOWN", "DAC_OVERRIDE", "KILL"}
 # The NATS URL carries credentials: each container takes its own from the Secret.
-# Settings without a default (the metrics port, a languages file) are optional.
+# Settings without a default (the metrics port, a languages file) are optional, and so
+# are the NATS login options: like the URL, they belong in a Secret, not the ConfigMap.
 NOT_IN_CONFIGMAP = {"nats_url"}
 
 
@@ -109,7 +112,7 @@ def dockerfile_stages() -> list[list[dockerfile.Command]]:
 def test_containers_run_real_dcodex_service_subcommands(manifests: list[dict[str, Any]]) -> None:
     (entrypoint,) = [c for c in dockerfile_stages()[-1] if c.cmd == "ENTRYPOINT"]
     assert entrypoint.json and list(entrypoint.value) == ["dcodex", "service"]
-    service_command = main.commands["service"]
+    service_command = service_cli
     assert isinstance(service_command, click.Command)
     choices = service_command.params[0].type
     assert isinstance(choices, click.Choice)

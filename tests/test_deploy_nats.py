@@ -24,6 +24,9 @@ from dcodex.shared.errors import DcodexError
 from tests.conftest import ServiceProcesses
 from tests.deploy_support import DEPLOY, NatsServers
 
+pytestmark = pytest.mark.bus
+
+
 SERVICES = ("compiler", "runner", "cache")
 # No role may publish here: its refusal marks the end of a check.
 SENTINEL = "dcodex.sentinel"

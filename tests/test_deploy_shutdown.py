@@ -16,6 +16,9 @@ from dcodex.shared.errors import TIMEOUT, DcodexError
 from tests.conftest import ServiceProcesses
 from tests.deploy_support import NatsServers
 
+pytestmark = pytest.mark.bus
+
+
 # Prints, then keeps running for 3 s: SIGTERM comes while it sleeps.
 SLOW = {
     "language": "python",

@@ -14,6 +14,9 @@ import pytest
 
 from dcodex.shared.client import DcodexClient
 
+pytestmark = pytest.mark.bus
+
+
 MSGPACK = {"Content-Type": "application/msgpack"}
 
 

@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from dcodex.shared.bus_cli import check_expectations
+from dcodex.shared.cli.bus import check_expectations
 from dcodex.shared.client import DcodexClient
-from dcodex.shared.languages import Registry
+from dcodex.shared.languages.registry import Registry
+
+pytestmark = pytest.mark.bus
+
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 MANIFEST = tomllib.loads((EXAMPLES / "manifest.toml").read_text())

@@ -16,14 +16,16 @@ import pytest
 
 from dcodex.services.runner.verdict import decide_status
 from dcodex.shared.client import DcodexClient
+from dcodex.shared.contract import EffectiveLimits
 from dcodex.shared.errors import DcodexError
-from dcodex.shared.isolation import NAMESPACE_LAYERS, STRICT_LAYERS, Isolation
-from dcodex.shared.sandbox import SandboxLimits, SandboxResult, run_sandboxed
-from dcodex.shared.slots import Slot, SlotPool, open_slot_pool
-from dcodex.shared.workspace import workspace
+from dcodex.shared.sandbox.isolation import NAMESPACE_LAYERS, STRICT_LAYERS, Isolation
+from dcodex.shared.sandbox.run import SandboxResult, run_sandboxed
+from dcodex.shared.sandbox.slot import Slot
+from dcodex.shared.sandbox.slots import SlotPool, open_slot_pool
+from dcodex.shared.sandbox.workspace import workspace
 from tests.conftest import ServiceProcesses, dcodex_argv, stop_process, wait_for_subject
 
-LIMITS = SandboxLimits(
+LIMITS = EffectiveLimits(
     cpu_time_s=2,
     wall_time_s=5,
     memory_bytes=512 * 2**20,
@@ -142,7 +144,7 @@ async def pool() -> AsyncIterator[SlotPool]:
         slots.close()
 
 
-async def python(code: str, slot: Slot, limits: SandboxLimits = LIMITS) -> SandboxResult:
+async def python(code: str, slot: Slot, limits: EffectiveLimits = LIMITS) -> SandboxResult:
     with workspace(prefix="dcodex-test-") as cwd:
         (cwd / "main.py").write_text(textwrap.dedent(code))
         return await run_sandboxed(["python3", "main.py"], cwd=cwd, limits=limits, slot=slot)
@@ -186,7 +188,7 @@ async def test_peak_memory_is_the_whole_tree(pool: SlotPool) -> None:
 
 async def test_memory_verdict_is_the_kernels_oom_kill(pool: SlotPool) -> None:
     # CPU and wall time to spare: zeroing 1.2 GB must not hit them first on a busy host.
-    limits = SandboxLimits(
+    limits = EffectiveLimits(
         **{**LIMITS.__dict__, "memory_bytes": 1024 * 2**20, "cpu_time_s": 10, "wall_time_s": 30}
     )
     # Two processes of 600 MiB each: neither passes the address-space limit, the tree
@@ -238,7 +240,7 @@ async def test_signaled_carries_the_signal_number(
 
 async def test_many_runs_at_once_keep_their_own_output_and_verdicts(pool: SlotPool) -> None:
     """Different programs side by side: each gets its own output, usage and verdict."""
-    tight = SandboxLimits(**{**LIMITS.__dict__, "cpu_time_s": 0.5, "output_bytes": 1000})
+    tight = LIMITS.model_copy(update={"cpu_time_s": 0.5, "output_bytes": 1000})
     cases: list[tuple[str, str]] = []
     for _ in range(3):
         token = uuid.uuid4().hex

@@ -12,7 +12,8 @@ from structlog.testing import capture_logs
 
 from dcodex.shared.client import DcodexClient
 from dcodex.shared.errors import DcodexError
-from dcodex.shared.languages import Registry
+from dcodex.shared.languages.probe import probe_registry
+from dcodex.shared.languages.registry import Registry
 from tests.conftest import ServiceProcesses, wait_for_subject
 
 OPERATOR_FILE = """
@@ -142,7 +143,7 @@ def test_a_bad_operator_file_is_an_error_naming_the_problem(
 async def test_probe_leaves_out_missing_toolchains_with_a_log_line(tmp_path: Path) -> None:
     registry = Registry.load(write(tmp_path, OPERATOR_FILE))
     with capture_logs() as logs:
-        probed = await registry.probe()
+        probed = await probe_registry(registry)
     ids = {lang.id for lang in probed.languages}
     assert "nolang" not in ids and {"c", "cpp", "python", "asm", "perl"} <= ids
     assert [e["language"] for e in logs if e["event"] == "language_unavailable"] == ["nolang"]
@@ -151,7 +152,7 @@ async def test_probe_leaves_out_missing_toolchains_with_a_log_line(tmp_path: Pat
 
 
 async def test_versions_are_the_toolchains_own() -> None:
-    probed = await Registry.load().probe()
+    probed = await probe_registry(Registry.load())
     assert probed.resolve("javascript").version == f"node {output_of('node', '--version')}"
     assert probed.resolve("c").version == f"gcc {output_of('gcc', '-dumpfullversion')}"
 

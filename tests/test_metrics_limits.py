@@ -7,7 +7,7 @@ import signal
 import pytest
 
 from dcodex.services.runner.metrics import limits_hit
-from dcodex.shared.sandbox import KillReason, SandboxResult
+from dcodex.shared.sandbox.run import KillReason, SandboxResult
 
 
 def outcome(

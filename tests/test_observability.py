@@ -20,11 +20,13 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from dcodex.shared.bus.discovery import EndpointStats, discover
 from dcodex.shared.client import DcodexClient
-from dcodex.shared.client_discovery import EndpointStats, discover
 from dcodex.shared.contract import ExecutionResult
 from dcodex.shared.errors import DcodexError
 from tests.conftest import ServiceProcesses, free_port, metric, scrape_text
+
+pytestmark = pytest.mark.bus
 
 PREFIX = "obs"
 MiB = 1024 * 1024
@@ -140,6 +142,7 @@ async def test_a_limit_verdict_moves_exactly_its_counters(
 async def test_a_fork_past_the_process_limit_counts_processes(observed: Observed) -> None:
     code = """
 import os, time
+
 try:
     while True:
         if os.fork() == 0:

@@ -7,11 +7,14 @@ import time
 from pathlib import Path
 
 import nats
+import pytest
 
 from dcodex.services.cache.results import RESULTS_BUCKET
-from dcodex.shared.nats_server import EmbeddedNats
+from dcodex.shared.service.nats_server import EmbeddedNats
 from tests.conftest import ServiceProcesses, free_port
 from tests.test_observability import probe, wait_ready
+
+pytestmark = pytest.mark.bus
 
 
 def wait_for_status(port: int, status: int, timeout: float = 30.0) -> str:

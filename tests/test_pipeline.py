@@ -12,6 +12,9 @@ import pytest
 from dcodex.shared.client import DcodexClient
 from dcodex.shared.contract import ExecutionResult
 
+pytestmark = pytest.mark.bus
+
+
 MiB = 1024 * 1024
 
 
@@ -207,8 +210,8 @@ async def test_internal_error_when_an_artifact_is_corrupt(client: DcodexClient) 
     """A broken artifact in the store is the runner's failure, not the program's."""
     from dataclasses import replace
 
-    from dcodex.shared.artifacts import compile_digest, open_artifact_store
-    from dcodex.shared.languages import Registry
+    from dcodex.shared.languages.registry import Registry
+    from dcodex.shared.service.artifacts import compile_digest, open_artifact_store
 
     code = unique("int main(void) { return 0; }")
     versions = {lang.id: lang.version for lang in (await client.languages()).languages}

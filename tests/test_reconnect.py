@@ -6,10 +6,14 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
+
 from dcodex.shared.client import DcodexClient
 from dcodex.shared.errors import DcodexError
-from dcodex.shared.nats_server import EmbeddedNats
+from dcodex.shared.service.nats_server import EmbeddedNats
 from tests.conftest import SERVICE_NAMES, ServiceProcesses
+
+pytestmark = pytest.mark.bus
 
 
 async def hello(url: str, word: str) -> str:

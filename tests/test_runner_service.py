@@ -14,9 +14,12 @@ from dcodex.shared.client import DcodexClient
 from dcodex.shared.errors import DcodexError
 from tests.conftest import ServiceProcesses, wait_for_subject
 
+pytestmark = pytest.mark.bus
+
 SANDBOXES = 2
 RECORD_SPAN = """
 import time
+
 start = time.time()
 time.sleep(0.4)
 print(start, time.time())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import os
 import shutil
@@ -19,17 +18,13 @@ from pathlib import Path
 import pytest
 
 from dcodex.services.runner.verdict import decide_status
-from dcodex.shared.sandbox import (
-    OutputCallback,
-    SandboxLimits,
-    SandboxResult,
-    clean_env,
-    run_sandboxed,
-)
-from dcodex.shared.slots import Slot
+from dcodex.shared.contract import EffectiveLimits
+from dcodex.shared.environment import clean_env
+from dcodex.shared.sandbox.run import OutputCallback, SandboxResult, run_sandboxed
+from dcodex.shared.sandbox.slot import Slot
 
 MiB = 2**20
-LIMITS = SandboxLimits(
+LIMITS = EffectiveLimits(
     cpu_time_s=1.0,
     wall_time_s=2.0,
     memory_bytes=256 * MiB,
@@ -44,7 +39,7 @@ SYSTEM_PYTHON = Path("/usr/bin/python3")  # the test venv may not be readable by
 async def run_py(
     code: str,
     cwd: Path,
-    limits: SandboxLimits = LIMITS,
+    limits: EffectiveLimits = LIMITS,
     *,
     stdin: bytes = b"",
     on_output: OutputCallback | None = None,
@@ -112,7 +107,7 @@ async def test_hello_world(tmp_path: Path) -> None:
 async def test_stdin_is_echoed(tmp_path: Path) -> None:
     # Bigger than a pipe buffer both ways: writing and reading must interleave.
     data = os.urandom(300_000)
-    limits = dataclasses.replace(LIMITS, output_bytes=1 * MiB)
+    limits = LIMITS.model_copy(update=dict(output_bytes=1 * MiB))
     code = "import sys; sys.stdout.buffer.write(sys.stdin.buffer.read())"
     result = await run_py(code, tmp_path, limits, stdin=data)
     assert result.stdout == data
@@ -148,7 +143,7 @@ async def test_missing_program_raises(tmp_path: Path) -> None:
 
 async def test_cpu_time_limit(tmp_path: Path) -> None:
     # A roomy wall clock, so that a busy machine cannot turn this into a wall-time kill.
-    limits = dataclasses.replace(LIMITS, wall_time_s=10.0)
+    limits = LIMITS.model_copy(update=dict(wall_time_s=10.0))
     result = await run_py("while True: pass", tmp_path, limits)
     assert result.signal == signal.SIGXCPU
     assert result.cpu_time_ms >= 900
@@ -158,7 +153,7 @@ async def test_cpu_time_limit(tmp_path: Path) -> None:
 
 async def test_fractional_cpu_limit_is_enforced_not_rounded_up(tmp_path: Path) -> None:
     """RLIMIT_CPU counts whole seconds; a 0.3 s limit must not let a loop burn 1 s."""
-    limits = dataclasses.replace(LIMITS, cpu_time_s=0.3, wall_time_s=10.0)
+    limits = LIMITS.model_copy(update=dict(cpu_time_s=0.3, wall_time_s=10.0))
     result = await run_py("while True: pass", tmp_path, limits)
     assert result.killed_for == "cpu_time"
     assert 300 <= result.cpu_time_ms < 700
@@ -166,7 +161,7 @@ async def test_fractional_cpu_limit_is_enforced_not_rounded_up(tmp_path: Path) -
 
 
 async def test_wall_time_limit(tmp_path: Path) -> None:
-    limits = dataclasses.replace(LIMITS, wall_time_s=0.5)
+    limits = LIMITS.model_copy(update=dict(wall_time_s=0.5))
     result = await run_py("import time; time.sleep(10)", tmp_path, limits)
     assert result.wall_clock_timeout
     assert result.killed_for == "wall_time"
@@ -221,7 +216,7 @@ int main(void) {
 
 async def test_c_memory_limit(tmp_path: Path) -> None:
     exe = compile_c(tmp_path, MALLOC_UNTIL_FAILURE)
-    limits = dataclasses.replace(LIMITS, memory_bytes=64 * MiB)
+    limits = LIMITS.model_copy(update=dict(memory_bytes=64 * MiB))
     result = await run_sandboxed([str(exe)], cwd=tmp_path, limits=limits)
     assert result.exit_code == 1
     assert b"Cannot allocate memory" in result.stderr
@@ -262,7 +257,7 @@ async def test_file_size_limit(tmp_path: Path) -> None:
 
 async def test_environment_is_clean(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DCODEX_LEAK_MARKER", "must-not-leak")
-    limits = dataclasses.replace(LIMITS, output_bytes=64 * 1024)
+    limits = LIMITS.model_copy(update=dict(output_bytes=64 * 1024))
     result = await run_py("import json, os; print(json.dumps(dict(os.environ)))", tmp_path, limits)
     assert json.loads(result.stdout) == clean_env(tmp_path)
 
@@ -343,7 +338,7 @@ for _ in range(5):
 
 
 async def test_concurrent_runs_do_not_mix(tmp_path: Path) -> None:
-    limits = dataclasses.replace(LIMITS, wall_time_s=10.0)
+    limits = LIMITS.model_copy(update=dict(wall_time_s=10.0))
     code = PRINT_TOKEN_SLOWLY
 
     async def one(token: str) -> SandboxResult:

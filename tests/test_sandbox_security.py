@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-import dcodex.shared.config
+import dcodex.shared.service.config
 from dcodex.shared.client import DcodexClient
 from dcodex.shared.contract import ExecutionResult
 from tests.conftest import ServiceProcesses
@@ -30,7 +30,7 @@ async def attack(client: DcodexClient, language: str, code: str, **fields: Any) 
     return result
 
 
-OWN_SOURCE = Path(dcodex.shared.config.__file__).resolve()  # a file of the runner's
+OWN_SOURCE = Path(dcodex.shared.service.config.__file__).resolve()  # a file of the runner's
 
 
 def read_host_file(path: str) -> str:
@@ -225,7 +225,7 @@ async def test_filling_the_disk_stops_at_the_cap(client: DcodexClient) -> None:
     assert result.status == "ok", result.stderr
     _, code, mib = result.stdout.split()
     assert code == "ENOSPC"
-    disk_mib = dcodex.shared.config.Settings().sandbox_disk_bytes // 2**20
+    disk_mib = dcodex.shared.service.config.Settings().sandbox_disk_bytes // 2**20
     assert int(mib) <= disk_mib
 
 

@@ -12,11 +12,11 @@ from click.testing import CliRunner
 from pydantic import BaseModel
 
 from dcodex.shared import contract
-from dcodex.shared.schemas import MODELS, file_name, generate, schemas, stale, write
+from dcodex.shared.service.schemas import MODELS, file_name, generate, schemas, stale, write
 
 SCHEMA_DIR = Path(__file__).parent.parent / "proto_schemas"
 
-# DESIGN §2.
+# docs/protocol.md, subjects.
 SUBJECTS = (
     "dcodex.execute",
     "dcodex.run",
@@ -27,7 +27,7 @@ SUBJECTS = (
     "dcodex.output.{execution_id}",
     "dcodex.input.{execution_id}",
 )
-# DESIGN §4 and §5.
+# docs/protocol.md, requests and results.
 EXECUTE_REQUEST_FIELDS = {
     "language",
     "code",
@@ -38,7 +38,7 @@ EXECUTE_REQUEST_FIELDS = {
     "stream",
     "interactive",
     "cache",
-    # Compile options (DESIGN is silent; see README).
+    # Compile options (docs/protocol.md).
     "std",
     "optimization",
 }
@@ -59,7 +59,7 @@ EXECUTION_RESULT_FIELDS = {
     "cache_hit",
     "language",
     "language_version",
-    "cache_key",  # beyond DESIGN §5: lets a client purge one result (README)
+    "cache_key",  # lets a client purge one result (README)
 }
 
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from dcodex.shared.single_flight import SingleFlight
+from dcodex.shared.service.single_flight import SingleFlight
 
 
 async def test_concurrent_calls_share_one_run() -> None:

@@ -1,4 +1,4 @@
-"""Live output (`stream: true`) and interactive runs (DESIGN §9), with real programs."""
+"""Live output (`stream: true`) and interactive runs (docs/protocol.md, live events), with real programs."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import uuid
 
 import pytest
 
-from dcodex.shared.client import DcodexClient
-from dcodex.shared.client_stream import Event, LiveRun
+from dcodex.shared.client import DcodexClient, Event, LiveRun
 from dcodex.shared.contract import OutputEvent, ResultEvent
+
+pytestmark = pytest.mark.bus
 
 TICKS = """
 import sys, time
@@ -200,6 +201,7 @@ async def signal_once_printed(run: LiveRun, text: str, name: str) -> None:
 async def test_sigint_reaches_the_program(client: DcodexClient) -> None:
     code = """
 import time
+
 try:
     print("waiting", flush=True)
     time.sleep(10)

@@ -13,8 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from dcodex.shared.nats_server import accepts_connections
+from dcodex.shared.service.nats_server import accepts_connections
 from tests.conftest import dcodex_argv
+
+pytestmark = pytest.mark.bus
+
 
 CLIENT = textwrap.dedent(
     """

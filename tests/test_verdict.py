@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 from dcodex.services.runner.verdict import MEMORY_FAILURE_MARKERS, decide_status
-from dcodex.shared.contract import Status
-from dcodex.shared.sandbox import SandboxLimits, SandboxResult
+from dcodex.shared.contract import EffectiveLimits, Status
+from dcodex.shared.sandbox.run import SandboxResult
 
 MiB = 2**20
-LIMITS = SandboxLimits(
+LIMITS = EffectiveLimits(
     cpu_time_s=1.0,
     wall_time_s=2.0,
     memory_bytes=100 * MiB,

@@ -26,8 +26,8 @@ from nats.js.client import JetStreamContext
 from dcodex.services.cache.inflight import INFLIGHT_BUCKET, inflight_bucket
 from dcodex.services.cache.results import RESULTS_STREAM, results_bucket
 from dcodex.services.cache.service import lease_seconds
-from dcodex.shared.artifacts import ARTIFACT_BUCKET, open_artifact_store
-from dcodex.shared.config import Settings, env_var
+from dcodex.shared.service.artifacts import ARTIFACT_BUCKET, open_artifact_store
+from dcodex.shared.service.config import Settings, env_var
 
 ARTIFACT_STREAM = f"OBJ_{ARTIFACT_BUCKET}"
 INFLIGHT_STREAM = f"KV_{INFLIGHT_BUCKET}"

@@ -1,4 +1,4 @@
-"""The result-cache key (DESIGN §10): pure, testable without a bus."""
+"""The result-cache key (docs/cache.md): pure, testable without a bus."""
 
 from __future__ import annotations
 

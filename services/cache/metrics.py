@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter
 
-from dcodex.shared.metrics import ServiceMetrics
+from dcodex.shared.service.metrics import ServiceMetrics
 
 OUTCOMES = ("hit", "miss", "coalesced", "bypass")
 LEASE_OUTCOMES = ("led", "followed", "lost", "unavailable")

@@ -39,7 +39,6 @@ from dcodex.services.cache.results import (
 )
 from dcodex.shared import bus
 from dcodex.shared.codec import MSGPACK
-from dcodex.shared.config import Settings, check_sizes
 from dcodex.shared.contract import (
     UNCACHEABLE_STATUSES,
     CacheStats,
@@ -50,13 +49,17 @@ from dcodex.shared.contract import (
     PurgeRequest,
 )
 from dcodex.shared.errors import UNAVAILABLE, DcodexError
-from dcodex.shared.events import EventPublisher, replay
-from dcodex.shared.health import Check
 from dcodex.shared.logging import note
-from dcodex.shared.service import Service, version
-from dcodex.shared.single_flight import SingleFlight
+from dcodex.shared.service import micro
+from dcodex.shared.service.config import Settings, check_sizes
+from dcodex.shared.service.events import EventPublisher, replay
+from dcodex.shared.service.health import Check
+from dcodex.shared.service.lifecycle import Service
+from dcodex.shared.service.single_flight import SingleFlight
+from dcodex.shared.subjects import CACHE, CACHE_PURGE, CACHE_STATS, EXECUTE, LANGUAGES, RUN
+from dcodex.shared.version import version
 
-NAME = "dcodex-cache"
+NAME = CACHE.micro_name
 PUT_HEADROOM = 4096  # bytes of a KV put besides the value: subject and headers
 LEASE_MARGIN_S = 10.0  # a leader's lease outlives its run request by this (storing the result)
 # Leases a replica waits on, one after another, before it runs the request regardless.
@@ -96,17 +99,17 @@ class Cache:
         self._in_flight: SingleFlight[str, Outcome] = SingleFlight()
         self.counts: collections.Counter[str] = collections.Counter()
         self.metrics = CacheMetrics(version())
-        self.metrics.expect_downstream([settings.subject("run"), settings.subject("languages")])
+        self.metrics.expect_downstream([settings.subject(RUN), settings.subject(LANGUAGES)])
 
-    def endpoints(self) -> list[bus.Endpoint]:
+    def endpoints(self) -> list[micro.Endpoint]:
         subject = self.settings.subject
         return [
-            bus.Endpoint("execute", subject("execute"), self.execute),
-            bus.Endpoint("stats", subject("cache.stats"), self.stats),
-            bus.Endpoint("purge", subject("cache.purge"), self.purge),
+            micro.Endpoint(EXECUTE.endpoint, subject(EXECUTE), self.execute),
+            micro.Endpoint(CACHE_STATS.endpoint, subject(CACHE_STATS), self.stats),
+            micro.Endpoint(CACHE_PURGE.endpoint, subject(CACHE_PURGE), self.purge),
         ]
 
-    async def execute(self, call: bus.Call) -> BaseModel:
+    async def execute(self, call: micro.Call) -> BaseModel:
         request = ExecuteRequest.model_validate(call.payload)
         check_sizes(request.code, request.stdin, self.settings)
         info = await self._runner_info(call.request_id)
@@ -133,7 +136,7 @@ class Cache:
             return await self._cached(key, request, call, language.compiled)
 
     async def _cached(
-        self, key: str, request: ExecuteRequest, call: bus.Call, compiled: bool
+        self, key: str, request: ExecuteRequest, call: micro.Call, compiled: bool
     ) -> ExecutionResult:
         assert request.execution_id is not None
         try:
@@ -163,7 +166,7 @@ class Cache:
         # The one that ran streamed live from the runner; those that shared its run replay.
         return result if ran_here else await self._replayed(result, request, call, compiled)
 
-    async def _coalesced_run(self, key: str, request: ExecuteRequest, call: bus.Call) -> Outcome:
+    async def _coalesced_run(self, key: str, request: ExecuteRequest, call: micro.Call) -> Outcome:
         """Run `request`, or share the run another replica holds the lease on."""
         for _ in range(LEASE_ROUNDS):
             try:
@@ -189,7 +192,7 @@ class Cache:
         return Outcome(result, kept, True)
 
     async def _lead(
-        self, lease: Lease, key: str, request: ExecuteRequest, call: bus.Call
+        self, lease: Lease, key: str, request: ExecuteRequest, call: micro.Call
     ) -> Outcome:
         """Run under `lease`, then end it with the outcome for the replicas waiting on it."""
         try:
@@ -217,16 +220,16 @@ class Cache:
             return None
 
     async def _replayed(
-        self, result: ExecutionResult, request: ExecuteRequest, call: bus.Call, compiled: bool
+        self, result: ExecutionResult, request: ExecuteRequest, call: micro.Call, compiled: bool
     ) -> ExecutionResult:
-        """`result`, after its events when the request streams (DESIGN §9)."""
-        if request.stream:
-            subject = self.settings.subject(f"output.{request.execution_id}")
+        """`result`, after its events when the request streams (docs/protocol.md, live events)."""
+        if request.stream and request.execution_id is not None:  # execute() always sets it
+            subject = self.settings.output_subject(request.execution_id)
             await replay(EventPublisher(self.nc, subject, call.encoding), result, compiled)
         return result
 
     async def _run_and_store(
-        self, key: str, request: ExecuteRequest, call: bus.Call
+        self, key: str, request: ExecuteRequest, call: micro.Call
     ) -> tuple[ExecutionResult, bool]:
         result = await self._run(request, call, key)
         return result, await self._store(key, result)
@@ -258,12 +261,12 @@ class Cache:
         log.debug("served", cache=outcome)
 
     async def _run(
-        self, request: ExecuteRequest, call: bus.Call, key: str | None = None
+        self, request: ExecuteRequest, call: micro.Call, key: str | None = None
     ) -> ExecutionResult:
-        # Forwarded in the client's encoding: the runner streams events in it (DESIGN §9).
+        # Forwarded in the client's encoding: the runner streams events in it (docs/protocol.md, live events).
         reply = await bus.request(
             self.nc,
-            self.settings.subject("run"),
+            self.settings.subject(RUN),
             request,
             request_id=call.request_id,
             timeout=self.settings.request_timeout_seconds,
@@ -286,7 +289,7 @@ class Cache:
         try:
             reply = await bus.request(
                 self.nc,
-                self.settings.subject("languages"),
+                self.settings.subject(LANGUAGES),
                 {},
                 request_id=request_id,
                 timeout=5.0,
@@ -302,9 +305,9 @@ class Cache:
         self._languages_at = now
         return self._languages
 
-    async def stats(self, call: bus.Call) -> BaseModel:
+    async def stats(self, call: micro.Call) -> BaseModel:
         state = await self._bucket_call(self.store.state())
-        replicas = await gather_counts(self.nc, NAME, self.settings.subject("execute"))
+        replicas = await gather_counts(self.nc, NAME, self.settings.subject(EXECUTE))
         counts = summed(replicas or [dict(self.counts)])
         return CacheStats(
             entries=state.messages,
@@ -320,7 +323,7 @@ class Cache:
         """This replica's counts, published as the `execute` endpoint's `$SRV.STATS` data."""
         return dict(self.counts) if endpoint.name == "execute" else None
 
-    async def purge(self, call: bus.Call) -> BaseModel:
+    async def purge(self, call: micro.Call) -> BaseModel:
         request = PurgeRequest.model_validate(call.payload)
         return PurgeReply(purged=await self._bucket_call(self.store.purge(request.key)))
 
@@ -335,7 +338,7 @@ class Cache:
 
 
 async def start(settings: Settings) -> Service:
-    nc = await bus.connect(settings.nats_url, name=NAME)
+    nc = await bus.open_connection(settings.connect_options(), NAME, log_events=True)
     store = ResultStore(nc.jetstream(), settings.cache_ttl_seconds, settings.cache_max_bytes)
     if not await store.open():
         log.warning("starting_without_results_bucket", bucket=RESULTS_BUCKET)
@@ -344,7 +347,7 @@ async def start(settings: Settings) -> Service:
     if not await inflight.open():
         log.warning("starting_without_inflight_bucket", bucket=INFLIGHT_BUCKET)
     cache = Cache(settings, nc, store, inflight)
-    micro = await bus.start_micro_service(
+    running = await micro.start_micro_service(
         nc,
         name=NAME,
         version=version(),
@@ -360,4 +363,4 @@ async def start(settings: Settings) -> Service:
     )
     cache.metrics.watch_connection(nc)
     bucket = Check(f"the result bucket {RESULTS_BUCKET}", store.state)
-    return Service(NAME, nc, micro, cache.metrics.registry, ready_checks=[bucket])
+    return Service(NAME, nc, running, cache.metrics.registry, ready_checks=[bucket])

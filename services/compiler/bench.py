@@ -18,19 +18,19 @@ from dcodex.services.compiler.compile import compile_source
 from dcodex.services.compiler.headers import PrecompiledHeaders
 from dcodex.services.compiler.pch import HeaderStore, leading_headers, pch_digest
 from dcodex.services.compiler.service import UID_OFFSET
-from dcodex.shared.config import Settings
-from dcodex.shared.languages import available_languages
-from dcodex.shared.slots import SlotPool
+from dcodex.shared.languages.probe import available_languages
+from dcodex.shared.sandbox.slots import SlotPool
+from dcodex.shared.service.config import Settings
 
 HELLO = '#include <iostream>\n\nint main() {\n    std::cout << "Hello, world!\\n";\n}\n'
 
 
 async def bench(runs: int, code: str) -> None:
     settings = Settings()
-    cpp = (await available_languages(settings)).resolve("cpp")
+    slots = SlotPool(1, settings.sandbox_uid_base + UID_OFFSET)
+    cpp = (await available_languages(settings.languages_file, slots.probe_slot())).resolve("cpp")
     options = cpp.options(None, None)
     headers = leading_headers(code)
-    slots = SlotPool(1, settings.sandbox_uid_base + UID_OFFSET)
     with tempfile.TemporaryDirectory(prefix="dcodex-pch-bench-") as root:
         store = HeaderStore(capacity=1, root=Path(root))
         started = time.perf_counter()

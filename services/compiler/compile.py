@@ -14,11 +14,12 @@ from pathlib import Path
 from signal import SIGXCPU, SIGXFSZ
 
 from dcodex.services.compiler.pch import header_text, link_into
-from dcodex.shared.config import Settings
-from dcodex.shared.languages import PCH_HEADER, CompileOptions, Language
-from dcodex.shared.sandbox import SandboxLimits, SandboxResult, run_sandboxed, working_directory
-from dcodex.shared.slots import Slot
-from dcodex.shared.workspace import hand_over, read_output_file, workspace, write_file
+from dcodex.shared.contract import EffectiveLimits
+from dcodex.shared.languages.registry import PCH_HEADER, CompileOptions, Language
+from dcodex.shared.sandbox.run import SandboxResult, run_sandboxed, working_directory
+from dcodex.shared.sandbox.slot import Slot
+from dcodex.shared.sandbox.workspace import hand_over, read_output_file, workspace, write_file
+from dcodex.shared.service.config import Settings
 
 # A precompiled header of the whole standard library is about 100 MiB.
 PCH_FILE_SIZE_BYTES = 512 * 2**20
@@ -40,8 +41,8 @@ class Compilation:
     binary: bytes | None
 
 
-def compile_limits(settings: Settings, file_size_bytes: int | None = None) -> SandboxLimits:
-    return SandboxLimits(
+def compile_limits(settings: Settings, file_size_bytes: int | None = None) -> EffectiveLimits:
+    return EffectiveLimits(
         cpu_time_s=settings.compile_timeout_seconds,
         wall_time_s=settings.compile_timeout_seconds,
         memory_bytes=settings.compile_memory_limit_bytes,

@@ -13,9 +13,9 @@ import structlog
 
 from dcodex.services.compiler.compile import build_header
 from dcodex.services.compiler.pch import HeaderStore, header_text, leading_headers, pch_digest
-from dcodex.shared.config import Settings
-from dcodex.shared.languages import CompileOptions, Language
-from dcodex.shared.slots import SlotPool
+from dcodex.shared.languages.registry import CompileOptions, Language
+from dcodex.shared.sandbox.slots import SlotPool
+from dcodex.shared.service.config import Settings
 
 log = structlog.get_logger("dcodex.compiler.headers")
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from dcodex.shared.config import Settings
-from dcodex.shared.metrics import LATENCY_BUCKETS, ServiceMetrics, toolchains_info
-from dcodex.shared.slots import SlotPool
+from dcodex.shared.sandbox.slots import SlotPool
+from dcodex.shared.service.config import Settings
+from dcodex.shared.service.metrics import LATENCY_BUCKETS, ServiceMetrics, toolchains_info
 
 
 class CompilerMetrics(ServiceMetrics):

@@ -22,7 +22,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from dcodex.shared.languages import PCH_HEADER, CompileOptions, Language
+from dcodex.shared.languages.registry import PCH_HEADER, CompileOptions, Language
 
 # The headers a precompiled header may be built from: the C++ standard library, the C
 # library under both spellings, and GCC's everything-header. Nothing else ever reaches

@@ -19,18 +19,22 @@ from dcodex.services.compiler.compile import compile_source
 from dcodex.services.compiler.headers import PrecompiledHeaders
 from dcodex.services.compiler.metrics import CompilerMetrics
 from dcodex.shared import bus
-from dcodex.shared.artifacts import ARTIFACT_BUCKET, compile_digest, open_artifact_store
-from dcodex.shared.config import Settings, check_sizes
 from dcodex.shared.contract import ArtifactRef, CompileRequest, CompileResult
 from dcodex.shared.errors import BAD_REQUEST, DcodexError
-from dcodex.shared.health import object_store_check
-from dcodex.shared.languages import CompileOptions, Language, Registry, available_languages
+from dcodex.shared.languages.probe import available_languages
+from dcodex.shared.languages.registry import CompileOptions, Language, Registry
 from dcodex.shared.logging import note
-from dcodex.shared.service import Service, version
-from dcodex.shared.single_flight import SingleFlight
-from dcodex.shared.slots import SlotPool, open_slot_pool
+from dcodex.shared.sandbox.slots import SlotPool, open_slot_pool
+from dcodex.shared.service import micro
+from dcodex.shared.service.artifacts import ARTIFACT_BUCKET, compile_digest, open_artifact_store
+from dcodex.shared.service.config import Settings, check_sizes
+from dcodex.shared.service.health import object_store_check
+from dcodex.shared.service.lifecycle import Service
+from dcodex.shared.service.single_flight import SingleFlight
+from dcodex.shared.subjects import COMPILE, COMPILER
+from dcodex.shared.version import version
 
-NAME = "dcodex-compiler"
+NAME = COMPILER.micro_name
 # Compiler slots use uids above the runner's, so the two never share a process count.
 UID_OFFSET = 1000
 
@@ -50,10 +54,10 @@ class Compiler:
         self.metrics = CompilerMetrics(settings, slots, version())
         self.metrics.toolchains({lang.id: lang.version for lang in registry.languages})
 
-    def endpoints(self) -> list[bus.Endpoint]:
-        return [bus.Endpoint("compile", self.settings.subject("compile"), self.compile)]
+    def endpoints(self) -> list[micro.Endpoint]:
+        return [micro.Endpoint(COMPILE.endpoint, self.settings.subject(COMPILE), self.compile)]
 
-    async def compile(self, call: bus.Call) -> BaseModel:
+    async def compile(self, call: micro.Call) -> BaseModel:
         request = CompileRequest.model_validate(call.payload)
         check_sizes(request.code, "", self.settings)
         language = self.registry.resolve(request.language)
@@ -126,7 +130,7 @@ class Compiler:
 
 
 async def start(settings: Settings) -> Service:
-    nc: NATS = await bus.connect(settings.nats_url, name=NAME)
+    nc: NATS = await bus.open_connection(settings.connect_options(), NAME, log_events=True)
     slots = await open_slot_pool(
         settings.isolation,
         size=os.cpu_count() or 2,
@@ -135,10 +139,10 @@ async def start(settings: Settings) -> Service:
         max_queued=None,  # compiles come from runners, which bound their own work
         service="compiler",
     )
-    registry = await available_languages(settings, slots.probe_slot())
+    registry = await available_languages(settings.languages_file, slots.probe_slot())
     artifacts = await open_artifact_store(nc.jetstream(), max_bytes=None)
     compiler = Compiler(settings, registry, artifacts, slots)
-    micro = await bus.start_micro_service(
+    running = await micro.start_micro_service(
         nc,
         name=NAME,
         version=version(),
@@ -153,7 +157,7 @@ async def start(settings: Settings) -> Service:
     return Service(
         NAME,
         nc,
-        micro,
+        running,
         compiler.metrics.registry,
         on_stopped=[slots.close],
         ready_checks=[object_store_check(artifacts, ARTIFACT_BUCKET)],

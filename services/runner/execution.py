@@ -11,17 +11,16 @@ from dataclasses import dataclass
 
 from dcodex.services.runner.verdict import decide_status
 from dcodex.shared.contract import EffectiveLimits, ExecutionResult
-from dcodex.shared.languages import Language
-from dcodex.shared.sandbox import (
+from dcodex.shared.languages.registry import Language
+from dcodex.shared.sandbox.run import (
     LiveInput,
     OutputCallback,
-    SandboxLimits,
     SandboxResult,
     run_sandboxed,
     working_directory,
 )
-from dcodex.shared.slots import Slot
-from dcodex.shared.workspace import hand_over, workspace, write_file
+from dcodex.shared.sandbox.slot import Slot
+from dcodex.shared.sandbox.workspace import hand_over, workspace, write_file
 
 
 @dataclass(frozen=True)
@@ -34,8 +33,8 @@ class Program:
     binary: bytes | None = None
 
 
-def sandbox_limits(limits: EffectiveLimits) -> SandboxLimits:
-    return SandboxLimits(**limits.model_dump())  # the same six names
+def sandbox_limits(limits: EffectiveLimits) -> EffectiveLimits:
+    return limits  # the same six names
 
 
 async def execute(

@@ -1,6 +1,6 @@
 """Input of an interactive run: `dcodex.input.<execution_id>` fed to the program.
 
-Each message is one event (DESIGN §9): `{"type":"stdin","data":"..."}`,
+Each message is one event (docs/protocol.md, live events): `{"type":"stdin","data":"..."}`,
 `{"type":"eof"}` or `{"type":"signal","signal":"SIGINT"}`, in JSON or msgpack (by
 its Content-Type header). A message that is none of these is dropped with a log line
 and, when it asked for a reply, answered with the error.
@@ -21,7 +21,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 from dcodex.shared.codec import decode, encode, encoding_of
 from dcodex.shared.contract import EofEvent, SignalEvent, StdinEvent
 from dcodex.shared.errors import DcodexError, from_validation_error
-from dcodex.shared.sandbox import LiveInput
+from dcodex.shared.sandbox.run import LiveInput
 
 InputEvent = Annotated[StdinEvent | EofEvent | SignalEvent, Field(discriminator="type")]
 _INPUT_EVENT: TypeAdapter[StdinEvent | EofEvent | SignalEvent] = TypeAdapter(InputEvent)

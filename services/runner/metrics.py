@@ -6,11 +6,11 @@ import signal
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from dcodex.shared.config import Settings
 from dcodex.shared.contract import EffectiveLimits, ExecutionResult
-from dcodex.shared.metrics import LATENCY_BUCKETS, ServiceMetrics, toolchains_info
-from dcodex.shared.sandbox import SandboxResult
-from dcodex.shared.slots import SlotPool
+from dcodex.shared.sandbox.run import SandboxResult
+from dcodex.shared.sandbox.slots import SlotPool
+from dcodex.shared.service.config import Settings
+from dcodex.shared.service.metrics import LATENCY_BUCKETS, ServiceMetrics, toolchains_info
 
 LIMITS = ("cpu_time", "wall_time", "memory", "output", "processes", "file_size")
 

@@ -18,9 +18,7 @@ from dcodex.services.runner.execution import Program, execute
 from dcodex.services.runner.interactive import input_feed
 from dcodex.services.runner.metrics import RunnerMetrics
 from dcodex.shared import bus
-from dcodex.shared.artifacts import ARTIFACT_BUCKET, open_artifact_store
 from dcodex.shared.codec import MSGPACK
-from dcodex.shared.config import Settings, check_sizes
 from dcodex.shared.contract import (
     CompileRequest,
     CompileResult,
@@ -31,14 +29,20 @@ from dcodex.shared.contract import (
     LimitsInfo,
 )
 from dcodex.shared.errors import INTERNAL, UNAVAILABLE, DcodexError
-from dcodex.shared.events import EventPublisher
-from dcodex.shared.health import object_store_check
-from dcodex.shared.languages import Language, Registry, available_languages
-from dcodex.shared.sandbox import LiveInput
-from dcodex.shared.service import Service, version
-from dcodex.shared.slots import Overloaded, SlotPool, open_slot_pool
+from dcodex.shared.languages.probe import available_languages
+from dcodex.shared.languages.registry import Language, Registry
+from dcodex.shared.sandbox.run import LiveInput
+from dcodex.shared.sandbox.slots import Overloaded, SlotPool, open_slot_pool
+from dcodex.shared.service import micro
+from dcodex.shared.service.artifacts import ARTIFACT_BUCKET, open_artifact_store
+from dcodex.shared.service.config import Settings, check_sizes
+from dcodex.shared.service.events import EventPublisher
+from dcodex.shared.service.health import object_store_check
+from dcodex.shared.service.lifecycle import Service
+from dcodex.shared.subjects import COMPILE, LANGUAGES, RUN, RUNNER
+from dcodex.shared.version import version
 
-NAME = "dcodex-runner"
+NAME = RUNNER.micro_name
 
 log = structlog.get_logger("dcodex.runner")
 
@@ -60,15 +64,15 @@ class Runner:
         self.slots = slots
         self.metrics = RunnerMetrics(settings, slots, version())
         self.metrics.toolchains({lang.id: lang.version for lang in registry.languages})
-        self.metrics.expect_downstream([settings.subject("compile")])
+        self.metrics.expect_downstream([settings.subject(COMPILE)])
 
-    def endpoints(self) -> list[bus.Endpoint]:
+    def endpoints(self) -> list[micro.Endpoint]:
         return [
-            bus.Endpoint("run", self.settings.subject("run"), self.run),
-            bus.Endpoint("languages", self.settings.subject("languages"), self.languages),
+            micro.Endpoint(RUN.endpoint, self.settings.subject(RUN), self.run),
+            micro.Endpoint(LANGUAGES.endpoint, self.settings.subject(LANGUAGES), self.languages),
         ]
 
-    async def languages(self, call: bus.Call) -> BaseModel:
+    async def languages(self, call: micro.Call) -> BaseModel:
         return LanguagesReply(
             languages=[lang.info() for lang in self.registry.languages],
             limits=LimitsInfo(
@@ -79,7 +83,7 @@ class Runner:
             max_stdin_bytes=self.settings.max_stdin_bytes,
         )
 
-    async def run(self, call: bus.Call) -> BaseModel:
+    async def run(self, call: micro.Call) -> BaseModel:
         request = ExecuteRequest.model_validate(call.payload)
         check_sizes(request.code, request.stdin, self.settings)
         language = self.registry.resolve(request.language)
@@ -97,14 +101,12 @@ class Runner:
         ):
             events = EventPublisher(
                 self.nc,
-                self.settings.subject(f"output.{execution_id}"),
+                self.settings.output_subject(execution_id),
                 call.encoding,
                 request.stream or request.interactive,  # an interactive run is seen live
             )
             try:
-                async with input_feed(
-                    self.nc, self.settings.subject(f"input.{execution_id}"), live
-                ):
+                async with input_feed(self.nc, self.settings.input_subject(execution_id), live):
                     result = await self._compile_and_run(
                         request, language, limits, execution_id, call, events, live
                     )
@@ -134,7 +136,7 @@ class Runner:
         language: Language,
         limits: EffectiveLimits,
         execution_id: str,
-        call: bus.Call,
+        call: micro.Call,
         events: EventPublisher,
         live: LiveInput | None,
     ) -> ExecutionResult:
@@ -194,7 +196,7 @@ class Runner:
     ) -> CompileResult:
         reply = await bus.request(
             self.nc,
-            self.settings.subject("compile"),
+            self.settings.subject(COMPILE),
             CompileRequest(
                 language=language.id,
                 code=request.code,
@@ -221,7 +223,7 @@ class Runner:
 
 
 async def start(settings: Settings) -> Service:
-    nc = await bus.connect(settings.nats_url, name=NAME)
+    nc = await bus.open_connection(settings.connect_options(), NAME, log_events=True)
     slots = await open_slot_pool(
         settings.isolation,
         size=settings.max_concurrent_sandboxes,
@@ -233,10 +235,10 @@ async def start(settings: Settings) -> Service:
     layers = slots.isolation.layers
     if settings.isolation != "strict":
         log.warning("sandbox_isolation", mode=settings.isolation, layers=layers)
-    registry = await available_languages(settings, slots.probe_slot())
+    registry = await available_languages(settings.languages_file, slots.probe_slot())
     artifacts = await open_artifact_store(nc.jetstream())
     runner = Runner(settings, nc, registry, artifacts, slots)
-    micro = await bus.start_micro_service(
+    running = await micro.start_micro_service(
         nc,
         name=NAME,
         version=version(),
@@ -253,7 +255,7 @@ async def start(settings: Settings) -> Service:
     return Service(
         NAME,
         nc,
-        micro,
+        running,
         runner.metrics.registry,
         details={"isolation": " ".join(layers)},
         on_stopped=[slots.close],

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import signal
 
-from dcodex.shared.contract import Status
-from dcodex.shared.sandbox import SandboxLimits, SandboxResult
+from dcodex.shared.contract import EffectiveLimits, Status
+from dcodex.shared.sandbox.run import SandboxResult
 
 # What common runtimes print when an allocation fails (Python, C++, glibc's perror, Go/JS).
 MEMORY_FAILURE_MARKERS: tuple[bytes, ...] = (
@@ -26,7 +26,7 @@ MEMORY_FAILURE_MARKERS: tuple[bytes, ...] = (
 _NEAR_MEMORY_LIMIT = 0.9
 
 
-def decide_status(result: SandboxResult, limits: SandboxLimits) -> Status:
+def decide_status(result: SandboxResult, limits: EffectiveLimits) -> Status:
     """The status of a run; "compile_error" and "internal_error" are decided elsewhere."""
     if result.killed_for == "output":
         return "output_limit"
@@ -43,7 +43,7 @@ def decide_status(result: SandboxResult, limits: SandboxLimits) -> Status:
     return "ok"
 
 
-def _hit_cpu_limit(result: SandboxResult, limits: SandboxLimits) -> bool:
+def _hit_cpu_limit(result: SandboxResult, limits: EffectiveLimits) -> bool:
     # SIGXCPU comes at the soft limit; a program that catches it gets SIGKILL at the
     # hard limit, which only its CPU time tells apart from any other SIGKILL.
     return (
@@ -53,14 +53,14 @@ def _hit_cpu_limit(result: SandboxResult, limits: SandboxLimits) -> bool:
     )
 
 
-def _hit_memory_limit(result: SandboxResult, limits: SandboxLimits) -> bool:
+def _hit_memory_limit(result: SandboxResult, limits: EffectiveLimits) -> bool:
     if result.memory_limit_hit:
         return True  # the kernel's word: the run's memory cgroup OOM-killed it
     failed = result.signal is not None or result.exit_code != 0
     return failed and _looks_out_of_memory(result, limits)
 
 
-def _looks_out_of_memory(result: SandboxResult, limits: SandboxLimits) -> bool:
+def _looks_out_of_memory(result: SandboxResult, limits: EffectiveLimits) -> bool:
     # With only an address-space rlimit the kernel does not report a failed allocation:
     # the program just gets NULL/ENOMEM and dies its own way. So this is an inference,
     # from its peak memory or from what its runtime printed.

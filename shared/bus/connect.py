@@ -1,0 +1,196 @@
+"""The one way onto the bus, for services and clients alike: URL, credentials and TLS.
+
+`ConnectOptions` holds every way a NATS server may ask a party to prove who it is
+(user/password, token, NKey seed, JWT creds file) and the TLS files (a CA, and a client
+certificate for servers that verify clients); `open_connection` turns them into a
+nats-py connection that reconnects forever, and its failures into one clear
+`DcodexError`. Each option is also a `DCODEX_NATS_*` environment variable
+(`ConnectOptions.from_env`), for the services as for the client and the CLI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+import nats
+import nats.errors
+import structlog
+from nats.aio.client import Client as NATS
+
+from dcodex.shared.errors import UNAVAILABLE, DcodexError
+
+DEFAULT_URL = "nats://127.0.0.1:4222"
+ENV_PREFIX = "DCODEX_NATS_"
+
+log = structlog.get_logger("dcodex.bus")
+
+
+@dataclass(frozen=True)
+class ConnectOptions:
+    """Where the NATS server is and how to authenticate to it; all but `url` optional."""
+
+    url: str = DEFAULT_URL
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+    nkey: str | None = None  # path of an NKey seed file (`SU...`)
+    creds: str | None = None  # path of a JWT user credentials file (`.creds`)
+    tls_ca: str | None = None  # CA bundle that signed the server's certificate
+    tls_cert: str | None = None  # client certificate, for servers that verify clients
+    tls_key: str | None = None
+    connect_timeout_s: float = 2.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ConnectOptions:
+        """Options from `DCODEX_NATS_URL`, `DCODEX_NATS_USER`, … then `overrides`."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field in fields(cls):
+            if field.name == "connect_timeout_s":
+                continue
+            found = environ.get(env_var(field.name))
+            if found:
+                values[field.name] = found
+        values |= {name: value for name, value in overrides.items() if value is not None}
+        return cls(**values)
+
+    def nats_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of `nats.connect` for these credentials and TLS files."""
+        kwargs: dict[str, Any] = {}
+        if self.user is not None:
+            kwargs["user"] = self.user
+        if self.password is not None:
+            kwargs["password"] = self.password
+        if self.token is not None:
+            kwargs["token"] = self.token
+        if self.nkey is not None:
+            kwargs["nkeys_seed"] = self.nkey
+        if self.creds is not None:
+            kwargs["user_credentials"] = self.creds
+        if self.tls_ca or self.tls_cert:
+            kwargs["tls"] = self.ssl_context()
+        return kwargs
+
+    def ssl_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=self.tls_ca)
+        if self.tls_cert:
+            context.load_cert_chain(self.tls_cert, self.tls_key)
+        return context
+
+
+def env_var(option: str) -> str:
+    return ENV_PREFIX + option.upper()
+
+
+async def open_connection(
+    options: ConnectOptions, name: str = "dcodex-client", log_events: bool = False
+) -> NATS:
+    """A connection that reconnects forever once made; the first attempt is bounded.
+
+    nats-py retries a first connection forever when reconnects are unlimited, so it is
+    cut off after `connect_timeout_s`; the last error it saw says why (refused
+    credentials, TLS, or simply nobody listening). `log_events` (the services) logs
+    disconnections and reconnections; a client library keeps quiet.
+    """
+    seen: list[Exception] = []
+
+    async def remember(exc: Exception) -> None:
+        if len(seen) < 16:  # a service keeps its connection for days: keep the first few
+            seen.append(exc)
+        if log_events:
+            log.debug("nats_error", error=repr(exc))
+
+    _check_files(options)
+    try:
+        kwargs = options.nats_kwargs()
+        return await asyncio.wait_for(
+            nats.connect(
+                options.url,
+                name=name,
+                connect_timeout=min(2.0, options.connect_timeout_s),
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                allow_reconnect=True,
+                error_cb=remember,
+                disconnected_cb=_on_disconnected if log_events else None,
+                reconnected_cb=_on_reconnected if log_events else None,
+                **kwargs,
+            ),
+            timeout=options.connect_timeout_s,
+        )
+    except ModuleNotFoundError as exc:  # nkeys is an optional extra of nats-py
+        raise DcodexError(
+            UNAVAILABLE,
+            "NKey and creds authentication need the nkeys package: pip install 'dcodex[nkeys]'",
+        ) from exc
+    except _key_errors() as exc:
+        which = options.creds if options.creds is not None else options.nkey
+        raise DcodexError(
+            UNAVAILABLE, f"cannot connect to {options.url}: no valid NKey seed in {which}"
+        ) from exc
+    except (OSError, ssl.SSLError, nats.errors.Error, TimeoutError) as exc:
+        raise DcodexError(UNAVAILABLE, _why(options.url, [*seen, exc])) from exc
+
+
+def _check_files(options: ConnectOptions) -> None:
+    for path in (options.nkey, options.creds, options.tls_ca, options.tls_cert, options.tls_key):
+        if path is not None and not os.path.isfile(path):
+            raise DcodexError(UNAVAILABLE, f"cannot connect to {options.url}: no such file: {path}")
+    if options.creds is not None:
+        _check_creds(options.url, options.creds)
+
+
+# The two sections of a `.creds` file (as `nsc` and `nats` write it) that nats-py reads;
+# without them it fails with a TypeError or keeps reading past the end of the file.
+CREDS_SECTIONS = ("BEGIN NATS USER JWT", "BEGIN USER NKEY SEED")
+
+
+def _check_creds(url: str, path: str) -> None:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as file:
+            text = file.read(1 << 20)
+    except OSError as exc:
+        raise DcodexError(UNAVAILABLE, f"cannot connect to {url}: cannot read {path}") from exc
+    if not all(section in text for section in CREDS_SECTIONS):
+        raise DcodexError(
+            UNAVAILABLE,
+            f"cannot connect to {url}: {path} is not a NATS credentials file"
+            " (it needs a user JWT and an NKey seed)",
+        )
+
+
+def _key_errors() -> tuple[type[Exception], ...]:
+    """nkeys' errors (an unreadable seed), when the optional package is installed."""
+    try:
+        import nkeys
+    except ModuleNotFoundError:
+        return ()
+    return (nkeys.NkeysError,)
+
+
+def _why(url: str, errors: list[BaseException]) -> str:
+    """The most telling of the errors a failed connection attempt collected."""
+    for exc in errors:
+        if isinstance(exc, nats.errors.AuthorizationError) or "authorization" in str(exc).lower():
+            return (
+                f"the NATS server at {url} refused the credentials"
+                " (check --user/--password, --token, --nkey or --creds)"
+            )
+    for exc in errors:
+        if isinstance(exc, ssl.SSLError):
+            reason = getattr(exc, "reason", None) or str(exc)
+            return f"TLS with the NATS server at {url} failed: {reason}"
+    return f"no NATS server is reachable at {url}"
+
+
+async def _on_disconnected() -> None:
+    log.debug("nats_disconnected")  # also on every normal close
+
+
+async def _on_reconnected() -> None:
+    log.warning("nats_reconnected")

@@ -1,0 +1,110 @@
+"""Asking another party on the bus: one request, its reply or a `DcodexError`.
+
+Used by the services (the cache asks the runner, the runner the compiler) and by the
+client alike; error replies, timeouts and missing responders all become `DcodexError`.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import nats.errors
+from nats.aio.client import Client as NATS
+from pydantic import BaseModel
+
+from dcodex.shared.codec import (
+    CACHE_KEY_HEADER,
+    CONTENT_TYPE_HEADER,
+    JSON,
+    REQUEST_ID_HEADER,
+    Encoding,
+    decode,
+    encode,
+    encoding_of,
+)
+from dcodex.shared.errors import (
+    ERROR_CODE_HEADER,
+    INTERNAL,
+    TIMEOUT,
+    UNAVAILABLE,
+    DcodexError,
+)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class NoResponders(DcodexError):
+    """Nothing subscribes to the subject: the service behind it is down."""
+
+
+class RequestTimedOut(DcodexError):
+    """The service behind the subject did not answer in time."""
+
+
+# Told of every request to another service: subject, outcome ("ok", "error" for an
+# error reply, "timeout", "no_responders") and the seconds it took.
+DownstreamObserver = Callable[[str, str, float], None]
+
+
+async def request(
+    nc: NATS,
+    subject: str,
+    payload: BaseModel | dict[str, Any],
+    *,
+    request_id: str,
+    timeout: float,
+    encoding: Encoding = JSON,
+    cache_key: str | None = None,
+    observe: DownstreamObserver | None = None,
+) -> dict[str, Any]:
+    """Ask `subject`, return the decoded reply; error replies raise `DcodexError`."""
+    started = time.perf_counter()
+    outcome = "error"
+    try:
+        reply = await _request(nc, subject, payload, request_id, timeout, encoding, cache_key)
+        outcome = "ok"
+        return reply
+    except NoResponders:
+        outcome = "no_responders"
+        raise
+    except RequestTimedOut:
+        outcome = "timeout"
+        raise
+    finally:
+        if observe is not None:
+            observe(subject, outcome, time.perf_counter() - started)
+
+
+async def _request(
+    nc: NATS,
+    subject: str,
+    payload: BaseModel | dict[str, Any],
+    request_id: str,
+    timeout: float,
+    encoding: Encoding,
+    cache_key: str | None,
+) -> dict[str, Any]:
+    headers = {REQUEST_ID_HEADER: request_id, CONTENT_TYPE_HEADER: encoding}
+    if cache_key is not None:
+        headers[CACHE_KEY_HEADER] = cache_key
+    try:
+        msg = await nc.request(subject, encode(payload, encoding), timeout=timeout, headers=headers)
+    except nats.errors.NoRespondersError as exc:
+        raise NoResponders(UNAVAILABLE, f"no service answers on {subject}") from exc
+    except (nats.errors.TimeoutError, TimeoutError) as exc:
+        raise RequestTimedOut(TIMEOUT, f"{subject} did not answer within {timeout:g} s") from exc
+    reply_encoding = encoding_of(msg.headers)
+    if msg.headers and ERROR_CODE_HEADER in msg.headers:
+        header = msg.headers[ERROR_CODE_HEADER]
+        code = int(header) if header.isdigit() else INTERNAL
+        try:
+            body: Any = decode(msg.data, reply_encoding)
+        except DcodexError:
+            body = None
+        raise DcodexError.from_body(body, code, msg.headers.get("Nats-Service-Error", "error"))
+    return decode(msg.data, reply_encoding)

@@ -1,0 +1,116 @@
+"""`dcodex bus`: the command-line client of a running DCodeX.
+
+The group's options say where DCodeX is and how to log in to its NATS server; the
+commands live in bus_cli_run (run, and the -i menu), bus_cli_admin (languages, ping,
+stats, cache purge). Exit codes are in bus_cli_common.
+"""
+
+from __future__ import annotations
+
+import click
+
+from dcodex.shared.bus.connect import DEFAULT_URL, ConnectOptions, env_var
+from dcodex.shared.cli.admin import cache, languages, ping, stats
+from dcodex.shared.cli.common import Target
+from dcodex.shared.cli.jobs import unescape
+from dcodex.shared.cli.run import run
+from dcodex.shared.cli.show import check_expectations, summary
+from dcodex.shared.client import DEFAULT_TIMEOUT_S
+from dcodex.shared.logging import configure_logging
+from dcodex.shared.subjects import DEFAULT_PREFIX
+
+__all__ = ["bus", "check_expectations", "summary", "unescape"]
+
+PREFIX_ENV = "DCODEX_SUBJECT_PREFIX"  # the services' setting of the same name
+TIMEOUT_ENV = "DCODEX_TIMEOUT_SECONDS"
+
+
+def _file_option(name: str, help_text: str) -> click.Option:
+    return click.Option(
+        [f"--{name.replace('_', '-')}"],
+        type=click.Path(dir_okay=False, exists=True),
+        default=None,
+        envvar=env_var(name),
+        help=f"{help_text} [env {env_var(name)}]",
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--server",
+    "-s",
+    default=DEFAULT_URL,
+    envvar=env_var("url"),
+    show_default=True,
+    help=f"NATS URL of the DCodeX deployment [env {env_var('url')}]",
+)
+@click.option("--user", envvar=env_var("user"), help=f"NATS user [env {env_var('user')}]")
+@click.option(
+    "--password", envvar=env_var("password"), help=f"NATS password [env {env_var('password')}]"
+)
+@click.option("--token", envvar=env_var("token"), help=f"NATS token [env {env_var('token')}]")
+@click.option(
+    "--subject-prefix",
+    default=DEFAULT_PREFIX,
+    envvar=PREFIX_ENV,
+    show_default=True,
+    help=f"prefix of the DCodeX subjects [env {PREFIX_ENV}]",
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_TIMEOUT_S,
+    envvar=TIMEOUT_ENV,
+    show_default=True,
+    help=f"seconds to wait for each reply [env {TIMEOUT_ENV}]",
+)
+@click.pass_context
+def bus(
+    ctx: click.Context,
+    server: str,
+    user: str | None,
+    password: str | None,
+    token: str | None,
+    subject_prefix: str,
+    timeout_s: float,
+    nkey: str | None,
+    creds: str | None,
+    tls_ca: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+) -> None:
+    """Talk to a running DCodeX over NATS.
+
+    Exit codes: 0 success; 1 a run's verdict was not `ok` (with --manifest: a run did
+    not match it); 2 bad usage or input, an error reply, or DCodeX unreachable.
+    """
+    configure_logging("warning", "console")
+    if tls_key and not tls_cert:
+        raise click.BadParameter("needs --tls-cert as well", param_hint="--tls-key")
+    options = ConnectOptions(
+        url=server,
+        user=user,
+        password=password,
+        token=token,
+        nkey=nkey,
+        creds=creds,
+        tls_ca=tls_ca,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+    )
+    ctx.obj = Target(options, subject_prefix, timeout_s)
+
+
+# The key and certificate files, added after the decorators so their help stays together.
+for _name, _help in (
+    ("nkey", "NKey seed file"),
+    ("creds", "NATS credentials file (JWT and NKey seed)"),
+    ("tls_ca", "CA certificates that signed the NATS server's certificate (PEM)"),
+    ("tls_cert", "client certificate for NATS servers that verify clients (PEM)"),
+    ("tls_key", "key of --tls-cert (PEM)"),
+):
+    bus.params.append(_file_option(_name, _help))
+
+for _command in (run, languages, ping, stats, cache):
+    bus.add_command(_command)

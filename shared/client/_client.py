@@ -1,0 +1,180 @@
+"""The Python client: one object with a method per DCodeX subject.
+
+async with await DcodexClient.connect("nats://127.0.0.1:4222") as client:
+    result = await client.execute({"language": "python", "code": "print(1)"})
+    print(result.status, result.stdout)
+
+    async for event in client.stream({"language": "python", "code": "print(1)"}):
+        print(event)                     # started, stdout chunks..., result
+
+    async with client.interactive({"language": "python", "code": "print(input())"}) as run:
+        await run.send("hello\n")
+        result = await run.wait()
+
+`connect` takes a URL or `ConnectOptions` (credentials, TLS); `SyncDcodexClient`
+(client_sync.py) is the same client for code without an event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Any
+
+from nats.aio.client import Client as NATS
+from pydantic import BaseModel
+
+from dcodex.shared import bus
+from dcodex.shared.bus.connect import ConnectOptions, open_connection
+from dcodex.shared.bus.discovery import ServiceInstance, discover, gather
+from dcodex.shared.client._stream import Event, LiveRun
+from dcodex.shared.codec import JSON, Encoding
+from dcodex.shared.contract import (
+    CacheStats,
+    CompileRequest,
+    CompileResult,
+    ExecuteRequest,
+    ExecutionResult,
+    LanguagesReply,
+    PurgeReply,
+)
+from dcodex.shared.errors import UNAVAILABLE, DcodexError
+
+DEFAULT_TIMEOUT_S = 120.0
+
+
+class DcodexClient:
+    def __init__(
+        self, nc: NATS, prefix: str = "dcodex", timeout: float = DEFAULT_TIMEOUT_S
+    ) -> None:
+        self.nc = nc
+        self.prefix = prefix
+        self.timeout = timeout
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str | ConnectOptions | None = None,
+        *,
+        prefix: str = "dcodex",
+        timeout: float = DEFAULT_TIMEOUT_S,
+        **options: Any,
+    ) -> DcodexClient:
+        """Connect to `url` (default: `DCODEX_NATS_URL`, else the local default).
+
+        `options` are `ConnectOptions` fields: `user`, `password`, `token`, `nkey`,
+        `creds`, `tls_ca`, `tls_cert`, `tls_key`, `connect_timeout_s`; any not given
+        come from their `DCODEX_NATS_*` variables.
+        """
+        if isinstance(url, ConnectOptions):
+            settings = url
+        else:
+            settings = ConnectOptions.from_env(url=url, **options)
+        try:
+            nc = await open_connection(settings)
+        except DcodexError as exc:
+            message = exc.message
+            if message.startswith("no NATS server"):
+                message += ": start one with `dcodex up`"
+            raise DcodexError(UNAVAILABLE, message) from exc
+        return cls(nc, prefix, timeout)
+
+    async def close(self) -> None:
+        if not self.nc.is_closed:
+            await self.nc.close()
+
+    async def __aenter__(self) -> DcodexClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def execute(
+        self,
+        request: ExecuteRequest | dict[str, Any],
+        *,
+        encoding: Encoding = JSON,
+        request_id: str | None = None,
+    ) -> ExecutionResult:
+        """Run a program through the result cache (`dcodex.execute`)."""
+        reply = await self._ask("execute", request, encoding, request_id)
+        return ExecutionResult.model_validate(reply)
+
+    async def run(
+        self,
+        request: ExecuteRequest | dict[str, Any],
+        *,
+        encoding: Encoding = JSON,
+        request_id: str | None = None,
+    ) -> ExecutionResult:
+        """Run a program on a runner directly, bypassing the cache (`dcodex.run`)."""
+        reply = await self._ask("run", request, encoding, request_id)
+        return ExecutionResult.model_validate(reply)
+
+    async def stream(
+        self, request: ExecuteRequest | dict[str, Any], *, via: str = "execute"
+    ) -> AsyncIterator[Event]:
+        """The run's events as they happen (docs/protocol.md, live events), the `result` event last.
+
+        `via="run"` goes to a runner directly instead of through the cache.
+        """
+        async with self.live(request, via=via) as run:
+            async for event in run.events():
+                yield event
+
+    def live(self, request: ExecuteRequest | dict[str, Any], *, via: str = "execute") -> LiveRun:
+        """A streaming run to use as `async with client.live(request) as run:`."""
+        parsed = ExecuteRequest.model_validate(request)
+        return LiveRun(self.nc, self.prefix, parsed, subject=via, timeout=self.timeout)
+
+    def interactive(self, request: ExecuteRequest | dict[str, Any]) -> LiveRun:
+        """An interactive run: `send()`, `close_stdin()`, `signal()`, `events()`, `wait()`."""
+        parsed = ExecuteRequest.model_validate(request).model_copy(update={"interactive": True})
+        return LiveRun(self.nc, self.prefix, parsed, timeout=self.timeout)
+
+    async def compile(self, language: str, code: str) -> CompileResult:
+        reply = await self._ask("compile", CompileRequest(language=language, code=code))
+        return CompileResult.model_validate(reply)
+
+    async def languages(self) -> LanguagesReply:
+        return LanguagesReply.model_validate(await self._ask("languages", {}))
+
+    async def cache_stats(self) -> CacheStats:
+        return CacheStats.model_validate(await self._ask("cache.stats", {}))
+
+    async def purge(self, key: str | None = None) -> PurgeReply:
+        payload = {} if key is None else {"key": key}
+        return PurgeReply.model_validate(await self._ask("cache.purge", payload))
+
+    async def ping(self, wait_s: float = 0.5) -> list[dict[str, Any]]:
+        """Every service instance that answers `$SRV.PING` within `wait_s` (raw answers)."""
+        answers = await gather(self.nc, "$SRV.PING", wait_s)
+        return sorted(answers, key=lambda answer: (answer["name"], answer["id"]))
+
+    async def services(self, wait_s: float = 0.5, name: str | None = None) -> list[ServiceInstance]:
+        """Every micro service instance (or those named `name`): version, uptime, endpoint stats.
+
+        Other micro services on the same NATS server answer too; DCodeX's are `dcodex-*`.
+        """
+        return await discover(self.nc, wait_s, name)
+
+    async def _ask(
+        self,
+        name: str,
+        payload: BaseModel | dict[str, Any],
+        encoding: Encoding = JSON,
+        request_id: str | None = None,
+    ) -> dict[str, Any]:
+        return await bus.request(
+            self.nc,
+            f"{self.prefix}.{name}",
+            payload,
+            request_id=request_id or bus.new_id(),
+            timeout=self.timeout,
+            encoding=encoding,
+        )

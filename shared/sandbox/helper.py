@@ -1,0 +1,113 @@
+"""The C helper that starts every sandboxed program (`sandbox_exec.c`): building it
+on first use, and the command line that tells it what to enforce."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import math
+import os
+import resource
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dcodex.shared.sandbox.isolation import Isolation
+
+if TYPE_CHECKING:
+    from dcodex.shared.contract import EffectiveLimits
+    from dcodex.shared.sandbox.cgroups import SlotCgroup
+
+_HELPER_SOURCE = Path(__file__).with_name("sandbox_exec.c")
+
+
+async def prepare_sandbox() -> str:
+    """Build the helper now (off the event loop) rather than on the first run."""
+    return await asyncio.to_thread(helper_binary)
+
+
+@functools.cache
+def helper_binary() -> str:
+    """The compiled helper, built with the system's C compiler on first use.
+
+    It lives in `$DCODEX_CACHE_DIR` (default `~/.cache/dcodex`) under a name that
+    includes a hash of its source, so an upgrade builds a fresh one.
+    """
+    source = _HELPER_SOURCE.read_bytes()
+    digest = hashlib.sha256(source).hexdigest()[:16]
+    directory = Path(os.environ.get("DCODEX_CACHE_DIR") or Path.home() / ".cache" / "dcodex")
+    binary = directory / f"dcodex-exec-{digest}"
+    if not binary.is_file():
+        directory.mkdir(parents=True, exist_ok=True)
+        _build_helper(binary)
+    return str(binary)
+
+
+def _build_helper(binary: Path) -> None:
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        raise RuntimeError("the sandbox helper needs a C compiler (cc or gcc) to be built")
+    # Build beside the target, then rename: concurrent first runs never see half a file.
+    partial = binary.with_name(f"{binary.name}.{os.getpid()}.partial")
+    subprocess.run(
+        [compiler, "-O2", "-Wall", "-o", str(partial), str(_HELPER_SOURCE)],
+        check=True,
+        capture_output=True,
+    )
+    partial.chmod(0o755)
+    partial.replace(binary)
+
+
+_NOFILE = 64
+_MAX_STACK_BYTES = 64 * 2**20
+
+
+def helper_argv(
+    status_fd: int,
+    program: Sequence[str],
+    *,
+    limits: EffectiveLimits,
+    isolation: Isolation,
+    workdir: Path,
+    uid: int | None,
+    gid: int | None,
+    cgroup: SlotCgroup | None,
+    collect: bool,
+) -> list[str]:
+    """The helper's command line for one run (see the usage in sandbox_exec.c)."""
+    cpu = max(1, math.ceil(limits.cpu_time_s))  # the verdict compares the exact CPU time
+    argv = [
+        helper_binary(),
+        "--status-fd", str(status_fd),
+        # SIGXCPU at the soft limit, SIGKILL a second later if it is caught.
+        "--cpu", str(_capped(resource.RLIMIT_CPU, cpu)), str(_capped(resource.RLIMIT_CPU, cpu + 1)),
+        "--fsize", str(_capped(resource.RLIMIT_FSIZE, limits.file_size_bytes)),
+        "--nofile", str(_capped(resource.RLIMIT_NOFILE, _NOFILE)),
+        "--stack", str(_capped(resource.RLIMIT_STACK, min(limits.memory_bytes, _MAX_STACK_BYTES))),
+    ]  # fmt: skip
+    # The address space is bounded as well as the cgroup's resident memory: that is
+    # what the memory limit has always meant, and it makes a runaway allocation fail at once.
+    argv += ["--as", str(_capped(resource.RLIMIT_AS, limits.memory_bytes))]
+    for path in cgroup.paths if cgroup is not None else []:
+        argv += ["--cgroup", path]
+    if uid is not None and gid is not None:
+        argv += ["--uid", str(uid), "--gid", str(gid)]
+        # RLIMIT_NPROC counts every process of the uid, and root is exempt from it: it
+        # bounds one run only when the run has a uid of its own. A pids cgroup is exact.
+        argv += ["--nproc", str(limits.processes)] if cgroup is None else []
+    if isolation.namespaces:
+        argv += ["--namespaces", "--workdir", str(workdir), "--disk", str(isolation.disk_bytes)]
+        argv += ["--userns"] if isolation.user_namespace else []
+        argv += ["--collect"] if collect else []
+        for path in isolation.read_only_paths:
+            argv += ["--ro", path]
+    return [*argv, "--", *program]
+
+
+def _capped(which: int, value: int) -> int:
+    """`value`, but no higher than our own hard limit (which only root may raise)."""
+    hard = resource.getrlimit(which)[1]
+    return value if hard == resource.RLIM_INFINITY else min(value, hard)

@@ -1,0 +1,92 @@
+"""Find the isolation this host gives for an `--isolation` mode, by trying it.
+
+Each candidate is proven by really running `true` in it: a layer counts only when a
+program has run under it here, not when the kernel merely advertises it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from dcodex.shared.contract import EffectiveLimits
+from dcodex.shared.environment import clean_env
+from dcodex.shared.sandbox.cgroups import create_slot_cgroup, slot_cgroup_name
+from dcodex.shared.sandbox.isolation import (
+    STRICT_LAYERS,
+    Isolation,
+    IsolationMode,
+    IsolationUnavailable,
+)
+from dcodex.shared.sandbox.run import run_sandboxed
+from dcodex.shared.sandbox.slot import Slot
+from dcodex.shared.sandbox.workspace import workspace
+
+PROBE_PROCESSES = 4096
+_PROBE_LIMITS = EffectiveLimits(
+    cpu_time_s=2,
+    wall_time_s=10,
+    memory_bytes=256 * 2**20,
+    output_bytes=4096,
+    # RLIMIT_NPROC counts every process of the uid on the host, those of other runners
+    # sharing the uid range included: a probe must not fail because they are busy.
+    processes=PROBE_PROCESSES,
+    file_size_bytes=2**20,
+)
+
+
+async def detect_isolation(mode: IsolationMode, *, disk_bytes: int, probe_uid: int) -> Isolation:
+    """The isolation for `mode`; raises IsolationUnavailable when `strict` can't be had.
+
+    `probe_uid` is a uid the probe may run as (the first slot's), used when root.
+    """
+    root = os.geteuid() == 0
+    fallback = Isolation(slot_uids=root, disk_bytes=disk_bytes)
+    if mode == "rlimits":
+        return fallback
+    candidate = Isolation(
+        slot_uids=root,
+        namespaces=True,
+        user_namespace=not root,
+        cgroups=root and _cgroups_work(),
+        disk_bytes=disk_bytes,
+    )
+    failure = await _failure(candidate, probe_uid if root else None)
+    achieved = fallback if failure else candidate
+    missing = [layer for layer in STRICT_LAYERS if layer not in achieved.layers]
+    if mode == "best" or not missing:
+        return achieved
+    reason = failure or "a uid per sandbox slot needs the service to run as root"
+    raise IsolationUnavailable(
+        f"--isolation strict needs the layers {', '.join(missing)}, "
+        f"which this host does not give ({reason}); "
+        "use --isolation best to take what it offers"
+    )
+
+
+async def _failure(isolation: Isolation, uid: int | None) -> str | None:
+    """None when `true` runs under `isolation`, else why it does not."""
+    true = shutil.which("true", path=clean_env(Path("/"))["PATH"])
+    if true is None:
+        return "there is no `true` program to probe with"
+    try:
+        with workspace(prefix="dcodex-probe-") as cwd:
+            result = await run_sandboxed(
+                [true], cwd=cwd, limits=_PROBE_LIMITS, slot=Slot(0, uid, uid, isolation)
+            )
+    except OSError as error:
+        return str(error)
+    if result.exit_code != 0:
+        return f"a probe program ended with {result.exit_code or result.signal}: " + (
+            result.stderr.decode(errors="replace").strip()
+        )
+    return None
+
+
+def _cgroups_work() -> bool:
+    cgroup = create_slot_cgroup(slot_cgroup_name("probe", 0))
+    if cgroup is None:
+        return False
+    cgroup.remove()
+    return True

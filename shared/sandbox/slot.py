@@ -1,0 +1,21 @@
+"""A slot: the identity one sandboxed run gets (uid, isolation layers, cgroups).
+
+A plain value, so that the code that runs sandboxes and the pool that hands slots out
+(`slots.py`) can both use it without importing each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dcodex.shared.sandbox.cgroups import SlotCgroup
+from dcodex.shared.sandbox.isolation import RLIMITS_ONLY, Isolation
+
+
+@dataclass(frozen=True)
+class Slot:
+    index: int
+    uid: int | None
+    gid: int | None
+    isolation: Isolation = RLIMITS_ONLY
+    cgroup: SlotCgroup | None = None

@@ -1,0 +1,108 @@
+"""Sandbox slots: a bound on concurrent sandboxes, and what each slot runs with.
+
+When the service runs as root, slot N runs its programs as uid/gid `uid_base + N`, so
+processes of two concurrent runs cannot signal each other and the process-count
+rlimit counts one run only; with cgroups each slot also has cgroups of its own. Without
+root every slot runs as the service's own user.
+
+Requests beyond the free slots wait in a queue of bounded length; past it,
+`acquire` raises `Overloaded` at once rather than letting work pile up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from dcodex.shared.sandbox.cgroups import create_slot_cgroup, slot_cgroup_name
+from dcodex.shared.sandbox.helper import prepare_sandbox
+from dcodex.shared.sandbox.isolation import RLIMITS_ONLY, Isolation, IsolationMode
+from dcodex.shared.sandbox.probe import detect_isolation
+from dcodex.shared.sandbox.slot import Slot
+
+
+class Overloaded(Exception):
+    """Every slot is busy and the queue is full."""
+
+
+class SlotPool:
+    def __init__(
+        self,
+        size: int,
+        uid_base: int | None,
+        *,
+        isolation: Isolation = RLIMITS_ONLY,
+        max_queued: int | None = None,
+        service: str = "sandbox",
+    ) -> None:
+        self.size = size
+        self.isolation = isolation
+        self.max_queued = max_queued
+        self.waiting = 0
+        self._free: asyncio.Queue[Slot] = asyncio.Queue()
+        self._slots: list[Slot] = []
+        use_uids = uid_base is not None and os.geteuid() == 0
+        for index in range(size):
+            uid = uid_base + index if use_uids and uid_base is not None else None
+            cgroup = (
+                create_slot_cgroup(slot_cgroup_name(service, index)) if isolation.cgroups else None
+            )
+            slot = Slot(index, uid, uid, isolation, cgroup)
+            self._slots.append(slot)
+            self._free.put_nowait(slot)
+
+    @property
+    def busy(self) -> int:
+        return self.size - self._free.qsize()
+
+    @property
+    def full(self) -> bool:
+        """Every slot is busy and the queue holds as many runs as it may."""
+        limit = self.max_queued
+        return self._free.empty() and limit is not None and self.waiting >= limit
+
+    @asynccontextmanager
+    async def acquire(self) -> AsyncIterator[Slot]:
+        if self.full:
+            raise Overloaded(f"all {self.size} sandboxes are busy and {self.waiting} runs wait")
+        self.waiting += 1
+        try:
+            slot = await self._free.get()
+        finally:
+            self.waiting -= 1
+        try:
+            yield slot
+        finally:
+            self._free.put_nowait(slot)
+
+    def probe_slot(self) -> Slot:
+        """A slot like the first, without its cgroup: for short probes run side by side."""
+        first = self._slots[0]
+        return Slot(first.index, first.uid, first.gid, first.isolation)
+
+    def close(self) -> None:
+        """Remove the slots' cgroups (call once no run is left)."""
+        for slot in self._slots:
+            if slot.cgroup is not None:
+                slot.cgroup.remove()
+
+
+async def open_slot_pool(
+    mode: IsolationMode,
+    *,
+    size: int,
+    uid_base: int,
+    disk_bytes: int,
+    max_queued: int | None,
+    service: str,
+) -> SlotPool:
+    """Build the sandbox helper, find the isolation `mode` gets here, and make the slots.
+
+    Raises IsolationUnavailable when `mode` is "strict" and a layer is missing.
+    """
+
+    await prepare_sandbox()
+    isolation = await detect_isolation(mode, disk_bytes=disk_bytes, probe_uid=uid_base)
+    return SlotPool(size, uid_base, isolation=isolation, max_queued=max_queued, service=service)

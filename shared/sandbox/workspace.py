@@ -1,0 +1,55 @@
+"""Fresh working directories for sandboxed programs and compiles.
+
+Files are written while the directory still belongs to the service, and only then is
+it handed to the slot's uid: root never writes into, nor follows a link in, a
+directory that a sandboxed process could have prepared.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from dcodex.shared.sandbox.slot import Slot
+
+
+@contextmanager
+def workspace(prefix: str) -> Iterator[Path]:
+    """A private (0700) directory, removed with all it holds at the end."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def write_file(directory: Path, name: str, data: bytes, slot: Slot, mode: int = 0o600) -> None:
+    """A new file (never through a link), owned by the slot's uid."""
+    fd = os.open(directory / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    with os.fdopen(fd, "wb") as file:
+        file.write(data)
+        if slot.uid is not None and slot.gid is not None:
+            os.fchown(file.fileno(), slot.uid, slot.gid)
+
+
+def hand_over(directory: Path, slot: Slot) -> None:
+    """Give the directory to the slot's uid: from now on the program may write there."""
+    if slot.uid is not None and slot.gid is not None:
+        os.chown(directory, slot.uid, slot.gid)
+
+
+def read_output_file(directory: Path, name: str) -> bytes | None:
+    """A regular file the program left (not a link to something else), or None."""
+    try:
+        fd = os.open(directory / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+            return None
+        return file.read()

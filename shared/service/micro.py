@@ -1,0 +1,267 @@
+"""A DCodeX service on the bus: a NATS micro service of plain async endpoints.
+
+`Endpoint` / `start_micro_service`: endpoints are async functions `Call -> pydantic
+model`; decoding, error replies, request ids, logging and concurrency are handled here
+once. Connecting and asking other services live in `dcodex.shared.bus`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import nats
+import nats.errors
+import structlog
+from nats.aio.client import Client as NATS
+from nats.micro import add_service
+from nats.micro.request import Request as MicroRequest
+from nats.micro.service import EndpointStats, Service
+from pydantic import BaseModel, ValidationError
+
+from dcodex.shared.bus.request import new_id
+from dcodex.shared.codec import (
+    CACHE_KEY_HEADER,
+    CONTENT_TYPE_HEADER,
+    REQUEST_ID_HEADER,
+    Encoding,
+    decode,
+    encode,
+    encoding_of,
+)
+from dcodex.shared.errors import (
+    INTERNAL,
+    DcodexError,
+    from_validation_error,
+)
+from dcodex.shared.logging import begin_request
+
+log = structlog.get_logger("dcodex.bus")
+
+
+@dataclass(frozen=True)
+class Call:
+    """One decoded request as an endpoint handler sees it."""
+
+    payload: dict[str, Any]
+    request_id: str
+    encoding: Encoding
+    # The cache's key for this request, when the cache forwarded it (docs/cache.md).
+    cache_key: str | None = None
+
+
+Handler = Callable[[Call], Awaitable[BaseModel]]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    subject: str
+    handler: Handler
+
+
+@dataclass
+class EndpointCounts:
+    """What `$SRV.STATS` reports of one endpoint, counted by us.
+
+    nats.micro times its handler, but ours only hands the request to a task (so that
+    requests run side by side) and answers errors as replies; its own figures would
+    be ~0 ns and 0 errors. These count the real work, and replace its figures.
+    """
+
+    requests: int = 0
+    answered: int = 0
+    errors: int = 0
+    processing_ns: int = 0
+    last_error: str | None = None
+
+    def fill(self, stats: EndpointStats) -> None:
+        stats.num_requests = self.requests
+        stats.num_errors = self.errors
+        stats.last_error = self.last_error
+        stats.processing_time = self.processing_ns
+        stats.average_processing_time = self.processing_ns // self.answered if self.answered else 0
+
+
+# Told of every answered request: endpoint name, reply code (200 for a normal reply)
+# and the seconds it took. Services feed their Prometheus metrics from it.
+RequestObserver = Callable[[str, int, float], None]
+
+
+@dataclass
+class RunningService:
+    """A registered micro service and the requests it is still answering."""
+
+    micro: Service
+    in_flight: set[asyncio.Task[None]] = field(default_factory=set)
+    counts: dict[str, EndpointCounts] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        """This instance's micro id, as `$SRV.PING` shows it."""
+        return self.micro.id
+
+    @property
+    def serving(self) -> bool:
+        return not self.micro.stopped.is_set()
+
+    async def stop(self, grace_seconds: float = 10.0) -> None:
+        """Stop taking requests, then let those under way finish (or cancel them)."""
+        await self.micro.stop()
+        if self.in_flight:
+            _, pending = await asyncio.wait(self.in_flight, timeout=grace_seconds)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def start_micro_service(
+    nc: NATS,
+    *,
+    name: str,
+    version: str,
+    description: str,
+    endpoints: list[Endpoint],
+    metadata: dict[str, str] | None = None,
+    stats_handler: Callable[[EndpointStats], Any] | None = None,
+    observer: RequestObserver | None = None,
+) -> RunningService:
+    """`stats_handler` gives each endpoint's `data` in the service's `$SRV.STATS` answer."""
+    counts = {endpoint.name: EndpointCounts() for endpoint in endpoints}
+
+    def stats(endpoint: EndpointStats) -> Any:
+        if endpoint.name in counts:
+            counts[endpoint.name].fill(endpoint)
+        return stats_handler(endpoint) if stats_handler else None
+
+    micro = await add_service(
+        nc,
+        name=name,
+        version=version,
+        description=description,
+        metadata=metadata or {},
+        stats_handler=stats,
+    )
+    running = RunningService(micro, counts=counts)
+    for endpoint in endpoints:
+        answer = _Answerer(endpoint, name, running, observer)
+        await micro.add_endpoint(name=endpoint.name, subject=endpoint.subject, handler=answer.spawn)
+    return running
+
+
+@dataclass(frozen=True)
+class _Answerer:
+    endpoint: Endpoint
+    service: str
+    running: RunningService
+    observer: RequestObserver | None
+
+    async def spawn(self, request: MicroRequest) -> None:
+        # nats-py delivers a subscription's messages one at a time; answering each in its
+        # own task is what lets one runner serve many requests at once.
+        self.running.counts[self.endpoint.name].requests += 1
+        task = asyncio.create_task(self.answer(request))
+        self.running.in_flight.add(task)
+        task.add_done_callback(self.running.in_flight.discard)
+
+    async def answer(self, request: MicroRequest) -> None:
+        started = time.perf_counter_ns()
+        headers = request.headers or {}
+        request_id = headers.get(REQUEST_ID_HEADER) or new_id()
+        encoding = encoding_of(headers)
+        reply_headers = {REQUEST_ID_HEADER: request_id, CONTENT_TYPE_HEADER: encoding}
+        context = {"service": self.service, "instance": self.running.id, "request_id": request_id}
+        with structlog.contextvars.bound_contextvars(**context):
+            summary = begin_request()
+            log.debug("request_received", endpoint=self.endpoint.name, size=len(request.data))
+            error: DcodexError | None = None
+            failure: Exception | None = None
+            try:
+                payload = decode(request.data, encoding) if request.data else {}
+                call = Call(payload, request_id, encoding, headers.get(CACHE_KEY_HEADER))
+                reply = await self.endpoint.handler(call)
+                summary |= _summary_of(reply)
+                body = encode(reply, encoding)
+            except Exception as exc:
+                error, failure = as_dcodex_error(exc), exc
+                body = encode(error.to_body(), encoding)
+                reply_headers |= error.to_headers()
+            error = await _respond(request, body, reply_headers) or error
+            elapsed_ns = time.perf_counter_ns() - started
+            self._record(error, elapsed_ns)
+            summary |= {"endpoint": self.endpoint.name, "duration_ms": round(elapsed_ns / 1e6, 3)}
+            _log_request(summary, error, failure)
+
+    def _record(self, error: DcodexError | None, elapsed_ns: int) -> None:
+        counts = self.running.counts[self.endpoint.name]
+        counts.answered += 1
+        counts.processing_ns += elapsed_ns
+        if error is not None:
+            counts.errors += 1
+            counts.last_error = f"{error.code}: {error.message}"
+        if self.observer is not None:
+            code = 200 if error is None else error.code
+            self.observer(self.endpoint.name, code, elapsed_ns / 1e9)
+
+
+def _log_request(
+    fields: dict[str, Any], error: DcodexError | None, failure: Exception | None
+) -> None:
+    """The one INFO line of a request; a failure of ours is an ERROR with its traceback."""
+    if error is None:
+        log.info("request", code=200, **fields)
+    elif error.code >= INTERNAL:
+        log.error("request", code=error.code, error=error.message, exc_info=failure, **fields)
+    else:
+        log.info("request", code=error.code, error=error.message, **fields)
+
+
+# Reply fields worth a place in the request's log line, when the reply has them.
+_SUMMARY_FIELDS = (
+    "execution_id",
+    "language",
+    "status",
+    "cache_hit",
+    "cached",
+    "compile_time_ms",
+    "cpu_time_ms",
+    "wall_time_ms",
+)
+
+
+def _summary_of(reply: BaseModel) -> dict[str, Any]:
+    values = {name: getattr(reply, name, None) for name in _SUMMARY_FIELDS}
+    return {k: v for k, v in values.items() if isinstance(v, str | int | float | bool)}
+
+
+async def _respond(
+    request: MicroRequest, body: bytes, headers: dict[str, str]
+) -> DcodexError | None:
+    """Send the reply; one too large for the server still gets a (small) error reply,
+    which is returned."""
+    if not request._msg.reply:
+        return None  # published without a reply subject: nobody to answer
+    try:
+        await request.respond(body, headers=headers)
+    except nats.errors.MaxPayloadError:
+        error = DcodexError(
+            INTERNAL,
+            f"the reply ({len(body)} bytes) is larger than the NATS server's max payload;"
+            " ask for a smaller limits.output_bytes",
+        )
+        await request.respond(
+            encode(error.to_body(), encoding_of(headers)), {**headers, **error.to_headers()}
+        )
+        return error
+    return None
+
+
+def as_dcodex_error(exc: BaseException) -> DcodexError:
+    if isinstance(exc, DcodexError):
+        return exc
+    if isinstance(exc, ValidationError):
+        return from_validation_error(exc)
+    return DcodexError(INTERNAL, f"internal error: {type(exc).__name__}: {exc}")

@@ -1,0 +1,139 @@
+"""The one table of DCodeX's services and subjects.
+
+Every subject is `<prefix>.<suffix>` (prefix `dcodex` by default). The services, the
+client, the CLI and the AsyncAPI generator all read this table, so a subject or a
+service is named in exactly one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from dcodex.shared.contract import (
+    CacheStats,
+    CompileRequest,
+    CompileResult,
+    ExecuteRequest,
+    ExecutionResult,
+    LanguagesReply,
+    PurgeReply,
+    PurgeRequest,
+)
+
+DEFAULT_PREFIX = "dcodex"
+
+
+@dataclass(frozen=True)
+class ServiceInfo:
+    """One of the services: its short name (`dcodex service NAME`) and what it does."""
+
+    name: str
+    summary: str
+
+    @property
+    def micro_name(self) -> str:
+        """Its NATS micro service name, as `$SRV.INFO` and `dcodex bus services` show it."""
+        return f"dcodex-{self.name}"
+
+
+COMPILER = ServiceInfo("compiler", "Compiles; artifacts go to the Object Store.")
+RUNNER = ServiceInfo("runner", "Runs programs in sandboxes; publishes live events.")
+CACHE = ServiceInfo("cache", "Read-through result cache, the front door.")
+
+# In start order: each service needs the one before it.
+SERVICES: tuple[ServiceInfo, ...] = (COMPILER, RUNNER, CACHE)
+
+
+@dataclass(frozen=True)
+class Subject:
+    """A request-reply subject: who serves it, and the models of its request and reply.
+
+    `request` is None for subjects that take an empty body (or `{}`).
+    """
+
+    key: str  # the AsyncAPI channel and operation id
+    suffix: str  # after the prefix
+    endpoint: str  # the micro endpoint's name
+    service: ServiceInfo
+    summary: str
+    request: type[BaseModel] | None
+    reply: type[BaseModel]
+
+    def on(self, prefix: str) -> str:
+        return f"{prefix}.{self.suffix}"
+
+
+EXECUTE = Subject(
+    "execute",
+    "execute",
+    "execute",
+    CACHE,
+    "Execute with the result cache (the normal entry).",
+    ExecuteRequest,
+    ExecutionResult,
+)
+RUN = Subject(
+    "run", "run", "run", RUNNER, "Execute, bypassing the cache.", ExecuteRequest, ExecutionResult
+)
+COMPILE = Subject(
+    "compile",
+    "compile",
+    "compile",
+    COMPILER,
+    "Compile only: artifact reference and diagnostics.",
+    CompileRequest,
+    CompileResult,
+)
+LANGUAGES = Subject(
+    "languages",
+    "languages",
+    "languages",
+    RUNNER,
+    "Languages, aliases, versions, default and maximum limits.",
+    None,
+    LanguagesReply,
+)
+CACHE_STATS = Subject(
+    "cacheStats",
+    "cache.stats",
+    "stats",
+    CACHE,
+    "Entries, bytes, hits, misses, coalesced.",
+    None,
+    CacheStats,
+)
+CACHE_PURGE = Subject(
+    "cachePurge",
+    "cache.purge",
+    "purge",
+    CACHE,
+    "Drop all cached results (or one key).",
+    PurgeRequest,
+    PurgeReply,
+)
+
+SUBJECTS: tuple[Subject, ...] = (EXECUTE, RUN, COMPILE, LANGUAGES, CACHE_STATS, CACHE_PURGE)
+
+# Per-execution subjects: `<prefix>.output.<execution_id>` carries the live events of a
+# streamed run (published by the runner, or replayed by the cache);
+# `<prefix>.input.<execution_id>` the stdin, EOF and signals of an interactive run.
+OUTPUT = "output"
+INPUT = "input"
+
+
+def output_subject(prefix: str, execution_id: str) -> str:
+    return f"{prefix}.{OUTPUT}.{execution_id}"
+
+
+def input_subject(prefix: str, execution_id: str) -> str:
+    return f"{prefix}.{INPUT}.{execution_id}"
+
+
+def serving(suffix: str) -> ServiceInfo | None:
+    """The service that answers `<prefix>.<suffix>`, for "no ... is reachable" messages."""
+    for subject in SUBJECTS:
+        if subject.suffix == suffix or subject.suffix.startswith(suffix + "."):
+            return subject.service
+    return None
