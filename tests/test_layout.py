@@ -1,0 +1,86 @@
+"""The layout holds: what a client-only install loads, where commands and services come
+from, and that the one table of subjects is what the services really serve."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from importlib.metadata import entry_points
+
+import pytest
+
+from dcodex.shared.client import DcodexClient
+from dcodex.shared.service.stack import starter
+from dcodex.shared.subjects import SERVICES, SUBJECTS
+from tests.conftest import dcodex_argv
+
+# What only the services need: a client must never pay for (or depend on) any of it.
+SERVER_ONLY = ("nats.micro", "prometheus_client", "dcodex.shared.sandbox", "dcodex.shared.service")
+
+
+def loaded_modules(code: str) -> set[str]:
+    script = f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return set(json.loads(done.stdout.splitlines()[-1]))
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import dcodex.shared.client",
+        "from dcodex.shared.cli.main import main",
+        # What `dcodex bus run` does before it connects: map files to languages.
+        "from dcodex.shared.cli.jobs import registry; registry()",
+    ],
+)
+def test_the_client_and_the_cli_load_nothing_of_the_server(code: str) -> None:
+    modules = loaded_modules(code)
+    assert not [m for m in modules if m.startswith(SERVER_ONLY)], code
+
+
+def test_without_the_server_extra_the_client_cli_works_and_server_commands_say_why() -> None:
+    # As if `pip install dcodex` (no [server]): prometheus_client cannot be imported.
+    blocked = "import sys; sys.modules['prometheus_client'] = None\n"
+    run = "from dcodex.shared.cli.main import main; main()"
+    for args, code, expected in (
+        (["bus", "--help"], 0, "Talk to a running DCodeX"),
+        (["up"], 1, "pip install 'dcodex[server]'"),
+        (["--help"], 0, "service"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-c", blocked + run, *args], capture_output=True, text=True
+        )
+        assert done.returncode == code, (args, done.stdout, done.stderr)
+        assert expected in done.stdout + done.stderr, (args, done.stdout, done.stderr)
+        assert "Traceback" not in done.stderr
+
+
+def test_the_cli_lists_the_server_commands_and_benchmarks_from_entry_points() -> None:
+    top = subprocess.run(dcodex_argv("--help"), capture_output=True, text=True, check=True)
+    for command in ("bus", "up", "service", "schemas", "bench"):
+        assert f"\n  {command} " in top.stdout, top.stdout
+    bench = subprocess.run(dcodex_argv("bench", "--help"), capture_output=True, text=True)
+    assert "sandbox" in bench.stdout and "compile" in bench.stdout, bench.stdout
+
+
+def test_every_service_of_the_table_is_installed_and_nothing_else_is_guessed() -> None:
+    installed = {point.name for point in entry_points(group="dcodex.services")}
+    assert installed == {service.name for service in SERVICES}
+    assert all(callable(starter(service.name)) for service in SERVICES)
+    with pytest.raises(LookupError, match="no service 'nope' is installed"):
+        starter("nope")
+
+
+async def test_the_services_serve_exactly_the_subjects_of_the_table(
+    client: DcodexClient,
+) -> None:
+    served = {
+        (instance.name, endpoint.name, endpoint.subject)
+        for instance in await client.services()
+        for endpoint in instance.endpoints
+        if instance.name.startswith("dcodex-")
+    }
+    table = {(s.service.micro_name, s.endpoint, s.on("dcodex")) for s in SUBJECTS}
+    assert served == table
