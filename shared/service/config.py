@@ -69,7 +69,7 @@ class Settings(BaseModel):
     )
     judge_max_files: int = Field(32, ge=0, description="most extra files in one judge request")
     judge_max_files_bytes: int = Field(
-        1 * MiB, ge=0, description="most bytes of extra files in one judge request"
+        512 * KiB, ge=0, description="most bytes of extra files in one judge request"
     )
     judge_checker_cpu_time_seconds: float = Field(
         5.0, gt=0, description="CPU time of one run of a checker program"
