@@ -13,6 +13,7 @@ from dcodex.shared.bus.connect import DEFAULT_URL, ConnectOptions, env_var
 from dcodex.shared.cli.admin import cache, languages, ping, stats
 from dcodex.shared.cli.common import Target
 from dcodex.shared.cli.jobs import unescape
+from dcodex.shared.cli.judge import judge
 from dcodex.shared.cli.run import run
 from dcodex.shared.cli.show import check_expectations, summary
 from dcodex.shared.client import DEFAULT_TIMEOUT_S
@@ -112,5 +113,5 @@ for _name, _help in (
 ):
     bus.params.append(_file_option(_name, _help))
 
-for _command in (run, languages, ping, stats, cache):
+for _command in (run, judge, languages, ping, stats, cache):
     bus.add_command(_command)
