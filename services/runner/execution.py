@@ -61,7 +61,7 @@ async def execute(
             write_read_only(cwd, name, data)
         hand_over(cwd, slot)
         outcome = await run_sandboxed(
-            [*language.run, *args],
+            language.run_argv(limits.memory_bytes, args),
             cwd=cwd,
             limits=sandbox_limits(limits),
             stdin=stdin.encode() if isinstance(stdin, str) else stdin,
@@ -69,6 +69,7 @@ async def execute(
             slot=slot,
             read_only=language.mounts,
             on_output=on_output,
+            address_space=language.address_space(limits.memory_bytes),
         )
     result = to_result(outcome, limits, execution_id, language.id, program.language_version)
     if on_finished is not None:
