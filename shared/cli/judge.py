@@ -16,6 +16,7 @@ from rich.table import Table
 
 from dcodex.shared.cli.common import EXIT_NOT_OK, Target, console, errors, with_client
 from dcodex.shared.cli.jobs import limit_options, limits_from, read_source, registry
+from dcodex.shared.cli.show import human_bytes
 from dcodex.shared.client import DcodexClient
 from dcodex.shared.contract import (
     PASSING_VERDICTS,
@@ -236,13 +237,3 @@ def show_result(path: Path, result: JudgeResult) -> None:
         + f", peak memory {human_bytes(summary.peak_memory_bytes)}"
         + (f", {summary.cache_hits} cached" if summary.cache_hits else "")
     )
-
-
-def human_bytes(count: float) -> str:
-    """1536 → `1.5 KiB`, 4294967296 → `4 GiB`."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(count) < 1024 or unit == "TiB":
-            text = f"{count:.1f}".rstrip("0").rstrip(".") if unit != "B" else str(int(count))
-            return f"{text} {unit}"
-        count /= 1024
-    raise AssertionError("unreachable")

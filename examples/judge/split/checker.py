@@ -4,9 +4,10 @@ Exit 0: accepted; 1: wrong answer; 2: presentation error (not two integers).
 """
 
 import sys
+from pathlib import Path
 
-n = int(open(sys.argv[1]).read())
-tokens = open(sys.argv[2]).read().split()
+n = int(Path(sys.argv[1]).read_text())
+tokens = Path(sys.argv[2]).read_text().split()
 if len(tokens) != 2 or not all(t.lstrip("-").isdigit() for t in tokens):
     print(f"expected two integers, found {tokens[:3]}", file=sys.stderr)
     sys.exit(2)
