@@ -67,7 +67,7 @@ def test_up_listens_on_4222_or_says_where_and_clients_find_it(tmp_path: Path) ->
     )
     try:
         assert up.stderr is not None
-        lines = []
+        lines: list[str] = []
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and not any("Stop with" in line for line in lines):
             lines.append(up.stderr.readline())
