@@ -1,7 +1,8 @@
 # The two commands of the README:
 #   make examples   install, then run every example through an embedded stack (dcodex up),
 #                   and judge every solution of examples/judge (docs/judge.md)
-#   make test       install with the dev tools, then ruff, mypy and the whole test suite
+#   make test       install with the dev tools, then ruff, ruff format --check, mypy (strict),
+#                   lint-imports and the whole test suite (CONTRIBUTING.md)
 VENV ?= .venv
 BIN := $(VENV)/bin
 

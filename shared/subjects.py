@@ -38,7 +38,7 @@ class ServiceInfo:
 
     @property
     def micro_name(self) -> str:
-        """Its NATS micro service name, as `$SRV.INFO` and `dcodex bus services` show it."""
+        """Its NATS micro service name, as `$SRV.INFO` and `dcodex bus ping` show it."""
         return f"dcodex-{self.name}"
 
 
