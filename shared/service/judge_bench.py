@@ -24,7 +24,7 @@ from dcodex.shared.client import DcodexClient
 from dcodex.shared.logging import configure_logging
 from dcodex.shared.service.config import Settings
 from dcodex.shared.service.nats_server import EmbeddedNats
-from dcodex.shared.service.stack import SERVICES, start_services, stop_services
+from dcodex.shared.service.stack import installed_services, start_services, stop_services
 
 PROGRAM = """
 #include <iostream>
@@ -67,7 +67,7 @@ async def bench(cases: int, rounds: int) -> None:
     settings = Settings(isolation="best", metrics_port=0)
     server = EmbeddedNats()
     settings = settings.model_copy(update={"nats_url": server.start()})
-    services = await start_services(settings, SERVICES, {})
+    services = await start_services(settings, installed_services(), {})
     try:
         client = await DcodexClient.connect(settings.nats_url, timeout=600)
         async with client:
