@@ -234,6 +234,7 @@ class Judge:
                 on_finished=self.runner.metrics.sandbox_finished,
                 files=plan.files,
             )
+        self.runner.metrics.observe(result)  # a case is an execution like any other
         checked = await self._check(plan, index, result, checker)
         return case_result(index, case_name(plan.request, index), result, checked)
 
