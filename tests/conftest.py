@@ -94,7 +94,9 @@ class ServiceProcesses:
         return (self.log_dir / f"{name}-{index}.log").read_text(errors="replace")
 
     def wait_ready(self, names: tuple[str, ...] = SERVICE_NAMES, timeout: float = 30.0) -> None:
-        """Until every named service answers `$SRV.PING`."""
+        """Until every named service answers `$SRV.PING` and each of the processes started
+        here under those names has said it serves (another instance of the same name,
+        such as the session stack's, answering first proves nothing of ours)."""
         wanted = {f"dcodex-{name}" for name in names}
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -102,7 +104,12 @@ class ServiceProcesses:
                 for process in group:
                     if process.poll() is not None:
                         raise RuntimeError(f"a service exited: {process.args!r}")
-            if wanted <= asyncio.run(_answering(self.url)):
+            started = all(
+                "service_started" in self.log(name, index)
+                for name in names
+                for index in range(len(self.processes.get(name, [])))
+            )
+            if started and wanted <= asyncio.run(_answering(self.url)):
                 return
             time.sleep(0.1)
         raise TimeoutError(f"services {sorted(wanted)} did not answer within {timeout} s")
