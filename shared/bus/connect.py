@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -22,7 +23,8 @@ import nats.errors
 import structlog
 from nats.aio.client import Client as NATS
 
-from dcodex.shared.errors import UNAVAILABLE, DcodexError
+from dcodex.shared.errors import BAD_REQUEST, UNAVAILABLE, DcodexError
+from dcodex.shared.subjects import TENANT_PATTERN, inbox_prefix
 
 DEFAULT_URL = "nats://127.0.0.1:4222"
 ENV_PREFIX = "DCODEX_NATS_"
@@ -43,7 +45,18 @@ class ConnectOptions:
     tls_ca: str | None = None  # CA bundle that signed the server's certificate
     tls_cert: str | None = None  # client certificate, for servers that verify clients
     tls_key: str | None = None
+    # The DCodeX tenant this login belongs to (docs/tenancy.md): replies arrive under
+    # `_INBOX_<tenant>` and runs are asked for on the tenant's subjects.
+    tenant: str | None = None
     connect_timeout_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.tenant is not None and not re.fullmatch(TENANT_PATTERN, self.tenant):
+            raise DcodexError(
+                BAD_REQUEST,
+                f"tenant {self.tenant!r} is not a NATS subject token"
+                " (letters, digits, '_' and '-', at most 64)",
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ConnectOptions:
@@ -74,6 +87,8 @@ class ConnectOptions:
             kwargs["user_credentials"] = self.creds
         if self.tls_ca or self.tls_cert:
             kwargs["tls"] = self.ssl_context()
+        if self.tenant is not None:
+            kwargs["inbox_prefix"] = inbox_prefix(self.tenant)
         return kwargs
 
     def ssl_context(self) -> ssl.SSLContext:

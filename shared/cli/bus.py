@@ -7,6 +7,8 @@ stats, cache purge). Exit codes are in bus_cli_common.
 
 from __future__ import annotations
 
+import re
+
 import click
 
 from dcodex.shared.bus.connect import DEFAULT_URL, ConnectOptions, env_var
@@ -17,7 +19,7 @@ from dcodex.shared.cli.run import run
 from dcodex.shared.cli.show import check_expectations, summary
 from dcodex.shared.client import DEFAULT_TIMEOUT_S
 from dcodex.shared.logging import configure_logging
-from dcodex.shared.subjects import DEFAULT_PREFIX
+from dcodex.shared.subjects import DEFAULT_PREFIX, TENANT_PATTERN
 
 __all__ = ["bus", "check_expectations", "summary", "unescape"]
 
@@ -50,6 +52,11 @@ def _file_option(name: str, help_text: str) -> click.Option:
 )
 @click.option("--token", envvar=env_var("token"), help=f"NATS token [env {env_var('token')}]")
 @click.option(
+    "--tenant",
+    envvar=env_var("tenant"),
+    help=f"DCodeX tenant of this NATS login (docs/tenancy.md) [env {env_var('tenant')}]",
+)
+@click.option(
     "--subject-prefix",
     default=DEFAULT_PREFIX,
     envvar=PREFIX_ENV,
@@ -72,6 +79,7 @@ def bus(
     user: str | None,
     password: str | None,
     token: str | None,
+    tenant: str | None,
     subject_prefix: str,
     timeout_s: float,
     nkey: str | None,
@@ -88,6 +96,10 @@ def bus(
     configure_logging("warning", "console")
     if tls_key and not tls_cert:
         raise click.BadParameter("needs --tls-cert as well", param_hint="--tls-key")
+    if tenant is not None and not re.fullmatch(TENANT_PATTERN, tenant):
+        raise click.BadParameter(
+            "letters, digits, '_' and '-' only (a NATS subject token)", param_hint="--tenant"
+        )
     options = ConnectOptions(
         url=server,
         user=user,
@@ -98,6 +110,7 @@ def bus(
         tls_ca=tls_ca,
         tls_cert=tls_cert,
         tls_key=tls_key,
+        tenant=tenant,
     )
     ctx.obj = Target(options, subject_prefix, timeout_s)
 
