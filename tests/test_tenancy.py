@@ -16,6 +16,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import nats
 import nats.errors
@@ -356,33 +357,25 @@ async def test_no_jetstream_api_or_bucket_subject_for_a_tenant(
     assert (again.stdout, again.cache_hit) == (f"{secret}\n", True)
 
 
-async def reflect(attacker: Attacker, subject: str, reply: str, payload: object) -> None:
+async def reflect(attacker: Attacker, subject: str, reply: str, payload: dict[str, Any]) -> None:
     """A request whose reply subject is one only the services may publish on."""
-    headers = {CONTENT_TYPE_HEADER: MSGPACK}
+    headers: dict[str, str] = {CONTENT_TYPE_HEADER: MSGPACK}
     await attacker.nc.publish(subject, encode(payload, MSGPACK), reply=reply, headers=headers)
     await attacker.nc.flush()
 
 
-async def test_replies_are_never_reflected_onto_service_subjects(
-    secured: NatsServers,
-    victim: DcodexClient,
-    attacker_client: DcodexClient,
-    attacker: Attacker,
-) -> None:
-    """A requester picks its reply subject, and the services may publish where it may
-    not: a reply sent to `$KV.dcodex-results.<key>` would be a forged cache entry,
-    to `$JS.API.STREAM.PURGE...` a purge no tenant may ask for, to the victim's live
-    subjects a forged event. The services answer none of these."""
-    tenant = tenant_of(ATTACKER)
-    secret = f"real-{uuid.uuid4().hex}"
-    program = {"language": "python", "code": f"print({secret!r})"}
-    first = await victim.execute(program)
-    assert first.cache_key is not None
-    forged = {"language": "python", "code": "print('FORGED')", "cache": False}
-    info_before = await artifact_and_result_counts(secured)
-    reflections = [
-        (f"dcodex.execute.{tenant}", f"$KV.dcodex-results.{first.cache_key}", forged),
-        (f"dcodex.run.{tenant}", f"$KV.dcodex-results.{first.cache_key}", forged),
+FORGED: dict[str, Any] = {"language": "python", "code": "print('FORGED')", "cache": False}
+# Where each reflected reply would land: a cache entry of the victim's program
+# (`{key}`), or a purge of a bucket (which only the admin may ask for, by dcodex.cache.purge).
+REFLECTIONS: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
+    "forge": [
+        ("dcodex.execute.client", "$KV.dcodex-results.{key}", FORGED),
+        ("dcodex.run.client", "$KV.dcodex-results.{key}", FORGED),
+        ("dcodex.languages", "$KV.dcodex-results.{key}", {}),
+        ("$SRV.PING", "$KV.dcodex-results.{key}", {}),
+        ("$SRV.INFO.dcodex-cache", "$KV.dcodex-results.{key}", {}),
+    ],
+    "purge": [
         ("dcodex.cache.stats", "$JS.API.STREAM.PURGE.KV_dcodex-results", {}),
         ("dcodex.languages", "$JS.API.STREAM.PURGE.KV_dcodex-results", {}),
         (
@@ -393,17 +386,39 @@ async def test_replies_are_never_reflected_onto_service_subjects(
         ("$SRV.PING", "$JS.API.STREAM.PURGE.KV_dcodex-results", {}),
         ("$SRV.INFO", "$JS.API.STREAM.PURGE.OBJ_dcodex-artifacts", {}),
         ("$SRV.STATS", "$JS.API.STREAM.PURGE.KV_dcodex-results", {}),
-        ("$SRV.PING.dcodex-cache", f"$KV.dcodex-results.{first.cache_key}", {}),
-    ]
-    for subject, reply, payload in reflections:
-        await reflect(attacker, subject, reply, payload)
+    ],
+}
+
+
+@pytest.mark.parametrize("aim", sorted(REFLECTIONS))
+async def test_replies_are_never_reflected_onto_service_subjects(
+    secured: NatsServers,
+    victim: DcodexClient,
+    attacker_client: DcodexClient,
+    attacker: Attacker,
+    aim: str,
+) -> None:
+    """A requester picks its reply subject, and the services may publish where it may
+    not: a reply sent to `$KV.dcodex-results.<key>` would be a forged cache entry of
+    someone else's program (its key is computable), to `$JS.API.STREAM.PURGE...` a
+    purge no tenant may ask for. The services answer none of these."""
+    assert tenant_of(ATTACKER) == "client"  # the subjects above
+    secret = f"real-{uuid.uuid4().hex}"
+    program = {"language": "python", "code": f"print({secret!r})"}
+    await victim.execute({"language": "c", "code": "int main(void){return 0;}"})  # an artifact
+    first = await victim.execute(program)
+    assert first.cache_key is not None
+    artifacts, results = await stream_messages(secured)
+    for subject, reply, payload in REFLECTIONS[aim]:
+        await reflect(attacker, subject, reply.format(key=first.cache_key), payload)
     # Let anything those started finish: the same forged program, asked normally.
-    assert (await attacker_client.run({**forged})).stdout == "FORGED\n"
+    assert (await attacker_client.run(FORGED)).stdout == "FORGED\n"
     await attacker_client.cache_stats()
     await asyncio.sleep(0.5)  # replies in flight reach JetStream
     again = await victim.execute(program)
     assert (again.stdout, again.cache_hit) == (f"{secret}\n", True)
-    assert await artifact_and_result_counts(secured) >= info_before
+    after = await stream_messages(secured)
+    assert after[0] >= artifacts and after[1] >= results, ((artifacts, results), after)
 
 
 async def test_replies_are_never_reflected_into_the_victims_run(
@@ -423,7 +438,8 @@ async def test_replies_are_never_reflected_into_the_victims_run(
     await victim_run(victim, reflect_into)  # its events and input are only its own
 
 
-async def artifact_and_result_counts(secured: NatsServers) -> tuple[int, int]:
+async def stream_messages(secured: NatsServers) -> tuple[int, int]:
+    """Messages in the artifacts' and the results' streams (read as the setup role)."""
     nc = await nats.connect(secured.url("setup"))
     try:
         js = nc.jetstream()

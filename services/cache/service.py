@@ -110,7 +110,11 @@ class Cache:
         return [
             micro.Endpoint(EXECUTE.endpoint, subject(EXECUTE), self.execute),
             micro.Endpoint(
-                EXECUTE.tenant_endpoint, f"{subject(EXECUTE)}.*", self.execute, per_tenant=True
+                EXECUTE.tenant_endpoint,
+                f"{subject(EXECUTE)}.*",
+                self.execute,
+                per_tenant=True,
+                counted_as=EXECUTE.endpoint,
             ),
             micro.Endpoint(CACHE_STATS.endpoint, subject(CACHE_STATS), self.stats),
             micro.Endpoint(CACHE_PURGE.endpoint, subject(CACHE_PURGE), self.purge),
@@ -293,9 +297,13 @@ class Cache:
             timeout=self.settings.request_timeout_seconds,
             encoding=call.encoding,
             cache_key=key,
-            observe=self.metrics.downstream_answered,
+            observe=self._run_answered,
         )
         return ExecutionResult.model_validate(reply)
+
+    def _run_answered(self, _subject: str, outcome: str, seconds: float) -> None:
+        """Counted under the plain subject: no tenant becomes a label."""
+        self.metrics.downstream_answered(self.settings.subject(RUN), outcome, seconds)
 
     async def _runner_info(self, request_id: str) -> LanguagesReply:
         """Languages, versions and limits as the runners report them.

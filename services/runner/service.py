@@ -72,7 +72,9 @@ class Runner:
         run = self.settings.subject(RUN)
         return [
             micro.Endpoint(RUN.endpoint, run, self.run),
-            micro.Endpoint(RUN.tenant_endpoint, f"{run}.*", self.run, per_tenant=True),
+            micro.Endpoint(
+                RUN.tenant_endpoint, f"{run}.*", self.run, per_tenant=True, counted_as=RUN.endpoint
+            ),
             micro.Endpoint(LANGUAGES.endpoint, self.settings.subject(LANGUAGES), self.languages),
         ]
 

@@ -16,8 +16,8 @@ from rich.markup import escape
 
 from dcodex.shared.cli.common import console, errors
 from dcodex.shared.cli.jobs import Job
-from dcodex.shared.cli.terminal import visible
 from dcodex.shared.cli.show import STATUS_STYLE, summary
+from dcodex.shared.cli.terminal import visible
 from dcodex.shared.client import DcodexClient, LiveRun
 from dcodex.shared.contract import ExecuteRequest, ExecutionResult, OutputEvent, ResultEvent
 
@@ -46,7 +46,9 @@ async def show_live(
 
 def _print_event(event: OutputEvent) -> None:
     if event.type == "compile" and event.data.strip():
-        console.print(f"[dim]compile:[/dim]\n{escape(visible(event.data.rstrip()))}", highlight=False)
+        console.print(
+            f"[dim]compile:[/dim]\n{escape(visible(event.data.rstrip()))}", highlight=False
+        )
     elif event.type == "stdout":
         console.print(escape(visible(event.data)), end="", highlight=False)
     elif event.type == "stderr":

@@ -36,7 +36,8 @@ def show(job: Job, result: ExecutionResult, elapsed_s: float, problems: list[str
     console.rule(f"[bold]{escape(str(job.path))}[/bold] ({escape(result.language)})")
     if result.compile_output.strip():
         console.print(
-            f"[dim]compile:[/dim]\n{escape(visible(result.compile_output.rstrip()))}", highlight=False
+            f"[dim]compile:[/dim]\n{escape(visible(result.compile_output.rstrip()))}",
+            highlight=False,
         )
     if result.stdout:
         shown = visible(clip(result.stdout))

@@ -28,8 +28,8 @@ class LiveRuns:
         if key in self._under_way:
             raise DcodexError(
                 CONFLICT,
-                f"execution_id {execution_id} belongs to a run under way;"
-                " leave it out to get a fresh one",
+                # Without the id: error messages show in `$SRV.STATS` (last_error).
+                "this execution_id belongs to a run under way; leave it out to get a fresh one",
                 "execution_id",
             )
         self._under_way.add(key)

@@ -66,6 +66,9 @@ class Endpoint:
     handler: Handler
     # `subject` ends in `*`, the tenant's token: the handler's Call says which tenant.
     per_tenant: bool = False
+    # The endpoint name metrics count its requests under (default `name`): a tenant's
+    # requests count with the plain subject's, and no tenant becomes a label.
+    counted_as: str | None = None
 
 
 def reply_allowed(reply: str, prefix: str) -> bool:
@@ -257,7 +260,7 @@ class _Answerer:
             counts.last_error = f"{error.code}: {error.message}"
         if self.observer is not None:
             code = 200 if error is None else error.code
-            self.observer(self.endpoint.name, code, elapsed_ns / 1e9)
+            self.observer(self.endpoint.counted_as or self.endpoint.name, code, elapsed_ns / 1e9)
 
 
 def _log_request(
