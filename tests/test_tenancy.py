@@ -16,6 +16,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import nats
@@ -31,6 +32,7 @@ from dcodex.shared.errors import DcodexError
 from dcodex.shared.subjects import inbox_prefix
 from tests.conftest import ServiceProcesses
 from tests.deploy_support import NatsServers, tenant_of
+from tests.test_cli import bus, flat, shown
 from tests.test_deploy_nats import create_buckets
 
 pytestmark = pytest.mark.bus
@@ -472,3 +474,18 @@ async def test_the_victim_is_still_served_after_every_attack(
         attacker_client.execute({"language": "python", "code": "print('a')"}),
     )
     assert [(r.status, r.stdout) for r in results] == [("ok", "v\n"), ("ok", "a\n")]
+
+
+def test_the_cli_runs_as_a_tenant_and_says_when_the_tenant_is_missing(
+    secured: NatsServers, tmp_path: Path
+) -> None:
+    program = tmp_path / "hello.py"
+    program.write_text("print('tenant run')\n")
+    url = secured.url(ATTACKER)
+    tenant = ["--tenant", tenant_of(ATTACKER)]
+    ran = bus(url, *tenant, "run", "--no-cache", "-f", str(program))
+    assert ran.returncode == 0 and "tenant run" in ran.stdout, shown(ran)
+    forgot = bus(url, "--timeout", "5", "run", "-f", str(program))
+    assert forgot.returncode == 2, shown(forgot)
+    assert "refused this login" in flat(forgot.stderr) and "--tenant" in forgot.stderr
+    assert "Traceback" not in forgot.stderr

@@ -11,9 +11,11 @@ nats-py connection that reconnects forever, and its failures into one clear
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import re
 import ssl
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -113,17 +115,20 @@ async def open_connection(
     disconnections and reconnections; a client library keeps quiet.
     """
     seen: list[Exception] = []
+    refused: collections.deque[str] = collections.deque(maxlen=8)
 
     async def remember(exc: Exception) -> None:
         if len(seen) < 16:  # a service keeps its connection for days: keep the first few
             seen.append(exc)
+        if PERMISSIONS_VIOLATION in str(exc).lower():
+            refused.append(str(exc))
         if log_events:
             log.debug("nats_error", error=repr(exc))
 
     _check_files(options)
     try:
         kwargs = options.nats_kwargs()
-        return await asyncio.wait_for(
+        nc = await asyncio.wait_for(
             nats.connect(
                 options.url,
                 name=name,
@@ -138,6 +143,8 @@ async def open_connection(
             ),
             timeout=options.connect_timeout_s,
         )
+        _refused[nc] = refused
+        return nc
     except ModuleNotFoundError as exc:  # nkeys is an optional extra of nats-py
         raise DcodexError(
             UNAVAILABLE,
@@ -150,6 +157,17 @@ async def open_connection(
         ) from exc
     except (OSError, ssl.SSLError, nats.errors.Error, TimeoutError) as exc:
         raise DcodexError(UNAVAILABLE, _why(options.url, [*seen, exc])) from exc
+
+
+# What the server refused each connection lately (its permissions), newest last: a
+# request whose publish or reply inbox was refused times out, and this says why.
+PERMISSIONS_VIOLATION = "permissions violation"
+_refused: weakref.WeakKeyDictionary[NATS, collections.deque[str]] = weakref.WeakKeyDictionary()
+
+
+def refusals(nc: NATS) -> list[str]:
+    """The server's latest permission refusals of `nc` (opened by `open_connection`)."""
+    return list(_refused.get(nc, ()))
 
 
 def _check_files(options: ConnectOptions) -> None:
