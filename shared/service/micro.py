@@ -185,11 +185,12 @@ async def start_micro_service(
     )
     micro = _GuardedService(nc, config)
     micro.subject_prefix = subject_prefix
-    await micro.start()
     running = RunningService(micro, counts=counts)
     for endpoint in endpoints:
         answer = _Answerer(endpoint, name, running, observer, subject_prefix)
         await micro.add_endpoint(name=endpoint.name, subject=endpoint.subject, handler=answer.spawn)
+    # `$SRV.PING` answers last: an instance that answers it serves all its endpoints.
+    await micro.start()
     return running
 
 
