@@ -287,7 +287,8 @@ class Cache:
     async def _run(
         self, request: ExecuteRequest, call: micro.Call, key: str | None = None
     ) -> ExecutionResult:
-        # Forwarded in the client's encoding: the runner streams events in it (docs/protocol.md, live events).
+        # Forwarded in the client's encoding: the runner streams events in it
+        # (docs/protocol.md, live events).
         reply = await bus.request(
             self.nc,
             # On the tenant's subject: the runner publishes on that tenant's live subjects.
