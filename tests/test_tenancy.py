@@ -489,3 +489,29 @@ def test_the_cli_runs_as_a_tenant_and_says_when_the_tenant_is_missing(
     assert forgot.returncode == 2, shown(forgot)
     assert "refused this login" in flat(forgot.stderr) and "--tenant" in forgot.stderr
     assert "Traceback" not in forgot.stderr
+
+
+async def test_a_tenants_request_is_answered_only_in_its_own_inbox(
+    secured: NatsServers, attacker_client: DcodexClient, attacker: Attacker
+) -> None:
+    """The attacker names a reply subject in the victim's inbox: the services run
+    nothing for it and push nothing there."""
+    planted = f"{inbox_prefix(tenant_of(VICTIM))}.planted"
+    victim = await nats.connect(secured.url(VICTIM), inbox_prefix=inbox_prefix(tenant_of(VICTIM)))
+    arrived: list[Msg] = []
+
+    async def record(msg: Msg) -> None:
+        arrived.append(msg)
+
+    try:
+        await victim.subscribe(f"{planted}.*", cb=record)
+        await victim.flush()
+        for via in ("execute", "run"):
+            subject = f"dcodex.{via}.{tenant_of(ATTACKER)}"
+            await reflect(attacker, subject, f"{planted}.{via}", FORGED)
+        assert (await attacker_client.run(FORGED)).stdout == "FORGED\n"
+        await asyncio.sleep(0.5)  # anything sent reaches the victim's connection
+        await victim.flush()
+        assert arrived == []
+    finally:
+        await victim.close()

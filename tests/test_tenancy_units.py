@@ -42,6 +42,11 @@ def test_replies_go_only_to_inboxes() -> None:
         "",
     ):
         assert not reply_allowed(reflected, "dcodex"), reflected
+    # A tenant's request is answered only in that tenant's inbox.
+    assert reply_allowed("_INBOX_acme.abc.1", "dcodex", tenant="acme")
+    assert reply_allowed("_INBOX.abc.1", "dcodex", tenant="acme")  # the cache asking
+    for elsewhere in ("_INBOX_other.abc", "_INBOX_acmeX.abc", "$KV.x.y", "dcodex.output.x"):
+        assert not reply_allowed(elsewhere, "dcodex", tenant="acme"), elsewhere
 
 
 def test_a_live_id_is_held_once_per_tenant() -> None:

@@ -38,6 +38,7 @@ from dcodex.shared.errors import (
     from_validation_error,
 )
 from dcodex.shared.logging import begin_request
+from dcodex.shared.subjects import inbox_prefix
 
 log = structlog.get_logger("dcodex.bus")
 
@@ -71,14 +72,18 @@ class Endpoint:
     counted_as: str | None = None
 
 
-def reply_allowed(reply: str, prefix: str) -> bool:
+def reply_allowed(reply: str, prefix: str, tenant: str | None = None) -> bool:
     """Whether a service may answer on `reply`.
 
     A requester picks its reply subject freely, and a service may publish where its
     requester may not: its own subjects (`<prefix>.output...`) and JetStream's (`$KV`,
     `$O`, `$JS.API`: a reply there would write a cache entry or purge a bucket). So
-    replies go only elsewhere, to inboxes (docs/tenancy.md, reflected replies).
+    replies go only elsewhere, to inboxes; a tenant's, only to its own inbox or to
+    the services' (`_INBOX.`, where the cache asks a runner; no tenant reads there)
+    (docs/tenancy.md, reflected replies).
     """
+    if tenant is not None:
+        return reply.startswith((inbox_prefix(tenant) + ".", "_INBOX."))
     return bool(reply) and not reply.startswith("$") and not reply.startswith(prefix + ".")
 
 
@@ -203,7 +208,8 @@ class _Answerer:
     subject_prefix: str
 
     async def spawn(self, request: MicroRequest) -> None:
-        if request._msg.reply and not reply_allowed(request._msg.reply, self.subject_prefix):
+        reply = request._msg.reply
+        if reply and not reply_allowed(reply, self.subject_prefix, self._tenant(request)):
             # Asking for a reflected reply (`reply_allowed`): nothing is run for it.
             log.info("request_dropped", endpoint=self.endpoint.name, reply=request._msg.reply)
             return
