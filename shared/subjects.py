@@ -17,6 +17,8 @@ from dcodex.shared.contract import (
     CompileResult,
     ExecuteRequest,
     ExecutionResult,
+    JudgeRequest,
+    JudgeResult,
     LanguagesReply,
     PurgeReply,
     PurgeRequest,
@@ -36,7 +38,7 @@ class ServiceInfo:
 
     @property
     def micro_name(self) -> str:
-        """Its NATS micro service name, as `$SRV.INFO` and `dcodex bus services` show it."""
+        """Its NATS micro service name, as `$SRV.INFO` and `dcodex bus ping` show it."""
         return f"dcodex-{self.name}"
 
 
@@ -136,7 +138,35 @@ CACHE_PURGE = Subject(
     PurgeReply,
 )
 
-SUBJECTS: tuple[Subject, ...] = (EXECUTE, RUN, COMPILE, LANGUAGES, CACHE_STATS, CACHE_PURGE)
+JUDGE = Subject(
+    "judge",
+    "judge",
+    "judge",
+    CACHE,
+    "Judge a submission against test cases, with per-case results cached (docs/judge.md).",
+    JudgeRequest,
+    JudgeResult,
+)
+JUDGE_RUN = Subject(
+    "judgeRun",
+    "judge.run",
+    "judge_run",
+    RUNNER,
+    "Judge, bypassing the cache: compile once, run the cases in parallel.",
+    JudgeRequest,
+    JudgeResult,
+)
+
+SUBJECTS: tuple[Subject, ...] = (
+    EXECUTE,
+    RUN,
+    COMPILE,
+    LANGUAGES,
+    CACHE_STATS,
+    CACHE_PURGE,
+    JUDGE,
+    JUDGE_RUN,
+)
 
 # Per-execution subjects: `<prefix>.output.<execution_id>` carries the live events of a
 # streamed run (published by the runner, or replayed by the cache);

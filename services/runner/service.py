@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from dcodex.services.runner.artifact_cache import ArtifactCache
 from dcodex.services.runner.execution import Program, execute
 from dcodex.services.runner.interactive import input_feed
+from dcodex.services.runner.judge import Judge
 from dcodex.services.runner.metrics import RunnerMetrics
 from dcodex.shared import bus
 from dcodex.shared.codec import MSGPACK
@@ -25,6 +26,7 @@ from dcodex.shared.contract import (
     EffectiveLimits,
     ExecuteRequest,
     ExecutionResult,
+    JudgeFile,
     LanguagesReply,
     LimitsInfo,
 )
@@ -40,7 +42,7 @@ from dcodex.shared.service.events import EventPublisher
 from dcodex.shared.service.health import object_store_check
 from dcodex.shared.service.lifecycle import Service
 from dcodex.shared.service.live_runs import LiveRuns
-from dcodex.shared.subjects import COMPILE, LANGUAGES, RUN, RUNNER
+from dcodex.shared.subjects import COMPILE, JUDGE_RUN, LANGUAGES, RUN, RUNNER
 from dcodex.shared.version import version
 
 NAME = RUNNER.micro_name
@@ -76,7 +78,11 @@ class Runner:
                 RUN.tenant_endpoint, f"{run}.*", self.run, per_tenant=True, counted_as=RUN.endpoint
             ),
             micro.Endpoint(LANGUAGES.endpoint, self.settings.subject(LANGUAGES), self.languages),
+            micro.Endpoint(JUDGE_RUN.endpoint, self.settings.subject(JUDGE_RUN), self.judge),
         ]
+
+    async def judge(self, call: micro.Call) -> BaseModel:
+        return await Judge(self).judge(call)
 
     async def languages(self, call: micro.Call) -> BaseModel:
         return LanguagesReply(
@@ -97,7 +103,7 @@ class Runner:
         limits = self.settings.default_limits().apply(
             request.limits, self.settings.ceiling_limits()
         )
-        self._refuse_when_overloaded()
+        self.refuse_when_overloaded()
         execution_id = request.execution_id or bus.new_id()
         with self.live_runs.claim(call.tenant, execution_id):
             return await self._run(request, call, language, limits, execution_id)
@@ -162,7 +168,9 @@ class Runner:
         program = Program(language, language.version, request.code)
         compiled: CompileResult | None = None
         if language.compiled:
-            compiled = await self._compile(language, request, call.request_id)
+            compiled = await self.compile(
+                language, request.code, request.std, request.optimization, [], call.request_id
+            )
             events.publish("compile", compiled.compile_output)
             if compiled.status == "compile_error":
                 return ExecutionResult(
@@ -173,7 +181,7 @@ class Runner:
                     language=language.id,
                     language_version=compiled.language_version,
                 )
-            binary = await self._artifact(compiled)
+            binary = await self.artifact(compiled)
             program = Program(language, compiled.language_version, request.code, binary)
         queued_at = time.monotonic()
         try:
@@ -201,7 +209,7 @@ class Runner:
             }
         )
 
-    def _refuse_when_overloaded(self) -> None:
+    def refuse_when_overloaded(self) -> None:
         """Say 503 before compiling when the run could not even queue for a sandbox."""
         if self.slots.full:
             raise DcodexError(
@@ -210,17 +218,20 @@ class Runner:
                 f"and {self.slots.waiting} runs wait; try again later",
             )
 
-    async def _compile(
-        self, language: Language, request: ExecuteRequest, request_id: str
+    async def compile(
+        self,
+        language: Language,
+        code: str,
+        std: str | None,
+        optimization: str | None,
+        files: list[JudgeFile],
+        request_id: str,
     ) -> CompileResult:
         reply = await bus.request(
             self.nc,
             self.settings.subject(COMPILE),
             CompileRequest(
-                language=language.id,
-                code=request.code,
-                std=request.std,
-                optimization=request.optimization,
+                language=language.id, code=code, std=std, optimization=optimization, files=files
             ),
             request_id=request_id,
             # Below the cache's wait for us, above the compile's own limit.
@@ -230,7 +241,7 @@ class Runner:
         )
         return CompileResult.model_validate(reply)
 
-    async def _artifact(self, compiled: CompileResult) -> bytes:
+    async def artifact(self, compiled: CompileResult) -> bytes:
         if compiled.artifact is None:
             raise DcodexError(INTERNAL, "the compiler reported success but no artifact")
         data = self.local_artifacts.get(compiled.digest)
