@@ -158,6 +158,9 @@ RULES = [
     ("client", "sub", "_INBOX.>", False),
     ("client", "sub", "_INBOX_admin.>", False),
     ("client", "pub", "dcodex.output.client.abc", False),
+    # Judge mode has no tenant subjects yet (docs/tenancy.md): no tenant may ask.
+    ("client", "pub", "dcodex.judge", False),
+    ("client", "pub", "dcodex.judge.run", False),
     ("client", "pub", "dcodex.output.abc", False),
     ("client", "sub", "dcodex.run", False),
     ("client", "sub", "dcodex.execute", False),

@@ -167,8 +167,9 @@ async def test_services_are_discoverable_with_the_micro_protocol(client: DcodexC
             "dcodex.execute.*",
             "dcodex.cache.stats",
             "dcodex.cache.purge",
+            "dcodex.judge",
         },
-        "dcodex-runner": {"dcodex.run", "dcodex.run.*", "dcodex.languages"},
+        "dcodex-runner": {"dcodex.run", "dcodex.run.*", "dcodex.languages", "dcodex.judge.run"},
         "dcodex-compiler": {"dcodex.compile"},
     }
     for name, subjects in expected.items():

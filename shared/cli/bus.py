@@ -101,10 +101,7 @@ def bus(
     configure_logging("warning", "console")
     if tls_key and not tls_cert:
         raise click.BadParameter("needs --tls-cert as well", param_hint="--tls-key")
-    if tenant is not None and not re.fullmatch(TENANT_PATTERN, tenant):
-        raise click.BadParameter(
-            "letters, digits, '_' and '-' only (a NATS subject token)", param_hint="--tenant"
-        )
+    check_tenant(tenant)
     options = ConnectOptions(
         url=server or default_url(),
         user=user,
@@ -140,6 +137,13 @@ CONNECTION_OPTIONS = {
 TARGET_FIELDS = {"server": "url", "subject_prefix": "prefix", "timeout_s": "timeout_s"}
 
 
+def check_tenant(tenant: str | None) -> None:
+    if tenant is not None and not re.fullmatch(TENANT_PATTERN, tenant):
+        raise click.BadParameter(
+            "letters, digits, '_' and '-' only (a NATS subject token)", param_hint="--tenant"
+        )
+
+
 def accept_connection_options(command: click.Command) -> None:
     """Give `command` (and a group's commands) the group's connection options, hidden."""
     for name, option in CONNECTION_OPTIONS.items():
@@ -173,6 +177,7 @@ def retarget(target: Target | None, given: dict[str, Any]) -> Target:
     """`target` with the connection options given after a subcommand laid over it."""
     if target is None:  # not under `bus`: nothing to lay them over
         raise click.UsageError("connection options belong to `dcodex bus`")
+    check_tenant(given.get("tenant"))
     options = dataclasses.replace(
         target.options,
         **{
