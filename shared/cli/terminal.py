@@ -1,6 +1,6 @@
 """A program's output made safe to print on a terminal.
 
-A program's bytes reach the user's terminal through `dcodex bus run`; raw, an escape
+A program's bytes reach the user's terminal through `dcodex bus run` (and `judge`); raw, an escape
 sequence in them could write the clipboard (OSC 52), retitle the window, clear the
 screen, move the cursor to overwrite the verdict line, or reorder text with Unicode
 bidi controls. `visible` shows every such character escaped (`\\x1b`, `\\r`,
