@@ -70,6 +70,7 @@ class ServiceProcesses:
     log_dir: Path
     extra_args: tuple[str, ...] = ()
     processes: dict[str, list[subprocess.Popen[bytes]]] = field(default_factory=dict)
+    tenant: str | None = None  # of the `url`'s login, when it is a tenant's (docs/tenancy.md)
 
     def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         index = len(self.processes.get(name, []))
@@ -94,9 +95,7 @@ class ServiceProcesses:
         return (self.log_dir / f"{name}-{index}.log").read_text(errors="replace")
 
     def wait_ready(self, names: tuple[str, ...] = SERVICE_NAMES, timeout: float = 30.0) -> None:
-        """Until every named service answers `$SRV.PING` and each of the processes started
-        here under those names has said it serves (another instance of the same name,
-        such as the session stack's, answering first proves nothing of ours)."""
+        """Until every named service answers `$SRV.PING`."""
         wanted = {f"dcodex-{name}" for name in names}
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -104,19 +103,24 @@ class ServiceProcesses:
                 for process in group:
                     if process.poll() is not None:
                         raise RuntimeError(f"a service exited: {process.args!r}")
-            started = all(
-                "service_started" in self.log(name, index)
-                for name in names
-                for index in range(len(self.processes.get(name, [])))
-            )
-            if started and wanted <= asyncio.run(_answering(self.url)):
+            # Others' instances of the same names may answer too: these processes
+            # must also have said they started.
+            if self._started(names) and wanted <= asyncio.run(_answering(self.url, self.tenant)):
                 return
             time.sleep(0.1)
         raise TimeoutError(f"services {sorted(wanted)} did not answer within {timeout} s")
 
+    def _started(self, names: tuple[str, ...]) -> bool:
+        """Whether each process of `names` started here has logged `service_started`."""
+        return all(
+            "service_started" in self.log(name, index)
+            for name in names
+            for index in range(len(self.processes.get(name, [])))
+        )
 
-async def _answering(url: str) -> set[str]:
-    async with await DcodexClient.connect(url) as client:
+
+async def _answering(url: str, tenant: str | None = None) -> set[str]:
+    async with await DcodexClient.connect(url, tenant=tenant) as client:
         return {answer["name"] for answer in await client.ping(wait_s=0.3)}
 
 

@@ -11,8 +11,10 @@ async with await DcodexClient.connect("nats://127.0.0.1:4222") as client:
         await run.send("hello\n")
         result = await run.wait()
 
-`connect` takes a URL or `ConnectOptions` (credentials, TLS); `SyncDcodexClient`
-(_sync.py) is the same client for code without an event loop.
+`connect` takes a URL or `ConnectOptions` (credentials, TLS, tenant); `SyncDcodexClient`
+(_sync.py) is the same client for code without an event loop. With a tenant
+(docs/tenancy.md) runs are asked for on the tenant's subjects and their live events and
+replies arrive where only that tenant may read.
 """
 
 from __future__ import annotations
@@ -44,17 +46,23 @@ from dcodex.shared.contract import (
     PurgeReply,
 )
 from dcodex.shared.errors import UNAVAILABLE, DcodexError, from_validation_error
+from dcodex.shared.subjects import EXECUTE, RUN
 
 DEFAULT_TIMEOUT_S = 120.0
 
 
 class DcodexClient:
     def __init__(
-        self, nc: NATS, prefix: str = "dcodex", timeout: float = DEFAULT_TIMEOUT_S
+        self,
+        nc: NATS,
+        prefix: str = "dcodex",
+        timeout: float = DEFAULT_TIMEOUT_S,
+        tenant: str | None = None,
     ) -> None:
         self.nc = nc
         self.prefix = prefix
         self.timeout = timeout
+        self.tenant = tenant
 
     @classmethod
     async def connect(
@@ -68,7 +76,7 @@ class DcodexClient:
         """Connect to `url` (default: `DCODEX_NATS_URL`, else the local default).
 
         `options` are `ConnectOptions` fields: `user`, `password`, `token`, `nkey`,
-        `creds`, `tls_ca`, `tls_cert`, `tls_key`, `connect_timeout_s`; any not given
+        `creds`, `tls_ca`, `tls_cert`, `tls_key`, `tenant`, `connect_timeout_s`; any not given
         come from their `DCODEX_NATS_*` variables.
         """
         if isinstance(url, ConnectOptions):
@@ -82,7 +90,7 @@ class DcodexClient:
             if message.startswith("no NATS server"):
                 message += ": start one with `dcodex up`"
             raise DcodexError(UNAVAILABLE, message) from exc
-        return cls(nc, prefix, timeout)
+        return cls(nc, prefix, timeout, settings.tenant)
 
     async def close(self) -> None:
         if not self.nc.is_closed:
@@ -107,7 +115,7 @@ class DcodexClient:
         request_id: str | None = None,
     ) -> ExecutionResult:
         """Run a program through the result cache (`dcodex.execute`)."""
-        reply = await self._ask("execute", request, encoding, request_id)
+        reply = await self._ask(self._entry("execute"), request, encoding, request_id)
         return ExecutionResult.model_validate(reply)
 
     async def run(
@@ -118,7 +126,7 @@ class DcodexClient:
         request_id: str | None = None,
     ) -> ExecutionResult:
         """Run a program on a runner directly, bypassing the cache (`dcodex.run`)."""
-        reply = await self._ask("run", request, encoding, request_id)
+        reply = await self._ask(self._entry("run"), request, encoding, request_id)
         return ExecutionResult.model_validate(reply)
 
     async def stream(
@@ -135,12 +143,14 @@ class DcodexClient:
     def live(self, request: ExecuteRequest | dict[str, Any], *, via: str = "execute") -> LiveRun:
         """A streaming run to use as `async with client.live(request) as run:`."""
         parsed = ExecuteRequest.model_validate(request)
-        return LiveRun(self.nc, self.prefix, parsed, subject=via, timeout=self.timeout)
+        return LiveRun(
+            self.nc, self.prefix, parsed, subject=via, timeout=self.timeout, tenant=self.tenant
+        )
 
     def interactive(self, request: ExecuteRequest | dict[str, Any]) -> LiveRun:
         """An interactive run: `send()`, `close_stdin()`, `signal()`, `events()`, `wait()`."""
         parsed = ExecuteRequest.model_validate(request).model_copy(update={"interactive": True})
-        return LiveRun(self.nc, self.prefix, parsed, timeout=self.timeout)
+        return LiveRun(self.nc, self.prefix, parsed, timeout=self.timeout, tenant=self.tenant)
 
     async def judge(
         self,
@@ -207,6 +217,11 @@ class DcodexClient:
         Other micro services on the same NATS server answer too; DCodeX's are `dcodex-*`.
         """
         return await discover(self.nc, wait_s, name)
+
+    def _entry(self, name: str) -> str:
+        """`execute` or `run`, on this client's tenant's subject when it has one."""
+        subject = {"execute": EXECUTE, "run": RUN}[name]
+        return subject.for_tenant(self.prefix, self.tenant).removeprefix(self.prefix + ".")
 
     async def _ask(
         self,
