@@ -34,7 +34,11 @@ from dcodex.shared.languages.registry import Language, Registry
 from dcodex.shared.sandbox.run import LiveInput
 from dcodex.shared.sandbox.slots import Overloaded, SlotPool, open_slot_pool
 from dcodex.shared.service import micro
-from dcodex.shared.service.artifacts import ARTIFACT_BUCKET, open_artifact_store
+from dcodex.shared.service.artifacts import (
+    ARTIFACT_BUCKET,
+    compile_digest,
+    open_artifact_store,
+)
 from dcodex.shared.service.config import Settings, check_sizes
 from dcodex.shared.service.events import EventPublisher
 from dcodex.shared.service.health import object_store_check
@@ -143,7 +147,7 @@ class Runner:
         program = Program(language, language.version, request.code)
         compiled: CompileResult | None = None
         if language.compiled:
-            compiled = await self._compile(language, request, call.request_id)
+            compiled, binary = await self._program(language, request, call.request_id)
             events.publish("compile", compiled.compile_output)
             if compiled.status == "compile_error":
                 return ExecutionResult(
@@ -154,7 +158,7 @@ class Runner:
                     language=language.id,
                     language_version=compiled.language_version,
                 )
-            binary = await self._artifact(compiled)
+            assert binary is not None
             program = Program(language, compiled.language_version, request.code, binary)
         queued_at = time.monotonic()
         try:
@@ -191,6 +195,36 @@ class Runner:
                 f"and {self.slots.waiting} runs wait; try again later",
             )
 
+    async def _program(
+        self, language: Language, request: ExecuteRequest, request_id: str
+    ) -> tuple[CompileResult, bytes | None]:
+        """The compile's outcome and, unless it failed, the program.
+
+        The runner names the artifact itself (the same digest the compiler computes):
+        one it holds in memory needs no compile request at all, and gets the answer the
+        compiler gives for a stored artifact. Only a binary the compiler stored under
+        that same digest (same toolchain version and flags) is kept under it.
+        """
+        digest = compile_digest(
+            language, request.code, language.options(request.std, request.optimization)
+        )
+        binary = self.local_artifacts.get(digest)
+        if binary is not None:
+            self.metrics.artifact_lookups.labels("hit").inc()
+            known = CompileResult(
+                status="ok",
+                language=language.id,
+                language_version=language.version,
+                digest=digest,
+                compile_output=self.local_artifacts.warnings(digest),
+                cached=True,
+            )
+            return known, binary
+        compiled = await self._compile(language, request, request_id)
+        if compiled.status == "compile_error":
+            return compiled, None
+        return compiled, await self._artifact(compiled, keep=compiled.digest == digest)
+
     async def _compile(
         self, language: Language, request: ExecuteRequest, request_id: str
     ) -> CompileResult:
@@ -211,14 +245,13 @@ class Runner:
         )
         return CompileResult.model_validate(reply)
 
-    async def _artifact(self, compiled: CompileResult) -> bytes:
+    async def _artifact(self, compiled: CompileResult, keep: bool) -> bytes:
         if compiled.artifact is None:
             raise DcodexError(INTERNAL, "the compiler reported success but no artifact")
-        data = self.local_artifacts.get(compiled.digest)
-        self.metrics.artifact_lookups.labels("miss" if data is None else "hit").inc()
-        if data is None:
-            data = (await self.artifacts.get(compiled.artifact.name)).data or b""
-            self.local_artifacts.put(compiled.digest, data)
+        self.metrics.artifact_lookups.labels("miss").inc()
+        data = (await self.artifacts.get(compiled.artifact.name)).data or b""
+        if keep:
+            self.local_artifacts.put(compiled.digest, data, compiled.compile_output)
         return data
 
 
