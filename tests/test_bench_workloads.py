@@ -30,7 +30,7 @@ def test_one_process_stack_every_workload_beside_its_floor_as_json() -> None:
     assert report["machine"]["cores"] >= 1 and len(report["machine"]["load_before"]) == 3
     assert {"rlimits", "no_new_privs", "clean_env"} <= set(report["isolation"])
     rows = {row["workload"]: row for row in report["workloads"]}
-    assert set(rows) == {"W1", "W2", "W3", "W4", "W4c", "W5", "W6"}
+    assert set(rows) == {"W1", "W2", "W3", "W4", "W4c", "W5", "W6", "C"}
     for key, row in rows.items():
         assert set(row) >= ROW_FIELDS, key
         assert row["count"] >= 2 and row["p50_ms"] > 0 and row["per_second"] > 0, row

@@ -184,17 +184,17 @@ async def _rows(
     rows: list[Row] = []
     n = counts.runs
     if wanted("W1"):
-        workload = await w.sequential(client, "W1 Python hello, new code", w.python_hello, n)
-        rows.append(Row("W1", workload, floors.python(n)))
+        name = "W1 Python hello, new code"
+        rows.append(Row("W1", *await w.paired(client, name, w.python_hello, floors.python(), n)))
     if wanted("W2"):
-        workload = await w.sequential(client, "W2 C hello, new code", w.c_hello, n)
-        rows.append(Row("W2", workload, floors.compile_and_run("gcc", HELLO_C, ".c", n)))
+        name, floor = "W2 C hello, new code", floors.compile_and_run("gcc", HELLO_C, ".c")
+        rows.append(Row("W2", *await w.paired(client, name, w.c_hello, floor, n)))
     if wanted("W3"):
-        workload = await w.sequential(client, "W3 C++ iostream hello, new code", w.cpp_hello, n)
-        rows.append(Row("W3", workload, floors.compile_and_run("g++", HELLO_CPP, ".cpp", n)))
+        name = "W3 C++ iostream hello, new code"
+        floor = floors.compile_and_run("g++", HELLO_CPP, ".cpp")
+        rows.append(Row("W3", *await w.paired(client, name, w.cpp_hello, floor, n)))
     if wanted("W4"):
-        workload = await w.sequential(client, "W4 cache hit", w.cache_hit, counts.hits)
-        rows.append(Row("W4", workload, await w.bus_round_trip(client, counts.hits)))
+        rows.append(Row("W4", *await w.cache_hits(client, url, "W4 cache hit", counts.hits)))
         many = await w.connect_many(url, counts.clients)
         try:
             name = f"W4 cache hit, {counts.clients} clients"
@@ -203,18 +203,25 @@ async def _rows(
             await w.close_all(many)
         rows.append(Row("W4c", workload, None))
     if wanted("W5"):
+        # Not interleavable: the floor runs just before and just after, and counts once.
+        cores = os.cpu_count() or 1
+        before = floors.python_all_cores(counts.concurrent_runs // 2, cores)
         many = await w.connect_many(url, counts.clients)
         try:
             name = f"W5 Python hello, {counts.clients} clients"
             workload = await w.concurrent(many, name, w.python_hello, counts.concurrent_runs)
         finally:
             await w.close_all(many)
-        cores = os.cpu_count() or 1
-        floor = floors.python_all_cores(counts.concurrent_runs, cores)
-        rows.append(Row("W5", workload, floor, compare="throughput"))
+        after = floors.python_all_cores(counts.concurrent_runs // 2, cores)
+        both = Figures(
+            before.name, before.samples_ms + after.samples_ms, before.elapsed_s + after.elapsed_s
+        )
+        rows.append(Row("W5", workload, both, compare="throughput"))
     if wanted("W6"):
-        workload = await w.sequential(client, "W6 C compiled, new stdin", w.c_new_stdin, n)
-        rows.append(Row("W6", workload, floors.bwrap(n)))
+        name = "W6 C compiled, new stdin"
+        rows.append(Row("W6", *await w.paired(client, name, w.c_new_stdin, floors.bwrap(), n)))
+        # The floor under bwrap's: the binary alone (a row of its own, no workload).
+        rows.append(Row("C", w.timed(floors.binary(), n), None))
     return rows
 
 

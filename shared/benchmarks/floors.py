@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from dcodex.shared.benchmarks.stats import Figures
@@ -44,16 +45,15 @@ def tag() -> str:
     return uuid.uuid4().hex
 
 
-def timed(name: str, runs: int, once: Callable[[], None]) -> Figures:
-    """`once` run `runs` times after one warm-up, each timed."""
-    once()
-    samples = []
-    started = time.perf_counter()
-    for _ in range(runs):
-        before = time.perf_counter()
-        once()
-        samples.append((time.perf_counter() - before) * 1000)
-    return Figures(name, samples, time.perf_counter() - started)
+Once = Callable[[], None]
+
+
+@dataclass(frozen=True)
+class Floor:
+    """A bare run to measure beside a workload: its name and one run of it."""
+
+    name: str
+    once: Once
 
 
 def _run(
@@ -70,7 +70,7 @@ class Floors:
         self.directory = directory
         self.env = clean_env(directory)
 
-    def python(self, runs: int) -> Figures:
+    def python(self) -> Floor:
         source = self.directory / "main.py"
 
         def once() -> None:
@@ -79,7 +79,7 @@ class Floors:
                 b"Hello"
             )
 
-        return timed("bare python3 hello", runs, once)
+        return Floor("bare python3 hello", once)
 
     def python_all_cores(self, runs: int, workers: int) -> Figures:
         """`workers` loops of bare python3 at once: the throughput W5 compares with."""
@@ -107,7 +107,7 @@ class Floors:
             f"bare python3 hello, {workers} at once", samples, time.perf_counter() - started
         )
 
-    def compile_and_run(self, compiler: str, template: str, suffix: str, runs: int) -> Figures:
+    def compile_and_run(self, compiler: str, template: str, suffix: str) -> Floor:
         source = self.directory / f"hello{suffix}"
         binary = self.directory / "hello"
 
@@ -116,7 +116,7 @@ class Floors:
             _run([compiler, "-O2", "-o", binary.name, source.name], self.directory)
             assert _run([f"./{binary.name}"], self.directory).startswith(b"Hello")
 
-        return timed(f"bare {compiler} -O2 + run", runs, once)
+        return Floor(f"bare {compiler} -O2 + run", once)
 
     def echo_binary(self) -> Path:
         source = self.directory / "echo.c"
@@ -124,15 +124,15 @@ class Floors:
         _run(["gcc", "-O2", "-o", "echo", "echo.c"], self.directory)
         return self.directory / "echo"
 
-    def binary(self, runs: int) -> Figures:
+    def binary(self) -> Floor:
         binary = self.echo_binary()
 
         def once() -> None:
             assert _run([str(binary)], self.directory, tag().encode() + b"\n").startswith(b"Hello")
 
-        return timed("bare C binary", runs, once)
+        return Floor("bare C binary", once)
 
-    def bwrap(self, runs: int) -> Figures | None:
+    def bwrap(self) -> Floor | None:
         """The C binary in a plain bwrap with the sandbox's namespaces (None: no bwrap)."""
         found = shutil.which("bwrap")
         if found is None:
@@ -146,7 +146,7 @@ class Floors:
         def once() -> None:
             assert _run(argv, self.directory, tag().encode() + b"\n", env).startswith(b"Hello")
 
-        return timed("plain bwrap, C binary", runs, once)
+        return Floor("plain bwrap, C binary", once)
 
 
 def scratch() -> tempfile.TemporaryDirectory[str]:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from dcodex.shared.benchmarks.floors import ECHO_C, HELLO_C, HELLO_CPP, HELLO_PY, tag
+from dcodex.shared.benchmarks.floors import ECHO_C, HELLO_C, HELLO_CPP, HELLO_PY, Floor, tag
 from dcodex.shared.benchmarks.stats import Figures
 from dcodex.shared.client import DcodexClient, ExecutionResult
 
@@ -46,19 +46,38 @@ def _checked(result: ExecutionResult) -> None:
         raise RuntimeError(f"a benchmark run failed: {result.status}: {result.stderr[-500:]}")
 
 
-async def sequential(client: DcodexClient, name: str, request: Request, runs: int) -> Figures:
-    """`runs` requests one after another (after two warm-ups), each timed end to end."""
+async def paired(
+    client: DcodexClient, name: str, request: Request, floor: Floor | None, runs: int
+) -> tuple[Figures, Figures | None]:
+    """`runs` requests one after another, each followed by one run of `floor`.
+
+    Alternating the two (after two warm-ups of each) makes them share whatever else the
+    machine does meanwhile, so their ratio holds on a busy machine too.
+    """
     for _ in range(2):
         _checked(await client.execute(request()))
-    samples = []
-    started = time.perf_counter()
+        if floor is not None:
+            floor.once()
+    samples: list[float] = []
+    floor_samples: list[float] = []
+    elapsed = floor_elapsed = 0.0
     for _ in range(runs):
         payload = request()
         before = time.perf_counter()
         result = await client.execute(payload)
-        samples.append((time.perf_counter() - before) * 1000)
+        took = time.perf_counter() - before
         _checked(result)
-    return Figures(name, samples, time.perf_counter() - started)
+        samples.append(took * 1000)
+        elapsed += took
+        if floor is not None:
+            # Blocking on purpose: nothing else of ours runs while the floor is timed.
+            before = time.perf_counter()
+            floor.once()
+            took = time.perf_counter() - before
+            floor_samples.append(took * 1000)
+            floor_elapsed += took
+    measured = Figures(name, samples, elapsed)
+    return measured, Figures(floor.name, floor_samples, floor_elapsed) if floor else None
 
 
 async def concurrent(
@@ -82,27 +101,38 @@ async def concurrent(
     return Figures(name, samples, time.perf_counter() - started)
 
 
-async def bus_round_trip(client: DcodexClient, runs: int) -> Figures:
-    """A bare NATS request to a responder that echoes: the floor under a cache hit."""
-    nc = client.nc
-    inbox = f"_dcodex_bench.echo.{tag()}"
+async def cache_hits(
+    client: DcodexClient, url: str, name: str, runs: int
+) -> tuple[Figures, Figures]:
+    """Cache hits, each followed by the floor under it: one bare NATS request to a
+    responder that echoes (on a connection of its own, as a service would be)."""
+    responder = await DcodexClient.connect(url)
+    subject = f"_dcodex_bench.echo.{tag()}"
 
     async def echo(message: Any) -> None:
         await message.respond(message.data)
 
-    subscription = await nc.subscribe(inbox, cb=echo)
+    subscription = await responder.nc.subscribe(subject, cb=echo)
+    await responder.nc.flush()
+    payload = b"x" * 200
+    samples: list[float] = []
+    floor_samples: list[float] = []
     try:
-        payload = b"x" * 200
-        await nc.request(inbox, payload, timeout=5)
-        samples = []
-        started = time.perf_counter()
-        for _ in range(runs):
+        for index in range(runs + 2):
             before = time.perf_counter()
-            await nc.request(inbox, payload, timeout=5)
-            samples.append((time.perf_counter() - before) * 1000)
-        return Figures("bare NATS request/reply", samples, time.perf_counter() - started)
+            _checked(await client.execute(cache_hit()))
+            middle = time.perf_counter()
+            await client.nc.request(subject, payload, timeout=5)
+            if index >= 2:  # two warm-ups
+                samples.append((middle - before) * 1000)
+                floor_samples.append((time.perf_counter() - middle) * 1000)
     finally:
         await subscription.unsubscribe()
+        await responder.close()
+    return (
+        Figures(name, samples, sum(samples) / 1000),
+        Figures("bare NATS request/reply", floor_samples, sum(floor_samples) / 1000),
+    )
 
 
 async def connect_many(url: str, count: int) -> list[DcodexClient]:
@@ -114,3 +144,14 @@ async def close_all(clients: list[DcodexClient]) -> None:
 
 
 Measure = Callable[[], Awaitable[Figures]]
+
+
+def timed(floor: Floor, runs: int) -> Figures:
+    """`floor` alone, `runs` times after a warm-up."""
+    floor.once()
+    samples = []
+    for _ in range(runs):
+        before = time.perf_counter()
+        floor.once()
+        samples.append((time.perf_counter() - before) * 1000)
+    return Figures(floor.name, samples, sum(samples) / 1000)
