@@ -62,6 +62,7 @@ def test_a_stack_given_by_url_is_measured_and_left_running(stack: ServiceProcess
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["stack"] == "given" and report["idle_rss_bytes"] == {}
-    (row,) = report["workloads"]
-    assert row["workload"] == "W6"
+    rows = {row["workload"]: row for row in report["workloads"]}
+    assert set(rows) == {"W6", "C"}
+    assert rows["W6"]["floor"]["name"] == "plain bwrap, C binary"
     assert all(process.poll() is None for group in stack.processes.values() for process in group)
