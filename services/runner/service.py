@@ -14,9 +14,10 @@ from nats.js.object_store import ObjectStore
 from pydantic import BaseModel
 
 from dcodex.services.runner.artifact_cache import ArtifactCache
-from dcodex.services.runner.execution import Program, execute
+from dcodex.services.runner.execution import Program, execute, execute_warm
 from dcodex.services.runner.interactive import input_feed
 from dcodex.services.runner.metrics import RunnerMetrics
+from dcodex.services.runner.warm_pool import WarmPool, open_warm_pool
 from dcodex.shared import bus
 from dcodex.shared.codec import MSGPACK
 from dcodex.shared.contract import (
@@ -31,8 +32,10 @@ from dcodex.shared.contract import (
 from dcodex.shared.errors import INTERNAL, UNAVAILABLE, DcodexError
 from dcodex.shared.languages.probe import available_languages
 from dcodex.shared.languages.registry import Language, Registry
+from dcodex.shared.logging import note
 from dcodex.shared.sandbox.run import LiveInput
 from dcodex.shared.sandbox.slots import Overloaded, SlotPool, open_slot_pool
+from dcodex.shared.sandbox.warm import WarmSandbox, handover
 from dcodex.shared.service import micro
 from dcodex.shared.service.artifacts import (
     ARTIFACT_BUCKET,
@@ -59,8 +62,10 @@ class Runner:
         registry: Registry,
         artifacts: ObjectStore,
         slots: SlotPool,
+        warm: WarmPool | None = None,
     ) -> None:
         self.settings = settings
+        self.warm = warm
         self.nc = nc
         self.registry = registry
         self.artifacts = artifacts
@@ -162,9 +167,24 @@ class Runner:
             program = Program(language, compiled.language_version, request.code, binary)
         queued_at = time.monotonic()
         try:
+            # A warm run holds a slot too, unused but for the count: at most
+            # max_concurrent_sandboxes programs run at once, warm or cold.
             async with self.slots.acquire() as slot:
                 self.metrics.queue_wait_seconds.observe(time.monotonic() - queued_at)
                 events.publish("started")
+                warm = self._warm_sandbox(program, request, limits, live)
+                if warm is not None:
+                    note(sandbox="warm")
+                    return await execute_warm(
+                        warm,
+                        program,
+                        execution_id=execution_id,
+                        stdin=request.stdin,
+                        args=request.args,
+                        limits=limits,
+                        on_output=events.output if events.enabled else None,
+                        on_finished=self.metrics.sandbox_finished,
+                    )
                 result = await execute(
                     program,
                     execution_id=execution_id,
@@ -185,6 +205,24 @@ class Runner:
                 "compile_time_ms": compiled.compile_time_ms,
             }
         )
+
+    def _warm_sandbox(
+        self,
+        program: Program,
+        request: ExecuteRequest,
+        limits: EffectiveLimits,
+        live: LiveInput | None,
+    ) -> WarmSandbox | None:
+        """A warm sandbox started for exactly this run's language and limits, if one is
+        ready; None sends the run the cold way (interactive runs always go that way)."""
+        warm = self.warm
+        if warm is None or live is not None or limits != warm.spec.limits:
+            return None
+        if program.language.run != warm.language_run:
+            return None
+        if handover(warm.spec.source_name, request.code, request.args) is None:
+            return None
+        return warm.take()
 
     def _refuse_when_overloaded(self) -> None:
         """Say 503 before compiling when the run could not even queue for a sandbox."""
@@ -270,7 +308,8 @@ async def start(settings: Settings) -> Service:
         log.warning("sandbox_isolation", mode=settings.isolation, layers=layers)
     registry = await available_languages(settings.languages_file, slots.probe_slot())
     artifacts = await open_artifact_store(nc.jetstream())
-    runner = Runner(settings, nc, registry, artifacts, slots)
+    warm = open_warm_pool(settings, registry, slots)
+    runner = Runner(settings, nc, registry, artifacts, slots, warm)
     running = await micro.start_micro_service(
         nc,
         name=NAME,
@@ -291,6 +330,6 @@ async def start(settings: Settings) -> Service:
         running,
         runner.metrics.registry,
         details={"isolation": " ".join(layers)},
-        on_stopped=[slots.close],
+        on_stopped=[warm.close, slots.close] if warm is not None else [slots.close],
         ready_checks=[object_store_check(artifacts, ARTIFACT_BUCKET)],
     )
