@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from dcodex.services.runner.artifact_cache import ArtifactCache
 from dcodex.services.runner.execution import Program, execute, execute_warm
 from dcodex.services.runner.interactive import input_feed
+from dcodex.services.runner.judge import Judge
 from dcodex.services.runner.metrics import RunnerMetrics
 from dcodex.services.runner.warm_pool import WarmPool, open_warm_pool
 from dcodex.shared import bus
@@ -26,6 +27,7 @@ from dcodex.shared.contract import (
     EffectiveLimits,
     ExecuteRequest,
     ExecutionResult,
+    JudgeFile,
     LanguagesReply,
     LimitsInfo,
 )
@@ -46,7 +48,7 @@ from dcodex.shared.service.config import Settings, check_sizes
 from dcodex.shared.service.events import EventPublisher
 from dcodex.shared.service.health import object_store_check
 from dcodex.shared.service.lifecycle import Service
-from dcodex.shared.subjects import COMPILE, LANGUAGES, RUN, RUNNER
+from dcodex.shared.subjects import COMPILE, JUDGE_RUN, LANGUAGES, RUN, RUNNER
 from dcodex.shared.version import version
 
 NAME = RUNNER.micro_name
@@ -79,7 +81,11 @@ class Runner:
         return [
             micro.Endpoint(RUN.endpoint, self.settings.subject(RUN), self.run),
             micro.Endpoint(LANGUAGES.endpoint, self.settings.subject(LANGUAGES), self.languages),
+            micro.Endpoint(JUDGE_RUN.endpoint, self.settings.subject(JUDGE_RUN), self.judge),
         ]
+
+    async def judge(self, call: micro.Call) -> BaseModel:
+        return await Judge(self).judge(call)
 
     async def languages(self, call: micro.Call) -> BaseModel:
         return LanguagesReply(
@@ -100,7 +106,7 @@ class Runner:
         limits = self.settings.default_limits().apply(
             request.limits, self.settings.ceiling_limits()
         )
-        self._refuse_when_overloaded()
+        self.refuse_when_overloaded()
         execution_id = request.execution_id or bus.new_id()
         live = LiveInput() if request.interactive else None
         if live is not None and request.stdin:
@@ -224,28 +230,19 @@ class Runner:
             return None
         return warm.take()
 
-    def _refuse_when_overloaded(self) -> None:
-        """Say 503 before compiling when the run could not even queue for a sandbox."""
-        if self.slots.full:
-            raise DcodexError(
-                UNAVAILABLE,
-                f"overloaded: all {self.slots.size} sandboxes are busy "
-                f"and {self.slots.waiting} runs wait; try again later",
-            )
-
     async def _program(
         self, language: Language, request: ExecuteRequest, request_id: str
     ) -> tuple[CompileResult, bytes | None]:
         """The compile's outcome and, unless it failed, the program.
 
-        The runner names the artifact itself (the same digest the compiler computes):
-        one it holds in memory needs no compile request at all, and gets the answer the
-        compiler gives for a stored artifact. Only a binary the compiler stored under
-        that same digest (same toolchain version and flags) is kept under it.
+        The runner names the artifact itself (the digest the compiler computes, of the
+        toolchain version, the flags and the source): one it holds in memory needs no
+        compile request at all, and gets the answer the compiler gives for a stored
+        artifact. A compiler with another toolchain names its binaries otherwise, so
+        they are never found under this runner's name.
         """
-        digest = compile_digest(
-            language, request.code, language.options(request.std, request.optimization)
-        )
+        options = language.options(request.std, request.optimization)
+        digest = compile_digest(language, request.code, options)
         binary = self.local_artifacts.get(digest)
         if binary is not None:
             self.metrics.artifact_lookups.labels("hit").inc()
@@ -258,22 +255,36 @@ class Runner:
                 cached=True,
             )
             return known, binary
-        compiled = await self._compile(language, request, request_id)
+        compiled = await self.compile(
+            language, request.code, request.std, request.optimization, [], request_id
+        )
         if compiled.status == "compile_error":
             return compiled, None
-        return compiled, await self._artifact(compiled, keep=compiled.digest == digest)
+        return compiled, await self.artifact(compiled)
 
-    async def _compile(
-        self, language: Language, request: ExecuteRequest, request_id: str
+    def refuse_when_overloaded(self) -> None:
+        """Say 503 before compiling when the run could not even queue for a sandbox."""
+        if self.slots.full:
+            raise DcodexError(
+                UNAVAILABLE,
+                f"overloaded: all {self.slots.size} sandboxes are busy "
+                f"and {self.slots.waiting} runs wait; try again later",
+            )
+
+    async def compile(
+        self,
+        language: Language,
+        code: str,
+        std: str | None,
+        optimization: str | None,
+        files: list[JudgeFile],
+        request_id: str,
     ) -> CompileResult:
         reply = await bus.request(
             self.nc,
             self.settings.subject(COMPILE),
             CompileRequest(
-                language=language.id,
-                code=request.code,
-                std=request.std,
-                optimization=request.optimization,
+                language=language.id, code=code, std=std, optimization=optimization, files=files
             ),
             request_id=request_id,
             # Below the cache's wait for us, above the compile's own limit.
@@ -283,12 +294,13 @@ class Runner:
         )
         return CompileResult.model_validate(reply)
 
-    async def _artifact(self, compiled: CompileResult, keep: bool) -> bytes:
+    async def artifact(self, compiled: CompileResult) -> bytes:
         if compiled.artifact is None:
             raise DcodexError(INTERNAL, "the compiler reported success but no artifact")
-        self.metrics.artifact_lookups.labels("miss").inc()
-        data = (await self.artifacts.get(compiled.artifact.name)).data or b""
-        if keep:
+        data = self.local_artifacts.get(compiled.digest)
+        self.metrics.artifact_lookups.labels("miss" if data is None else "hit").inc()
+        if data is None:
+            data = (await self.artifacts.get(compiled.artifact.name)).data or b""
             self.local_artifacts.put(compiled.digest, data, compiled.compile_output)
         return data
 

@@ -90,6 +90,7 @@ async def run_sandboxed(
     on_output: OutputCallback | None = None,
     read_only: Sequence[str] = (),
     collect: bool = False,
+    address_space: int | None = None,
 ) -> SandboxResult:
     """Run `argv` to completion under `limits` and report how it ended.
 
@@ -99,14 +100,22 @@ async def run_sandboxed(
     with namespaces they are copied into the sandbox's own /box (`SANDBOX_WORKDIR`),
     and with `collect` the files in /box are copied back to `cwd` at the end;
     `read_only` host paths are shown read-only besides the usual view. `argv` paths
-    are relative to that directory.
+    are relative to that directory. `address_space` is the RLIMIT_AS when it is not
+    `limits.memory_bytes` (which then bounds only resident memory, in the cgroup).
     Raises OSError (or subprocess.SubprocessError) when the program cannot be started.
     `on_output` is called on the event loop with each chunk of output that is kept;
     it must be quick and must not raise (the loop would only log the exception).
     On cancellation everything the program started is killed and reaped first.
     """
     started = start_sandboxed(
-        argv, cwd=cwd, limits=limits, env=env, slot=slot, read_only=read_only, collect=collect
+        argv,
+        cwd=cwd,
+        limits=limits,
+        env=env,
+        slot=slot,
+        read_only=read_only,
+        collect=collect,
+        address_space=address_space,
     )
     return await started.finish(stdin, on_output)
 
@@ -120,6 +129,7 @@ def start_sandboxed(
     slot: Slot | None = None,
     read_only: Sequence[str] = (),
     collect: bool = False,
+    address_space: int | None = None,
 ) -> StartedSandbox:
     """Start `argv` as `run_sandboxed` does, without supervising it yet: its stdin,
     output and wall-clock limit begin with `StartedSandbox.finish` (see `warm.py`).
@@ -146,6 +156,7 @@ def start_sandboxed(
             gid=slot.gid,
             cgroup=cgroup,
             collect=collect,
+            address_space=address_space,
         )
 
     spawned = _spawn(command, cwd, env)
