@@ -24,6 +24,7 @@ from dcodex.shared.errors import BAD_REQUEST, DcodexError
 from dcodex.shared.languages.probe import available_languages
 from dcodex.shared.languages.registry import CompileOptions, Language, Registry
 from dcodex.shared.logging import note
+from dcodex.shared.sandbox.slot_cgroups import cgroup_version
 from dcodex.shared.sandbox.slots import SlotPool, open_slot_pool
 from dcodex.shared.service import micro
 from dcodex.shared.service.artifacts import ARTIFACT_BUCKET, compile_digest, open_artifact_store
@@ -138,6 +139,13 @@ async def start(settings: Settings) -> Service:
         disk_bytes=settings.sandbox_disk_bytes,
         max_queued=None,  # compiles come from runners, which bound their own work
         service="compiler",
+    )
+    report = log.info if settings.isolation == "strict" else log.warning
+    report(
+        "sandbox_isolation",
+        mode=settings.isolation,
+        layers=slots.isolation.layers,
+        cgroups=cgroup_version() if slots.isolation.cgroups else None,
     )
     registry = await available_languages(settings.languages_file, slots.probe_slot())
     artifacts = await open_artifact_store(nc.jetstream(), max_bytes=None)

@@ -32,6 +32,7 @@ from dcodex.shared.errors import INTERNAL, UNAVAILABLE, DcodexError
 from dcodex.shared.languages.probe import available_languages
 from dcodex.shared.languages.registry import Language, Registry
 from dcodex.shared.sandbox.run import LiveInput
+from dcodex.shared.sandbox.slot_cgroups import cgroup_version
 from dcodex.shared.sandbox.slots import Overloaded, SlotPool, open_slot_pool
 from dcodex.shared.service import micro
 from dcodex.shared.service.artifacts import ARTIFACT_BUCKET, open_artifact_store
@@ -233,8 +234,14 @@ async def start(settings: Settings) -> Service:
         service="runner",
     )
     layers = slots.isolation.layers
-    if settings.isolation != "strict":
-        log.warning("sandbox_isolation", mode=settings.isolation, layers=layers)
+    # Said at every start: which layers this host gave (docs/production.md).
+    report = log.info if settings.isolation == "strict" else log.warning
+    report(
+        "sandbox_isolation",
+        mode=settings.isolation,
+        layers=layers,
+        cgroups=cgroup_version() if slots.isolation.cgroups else None,
+    )
     registry = await available_languages(settings.languages_file, slots.probe_slot())
     artifacts = await open_artifact_store(nc.jetstream())
     runner = Runner(settings, nc, registry, artifacts, slots)
