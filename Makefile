@@ -1,13 +1,20 @@
 # The two commands of the README:
 #   make examples   install, then run every example through an embedded stack (dcodex up)
 #   make test       install with the dev tools, then ruff, mypy and the whole test suite
+# and for deployments (docs/production.md):
+#   make image      build deploy/docker/Dockerfile (the base with debootstrap where no
+#                   registry answers); DOCKER="docker -H ..." picks the daemon
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: system-deps install install-dev examples test schemas
+.PHONY: system-deps container-deps install install-dev examples test schemas image seccomp
 
 system-deps:
 	./scripts/system-deps.sh
+
+# docker, debootstrap and qemu: the container and VM tests (pytest markers containers, vm).
+container-deps:
+	./scripts/container-deps.sh
 
 $(BIN)/python:
 	python3 -m venv $(VENV)
@@ -16,7 +23,7 @@ $(BIN)/python:
 install: system-deps $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[server]'
 
-install-dev: system-deps $(BIN)/python
+install-dev: system-deps container-deps $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
 
 examples: install
@@ -32,3 +39,10 @@ test: install-dev
 
 schemas: install
 	$(BIN)/dcodex schemas
+
+image: container-deps
+	./scripts/build-image.sh
+
+# Regenerates the runner's and compiler's seccomp profile from the runtime's default.
+seccomp: container-deps
+	python3 scripts/seccomp-profile.py > deploy/seccomp/dcodex-sandbox.json

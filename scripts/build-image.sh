@@ -7,8 +7,8 @@
 #                      had (no registry reachable), the base is built here instead with
 #                      debootstrap + docker import (scripts/base-image.sh), carrying
 #                      this host's CA certificates, and used.
-# Builds with BuildKit (the Dockerfile's own .dockerignore) on the host network: the
-# build reaches the Debian mirror and PyPI as the host does, and needs no bridge.
+# Builds on the host network: the build reaches the Debian mirror and PyPI as the host
+# does, and needs no bridge.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -1)
@@ -25,6 +25,11 @@ if ! "${docker[@]}" image inspect "$base" >/dev/null 2>&1 \
   base=dcodex-base:bookworm
   DOCKER="${docker[*]}" ./scripts/base-image.sh "$base"
 fi
-DOCKER_BUILDKIT=1 "${docker[@]}" build --network host \
+# BuildKit where the client has it (buildx, or a client before 23 with it built in);
+# else the legacy builder, which reads the root .dockerignore.
+if [ -z "${DOCKER_BUILDKIT:-}" ]; then
+  if "${docker[@]}" buildx version >/dev/null 2>&1; then export DOCKER_BUILDKIT=1; else export DOCKER_BUILDKIT=0; fi
+fi
+"${docker[@]}" build --network host \
   --build-arg "DEBIAN_IMAGE=$base" -f deploy/docker/Dockerfile -t "$tag" .
 echo "build-image: $tag (base $base)" >&2

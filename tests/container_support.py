@@ -4,7 +4,7 @@ service run as a container with its Deployment's securityContext (read from depl
 The daemon never meets another one on the machine: its own socket, data root, exec
 root and pid file; no bridge, no iptables, no forwarding. Containers use the host's
 network only, so every byte stays on loopback. The data root is kept between runs
-(under the project's build cache, locked while a daemon uses it): images and build
+(DCODEX_DOCKER_ROOT, locked while a daemon uses it): images and build
 layers are reused, and a second run builds nothing.
 
 Everything started here is stopped by PID.
@@ -30,6 +30,9 @@ BUILD_CACHE = Path(
     os.environ.get("DCODEX_BUILD_CACHE")
     or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dcodex-build"
 )
+# The daemons' data roots, kept between runs: every directory on the way must be
+# searchable by others, for the user-namespaced daemon's remapped root.
+DOCKER_ROOT = Path(os.environ.get("DCODEX_DOCKER_ROOT") or "/var/tmp/dcodex-docker")
 IMAGE = "dcodex:test"
 SECCOMP_DIR = DEPLOY / "seccomp"
 # Where a kubelet looks for `Localhost` seccomp profiles; the manifests name files in it.
@@ -62,8 +65,9 @@ class Dockerd:
         return ["docker", "--host", f"unix://{self.socket}"]
 
     def start(self, timeout: float = 120.0) -> None:
-        data_root = BUILD_CACHE / "dockerd" / self.name
+        data_root = DOCKER_ROOT / self.name
         data_root.mkdir(parents=True, exist_ok=True)
+        self.run_dir.chmod(0o711)
         # One daemon per data root: a concurrent run waits for this one to finish.
         self._lock = (data_root.parent / f"{self.name}.lock").open("w")
         fcntl.flock(self._lock, fcntl.LOCK_EX)
@@ -194,6 +198,8 @@ def docker_run_options(deployment: dict[str, Any]) -> list[str]:
     container = pod["containers"][0]
     pod_context = pod.get("securityContext", {})
     context = {**pod_context, **container.get("securityContext", {})}
+    # A cgroup namespace of its own, as containerd and CRI-O give every container on
+    # cgroup v2 (docker's default on v1 is the host's).
     options = ["--network", "host", "--cgroupns", "private"]
     if "runAsUser" in context:
         options += ["--user", f"{context['runAsUser']}:{context.get('runAsGroup', 0)}"]
@@ -247,9 +253,7 @@ class ServiceContainer:
         return found[0]
 
 
-def run_service(
-    daemon: Dockerd, name: str, nats_url: str, metrics_port: int, image: str = IMAGE
-) -> ServiceContainer:
+def run_service(daemon: Dockerd, name: str, nats_url: str, metrics_port: int) -> ServiceContainer:
     """Start the service `name` as its Deployment would, against `nats_url`."""
     deployment = deployments()[name]
     container = deployment["spec"]["template"]["spec"]["containers"][0]
@@ -257,6 +261,6 @@ def run_service(
     env_options = [option for key, value in env.items() for option in ("--env", f"{key}={value}")]
     container_id = daemon.docker(
         "run", "--detach", "--name", f"dcodex-{name}-{os.getpid()}",
-        *docker_run_options(deployment), *env_options, image, *container["args"],
+        *docker_run_options(deployment), *env_options, IMAGE, *container["args"],
     )  # fmt: skip
     return ServiceContainer(name, daemon, container_id)

@@ -42,7 +42,7 @@ from tests.container_support import (
     missing_tools,
     run_service,
 )
-from tests.deploy_support import ROOT, NatsServers
+from tests.deploy_support import ROOT, NatsServers, kustomize
 
 # The suites that run against the containers, as they are (pytest collects what a
 # module imports); the corrupt-artifact test is left out: it writes to JetStream,
@@ -83,18 +83,17 @@ from tests.test_sandbox_security import (  # noqa: F401
     test_writes_outside_the_working_directory_fail_and_tmp_vanishes,
 )
 
-pytestmark = [pytest.mark.containers, pytest.mark.bus]
+# The first test waits for the image to build (minutes on a cold cache).
+pytestmark = [pytest.mark.containers, pytest.mark.bus, pytest.mark.timeout(1800)]
 
 SANDBOXED = ("runner", "compiler")
 PROBE = Path(__file__).with_name("userns_probe.py")
 
 
-def expected_layers() -> set[str]:
-    """Every strict layer; on a cgroup v1 host, every one but the cgroups'.
-
-    In a container on a v1 node the cgroup file systems are read-only and cannot be
-    mounted afresh, so there the runner runs with `--isolation best` and says so; on
-    v2 (every current distribution, and the VM test) a container gets them all."""
+def userns_layers() -> set[str]:
+    """What a user-namespaced runner gets: every strict layer on cgroup v2; on a v1
+    node every one but the cgroups' (v1 cgroups belong to the host's root, whom a
+    user namespace cannot be), so there it runs with `--isolation best`."""
     layers = set(STRICT_LAYERS)
     return layers if is_pure_v2() else layers - set(CGROUP_LAYERS)
 
@@ -145,13 +144,7 @@ class ContainerStack:
 
 def run_bucket_job(daemon: Dockerd, nats: NatsServers) -> None:
     """The Job dcodex-buckets, as the cluster runs it (one replica: one NATS server)."""
-    job = next(
-        doc
-        for doc in __import__("tests.deploy_support", fromlist=["kustomize"]).kustomize(
-            ROOT / "deploy" / "k8s" / "base"
-        )
-        if doc["kind"] == "Job"
-    )
+    job = next(doc for doc in kustomize(ROOT / "deploy" / "k8s" / "base") if doc["kind"] == "Job")
     container = job["spec"]["template"]["spec"]["containers"][0]
     command = [arg if arg != "3" else "1" for arg in container["command"]]
     options = docker_run_options(job)
@@ -171,10 +164,7 @@ def container_stack(
     try:
         run_bucket_job(daemon, nats)
         for name in ("cache", "compiler", "runner"):
-            extra = {} if is_pure_v2() or name == "cache" else {"DCODEX_ISOLATION": "best"}
-            stack.containers[name] = run_service(
-                daemon, name, nats.url(name), free_port(), extra_env=extra
-            )
+            stack.containers[name] = run_service(daemon, name, nats.url(name), free_port())
         wait_until_serving(stack)
         yield stack
     finally:
@@ -242,7 +232,10 @@ def test_each_container_has_exactly_its_deployments_security_context(
         assert config["Privileged"] is False
         assert config["NetworkMode"] == "host"
         user = container.inspect()["Config"]["User"]
-        assert user == f"{spec['securityContext']['runAsUser']}:{spec['securityContext']['runAsGroup']}"
+        assert (
+            user
+            == f"{spec['securityContext']['runAsUser']}:{spec['securityContext']['runAsGroup']}"
+        )
         seccomp = [opt for opt in config["SecurityOpt"] or [] if opt.startswith("seccomp=")]
         profile = spec["securityContext"]["seccompProfile"]
         assert profile["type"] != "Unconfined"
@@ -265,7 +258,8 @@ def test_the_sandboxed_services_say_which_layers_they_have(
             if line.startswith("{") and "sandbox_isolation" in line
         ]
         assert lines, container_stack.logs()
-        assert set(lines[0]["layers"]) == expected_layers(), lines[0]
+        assert set(lines[0]["layers"]) == set(STRICT_LAYERS), lines[0]
+        assert lines[0]["mode"] == "strict"
 
 
 async def test_every_expected_layer_reaches_clients(client: DcodexClient) -> None:
@@ -328,7 +322,7 @@ def test_in_a_user_namespace_the_stack_serves_and_contains(userns_daemon: Docker
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["uid_map"].split()[:2] == ["0", "100000"], report["uid_map"]
-    assert set(report["layers"]) == expected_layers(), report["layers"]
+    assert set(report["layers"]) == userns_layers(), report["layers"]
     assert report["c"] == "ok 42", report
     assert report["shadow"].startswith("blocked"), report
     assert report["network"] == "blocked", report

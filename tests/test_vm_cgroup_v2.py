@@ -28,14 +28,18 @@ SYSTEM_PYTHON = Path("/usr/bin/python3")  # the guest's: a venv made with it wor
 pytestmark = pytest.mark.vm
 
 # What the node run adds to tests/test_cgroups_v2.py: the kernel-counter tests of the
-# isolation module and the whole escape suite (through a real stack of services).
+# isolation module and the escape suite through a real stack of services, but for the
+# attacks that compile C first or burn CPU on purpose (minutes each under emulation).
+# The isolation module's OOM test zeroes 1.2 GB, which emulation turns into a CPU-time
+# verdict; test_cgroups_v2.py proves the OOM verdict with less memory.
 NODE_TESTS = [
     "tests/test_isolation.py::test_cpu_time_counts_every_process_of_the_tree",
     "tests/test_isolation.py::test_peak_memory_is_the_whole_tree",
-    "tests/test_isolation.py::test_memory_verdict_is_the_kernels_oom_kill",
     "tests/test_isolation.py::test_process_limit_is_per_run_and_reported",
     "tests/test_isolation.py::test_user_namespace_layers_hold_without_the_per_slot_uid",
     "tests/test_sandbox_security.py",
+    "-k",
+    "not c_program and not busy_loop and not c-code and not ptrace",
 ]
 
 

@@ -10,6 +10,7 @@ set -u
 python=$1 reports=$2
 shift 2
 export DCODEX_REQUIRE_CGROUP_V2=1 PYTHONDONTWRITEBYTECODE=1 DCODEX_CACHE_DIR=/root/.cache/dcodex
+export DCODEX_TEST_READY_SECONDS=400
 pytest=("$python" -m pytest -p no:cacheprovider -q)
 status=0
 
