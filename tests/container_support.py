@@ -191,6 +191,11 @@ def apparmor_option(profile: dict[str, Any] | None) -> list[str]:
     return []  # RuntimeDefault: docker-default
 
 
+def cpu_quantity(value: str) -> float:
+    """A Kubernetes CPU quantity ("2", "500m") in CPUs."""
+    return int(value[:-1]) / 1000 if value.endswith("m") else float(value)
+
+
 def docker_run_options(deployment: dict[str, Any]) -> list[str]:
     """The `docker run` options that give a container exactly what its Deployment's
     pod and container securityContext (and resources) say."""
@@ -218,7 +223,7 @@ def docker_run_options(deployment: dict[str, Any]) -> list[str]:
     if "memory" in limits:
         options += ["--memory", str(limits["memory"]).replace("Gi", "g").replace("Mi", "m")]
     if "cpu" in limits:
-        options += ["--cpus", str(min(float(limits["cpu"]), os.cpu_count() or 1))]
+        options += ["--cpus", str(min(cpu_quantity(str(limits["cpu"])), os.cpu_count() or 1))]
     for mount in container.get("volumeMounts", []):
         # An emptyDir: a volume of the container's own, removed with it.
         options += ["--volume", mount["mountPath"]]

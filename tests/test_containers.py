@@ -227,7 +227,8 @@ def test_each_container_has_exactly_its_deployments_security_context(
         context = spec["containers"][0]["securityContext"]
         config = host_config(container)
         assert set(config["CapDrop"]) == {"ALL"}
-        assert sorted(config["CapAdd"] or []) == sorted(context["capabilities"].get("add", []))
+        added = sorted(cap.removeprefix("CAP_") for cap in config["CapAdd"] or [])
+        assert added == sorted(context["capabilities"].get("add", []))
         assert config["ReadonlyRootfs"] is True
         assert config["Privileged"] is False
         assert config["NetworkMode"] == "host"
@@ -269,33 +270,33 @@ async def test_every_expected_layer_reaches_clients(client: DcodexClient) -> Non
     assert result.status == "ok" and result.stdout == "in a container\n", result
 
 
-def test_the_sandbox_helper_refuses_to_run_without_the_profile(daemon: Dockerd) -> None:
-    """The shipped profile is what makes the sandbox work: with the runtime's default
-    (and no CAP_SYS_ADMIN-only calls) the runner refuses to start under strict."""
-    runner = deployments()["runner"]
-    options = [
-        option if not option.startswith("seccomp=") else "seccomp=unconfined"
-        for option in docker_run_options(runner)
-    ]
-    assert "seccomp=unconfined" in options
-    default = [o for o in docker_run_options(runner) if not o.startswith("seccomp=")]
-    # Drop the "--security-opt" left without its value.
-    cleaned: list[str] = []
-    for option in default:
-        if cleaned and cleaned[-1] == "--security-opt" and option.startswith("--"):
-            cleaned.pop()
-        cleaned.append(option)
-    if cleaned and cleaned[-1] == "--security-opt":
-        cleaned.pop()
-    done = subprocess.run(
-        [
-            *daemon.client, "run", "--rm", *cleaned, "--cap-drop", "SYS_ADMIN",
-            "--env", "DCODEX_NATS_URL=nats://127.0.0.1:1", IMAGE, "runner",
-        ],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert done.returncode != 0
-    assert "--isolation strict needs the layers" in done.stdout + done.stderr
+SYSCALL_PROBE = """
+import ctypes, errno, os
+libc = ctypes.CDLL(None, use_errno=True)
+def call(number, *args):
+    result = libc.syscall(number, *args)
+    return "allowed" if result >= 0 else errno.errorcode[ctypes.get_errno()]
+# x86-64 numbers: unshare 272 (CLONE_NEWNS), bpf 321, perf_event_open 298, setns 308.
+print(call(272, 0x00020000), call(321, 0, 0, 0), call(298, 0, 0, -1, -1, 0), call(308, -1, 0))
+"""
+
+
+def test_the_profile_takes_away_what_sys_admin_would_unlock(daemon: Dockerd) -> None:
+    """With the runner's exact options the sandbox's calls work and the others that
+    CAP_SYS_ADMIN unlocks in the runtime's default profile (bpf, perf_event_open,
+    setns) are refused; under the default profile they would reach the kernel."""
+
+    def probe(options: list[str]) -> list[str]:
+        return daemon.docker(
+            "run", "--rm", *options, "--entrypoint", "python3", IMAGE, "-c", SYSCALL_PROBE
+        ).split()  # fmt: skip
+
+    runner = docker_run_options(deployments()["runner"])
+    at = runner.index(next(option for option in runner if option.startswith("seccomp=")))
+    with_default = runner[: at - 1] + runner[at + 1 :]
+    assert probe(runner) == ["allowed", "EPERM", "EPERM", "EPERM"]
+    unlocked = probe(with_default)
+    assert unlocked[0] == "allowed" and "EPERM" not in unlocked[1:], unlocked
 
 
 # --- hostUsers: false --------------------------------------------------------------

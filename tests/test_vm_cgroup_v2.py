@@ -7,8 +7,8 @@ test reads: every test must have run and passed (none skipped but the one that o
 applies to the other scenario).
 
 Emulation makes CPU-bound work 15-30x slower, so the guest runs the cgroup module,
-the isolation tests that read the kernel's counters, and the escape suite: a few
-minutes in all.
+the isolation tests that read the kernel's counters, and the escape suite through a
+real stack of services but for the attacks that compile C or burn CPU on purpose.
 """
 
 from __future__ import annotations

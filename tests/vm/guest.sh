@@ -11,7 +11,11 @@ python=$1 reports=$2
 shift 2
 export DCODEX_REQUIRE_CGROUP_V2=1 PYTHONDONTWRITEBYTECODE=1 DCODEX_CACHE_DIR=/root/.cache/dcodex
 export DCODEX_TEST_READY_SECONDS=400
-pytest=("$python" -m pytest -p no:cacheprovider -q)
+# The services' default limits, for programs that run 15-30x slower than on the host
+# (Python starts in about a second of CPU); attacks that set their own keep them.
+export DCODEX_SANDBOX_CPU_TIME_LIMIT_SECONDS=10 DCODEX_SANDBOX_WALL_CLOCK_TIMEOUT_SECONDS=30
+# Emulation: a stack of services takes minutes to start, a test more than usual.
+pytest=("$python" -m pytest -p no:cacheprovider -q -o timeout=900)
 status=0
 
 echo "== node: $(uname -r), $(cat /sys/fs/cgroup/cgroup.controllers)"
