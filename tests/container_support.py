@@ -119,7 +119,18 @@ class Dockerd:
                 self.process.wait()
         if self._lock is not None:
             self._lock.close()
+        # dockerd leaves its network namespace file (exec root's netns/default) mounted.
+        for mount_point in sorted(self._mounts_inside(), reverse=True):
+            subprocess.run(["umount", "--lazy", mount_point], capture_output=True)
         shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def _mounts_inside(self) -> list[str]:
+        inside = []
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            point = line.split()[4]
+            if point.startswith(f"{self.run_dir}/"):
+                inside.append(point)
+        return inside
 
 
 def build_image(daemon: Dockerd, tag: str = IMAGE) -> None:
