@@ -147,6 +147,8 @@ def build_image(daemon: Dockerd, tag: str = IMAGE) -> None:
     )
     if done.returncode != 0:
         raise RuntimeError(f"the image did not build:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
+    # The image of the last run, untagged now: the kept data root would only grow.
+    daemon.docker("image", "prune", "--force")
 
 
 def copy_image(source: Dockerd, target: Dockerd, tag: str = IMAGE) -> None:
@@ -157,6 +159,7 @@ def copy_image(source: Dockerd, target: Dockerd, tag: str = IMAGE) -> None:
         archive = str(Path(scratch) / "image.tar")
         source.docker("save", "--output", archive, tag)
         target.docker("load", "--input", archive)
+    target.docker("image", "prune", "--force")
 
 
 # --- the Deployments, as docker run options ---------------------------------------
