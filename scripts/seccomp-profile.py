@@ -33,12 +33,16 @@ from typing import Any
 DEFAULT = "/usr/share/gocode/src/github.com/docker/docker/profiles/seccomp/default.json"
 SANDBOX_SYSCALLS = ["clone", "mount", "pivot_root", "sethostname", "umount2", "unshare"]
 LEFT_OUT = {"io_uring_enter", "io_uring_register", "io_uring_setup"}
+# The runner's and compiler's capabilities (deploy/k8s/base), but CAP_SYS_ADMIN.
+CAPABILITIES = {"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_KILL", "CAP_SETGID", "CAP_SETUID"}
 
 
 def applies_without_sys_admin(rule: dict[str, Any]) -> bool:
-    included = rule.get("includes", {}).get("caps", [])
-    excluded = rule.get("excludes", {}).get("caps", [])
-    return not included and "CAP_SYS_ADMIN" in excluded or not included and not excluded
+    """Whether the runtime would apply `rule` to a pod with its capabilities but
+    CAP_SYS_ADMIN."""
+    included = set(rule.get("includes", {}).get("caps", []))
+    excluded = set(rule.get("excludes", {}).get("caps", []))
+    return included <= CAPABILITIES and not excluded & CAPABILITIES
 
 
 def flatten(rule: dict[str, Any]) -> dict[str, Any]:
