@@ -17,6 +17,8 @@ from dcodex.shared.contract import (
     CompileResult,
     ExecuteRequest,
     ExecutionResult,
+    JudgeRequest,
+    JudgeResult,
     LanguagesReply,
     PurgeReply,
     PurgeRequest,
@@ -27,20 +29,22 @@ DEFAULT_PREFIX = "dcodex"
 
 @dataclass(frozen=True)
 class ServiceInfo:
-    """One of the services: its short name (`dcodex service NAME`) and what it does."""
+    """One of the services: its short name (`dcodex service NAME`), what it does, and the
+    port of its /metrics, /healthz and /readyz when `--metrics-port` is not given."""
 
     name: str
     summary: str
+    metrics_port: int
 
     @property
     def micro_name(self) -> str:
-        """Its NATS micro service name, as `$SRV.INFO` and `dcodex bus services` show it."""
+        """Its NATS micro service name, as `$SRV.INFO` and `dcodex bus ping` show it."""
         return f"dcodex-{self.name}"
 
 
-COMPILER = ServiceInfo("compiler", "Compiles; artifacts go to the Object Store.")
-RUNNER = ServiceInfo("runner", "Runs programs in sandboxes; publishes live events.")
-CACHE = ServiceInfo("cache", "Read-through result cache, the front door.")
+COMPILER = ServiceInfo("compiler", "Compiles; artifacts go to the Object Store.", 9103)
+RUNNER = ServiceInfo("runner", "Runs programs in sandboxes; publishes live events.", 9102)
+CACHE = ServiceInfo("cache", "Read-through result cache, the front door.", 9101)
 
 # In start order: each service needs the one before it.
 SERVICES: tuple[ServiceInfo, ...] = (COMPILER, RUNNER, CACHE)
@@ -114,7 +118,35 @@ CACHE_PURGE = Subject(
     PurgeReply,
 )
 
-SUBJECTS: tuple[Subject, ...] = (EXECUTE, RUN, COMPILE, LANGUAGES, CACHE_STATS, CACHE_PURGE)
+JUDGE = Subject(
+    "judge",
+    "judge",
+    "judge",
+    CACHE,
+    "Judge a submission against test cases, with per-case results cached (docs/judge.md).",
+    JudgeRequest,
+    JudgeResult,
+)
+JUDGE_RUN = Subject(
+    "judgeRun",
+    "judge.run",
+    "judge_run",
+    RUNNER,
+    "Judge, bypassing the cache: compile once, run the cases in parallel.",
+    JudgeRequest,
+    JudgeResult,
+)
+
+SUBJECTS: tuple[Subject, ...] = (
+    EXECUTE,
+    RUN,
+    COMPILE,
+    LANGUAGES,
+    CACHE_STATS,
+    CACHE_PURGE,
+    JUDGE,
+    JUDGE_RUN,
+)
 
 # Per-execution subjects: `<prefix>.output.<execution_id>` carries the live events of a
 # streamed run (published by the runner, or replayed by the cache);

@@ -27,6 +27,7 @@ from dcodex.services.cache.inflight import (
     InflightUnavailable,
     Lease,
 )
+from dcodex.services.cache.judge import CacheJudge
 from dcodex.services.cache.keys import cache_key
 from dcodex.services.cache.metrics import CacheMetrics
 from dcodex.services.cache.replicas import gather_counts, summed
@@ -56,7 +57,15 @@ from dcodex.shared.service.events import EventPublisher, replay
 from dcodex.shared.service.health import Check
 from dcodex.shared.service.lifecycle import Service
 from dcodex.shared.service.single_flight import SingleFlight
-from dcodex.shared.subjects import CACHE, CACHE_PURGE, CACHE_STATS, EXECUTE, LANGUAGES, RUN
+from dcodex.shared.subjects import (
+    CACHE,
+    CACHE_PURGE,
+    CACHE_STATS,
+    EXECUTE,
+    JUDGE,
+    LANGUAGES,
+    RUN,
+)
 from dcodex.shared.version import version
 
 NAME = CACHE.micro_name
@@ -100,6 +109,7 @@ class Cache:
         self.counts: collections.Counter[str] = collections.Counter()
         self.metrics = CacheMetrics(version())
         self.metrics.expect_downstream([settings.subject(RUN), settings.subject(LANGUAGES)])
+        self.judging = CacheJudge(settings, nc, store, self._runner_info, self._count)
 
     def endpoints(self) -> list[micro.Endpoint]:
         subject = self.settings.subject
@@ -107,6 +117,7 @@ class Cache:
             micro.Endpoint(EXECUTE.endpoint, subject(EXECUTE), self.execute),
             micro.Endpoint(CACHE_STATS.endpoint, subject(CACHE_STATS), self.stats),
             micro.Endpoint(CACHE_PURGE.endpoint, subject(CACHE_PURGE), self.purge),
+            micro.Endpoint(JUDGE.endpoint, subject(JUDGE), self.judging.judge),
         ]
 
     async def execute(self, call: micro.Call) -> BaseModel:
@@ -263,7 +274,8 @@ class Cache:
     async def _run(
         self, request: ExecuteRequest, call: micro.Call, key: str | None = None
     ) -> ExecutionResult:
-        # Forwarded in the client's encoding: the runner streams events in it (docs/protocol.md, live events).
+        # Forwarded in the client's encoding: the runner streams events in it
+        # (docs/protocol.md, live events).
         reply = await bus.request(
             self.nc,
             self.settings.subject(RUN),

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from dcodex.services.runner.artifact_cache import ArtifactCache
 from dcodex.services.runner.execution import Program, execute
 from dcodex.services.runner.interactive import input_feed
+from dcodex.services.runner.judge import Judge
 from dcodex.services.runner.metrics import RunnerMetrics
 from dcodex.shared import bus
 from dcodex.shared.codec import MSGPACK
@@ -25,6 +26,7 @@ from dcodex.shared.contract import (
     EffectiveLimits,
     ExecuteRequest,
     ExecutionResult,
+    JudgeFile,
     LanguagesReply,
     LimitsInfo,
 )
@@ -40,7 +42,7 @@ from dcodex.shared.service.config import Settings, check_sizes
 from dcodex.shared.service.events import EventPublisher
 from dcodex.shared.service.health import object_store_check
 from dcodex.shared.service.lifecycle import Service
-from dcodex.shared.subjects import COMPILE, LANGUAGES, RUN, RUNNER
+from dcodex.shared.subjects import COMPILE, JUDGE_RUN, LANGUAGES, RUN, RUNNER
 from dcodex.shared.version import version
 
 NAME = RUNNER.micro_name
@@ -71,7 +73,11 @@ class Runner:
         return [
             micro.Endpoint(RUN.endpoint, self.settings.subject(RUN), self.run),
             micro.Endpoint(LANGUAGES.endpoint, self.settings.subject(LANGUAGES), self.languages),
+            micro.Endpoint(JUDGE_RUN.endpoint, self.settings.subject(JUDGE_RUN), self.judge),
         ]
+
+    async def judge(self, call: micro.Call) -> BaseModel:
+        return await Judge(self).judge(call)
 
     async def languages(self, call: micro.Call) -> BaseModel:
         return LanguagesReply(
@@ -92,7 +98,7 @@ class Runner:
         limits = self.settings.default_limits().apply(
             request.limits, self.settings.ceiling_limits()
         )
-        self._refuse_when_overloaded()
+        self.refuse_when_overloaded()
         execution_id = request.execution_id or bus.new_id()
         live = LiveInput() if request.interactive else None
         if live is not None and request.stdin:
@@ -144,7 +150,9 @@ class Runner:
         program = Program(language, language.version, request.code)
         compiled: CompileResult | None = None
         if language.compiled:
-            compiled = await self._compile(language, request, call.request_id)
+            compiled = await self.compile(
+                language, request.code, request.std, request.optimization, [], call.request_id
+            )
             events.publish("compile", compiled.compile_output)
             if compiled.status == "compile_error":
                 return ExecutionResult(
@@ -155,7 +163,7 @@ class Runner:
                     language=language.id,
                     language_version=compiled.language_version,
                 )
-            binary = await self._artifact(compiled)
+            binary = await self.artifact(compiled)
             program = Program(language, compiled.language_version, request.code, binary)
         queued_at = time.monotonic()
         try:
@@ -183,7 +191,7 @@ class Runner:
             }
         )
 
-    def _refuse_when_overloaded(self) -> None:
+    def refuse_when_overloaded(self) -> None:
         """Say 503 before compiling when the run could not even queue for a sandbox."""
         if self.slots.full:
             raise DcodexError(
@@ -192,17 +200,20 @@ class Runner:
                 f"and {self.slots.waiting} runs wait; try again later",
             )
 
-    async def _compile(
-        self, language: Language, request: ExecuteRequest, request_id: str
+    async def compile(
+        self,
+        language: Language,
+        code: str,
+        std: str | None,
+        optimization: str | None,
+        files: list[JudgeFile],
+        request_id: str,
     ) -> CompileResult:
         reply = await bus.request(
             self.nc,
             self.settings.subject(COMPILE),
             CompileRequest(
-                language=language.id,
-                code=request.code,
-                std=request.std,
-                optimization=request.optimization,
+                language=language.id, code=code, std=std, optimization=optimization, files=files
             ),
             request_id=request_id,
             # Below the cache's wait for us, above the compile's own limit.
@@ -212,7 +223,7 @@ class Runner:
         )
         return CompileResult.model_validate(reply)
 
-    async def _artifact(self, compiled: CompileResult) -> bytes:
+    async def artifact(self, compiled: CompileResult) -> bytes:
         if compiled.artifact is None:
             raise DcodexError(INTERNAL, "the compiler reported success but no artifact")
         data = self.local_artifacts.get(compiled.digest)
@@ -231,7 +242,7 @@ async def start(settings: Settings) -> Service:
         uid_base=settings.sandbox_uid_base,
         disk_bytes=settings.sandbox_disk_bytes,
         max_queued=settings.max_queued_executions,
-        service="runner",
+        service=RUNNER.name,
     )
     layers = slots.isolation.layers
     # Said at every start: which layers this host gave (docs/production.md).

@@ -1,7 +1,7 @@
 """Run one untrusted program in a sandbox and report how it ended.
 
 `run_sandboxed` starts the program through a tiny C helper (`sandbox_exec.c`, see
-`sandbox_helper`) with a clean environment, rlimits, `no_new_privs`, optionally a uid
+`helper.py`) with a clean environment, rlimits, `no_new_privs`, optionally a uid
 of its own, a cgroup of its own and (with `Isolation.namespaces`) private pid, mount,
 network, IPC and UTS namespaces whose root is a size-capped tmpfs holding only the
 program's files and a read-only view of the toolchain. It supervises the run on the
@@ -91,6 +91,7 @@ async def run_sandboxed(
     on_output: OutputCallback | None = None,
     read_only: Sequence[str] = (),
     collect: bool = False,
+    address_space: int | None = None,
 ) -> SandboxResult:
     """Run `argv` to completion under `limits` and report how it ended.
 
@@ -100,7 +101,8 @@ async def run_sandboxed(
     with namespaces they are copied into the sandbox's own /box (`SANDBOX_WORKDIR`),
     and with `collect` the files in /box are copied back to `cwd` at the end;
     `read_only` host paths are shown read-only besides the usual view. `argv` paths
-    are relative to that directory.
+    are relative to that directory. `address_space` is the RLIMIT_AS when it is not
+    `limits.memory_bytes` (which then bounds only resident memory, in the cgroup).
     Raises OSError (or subprocess.SubprocessError) when the program cannot be started.
     `on_output` is called on the event loop with each chunk of output that is kept;
     it must be quick and must not raise (the loop would only log the exception).
@@ -128,6 +130,7 @@ async def run_sandboxed(
             gid=slot.gid,
             cgroup=cgroup,
             collect=collect,
+            address_space=address_space,
         )
 
     spawned = _spawn(command, cwd, env)

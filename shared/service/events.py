@@ -18,7 +18,7 @@ from dcodex.shared.contract import ExecutionResult, OutputEvent, ResultEvent
 
 
 class EventPublisher:
-    """Publishes the live events of one execution, numbered from 0 (docs/protocol.md, live events)."""
+    """Publishes the live events of one execution, numbered from 0 (docs/protocol.md)."""
 
     def __init__(self, nc: NATS, subject: str, encoding: Encoding, enabled: bool = True) -> None:
         self.nc = nc
@@ -47,6 +47,18 @@ class EventPublisher:
                 if rest := decoder.decode(b"", final=True):
                     self.publish(stream, rest)
             self._send(ResultEvent(seq=self.seq, result=result))
+            if self._last_send is not None:
+                await self._last_send
+            await self.nc.flush()
+
+    def event(self, event: BaseModel) -> None:
+        """Publish an event of another kind (judge mode's `case` and `judged`), in order."""
+        if self.enabled:
+            self._send(event)
+
+    async def drain(self) -> None:
+        """Wait until every event published so far has reached the server."""
+        if self.enabled:
             if self._last_send is not None:
                 await self._last_send
             await self.nc.flush()
