@@ -3,13 +3,20 @@
 #                   and judge every solution of examples/judge (docs/judge.md)
 #   make test       install with the dev tools, then ruff, ruff format --check, mypy (strict),
 #                   lint-imports and the whole test suite (CONTRIBUTING.md)
+# and for deployments (docs/production.md):
+#   make image      build deploy/docker/Dockerfile (the base with debootstrap where no
+#                   registry answers); DOCKER="docker -H ..." picks the daemon
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: system-deps install install-dev examples test schemas
+.PHONY: system-deps container-deps install install-dev examples test schemas image seccomp
 
 system-deps:
 	./scripts/system-deps.sh
+
+# docker, debootstrap and qemu: the container and VM tests (pytest markers containers, vm).
+container-deps:
+	./scripts/container-deps.sh
 
 $(BIN)/python:
 	python3 -m venv $(VENV)
@@ -18,7 +25,7 @@ $(BIN)/python:
 install: system-deps $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[server]'
 
-install-dev: system-deps $(BIN)/python
+install-dev: system-deps container-deps $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
 
 examples: install
@@ -36,3 +43,10 @@ test: install-dev
 
 schemas: install
 	$(BIN)/dcodex schemas
+
+image: container-deps
+	./scripts/build-image.sh
+
+# Regenerates the runner's and compiler's seccomp profile from the runtime's default.
+seccomp: container-deps
+	python3 scripts/seccomp-profile.py > deploy/seccomp/dcodex-sandbox.json

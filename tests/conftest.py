@@ -139,7 +139,8 @@ def stack(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     try:
         for name in SERVICE_NAMES:
             services.start(name)
-        services.wait_ready()
+        # Under emulation (tests/test_vm_cgroup_v2.py) services take minutes to start.
+        services.wait_ready(timeout=float(os.environ.get("DCODEX_TEST_READY_SECONDS", "30")))
         yield services
     finally:
         services.stop_all()

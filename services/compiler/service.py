@@ -25,6 +25,7 @@ from dcodex.shared.judge.plan import check_reserved, decoded_files
 from dcodex.shared.languages.probe import available_languages
 from dcodex.shared.languages.registry import CompileOptions, Language, Registry
 from dcodex.shared.logging import note
+from dcodex.shared.sandbox.slot_cgroups import cgroup_version
 from dcodex.shared.sandbox.slots import SlotPool, open_slot_pool
 from dcodex.shared.service import micro
 from dcodex.shared.service.artifacts import ARTIFACT_BUCKET, compile_digest, open_artifact_store
@@ -149,6 +150,13 @@ async def start(settings: Settings) -> Service:
         disk_bytes=settings.sandbox_disk_bytes,
         max_queued=None,  # compiles come from runners, which bound their own work
         service=COMPILER.name,
+    )
+    report = log.info if settings.isolation == "strict" else log.warning
+    report(
+        "sandbox_isolation",
+        mode=settings.isolation,
+        layers=slots.isolation.layers,
+        cgroups=cgroup_version() if slots.isolation.cgroups else None,
     )
     registry = await available_languages(settings.languages_file, slots.probe_slot())
     artifacts = await open_artifact_store(nc.jetstream(), max_bytes=None)

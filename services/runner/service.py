@@ -36,6 +36,7 @@ from dcodex.shared.languages.probe import available_languages
 from dcodex.shared.languages.registry import Language, Registry
 from dcodex.shared.logging import note
 from dcodex.shared.sandbox.run import LiveInput
+from dcodex.shared.sandbox.slot_cgroups import cgroup_version
 from dcodex.shared.sandbox.slots import Overloaded, SlotPool, open_slot_pool
 from dcodex.shared.sandbox.warm import WarmSandbox, handover
 from dcodex.shared.service import micro
@@ -335,8 +336,14 @@ async def start(settings: Settings) -> Service:
         service=RUNNER.name,
     )
     layers = slots.isolation.layers
-    if settings.isolation != "strict":
-        log.warning("sandbox_isolation", mode=settings.isolation, layers=layers)
+    # Said at every start: which layers this host gave (docs/production.md).
+    report = log.info if settings.isolation == "strict" else log.warning
+    report(
+        "sandbox_isolation",
+        mode=settings.isolation,
+        layers=layers,
+        cgroups=cgroup_version() if slots.isolation.cgroups else None,
+    )
     registry = await available_languages(settings.languages_file, slots.probe_slot())
     artifacts = await open_artifact_store(nc.jetstream())
     warm = open_warm_pool(settings, registry, slots)

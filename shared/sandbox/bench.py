@@ -24,11 +24,15 @@ from rich.table import Table
 
 from dcodex.shared.contract import EffectiveLimits
 from dcodex.shared.environment import clean_env
-from dcodex.shared.sandbox.cgroups import SlotCgroup, create_slot_cgroup, slot_cgroup_name
 from dcodex.shared.sandbox.helper import prepare_sandbox
 from dcodex.shared.sandbox.isolation import Isolation
 from dcodex.shared.sandbox.run import run_sandboxed
 from dcodex.shared.sandbox.slot import Slot
+from dcodex.shared.sandbox.slot_cgroups import (
+    SlotCgroupBackend,
+    create_slot_cgroup,
+    slot_cgroup_name,
+)
 
 HELLO_C = '#include <stdio.h>\nint main(void) { puts("Hello, World!"); return 0; }\n'
 Runner = Callable[[], Awaitable[None]]
@@ -80,7 +84,9 @@ async def _measure(console: Console, runs: int, methods: dict[str, Runner]) -> N
         console.print("bwrap is not installed: no plain bwrap figures")
 
 
-def _methods(workdir: Path, binary: Path, uid: int, cgroup: SlotCgroup | None) -> dict[str, Runner]:
+def _methods(
+    workdir: Path, binary: Path, uid: int, cgroup: SlotCgroupBackend | None
+) -> dict[str, Runner]:
     root = os.geteuid() == 0
     sandbox_uid = uid if root else None
     # The services' default limits: a hello world is far inside them.

@@ -19,7 +19,7 @@ from dcodex.shared.sandbox.isolation import Isolation
 
 if TYPE_CHECKING:
     from dcodex.shared.contract import EffectiveLimits
-    from dcodex.shared.sandbox.cgroups import SlotCgroup
+    from dcodex.shared.sandbox.slot_cgroups import SlotCgroupBackend
 
 _HELPER_SOURCE = Path(__file__).with_name("sandbox_exec.c")
 
@@ -74,7 +74,7 @@ def helper_argv(
     workdir: Path,
     uid: int | None,
     gid: int | None,
-    cgroup: SlotCgroup | None,
+    cgroup: SlotCgroupBackend | None,
     collect: bool,
     address_space: int | None = None,
 ) -> list[str]:

@@ -58,7 +58,7 @@ class Isolation:
         else:
             layers.append("process_group_kill")
         if self.cgroups:
-            layers += ["cgroup_memory", "cgroup_pids", "cgroup_cpu"]
+            layers += CGROUP_LAYERS
         return layers
 
 
@@ -74,8 +74,12 @@ NAMESPACE_LAYERS = [
     "tree_kill",
 ]
 
-# What `strict` demands: every layer but the optional cgroups (docs/sandbox.md).
-STRICT_LAYERS = ["rlimits", "no_new_privs", "clean_env", "uid", *NAMESPACE_LAYERS]
+# What the cgroups layer adds (cgroup v1 or v2: docs/production.md): the kernel's memory
+# limit and OOM verdict, a process limit per run, the CPU time of the whole tree.
+CGROUP_LAYERS = ["cgroup_memory", "cgroup_pids", "cgroup_cpu"]
+
+# What `strict` demands: every layer, cgroups included (docs/sandbox.md).
+STRICT_LAYERS = ["rlimits", "no_new_privs", "clean_env", "uid", *NAMESPACE_LAYERS, *CGROUP_LAYERS]
 
 RLIMITS_ONLY = Isolation()
 

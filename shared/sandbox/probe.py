@@ -12,7 +12,6 @@ from pathlib import Path
 
 from dcodex.shared.contract import EffectiveLimits
 from dcodex.shared.environment import clean_env
-from dcodex.shared.sandbox.cgroups import create_slot_cgroup, slot_cgroup_name
 from dcodex.shared.sandbox.isolation import (
     STRICT_LAYERS,
     Isolation,
@@ -21,6 +20,11 @@ from dcodex.shared.sandbox.isolation import (
 )
 from dcodex.shared.sandbox.run import run_sandboxed
 from dcodex.shared.sandbox.slot import Slot
+from dcodex.shared.sandbox.slot_cgroups import (
+    cgroup_version,
+    create_slot_cgroup,
+    slot_cgroup_name,
+)
 from dcodex.shared.sandbox.workspace import workspace
 
 PROBE_PROCESSES = 4096
@@ -57,7 +61,7 @@ async def detect_isolation(mode: IsolationMode, *, disk_bytes: int, probe_uid: i
     missing = [layer for layer in STRICT_LAYERS if layer not in achieved.layers]
     if mode == "best" or not missing:
         return achieved
-    reason = failure or "a uid per sandbox slot needs the service to run as root"
+    reason = failure or _missing_reason(root, achieved)
     raise IsolationUnavailable(
         f"--isolation strict needs the layers {', '.join(missing)}, "
         f"which this host does not give ({reason}); "
@@ -82,6 +86,18 @@ async def _failure(isolation: Isolation, uid: int | None) -> str | None:
             result.stderr.decode(errors="replace").strip()
         )
     return None
+
+
+def _missing_reason(root: bool, achieved: Isolation) -> str:
+    if not root:
+        return "a uid per sandbox slot and the slots' cgroups need the service to run as root"
+    if not achieved.cgroups:
+        return (
+            f"no writable cgroup {cgroup_version()} with the memory and pids controllers "
+            "(cgroup v1 also cpuacct) for the service's slots: docs/production.md says "
+            "what a container needs"
+        )
+    return "the host refused a layer"
 
 
 def _cgroups_work() -> bool:

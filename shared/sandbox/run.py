@@ -33,10 +33,11 @@ from typing import Literal
 
 from dcodex.shared.contract import EffectiveLimits
 from dcodex.shared.environment import clean_env
-from dcodex.shared.sandbox.cgroups import CgroupUsage, SlotCgroup
+from dcodex.shared.sandbox.cgroups import CgroupUsage
 from dcodex.shared.sandbox.helper import helper_argv
 from dcodex.shared.sandbox.isolation import SANDBOX_WORKDIR, Isolation
 from dcodex.shared.sandbox.slot import Slot
+from dcodex.shared.sandbox.slot_cgroups import SlotCgroupBackend
 
 KillReason = Literal["output", "wall_time", "cpu_time"]
 Stream = Literal["stdout", "stderr"]
@@ -306,7 +307,7 @@ class _Supervisor:
         spawned: _Spawned,
         limits: EffectiveLimits,
         isolation: Isolation,
-        cgroup: SlotCgroup | None,
+        cgroup: SlotCgroupBackend | None,
     ) -> None:
         self._loop = loop
         self._namespaces = isolation.namespaces

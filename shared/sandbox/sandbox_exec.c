@@ -321,16 +321,20 @@ static int enter_new_root(void) {
     if (symlink("/proc/self/fd", path) != 0) setup_failed("dev-fd");
     /* Last, so that a read-only path may lie under /tmp, say, without hiding it. */
     for (int i = 0; i < cfg.ro_count; i++) show_read_only(root, cfg.ro[i]);
+    /* /proc before leaving the old root: in a user namespace (a pod with hostUsers:
+       false) the kernel lets proc be mounted only while a fully visible proc is in
+       the mount namespace. Where the host masks parts of its own (as container runtimes
+       do without procMount: Unmasked), a user namespace gets an empty /proc, never the
+       host's. */
+    snprintf(path, sizeof path, "%s/proc", root);
+    if (mount("proc", path, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0 &&
+        !(cfg.userns && errno == EPERM))
+        setup_failed("proc");
 
     if (chdir(root) != 0) setup_failed("chdir-root");
     if (syscall(SYS_pivot_root, ".", ".") != 0) setup_failed("pivot_root");
     if (umount2(".", MNT_DETACH) != 0) setup_failed("umount-old-root");
     if (chdir("/") != 0) setup_failed("chdir");
-    /* A user namespace may not mount proc where the host masks parts of its own (as
-       container runtimes do): then the program gets an empty /proc, never the host's. */
-    if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0 &&
-        !(cfg.userns && errno == EPERM))
-        setup_failed("proc");
     /* Nothing left to add: the root itself becomes read-only; /box and /tmp stay ours. */
     if (chdir("/box") != 0) setup_failed("chdir-box");
     return host_dir;

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dcodex.shared.sandbox.cgroups import SlotCgroup
 from dcodex.shared.sandbox.isolation import RLIMITS_ONLY, Isolation
+from dcodex.shared.sandbox.slot_cgroups import SlotCgroupBackend
 
 
 @dataclass(frozen=True)
@@ -18,4 +18,4 @@ class Slot:
     uid: int | None
     gid: int | None
     isolation: Isolation = RLIMITS_ONLY
-    cgroup: SlotCgroup | None = None
+    cgroup: SlotCgroupBackend | None = None

@@ -16,11 +16,11 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from dcodex.shared.sandbox.cgroups import create_slot_cgroup, slot_cgroup_name
 from dcodex.shared.sandbox.helper import prepare_sandbox
 from dcodex.shared.sandbox.isolation import RLIMITS_ONLY, Isolation, IsolationMode
 from dcodex.shared.sandbox.probe import detect_isolation
 from dcodex.shared.sandbox.slot import Slot
+from dcodex.shared.sandbox.slot_cgroups import create_slot_cgroup, slot_cgroup_name
 
 
 class Overloaded(Exception):
