@@ -92,3 +92,21 @@ async def test_the_services_serve_exactly_the_subjects_of_the_table(
         if s.per_tenant
     }
     assert served == table
+
+
+def test_every_package_of_the_tree_is_in_the_distribution() -> None:
+    # A package missing from pyproject's list imports in a checkout (editable install)
+    # but not from a built wheel, e.g. in the container image.
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    listed = set(
+        tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        ".".join(["dcodex", *init.parent.relative_to(root).parts])
+        for top in ("shared", "services")
+        for init in (root / top).rglob("__init__.py")
+    }
+    assert found == listed
