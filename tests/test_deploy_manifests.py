@@ -363,6 +363,6 @@ def test_the_docs_document_the_deployment() -> None:
         "docker build -f deploy/docker/Dockerfile",
         "helm install nats nats/nats",
         "kubectl apply -k",
-        "was not built",
+        "make image",
     ):
         assert needle in section, needle
