@@ -79,7 +79,12 @@ def test_strict_refuses_to_start_and_names_the_missing_layers(nats_url: str) -> 
 async def test_best_takes_what_the_host_offers_and_says_so(
     nats_url: str, tmp_path: Path, stopper: list[subprocess.Popen[bytes]]
 ) -> None:
-    argv = [*WITHOUT_SYS_ADMIN, *runner_argv(nats_url, "best", "--isolation", "best")]
+    # A uid range of its own: without namespaces every process of a slot's uid is
+    # killed after each run.
+    argv = [
+        *WITHOUT_SYS_ADMIN,
+        *runner_argv(nats_url, "best", "--isolation", "best", "--sandbox-uid-base", "63100"),
+    ]
     stopper.append(start_logged(argv, tmp_path / "runner.log"))
     await wait_for_subject(nats_url, "best.languages")
     async with await DcodexClient.connect(nats_url, prefix="best") as client:

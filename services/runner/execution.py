@@ -67,6 +67,7 @@ async def execute(
             on_output=on_output,
         )
     result = to_result(outcome, limits, execution_id, language.id, program.language_version)
+    result = result.model_copy(update={"isolation": slot.isolation.layers})
     if on_finished is not None:
         on_finished(outcome, result)
     return result

@@ -153,6 +153,8 @@ class Runner:
                     compile_time_ms=compiled.compile_time_ms,
                     language=language.id,
                     language_version=compiled.language_version,
+                    # The compilers of a deployment run under the runners' isolation mode.
+                    isolation=self.slots.isolation.layers,
                 )
             binary = await self._artifact(compiled)
             program = Program(language, compiled.language_version, request.code, binary)
@@ -229,6 +231,7 @@ async def start(settings: Settings) -> Service:
         size=settings.max_concurrent_sandboxes,
         uid_base=settings.sandbox_uid_base,
         disk_bytes=settings.sandbox_disk_bytes,
+        cpu_cores=settings.sandbox_cpu_cores or None,
         max_queued=settings.max_queued_executions,
         service="runner",
     )

@@ -71,6 +71,12 @@ class Settings(BaseModel):
     sandbox_disk_bytes: int = Field(
         64 * MiB, ge=MiB, description="size of a run's only writable place (its dir and /tmp)"
     )
+    sandbox_cpu_cores: float = Field(
+        1.0,
+        ge=0,
+        description="CPUs one run (or compile) may use at once, by the kernel's CPU bandwidth "
+        "control (needs the cgroup cpu controller; 0: no cap)",
+    )
     max_queued_executions: int = Field(
         100, ge=0, description="runs that may wait for a sandbox; past it: 503 overloaded"
     )
