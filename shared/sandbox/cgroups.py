@@ -101,8 +101,8 @@ class SlotCgroup:
         if swap_accounting:
             _write(memory / "memory.memsw.limit_in_bytes", memory_bytes)
         _write(memory / "memory.max_usage_in_bytes", 0)
-        # Two for the helper and the namespace's reaper, which live in the cgroup too.
-        _write(self.directories["pids"] / "pids.max", processes + 2)
+        # One for the namespace's reaper, which lives in the cgroup too (the helper not).
+        _write(self.directories["pids"] / "pids.max", processes + 1)
         _write(self.directories["cpuacct"] / "cpuacct.usage", 0)
         self._baseline = _Baseline(self._oom_kills(), self._fork_failures())
 

@@ -41,7 +41,7 @@
  *
  * Every program gets, between fork and exec: rlimits, a fresh session keyring (and,
  * with a uid of its own, an emptied user keyring), no_new_privs, oom_score_adj 1000
- * (the helper and the reaper are -1000: the kernel's OOM killer never picks them) and
+ * (the OOM killer's first choice; the helper is not even in the run's cgroups) and
  * the seccomp filter of `install_seccomp` (docs/security.md).
  */
 #define _GNU_SOURCE
@@ -123,6 +123,20 @@ static int write_text(const char *path, const char *text) {
     close(fd);
     errno = saved;
     return n == (ssize_t)strlen(text) ? 0 : -1;
+}
+
+/*
+ * Join the run's cgroups. Only the run's own processes do (the reaper, or the program
+ * without namespaces): the helper stays out, so that the OOM killer of the run's
+ * memory cgroup can never pick it, and the run is over when the cgroup is empty.
+ */
+static int join_cgroups(void) {
+    for (int i = 0; i < cfg.cgroup_count; i++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/cgroup.procs", cfg.cgroups[i]);
+        if (write_text(path, "0") != 0) return -1;
+    }
+    return 0;
 }
 
 /* --- the program itself ---------------------------------------------------------- */
@@ -229,6 +243,7 @@ static void become_program(void) {
     /* When the run's memory cgroup is full, the OOM killer takes the program first
        (set while still privileged: /proc/self is root's once we change uid). */
     write_text("/proc/self/oom_score_adj", "1000");
+    if (!cfg.namespaces && join_cgroups() != 0) program_failed();
     signal(SIGPIPE, SIG_DFL);
     signal(SIGUSR1, SIG_DFL);
     signal(SIGINT, SIG_DFL);
@@ -473,7 +488,10 @@ static long long copy_output(int box, int host_dir, const char *name, long long 
         return -1;
     }
     int in = openat(box, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-    if (in < 0) return -1; /* not produced: the caller sees it missing */
+    if (in < 0) {
+        if (errno == ELOOP) skipped(name, "not-a-regular-file"); /* a symbolic link */
+        return -1; /* else not produced: the caller sees it missing */
+    }
     struct stat info;
     const char *problem = NULL;
     if (fstat(in, &info) != 0 || !S_ISREG(info.st_mode)) problem = "not-a-regular-file";
@@ -592,14 +610,6 @@ static void run_as_reaper(void) {
 
 /* --- the outer helper ---------------------------------------------------------------- */
 
-static void join_cgroups(void) {
-    for (int i = 0; i < cfg.cgroup_count; i++) {
-        char path[4096];
-        snprintf(path, sizeof path, "%s/cgroup.procs", cfg.cgroups[i]);
-        if (write_text(path, "0") != 0) setup_failed("cgroup");
-    }
-}
-
 static void map_user(pid_t child) {
     char path[64], line[64];
     snprintf(path, sizeof path, "/proc/%d/setgroups", (int)child);
@@ -622,8 +632,7 @@ static void map_user(pid_t child) {
 static pid_t start_reaper(void) {
     int go[2];
     if (pipe2(go, O_CLOEXEC) != 0) setup_failed("pipe");
-    int flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS |
-                CLONE_NEWCGROUP; /* the run's cgroups are its root: no host paths */
+    int flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS;
     if (cfg.userns) flags |= CLONE_NEWUSER;
     pid_t child = (pid_t)syscall(SYS_clone, flags | SIGCHLD, NULL, NULL, NULL, NULL);
     if (child < 0) setup_failed("clone");
@@ -632,6 +641,9 @@ static pid_t start_reaper(void) {
         char byte;
         while (read(go[0], &byte, 1) < 0 && errno == EINTR) {}
         close(go[0]);
+        if (join_cgroups() != 0) setup_failed("cgroup");
+        /* A cgroup namespace rooted at the run's cgroups: /proc shows no host paths. */
+        if (unshare(CLONE_NEWCGROUP) != 0) setup_failed("cgroup-namespace");
         run_as_reaper();
     }
     close(go[0]);
@@ -834,7 +846,8 @@ static int parse_from_fd(int fd) {
 
 int main(int argc, char **argv) {
     clock_gettime(CLOCK_MONOTONIC, &started);
-    /* The run's memory cgroup holds us too: its OOM killer must pick the program. */
+    /* Out of the OOM killer's way where we may be (CAP_SYS_RESOURCE): the reaper has it
+       too. The program gets 1000: it is always the first choice. */
     write_text("/proc/self/oom_score_adj", "-1000");
     int parsed = argc == 3 && strcmp(argv[1], "--config-fd") == 0
                      ? parse_from_fd(atoi(argv[2]))
@@ -844,7 +857,6 @@ int main(int argc, char **argv) {
         return 2;
     }
     signal(SIGUSR1, SIG_IGN); /* only the reaper acts on it */
-    join_cgroups();
     if (cfg.namespaces) {
         run_namespaced();
     } else {
