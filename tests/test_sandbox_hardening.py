@@ -19,6 +19,7 @@ import tempfile
 import textwrap
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -150,9 +151,9 @@ async def test_nested_namespaces_and_mounts_only_without_the_filter(
 ) -> None:
     """The finding as it was (the filter off: a user namespace and a mount in it),
     and as it is."""
-    isolation = Isolation(**{**strict_pool.isolation.__dict__, "seccomp": seccomp})
+    isolation = replace(strict_pool.isolation, seccomp=seccomp)
     async with strict_pool.acquire() as slot:
-        slot = Slot(slot.index, slot.uid, slot.gid, isolation, slot.cgroup)
+        slot = replace(slot, isolation=isolation)
         result = await python(NESTED_NAMESPACE, slot)
     expected = f"unshare {errno.EPERM}" if seccomp else "mounted over /usr"
     assert result.stdout.decode().strip() == expected, result
@@ -248,11 +249,11 @@ async def test_a_key_left_in_the_user_keyring_is_gone_for_the_next_run(
     """Without the filter (which denies the calls outright), the keyrings are still
     fresh: each run joins a new session keyring, and the slot's user keyring is
     emptied before every run."""
-    unfiltered = Isolation(**{**strict_pool.isolation.__dict__, "seccomp": False})
+    unfiltered = replace(strict_pool.isolation, seccomp=False)
     outputs = []
     for step in ("add", "search"):
         async with strict_pool.acquire() as slot:
-            slot = Slot(slot.index, slot.uid, slot.gid, unfiltered, slot.cgroup)
+            slot = replace(slot, isolation=unfiltered)
             outputs.append((await python(KEYRING_PY, slot, args=[step])).stdout.decode())
     assert outputs == ["added\n", f"search {errno.ENOKEY}\n"]
 

@@ -90,7 +90,7 @@ async def _measure(console: Console, runs: int, methods: dict[str, Runner]) -> N
             ratio,
         )
     console.print(table)
-    if "bwrap" not in results:
+    if shutil.which("bwrap") is None:
         console.print("bwrap is not installed: no plain bwrap figures")
 
 
