@@ -15,14 +15,14 @@ from typing import Any
 
 import nkeys
 import pytest
-import trustme
 
 from dcodex.shared.client import DcodexClient
 from dcodex.shared.errors import DcodexError
 from dcodex.shared.service.config import Settings
 from dcodex.shared.service.nats_server import EmbeddedNats
-from dcodex.shared.service.stack import SERVICES, start_services, stop_services
+from dcodex.shared.service.stack import installed_services, start_services, stop_services
 from tests.jwt_issuer import OperatorSetup
+from tests.tls_support import issue_tls_files
 
 pytestmark = pytest.mark.bus
 
@@ -57,15 +57,7 @@ def creds(directory: Path) -> tuple[tuple[str, ...], dict[str, Any]]:
 
 
 def mutual_tls(directory: Path) -> tuple[tuple[str, ...], dict[str, Any]]:
-    authority = trustme.CA()
-    files = {name: directory / f"{name}.pem" for name in ("ca", "cert", "key", "ccert", "ckey")}
-    authority.cert_pem.write_to_path(str(files["ca"]))
-    for issued, cert, key in (
-        (authority.issue_cert("127.0.0.1", "localhost"), "cert", "key"),
-        (authority.issue_cert("service.dcodex.test"), "ccert", "ckey"),
-    ):
-        issued.cert_chain_pems[0].write_to_path(str(files[cert]))
-        issued.private_key_pem.write_to_path(str(files[key]))
+    files = issue_tls_files(directory, "service.dcodex.test")
     server = ("--tls", "--tlscert", str(files["cert"]), "--tlskey", str(files["key"]))
     verify = ("--tlsverify", "--tlscacert", str(files["ca"]))
     login = {
@@ -91,7 +83,7 @@ CLIENT_OPTION = {
 @asynccontextmanager
 async def services_logged_in(url: str, login: dict[str, Any]) -> AsyncIterator[None]:
     settings = Settings(**{"nats_url": url, "isolation": "best", **login})
-    services = await start_services(settings, SERVICES, {})
+    services = await start_services(settings, installed_services(), {})
     try:
         yield
     finally:

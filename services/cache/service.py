@@ -266,7 +266,8 @@ class Cache:
     async def _run(
         self, request: ExecuteRequest, call: micro.Call, key: str | None = None
     ) -> ExecutionResult:
-        # Forwarded in the client's encoding: the runner streams events in it (docs/protocol.md, live events).
+        # Forwarded in the client's encoding: the runner streams events in it
+        # (docs/protocol.md, live events).
         reply = await bus.request(
             self.nc,
             self.settings.subject(RUN),

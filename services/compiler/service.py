@@ -138,7 +138,7 @@ async def start(settings: Settings) -> Service:
         disk_bytes=settings.sandbox_disk_bytes,
         cpu_cores=settings.sandbox_cpu_cores or None,
         max_queued=None,  # compiles come from runners, which bound their own work
-        service="compiler",
+        service=COMPILER.name,
     )
     registry = await available_languages(settings.languages_file, slots.probe_slot())
     artifacts = await open_artifact_store(nc.jetstream(), max_bytes=None)

@@ -233,7 +233,7 @@ async def start(settings: Settings) -> Service:
         disk_bytes=settings.sandbox_disk_bytes,
         cpu_cores=settings.sandbox_cpu_cores or None,
         max_queued=settings.max_queued_executions,
-        service="runner",
+        service=RUNNER.name,
     )
     layers = slots.isolation.layers
     if settings.isolation != "strict":

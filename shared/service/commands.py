@@ -27,7 +27,8 @@ from dcodex.shared.sandbox.isolation import IsolationUnavailable
 from dcodex.shared.service.config import Settings, env_var, flag
 from dcodex.shared.service.lifecycle import Service
 from dcodex.shared.service.metrics import metrics_port, stack_metrics_ports
-from dcodex.shared.subjects import SERVICES
+from dcodex.shared.service.stack import installed_services, serve
+from dcodex.shared.service.stack import up as run_up
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -83,7 +84,6 @@ def up(data_dir: Path | None, command: tuple[str, ...], **values: Any) -> None:
     stop the stack when it ends and exit with its exit code:
     `dcodex up -- dcodex bus run -d examples`.
     """
-    from dcodex.shared.service.stack import up as run_up
 
     context = click.get_current_context()
     defaulted = {
@@ -127,11 +127,10 @@ def _print_ready(
 
 
 @click.command()
-@click.argument("name", type=click.Choice([service.name for service in SERVICES]))
+@click.argument("name", type=click.Choice(installed_services()))
 @settings_options
 def service(name: str, **values: Any) -> None:
     """Run one service (the container entrypoint) until SIGINT or SIGTERM."""
-    from dcodex.shared.service.stack import serve
 
     settings = settings_from(values)
     configure_logging(settings.log_level, settings.log_format)

@@ -21,12 +21,20 @@ from dcodex.shared.service.metrics import serve_metrics
 from dcodex.shared.service.nats_server import EmbeddedNats
 from dcodex.shared.subjects import SERVICES as ALL_SERVICES
 
-SERVICES = tuple(service.name for service in ALL_SERVICES)  # start order
 SERVICE_ENTRY_POINTS = "dcodex.services"
 
 log = structlog.get_logger("dcodex.stack")
 
 Starter = Callable[[Settings], Awaitable[Service]]
+
+
+def installed_services() -> tuple[str, ...]:
+    """The services `dcodex up` starts, in start order: DCodeX's own (each needs the one
+    before it), then any an operator's package adds through a `dcodex.services` entry
+    point, by name."""
+    found = {point.name for point in entry_points(group=SERVICE_ENTRY_POINTS)}
+    own = tuple(service.name for service in ALL_SERVICES if service.name in found)
+    return own + tuple(sorted(found - set(own)))
 
 
 def starter(name: str) -> Starter:
@@ -103,7 +111,7 @@ async def up(
         if server is not None:
             settings = settings.model_copy(update={"nats_url": server.start()})
         stop = stop_on_signals()
-        services = await start_services(settings, SERVICES, metrics_ports)
+        services = await start_services(settings, installed_services(), metrics_ports)
         try:
             on_ready(settings, services)
             if command:
