@@ -263,14 +263,14 @@ static void become_program(void) {
     fresh_keyrings();
     /* No setuid binary may give the program privileges back (with our rlimits on). */
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) program_failed();
-    limit(RLIMIT_AS, cfg.as, cfg.as);
     if (!cfg.no_seccomp) {
-        int failed = install_seccomp();
+        int failed = install_seccomp(); /* it allocates: before the address-space limit */
         if (failed) {
             errno = -failed;
             program_failed();
         }
     }
+    limit(RLIMIT_AS, cfg.as, cfg.as);
     execv(cfg.argv[0], cfg.argv); /* no PATH search, no /bin/sh fallback on ENOEXEC */
     program_failed();
 }
