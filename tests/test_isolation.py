@@ -162,11 +162,15 @@ async def test_cpu_time_counts_every_process_of_the_tree(pool: SlotPool) -> None
             end = time.process_time() + seconds
             while time.process_time() < end:
                 pass
+        done_r, done_w = os.pipe()
         for _ in range(2):
             if os.fork() == 0:
                 burn(0.3)
                 os._exit(0)  # the parent never waits: the reaper collects them
-        time.sleep(1.0)
+        # EOF once both children have exited (each held the write end), whatever the
+        # host's load: a run is one CPU scheduling entity, its children share its time.
+        os.close(done_w)
+        os.read(done_r, 1)
         """
     async with pool.acquire() as slot:
         result = await python(code, slot)
