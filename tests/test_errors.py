@@ -161,9 +161,15 @@ async def test_request_id_is_carried_to_every_downstream_call(client: DcodexClie
 
 
 async def test_services_are_discoverable_with_the_micro_protocol(client: DcodexClient) -> None:
-    expected = {
-        "dcodex-cache": {"dcodex.execute", "dcodex.cache.stats", "dcodex.cache.purge"},
-        "dcodex-runner": {"dcodex.run", "dcodex.languages"},
+    expected = {  # with each tenant's entry (docs/tenancy.md)
+        "dcodex-cache": {
+            "dcodex.execute",
+            "dcodex.execute.*",
+            "dcodex.cache.stats",
+            "dcodex.cache.purge",
+            "dcodex.judge",
+        },
+        "dcodex-runner": {"dcodex.run", "dcodex.run.*", "dcodex.languages", "dcodex.judge.run"},
         "dcodex-compiler": {"dcodex.compile"},
     }
     for name, subjects in expected.items():

@@ -27,6 +27,7 @@ from dcodex.services.cache.inflight import (
     InflightUnavailable,
     Lease,
 )
+from dcodex.services.cache.judge import CacheJudge
 from dcodex.services.cache.keys import cache_key
 from dcodex.services.cache.metrics import CacheMetrics
 from dcodex.services.cache.replicas import gather_counts, summed
@@ -42,8 +43,10 @@ from dcodex.shared.codec import MSGPACK
 from dcodex.shared.contract import (
     UNCACHEABLE_STATUSES,
     CacheStats,
+    EffectiveLimits,
     ExecuteRequest,
     ExecutionResult,
+    LanguageInfo,
     LanguagesReply,
     PurgeReply,
     PurgeRequest,
@@ -55,8 +58,17 @@ from dcodex.shared.service.config import Settings, check_sizes
 from dcodex.shared.service.events import EventPublisher, replay
 from dcodex.shared.service.health import Check
 from dcodex.shared.service.lifecycle import Service
+from dcodex.shared.service.live_runs import LiveRuns
 from dcodex.shared.service.single_flight import SingleFlight
-from dcodex.shared.subjects import CACHE, CACHE_PURGE, CACHE_STATS, EXECUTE, LANGUAGES, RUN
+from dcodex.shared.subjects import (
+    CACHE,
+    CACHE_PURGE,
+    CACHE_STATS,
+    EXECUTE,
+    JUDGE,
+    LANGUAGES,
+    RUN,
+)
 from dcodex.shared.version import version
 
 NAME = CACHE.micro_name
@@ -98,15 +110,25 @@ class Cache:
         # Per key: the one run's outcome, shared by the requests that arrive while it runs.
         self._in_flight: SingleFlight[str, Outcome] = SingleFlight()
         self.counts: collections.Counter[str] = collections.Counter()
+        self.live_runs = LiveRuns()
         self.metrics = CacheMetrics(version())
         self.metrics.expect_downstream([settings.subject(RUN), settings.subject(LANGUAGES)])
+        self.judging = CacheJudge(settings, nc, store, self._runner_info, self._count)
 
     def endpoints(self) -> list[micro.Endpoint]:
         subject = self.settings.subject
         return [
             micro.Endpoint(EXECUTE.endpoint, subject(EXECUTE), self.execute),
+            micro.Endpoint(
+                EXECUTE.tenant_endpoint,
+                f"{subject(EXECUTE)}.*",
+                self.execute,
+                per_tenant=True,
+                counted_as=EXECUTE.endpoint,
+            ),
             micro.Endpoint(CACHE_STATS.endpoint, subject(CACHE_STATS), self.stats),
             micro.Endpoint(CACHE_PURGE.endpoint, subject(CACHE_PURGE), self.purge),
+            micro.Endpoint(JUDGE.endpoint, subject(JUDGE), self.judging.judge),
         ]
 
     async def execute(self, call: micro.Call) -> BaseModel:
@@ -118,6 +140,17 @@ class Cache:
         request = request.model_copy(
             update={"execution_id": request.execution_id or bus.new_id(), "language": language.id}
         )
+        assert request.execution_id is not None
+        with self.live_runs.claim(call.tenant, request.execution_id):
+            return await self._execute(request, call, language, limits)
+
+    async def _execute(
+        self,
+        request: ExecuteRequest,
+        call: micro.Call,
+        language: LanguageInfo,
+        limits: EffectiveLimits,
+    ) -> ExecutionResult:
         # An interactive run is a conversation: there is nothing to look up or keep.
         if not request.cache or request.interactive:
             self._count("bypass")
@@ -131,6 +164,8 @@ class Cache:
             limits,
             std=request.std or language.default_std,
             optimization=request.optimization or language.default_optimization,
+            # Tenants share no results: a program's output may differ from run to run.
+            tenant=call.tenant,
         )
         with structlog.contextvars.bound_contextvars(execution_id=request.execution_id):
             return await self._cached(key, request, call, language.compiled)
@@ -224,7 +259,7 @@ class Cache:
     ) -> ExecutionResult:
         """`result`, after its events when the request streams (docs/protocol.md, live events)."""
         if request.stream and request.execution_id is not None:  # execute() always sets it
-            subject = self.settings.output_subject(request.execution_id)
+            subject = self.settings.output_subject(request.execution_id, call.tenant)
             await replay(EventPublisher(self.nc, subject, call.encoding), result, compiled)
         return result
 
@@ -270,15 +305,20 @@ class Cache:
         # (docs/protocol.md, live events).
         reply = await bus.request(
             self.nc,
-            self.settings.subject(RUN),
+            # On the tenant's subject: the runner publishes on that tenant's live subjects.
+            RUN.for_tenant(self.settings.subject_prefix, call.tenant),
             request,
             request_id=call.request_id,
             timeout=self.settings.request_timeout_seconds,
             encoding=call.encoding,
             cache_key=key,
-            observe=self.metrics.downstream_answered,
+            observe=self._run_answered,
         )
         return ExecutionResult.model_validate(reply)
+
+    def _run_answered(self, _subject: str, outcome: str, seconds: float) -> None:
+        """Counted under the plain subject: no tenant becomes a label."""
+        self.metrics.downstream_answered(self.settings.subject(RUN), outcome, seconds)
 
     async def _runner_info(self, request_id: str) -> LanguagesReply:
         """Languages, versions and limits as the runners report them.
@@ -364,6 +404,7 @@ async def start(settings: Settings) -> Service:
         },
         stats_handler=cache.replica_counts,
         observer=cache.metrics.request_answered,
+        subject_prefix=settings.subject_prefix,
     )
     cache.metrics.watch_connection(nc)
     bucket = Check(f"the result bucket {RESULTS_BUCKET}", store.state)

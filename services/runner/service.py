@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from dcodex.services.runner.artifact_cache import ArtifactCache
 from dcodex.services.runner.execution import Program, execute
 from dcodex.services.runner.interactive import input_feed
+from dcodex.services.runner.judge import Judge
 from dcodex.services.runner.metrics import RunnerMetrics
 from dcodex.shared import bus
 from dcodex.shared.codec import MSGPACK
@@ -25,6 +26,7 @@ from dcodex.shared.contract import (
     EffectiveLimits,
     ExecuteRequest,
     ExecutionResult,
+    JudgeFile,
     LanguagesReply,
     LimitsInfo,
 )
@@ -39,7 +41,8 @@ from dcodex.shared.service.config import Settings, check_sizes
 from dcodex.shared.service.events import EventPublisher
 from dcodex.shared.service.health import object_store_check
 from dcodex.shared.service.lifecycle import Service
-from dcodex.shared.subjects import COMPILE, LANGUAGES, RUN, RUNNER
+from dcodex.shared.service.live_runs import LiveRuns
+from dcodex.shared.subjects import COMPILE, JUDGE_RUN, LANGUAGES, RUN, RUNNER
 from dcodex.shared.version import version
 
 NAME = RUNNER.micro_name
@@ -62,15 +65,24 @@ class Runner:
         self.artifacts = artifacts
         self.local_artifacts = ArtifactCache(settings.runner_artifact_cache_bytes)
         self.slots = slots
+        self.live_runs = LiveRuns()
         self.metrics = RunnerMetrics(settings, slots, version())
         self.metrics.toolchains({lang.id: lang.version for lang in registry.languages})
         self.metrics.expect_downstream([settings.subject(COMPILE)])
 
     def endpoints(self) -> list[micro.Endpoint]:
+        run = self.settings.subject(RUN)
         return [
-            micro.Endpoint(RUN.endpoint, self.settings.subject(RUN), self.run),
+            micro.Endpoint(RUN.endpoint, run, self.run),
+            micro.Endpoint(
+                RUN.tenant_endpoint, f"{run}.*", self.run, per_tenant=True, counted_as=RUN.endpoint
+            ),
             micro.Endpoint(LANGUAGES.endpoint, self.settings.subject(LANGUAGES), self.languages),
+            micro.Endpoint(JUDGE_RUN.endpoint, self.settings.subject(JUDGE_RUN), self.judge),
         ]
+
+    async def judge(self, call: micro.Call) -> BaseModel:
+        return await Judge(self).judge(call)
 
     async def languages(self, call: micro.Call) -> BaseModel:
         return LanguagesReply(
@@ -91,22 +103,35 @@ class Runner:
         limits = self.settings.default_limits().apply(
             request.limits, self.settings.ceiling_limits()
         )
-        self._refuse_when_overloaded()
+        self.refuse_when_overloaded()
         execution_id = request.execution_id or bus.new_id()
+        with self.live_runs.claim(call.tenant, execution_id):
+            return await self._run(request, call, language, limits, execution_id)
+
+    async def _run(
+        self,
+        request: ExecuteRequest,
+        call: micro.Call,
+        language: Language,
+        limits: EffectiveLimits,
+        execution_id: str,
+    ) -> ExecutionResult:
+        """Run under an id no other run under way has: its live subjects are its own."""
         live = LiveInput() if request.interactive else None
         if live is not None and request.stdin:
             live.write(request.stdin.encode())  # what the request brings comes first
         with structlog.contextvars.bound_contextvars(
-            execution_id=execution_id, language=language.id
+            execution_id=execution_id, language=language.id, tenant=call.tenant
         ):
             events = EventPublisher(
                 self.nc,
-                self.settings.output_subject(execution_id),
+                self.settings.output_subject(execution_id, call.tenant),
                 call.encoding,
                 request.stream or request.interactive,  # an interactive run is seen live
             )
+            input_subject = self.settings.input_subject(execution_id, call.tenant)
             try:
-                async with input_feed(self.nc, self.settings.input_subject(execution_id), live):
+                async with input_feed(self.nc, input_subject, live):
                     result = await self._compile_and_run(
                         request, language, limits, execution_id, call, events, live
                     )
@@ -143,7 +168,9 @@ class Runner:
         program = Program(language, language.version, request.code)
         compiled: CompileResult | None = None
         if language.compiled:
-            compiled = await self._compile(language, request, call.request_id)
+            compiled = await self.compile(
+                language, request.code, request.std, request.optimization, [], call.request_id
+            )
             events.publish("compile", compiled.compile_output)
             if compiled.status == "compile_error":
                 return ExecutionResult(
@@ -156,7 +183,7 @@ class Runner:
                     # The compilers of a deployment run under the runners' isolation mode.
                     isolation=self.slots.isolation.layers,
                 )
-            binary = await self._artifact(compiled)
+            binary = await self.artifact(compiled)
             program = Program(language, compiled.language_version, request.code, binary)
         queued_at = time.monotonic()
         try:
@@ -184,7 +211,7 @@ class Runner:
             }
         )
 
-    def _refuse_when_overloaded(self) -> None:
+    def refuse_when_overloaded(self) -> None:
         """Say 503 before compiling when the run could not even queue for a sandbox."""
         if self.slots.full:
             raise DcodexError(
@@ -193,17 +220,20 @@ class Runner:
                 f"and {self.slots.waiting} runs wait; try again later",
             )
 
-    async def _compile(
-        self, language: Language, request: ExecuteRequest, request_id: str
+    async def compile(
+        self,
+        language: Language,
+        code: str,
+        std: str | None,
+        optimization: str | None,
+        files: list[JudgeFile],
+        request_id: str,
     ) -> CompileResult:
         reply = await bus.request(
             self.nc,
             self.settings.subject(COMPILE),
             CompileRequest(
-                language=language.id,
-                code=request.code,
-                std=request.std,
-                optimization=request.optimization,
+                language=language.id, code=code, std=std, optimization=optimization, files=files
             ),
             request_id=request_id,
             # Below the cache's wait for us, above the compile's own limit.
@@ -213,7 +243,7 @@ class Runner:
         )
         return CompileResult.model_validate(reply)
 
-    async def _artifact(self, compiled: CompileResult) -> bytes:
+    async def artifact(self, compiled: CompileResult) -> bytes:
         if compiled.artifact is None:
             raise DcodexError(INTERNAL, "the compiler reported success but no artifact")
         data = self.local_artifacts.get(compiled.digest)
@@ -253,6 +283,7 @@ async def start(settings: Settings) -> Service:
             "languages": ",".join(lang.id for lang in registry.languages),
         },
         observer=runner.metrics.request_answered,
+        subject_prefix=settings.subject_prefix,
     )
     runner.metrics.watch_connection(nc)
     return Service(

@@ -11,45 +11,58 @@ async with await DcodexClient.connect("nats://127.0.0.1:4222") as client:
         await run.send("hello\n")
         result = await run.wait()
 
-`connect` takes a URL or `ConnectOptions` (credentials, TLS); `SyncDcodexClient`
-(_sync.py) is the same client for code without an event loop.
+`connect` takes a URL or `ConnectOptions` (credentials, TLS, tenant); `SyncDcodexClient`
+(_sync.py) is the same client for code without an event loop. With a tenant
+(docs/tenancy.md) runs are asked for on the tenant's subjects and their live events and
+replies arrive where only that tenant may read.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import Any
 
 from nats.aio.client import Client as NATS
-from pydantic import BaseModel
+from nats.aio.msg import Msg
+from pydantic import BaseModel, ValidationError
 
 from dcodex.shared import bus
 from dcodex.shared.bus.connect import ConnectOptions, open_connection
 from dcodex.shared.bus.discovery import ServiceInstance, discover, gather
 from dcodex.shared.client._stream import Event, LiveRun
-from dcodex.shared.codec import JSON, Encoding
+from dcodex.shared.codec import JSON, Encoding, decode
 from dcodex.shared.contract import (
     CacheStats,
+    CaseEvent,
+    CaseResult,
     CompileRequest,
     CompileResult,
     ExecuteRequest,
     ExecutionResult,
+    JudgeRequest,
+    JudgeResult,
     LanguagesReply,
     PurgeReply,
 )
-from dcodex.shared.errors import UNAVAILABLE, DcodexError
+from dcodex.shared.errors import UNAVAILABLE, DcodexError, from_validation_error
+from dcodex.shared.subjects import EXECUTE, RUN
 
 DEFAULT_TIMEOUT_S = 120.0
 
 
 class DcodexClient:
     def __init__(
-        self, nc: NATS, prefix: str = "dcodex", timeout: float = DEFAULT_TIMEOUT_S
+        self,
+        nc: NATS,
+        prefix: str = "dcodex",
+        timeout: float = DEFAULT_TIMEOUT_S,
+        tenant: str | None = None,
     ) -> None:
         self.nc = nc
         self.prefix = prefix
         self.timeout = timeout
+        self.tenant = tenant
 
     @classmethod
     async def connect(
@@ -63,7 +76,7 @@ class DcodexClient:
         """Connect to `url` (default: `DCODEX_NATS_URL`, else the local default).
 
         `options` are `ConnectOptions` fields: `user`, `password`, `token`, `nkey`,
-        `creds`, `tls_ca`, `tls_cert`, `tls_key`, `connect_timeout_s`; any not given
+        `creds`, `tls_ca`, `tls_cert`, `tls_key`, `tenant`, `connect_timeout_s`; any not given
         come from their `DCODEX_NATS_*` variables.
         """
         if isinstance(url, ConnectOptions):
@@ -77,7 +90,7 @@ class DcodexClient:
             if message.startswith("no NATS server"):
                 message += ": start one with `dcodex up`"
             raise DcodexError(UNAVAILABLE, message) from exc
-        return cls(nc, prefix, timeout)
+        return cls(nc, prefix, timeout, settings.tenant)
 
     async def close(self) -> None:
         if not self.nc.is_closed:
@@ -102,7 +115,7 @@ class DcodexClient:
         request_id: str | None = None,
     ) -> ExecutionResult:
         """Run a program through the result cache (`dcodex.execute`)."""
-        reply = await self._ask("execute", request, encoding, request_id)
+        reply = await self._ask(self._entry("execute"), request, encoding, request_id)
         return ExecutionResult.model_validate(reply)
 
     async def run(
@@ -113,7 +126,7 @@ class DcodexClient:
         request_id: str | None = None,
     ) -> ExecutionResult:
         """Run a program on a runner directly, bypassing the cache (`dcodex.run`)."""
-        reply = await self._ask("run", request, encoding, request_id)
+        reply = await self._ask(self._entry("run"), request, encoding, request_id)
         return ExecutionResult.model_validate(reply)
 
     async def stream(
@@ -130,12 +143,54 @@ class DcodexClient:
     def live(self, request: ExecuteRequest | dict[str, Any], *, via: str = "execute") -> LiveRun:
         """A streaming run to use as `async with client.live(request) as run:`."""
         parsed = ExecuteRequest.model_validate(request)
-        return LiveRun(self.nc, self.prefix, parsed, subject=via, timeout=self.timeout)
+        return LiveRun(
+            self.nc, self.prefix, parsed, subject=via, timeout=self.timeout, tenant=self.tenant
+        )
 
     def interactive(self, request: ExecuteRequest | dict[str, Any]) -> LiveRun:
         """An interactive run: `send()`, `close_stdin()`, `signal()`, `events()`, `wait()`."""
         parsed = ExecuteRequest.model_validate(request).model_copy(update={"interactive": True})
-        return LiveRun(self.nc, self.prefix, parsed, timeout=self.timeout)
+        return LiveRun(self.nc, self.prefix, parsed, timeout=self.timeout, tenant=self.tenant)
+
+    async def judge(
+        self,
+        request: JudgeRequest | dict[str, Any],
+        *,
+        on_case: Callable[[CaseResult], object] | None = None,
+        via: str = "judge",
+        encoding: Encoding = JSON,
+        request_id: str | None = None,
+    ) -> JudgeResult:
+        """Judge a submission against its test cases (`dcodex.judge`, docs/judge.md).
+
+        `on_case` is called with each case's result as it ends (in the order they end;
+        each has its `index`); `via="judge.run"` goes to a runner, bypassing the cache.
+        """
+        try:  # the service's 400 without the round trip
+            parsed = JudgeRequest.model_validate(request)
+        except ValidationError as exc:
+            raise from_validation_error(exc) from exc
+        if on_case is None:
+            reply = await self._ask(via, parsed, encoding, request_id)
+            return JudgeResult.model_validate(reply)
+        parsed = parsed.model_copy(
+            update={"stream": True, "execution_id": parsed.execution_id or bus.new_id()}
+        )
+
+        async def on_event(msg: Msg) -> None:
+            payload = decode(msg.data, encoding)
+            if payload.get("type") == "case":
+                on_case(CaseEvent.model_validate(payload).case)
+
+        subscription = await self.nc.subscribe(
+            f"{self.prefix}.output.{parsed.execution_id}", cb=on_event
+        )
+        try:
+            await self.nc.flush()  # subscribed before the first case can end
+            reply = await self._ask(via, parsed, encoding, request_id)
+        finally:
+            await subscription.unsubscribe()
+        return JudgeResult.model_validate(reply)
 
     async def compile(self, language: str, code: str) -> CompileResult:
         reply = await self._ask("compile", CompileRequest(language=language, code=code))
@@ -162,6 +217,11 @@ class DcodexClient:
         Other micro services on the same NATS server answer too; DCodeX's are `dcodex-*`.
         """
         return await discover(self.nc, wait_s, name)
+
+    def _entry(self, name: str) -> str:
+        """`execute` or `run`, on this client's tenant's subject when it has one."""
+        subject = {"execute": EXECUTE, "run": RUN}[name]
+        return subject.for_tenant(self.prefix, self.tenant).removeprefix(self.prefix + ".")
 
     async def _ask(
         self,

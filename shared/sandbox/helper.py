@@ -104,8 +104,10 @@ def helper_options(
     cgroup: SlotCgroup | None,
     outputs: Sequence[str],
     sweep_uid: bool = True,
+    address_space: int | None = None,
 ) -> list[str]:
-    """The helper's options for one run (see the usage in sandbox_exec.c)."""
+    """The helper's options for one run (see the usage in sandbox_exec.c);
+    `address_space` replaces the memory limit as RLIMIT_AS (for runtimes such as the JVM)."""
     cpu = max(1, math.ceil(limits.cpu_time_s))  # the verdict compares the exact CPU time
     argv = [
         "--status-fd", str(status_fd),
@@ -117,7 +119,7 @@ def helper_options(
     ]  # fmt: skip
     # The address space is bounded as well as the cgroup's resident memory: that is
     # what the memory limit has always meant, and it makes a runaway allocation fail at once.
-    argv += ["--as", str(_capped(resource.RLIMIT_AS, limits.memory_bytes))]
+    argv += ["--as", str(_capped(resource.RLIMIT_AS, address_space or limits.memory_bytes))]
     for path in cgroup.paths if cgroup is not None else []:
         argv += ["--cgroup", path]
     if uid is not None and gid is not None:

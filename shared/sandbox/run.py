@@ -95,6 +95,7 @@ async def run_sandboxed(
     on_output: OutputCallback | None = None,
     read_only: Sequence[str] = (),
     outputs: Sequence[str] = (),
+    address_space: int | None = None,
 ) -> SandboxResult:
     """Run `argv` to completion under `limits` and report how it ended.
 
@@ -105,7 +106,8 @@ async def run_sandboxed(
     and the `outputs` named (regular single-link files, within the file-size limit
     together and the wall clock) are copied back to `cwd` at the end;
     `read_only` host paths are shown read-only besides the usual view. `argv` paths
-    are relative to that directory.
+    are relative to that directory. `address_space` is the RLIMIT_AS when it is not
+    `limits.memory_bytes` (which then bounds only resident memory, in the cgroup).
     Raises OSError (or subprocess.SubprocessError) when the program cannot be started.
     `on_output` is called on the event loop with each chunk of output that is kept;
     it must be quick and must not raise (the loop would only log the exception).
@@ -134,6 +136,7 @@ async def run_sandboxed(
             cgroup=cgroup,
             outputs=outputs,
             sweep_uid=not slot.shared_uid,
+            address_space=address_space,
         )
 
     spawned = _spawn(options, cwd, env)

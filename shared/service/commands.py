@@ -20,6 +20,7 @@ from click.core import ParameterSource
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
+from dcodex.shared.bus.connect import DEFAULT_PORT, DEFAULT_URL, up_state_file
 from dcodex.shared.cli.plugins import BENCHMARKS, EntryPointGroup
 from dcodex.shared.errors import DcodexError
 from dcodex.shared.logging import configure_logging
@@ -105,16 +106,25 @@ def up(data_dir: Path | None, command: tuple[str, ...], **values: Any) -> None:
             data_dir=data_dir,
             metrics_ports=ports,
             command=command,
-            on_ready=lambda s, services: _print_ready(s, services, ports, bool(command)),
+            on_ready=lambda s, services: _print_ready(s, services, ports, bool(command), embedded),
         )
     )
     sys.exit(code)
 
 
 def _print_ready(
-    settings: Settings, services: list[Service], ports: dict[str, int], has_command: bool
+    settings: Settings,
+    services: list[Service],
+    ports: dict[str, int],
+    has_command: bool,
+    embedded: bool,
 ) -> None:
     lines = [f"DCodeX is up: NATS at {settings.nats_url}"]
+    if embedded and settings.nats_url != DEFAULT_URL:
+        lines.append(
+            f"  (port {DEFAULT_PORT} is taken: clients on this machine find this one through "
+            f"{up_state_file()}; elsewhere use --server {settings.nats_url})"
+        )
     for service in services:
         short = service.name.removeprefix("dcodex-")
         port = ports.get(short, 0)

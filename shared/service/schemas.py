@@ -20,12 +20,16 @@ from dcodex.shared.codec import CONTENT_TYPE_HEADER, JSON, MSGPACK, REQUEST_ID_H
 from dcodex.shared.contract import (
     EXECUTION_ID_PATTERN,
     CacheStats,
+    CaseEvent,
     CompileRequest,
     CompileResult,
     EofEvent,
     ErrorReply,
     ExecuteRequest,
     ExecutionResult,
+    JudgedEvent,
+    JudgeRequest,
+    JudgeResult,
     LanguagesReply,
     OutputEvent,
     PurgeReply,
@@ -37,7 +41,14 @@ from dcodex.shared.contract import (
 )
 from dcodex.shared.errors import ERROR_CODE_HEADER, ERROR_HEADER
 from dcodex.shared.service.config import Settings
-from dcodex.shared.subjects import RUNNER, SERVICES, SUBJECTS, input_subject, output_subject
+from dcodex.shared.subjects import (
+    RUNNER,
+    SERVICES,
+    SUBJECTS,
+    TENANT_PATTERN,
+    input_subject,
+    output_subject,
+)
 
 DEFAULT_DIR = Path("proto_schemas")
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -62,7 +73,13 @@ MODELS: tuple[type[BaseModel], ...] = (
     StdinEvent,
     EofEvent,
     SignalEvent,
+    JudgeRequest,
+    JudgeResult,
+    CaseEvent,
+    JudgedEvent,
 )
+# What the output channel carries: a run's events, then a judge's (docs/judge.md).
+OUTPUT_EVENTS = ("OutputEvent", "ResultEvent", "CaseEvent", "JudgedEvent")
 
 
 def file_name(model: type[BaseModel]) -> str:
@@ -170,20 +187,43 @@ def asyncapi(prefix: str) -> dict[str, Any]:
         "StdinEvent": _message(StdinEvent, "A chunk of stdin.", None),
         "EofEvent": _message(EofEvent, "Close stdin.", None),
         "SignalEvent": _message(SignalEvent, "Send the program a signal.", None),
+        "JudgeRequest": _message(
+            JudgeRequest, "Judge a submission against test cases.", "RequestHeaders"
+        ),
+        "JudgeResult": _message(
+            JudgeResult, "One result per case, the verdict and a summary.", "ReplyHeaders"
+        ),
+        "CaseEvent": _message(CaseEvent, "A judged case (seq is its index).", None),
+        "JudgedEvent": _message(JudgedEvent, "The last event of a judge: its result.", None),
     }
 
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
     reply_messages: dict[str, Any] = {}
 
+    tenant = {
+        "description": (
+            f"The tenant ({TENANT_PATTERN}); the NATS server lets only that tenant's "
+            "login publish (or subscribe) here (docs/tenancy.md)."
+        )
+    }
+
     def request_reply(
-        key: str, subject: str, service: str, summary: str, request: str, reply: str
+        key: str,
+        subject: str,
+        service: str,
+        summary: str,
+        request: str,
+        reply: str,
+        per_tenant: bool = False,
     ) -> None:
         channels[key] = {
             "address": f"{prefix}.{subject}",
             "description": f"{summary} Served by {service}.",
             "messages": {request: _ref(f"#/components/messages/{request}")},
         }
+        if per_tenant:
+            channels[key]["parameters"] = {"tenant": tenant}
         for name in (reply, "ErrorReply"):
             reply_messages[name] = _ref(f"#/components/messages/{name}")
         operations[key] = {
@@ -212,6 +252,17 @@ def asyncapi(prefix: str) -> dict[str, Any]:
             request_name,
             subject.reply.__name__,
         )
+        if subject.per_tenant:
+            request_reply(
+                f"{subject.key}Tenant",
+                f"{subject.suffix}.{{tenant}}",
+                subject.service.micro_name,
+                f"{subject.summary.rstrip('.')}, for one tenant: its run's live subjects "
+                "are the tenant's.",
+                request_name,
+                subject.reply.__name__,
+                per_tenant=True,
+            )
 
     channels["reply"] = {
         "address": None,
@@ -225,12 +276,12 @@ def asyncapi(prefix: str) -> dict[str, Any]:
         "address": output_subject(prefix, "{execution_id}"),
         "description": (
             "Live events of one execution with stream=true, numbered by seq from 0, "
-            "encoded like the request; the last is the result. Published by dcodex-runner."
+            "encoded like the request; the last is the result. Published by dcodex-runner. "
+            "A judge with stream=true publishes a case event per case (seq: the case's "
+            "index, in the order the cases end), then a judged event (docs/judge.md)."
         ),
         "parameters": {"execution_id": execution_id},
-        "messages": {
-            name: _ref(f"#/components/messages/{name}") for name in ("OutputEvent", "ResultEvent")
-        },
+        "messages": {name: _ref(f"#/components/messages/{name}") for name in OUTPUT_EVENTS},
     }
     channels["input"] = {
         "address": input_subject(prefix, "{execution_id}"),
@@ -244,14 +295,24 @@ def asyncapi(prefix: str) -> dict[str, Any]:
             for name in ("StdinEvent", "EofEvent", "SignalEvent")
         },
     }
+    channels["outputTenant"] = {
+        **channels["output"],
+        "address": output_subject(prefix, "{execution_id}", "{tenant}"),
+        "description": "Live events of a tenant's execution, as on output.",
+        "parameters": {"tenant": tenant, "execution_id": execution_id},
+    }
+    channels["inputTenant"] = {
+        **channels["input"],
+        "address": input_subject(prefix, "{execution_id}", "{tenant}"),
+        "description": "Stdin, EOF and signals for a tenant's interactive execution.",
+        "parameters": {"tenant": tenant, "execution_id": execution_id},
+    }
     operations["publishOutput"] = {
         "action": "send",
         "channel": _ref("#/channels/output"),
         "summary": "Publish the live events of an execution.",
         "tags": [{"name": RUNNER.micro_name}],
-        "messages": [
-            _ref(f"#/channels/output/messages/{name}") for name in ("OutputEvent", "ResultEvent")
-        ],
+        "messages": [_ref(f"#/channels/output/messages/{name}") for name in OUTPUT_EVENTS],
     }
     operations["receiveInput"] = {
         "action": "receive",
