@@ -540,11 +540,15 @@ def rlimits_stack(nats_url: str, tmp_path: Path) -> Iterator[str]:
 
 async def test_rlimits_results_are_never_cached(nats_url: str, rlimits_stack: str) -> None:
     request = {"language": "python", "code": f"print('{uuid.uuid4().hex}')"}
+    judged = {**request, "tests": [{"expected_output": "x\n"}]}
     async with await DcodexClient.connect(nats_url, prefix=rlimits_stack) as client:
         first, second = [await client.execute(request) for _ in range(2)]
+        judgements = [await client.judge(judged) for _ in range(2)]
     assert (first.status, second.status) == ("ok", "ok")
     assert "pid" not in first.isolation and "uid_sweep" in first.isolation
     assert (first.cache_hit, second.cache_hit) == (False, False)
+    assert [j.cases[0].verdict for j in judgements] == ["wrong_answer"] * 2
+    assert [j.cases[0].cache_hit for j in judgements] == [False, False]
 
 
 async def test_strict_results_are_cached_and_say_their_isolation(client: DcodexClient) -> None:
@@ -552,6 +556,10 @@ async def test_strict_results_are_cached_and_say_their_isolation(client: DcodexC
     first, second = [await client.execute(request) for _ in range(2)]
     assert {"pid", "mount", "ipc", "seccomp"} <= set(first.isolation)
     assert (first.cache_hit, second.cache_hit) == (False, True)
+    judged = {**request, "tests": [{"expected_output": "x\n"}]}
+    judgements = [await client.judge(judged) for _ in range(2)]
+    assert {"pid", "mount", "ipc", "seccomp"} <= set(judgements[0].isolation)
+    assert [j.cases[0].cache_hit for j in judgements] == [False, True]
 
 
 def test_rlimits_without_a_uid_of_its_own_refuses_to_serve() -> None:
