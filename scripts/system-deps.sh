@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The system packages DCodeX runs programs with: C and C++ compilers (which also build
-# the sandbox helper), the Python 3 that runs user programs, Go and a JDK, and bubblewrap (only the
-# benchmark uses it, as the yardstick for the sandbox's cost). Installs what is missing
+# the sandbox helper), libseccomp's headers (the helper's system call filter), the
+# Python 3 that runs user programs, Go and a JDK, and bubblewrap (only the benchmark
+# uses it, as the yardstick for the sandbox's cost). Installs what is missing
 # when run as root on a Debian-like system; otherwise says what to install.
 set -euo pipefail
 missing=()
 command -v gcc >/dev/null || missing+=(gcc)
 command -v g++ >/dev/null || missing+=(g++)
+[ -f /usr/include/seccomp.h ] || missing+=(libseccomp-dev)
 [ -x /usr/bin/python3 ] || missing+=(python3)
 command -v bwrap >/dev/null || missing+=(bubblewrap)
 # Go and Java, two of the registry's languages (shared/languages/languages.toml).

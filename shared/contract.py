@@ -28,6 +28,9 @@ Status = Literal[
 STATUSES: tuple[Status, ...] = Status.__args__  # type: ignore[attr-defined]
 # Results that say more about the moment than about the program are never cached.
 UNCACHEABLE_STATUSES: frozenset[Status] = frozenset({"wall_time_limit", "internal_error"})
+# The sandbox layers that keep one run from reaching the next (its processes, files,
+# IPC): a result produced without every one of them is never cached (docs/security.md).
+RUN_SEPARATING_LAYERS: frozenset[str] = frozenset({"pid", "mount", "ipc", "tmpfs_workdir"})
 
 
 class Request(BaseModel):
@@ -129,6 +132,14 @@ class ExecutionResult(Reply):
     cache_key: str | None = Field(
         None, description="the request's key in the result cache; null when it bypassed the cache"
     )
+    isolation: list[str] = Field(
+        default_factory=list,
+        description="the sandbox layers the run had (docs/security.md); a result produced "
+        "without pid, mount, ipc and tmpfs_workdir isolation is never cached",
+    )
+
+    def separated_from_other_runs(self) -> bool:
+        return set(self.isolation) >= RUN_SEPARATING_LAYERS
 
 
 class JudgeFile(Request):
@@ -398,6 +409,14 @@ class JudgeResult(Reply):
     checker_compile_output: str = ""
     cases: list[CaseResult]
     summary: JudgeSummary
+    isolation: list[str] = Field(
+        default_factory=list,
+        description="the sandbox layers the cases ran with (docs/security.md); cases run "
+        "without pid, mount, ipc and tmpfs_workdir isolation are never cached",
+    )
+
+    def separated_from_other_runs(self) -> bool:
+        return set(self.isolation) >= RUN_SEPARATING_LAYERS
 
 
 # Live events of a streamed judge on `dcodex.output.<execution_id>`: `seq` is the case's index.

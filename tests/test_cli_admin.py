@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from dcodex.shared.client import DcodexClient
 from dcodex.shared.version import version
 from tests.conftest import ServiceProcesses
 from tests.test_cli import (
@@ -34,10 +37,21 @@ def second_runner(stack: ServiceProcesses, tmp_path: Path) -> Iterator[ServicePr
     extra = ServiceProcesses(stack.url, tmp_path)
     extra.start("runner")
     try:
-        extra.wait_ready(("runner",))
+        # Until both answer: the session's runner answers pings already.
+        asyncio.run(runners_answering(stack.url, 2))
         yield extra
     finally:
         extra.stop_all()
+
+
+async def runners_answering(url: str, count: int, timeout: float = 30.0) -> None:
+    async with await DcodexClient.connect(url) as client:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            answers = await client.ping(wait_s=0.3)
+            if sum(answer["name"] == "dcodex-runner" for answer in answers) >= count:
+                return
+    raise TimeoutError(f"fewer than {count} runners answer")
 
 
 def dcodex_instances(stdout: str) -> list[dict[str, object]]:

@@ -79,7 +79,12 @@ def test_strict_refuses_to_start_and_names_the_missing_layers(nats_url: str) -> 
 async def test_best_takes_what_the_host_offers_and_says_so(
     nats_url: str, tmp_path: Path, stopper: list[subprocess.Popen[bytes]]
 ) -> None:
-    argv = [*WITHOUT_SYS_ADMIN, *runner_argv(nats_url, "best", "--isolation", "best")]
+    # A uid range of its own: without namespaces every process of a slot's uid is
+    # killed after each run.
+    argv = [
+        *WITHOUT_SYS_ADMIN,
+        *runner_argv(nats_url, "best", "--isolation", "best", "--sandbox-uid-base", "63100"),
+    ]
     stopper.append(start_logged(argv, tmp_path / "runner.log"))
     await wait_for_subject(nats_url, "best.languages")
     async with await DcodexClient.connect(nats_url, prefix="best") as client:
@@ -157,11 +162,15 @@ async def test_cpu_time_counts_every_process_of_the_tree(pool: SlotPool) -> None
             end = time.process_time() + seconds
             while time.process_time() < end:
                 pass
+        done_r, done_w = os.pipe()
         for _ in range(2):
             if os.fork() == 0:
                 burn(0.3)
                 os._exit(0)  # the parent never waits: the reaper collects them
-        time.sleep(1.0)
+        # EOF once both children have exited (each held the write end), whatever the
+        # host's load: a run is one CPU scheduling entity, its children share its time.
+        os.close(done_w)
+        os.read(done_r, 1)
         """
     async with pool.acquire() as slot:
         result = await python(code, slot)

@@ -60,6 +60,7 @@ EXECUTION_RESULT_FIELDS = {
     "language",
     "language_version",
     "cache_key",  # lets a client purge one result (docs/cache.md)
+    "isolation",  # the sandbox layers the run had: rlimits results are never cached
 }
 
 

@@ -107,7 +107,8 @@ class CacheJudge:
         if to_run:
             base = await self._run(request, to_run, limits, call)
             ran = {case.index: case for case in base.cases if case.verdict != "skipped"}
-            if request.cache:
+            # Cases run under `rlimits` isolation may have been shaped by an earlier run.
+            if request.cache and base.separated_from_other_runs():
                 await self._keep(ran, keys)
         cases: Sequence[CaseResult] = [
             held.get(index) or ran.get(index) or skipped(index, case_name(request, index))

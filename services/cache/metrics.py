@@ -42,7 +42,7 @@ class CacheMetrics(ServiceMetrics):
             self.leases.labels(outcome)
         self.not_stored = Counter(
             "dcodex_cache_not_stored_total",
-            "Results not stored, by reason (verdict, too_large, unavailable)",
+            "Results not stored, by reason (verdict, isolation, too_large, unavailable)",
             ["reason"],
             registry=self.registry,
         )

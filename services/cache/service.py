@@ -273,6 +273,9 @@ class Cache:
         """Keep `result` under `key` if the policy allows; whether it was kept."""
         if result.status in UNCACHEABLE_STATUSES:
             return self._not_stored("verdict")
+        if not result.separated_from_other_runs():
+            # Under `rlimits` isolation an earlier run may have shaped this one.
+            return self._not_stored("isolation", layers=result.isolation)
         packed = pack(result)
         # Above the server's max payload a put would fail and look like a lost bucket.
         largest = min(self.settings.cache_max_result_bytes, self.nc.max_payload - PUT_HEADROOM)

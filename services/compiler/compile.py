@@ -85,13 +85,14 @@ async def compile_source(
             env=language.sandbox_env(working_directory(slot, cwd)),
             slot=slot,
             read_only=language.mounts + ((str(precompiled),) if header and precompiled else ()),
-            collect=True,  # the binary, from the sandbox's own working directory
+            outputs=(language.binary,),  # from the sandbox's own working directory
         )
         output = (outcome.stdout + outcome.stderr).decode("utf-8", errors="replace")
         failure = _failure(outcome, output, settings)
-        binary = read_output_file(cwd, language.binary) if failure is None else None
+        largest = settings.max_artifact_bytes
+        binary = read_output_file(cwd, language.binary, largest) if failure is None else None
         if failure is None and binary is None:
-            failure = "the compiler produced no program"
+            failure = _missing(outcome.skipped_outputs.get(language.binary), settings)
         if binary is not None and len(binary) > settings.max_artifact_bytes:
             failure, binary = _too_large(settings), None
         if failure is not None:
@@ -131,11 +132,11 @@ async def build_header(
             env=language.sandbox_env(working_directory(slot, cwd)),
             slot=slot,
             read_only=language.mounts,
-            collect=True,
+            outputs=(f"{PCH_HEADER}.gch",),
         )
         if outcome.exit_code != 0:
             return None
-        return read_output_file(cwd, f"{PCH_HEADER}.gch")
+        return read_output_file(cwd, f"{PCH_HEADER}.gch", PCH_FILE_SIZE_BYTES)
 
 
 def _failure(outcome: SandboxResult, output: str, settings: Settings) -> str | None:
@@ -159,6 +160,15 @@ def _failure(outcome: SandboxResult, output: str, settings: Settings) -> str | N
     if outcome.exit_code != 0:
         return ""  # the diagnostics say why
     return None
+
+
+def _missing(skipped: str | None, settings: Settings) -> str:
+    """Why there is no program to take: none was made, or it was not fit to take."""
+    if skipped == "too-large":
+        return _too_large(settings)
+    if skipped is not None:
+        return f"the compiler's output was not taken ({skipped})"
+    return "the compiler produced no program"
 
 
 def _too_large(settings: Settings) -> str:

@@ -148,6 +148,7 @@ async def start(settings: Settings) -> Service:
         size=os.cpu_count() or 2,
         uid_base=settings.sandbox_uid_base + UID_OFFSET,
         disk_bytes=settings.sandbox_disk_bytes,
+        cpu_cores=settings.sandbox_cpu_cores or None,
         max_queued=None,  # compiles come from runners, which bound their own work
         service=COMPILER.name,
     )

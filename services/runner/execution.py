@@ -73,6 +73,7 @@ async def execute(
             address_space=language.address_space(limits.memory_bytes),
         )
     result = to_result(outcome, limits, execution_id, language.id, program.language_version)
+    result = result.model_copy(update={"isolation": slot.isolation.layers})
     if on_finished is not None:
         on_finished(outcome, result)
     return result

@@ -153,6 +153,7 @@ class Judge:
             language_version=language.version,
             cases=[],
             summary=summarize([]),
+            isolation=self.runner.slots.isolation.layers,
         )
         program = Program(language, language.version, request.code)
         if language.compiled:

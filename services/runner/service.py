@@ -188,6 +188,8 @@ class Runner:
                     compile_time_ms=compiled.compile_time_ms,
                     language=language.id,
                     language_version=compiled.language_version,
+                    # The compilers of a deployment run under the runners' isolation mode.
+                    isolation=self.slots.isolation.layers,
                 )
             assert binary is not None
             program = Program(language, compiled.language_version, request.code, binary)
@@ -332,6 +334,7 @@ async def start(settings: Settings) -> Service:
         size=settings.max_concurrent_sandboxes,
         uid_base=settings.sandbox_uid_base,
         disk_bytes=settings.sandbox_disk_bytes,
+        cpu_cores=settings.sandbox_cpu_cores or None,
         max_queued=settings.max_queued_executions,
         service=RUNNER.name,
     )

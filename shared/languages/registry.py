@@ -8,6 +8,7 @@ really answers inside the sandbox, with its real version.
 
 from __future__ import annotations
 
+import glob
 import os
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -191,6 +192,16 @@ def _expand_home(value: str) -> str:
     return os.path.expanduser(value) if value.startswith("~") else value
 
 
+def _expand_path(value: str) -> str:
+    """`_expand_home`, and a `*` pattern (a toolchain directory whose name holds the
+    host's target triple, say) is the first path it matches, in sorted order."""
+    expanded = _expand_home(value)
+    if not glob.has_magic(expanded):
+        return expanded
+    matches = sorted(glob.glob(expanded))
+    return matches[0] if matches else expanded
+
+
 def _language_from_entry(language_id: str, entry: LanguageEntry) -> Language:
     def flags(table: Mapping[str, list[str]]) -> tuple[tuple[str, tuple[str, ...]], ...]:
         return tuple((name, tuple(words)) for name, words in table.items())
@@ -213,9 +224,9 @@ def _language_from_entry(language_id: str, entry: LanguageEntry) -> Language:
         version_name=entry.version_name,
         compile=tuple(entry.compile) if entry.compile else None,
         binary=entry.binary,
-        path=tuple(_expand_home(p) for p in entry.path),
+        path=tuple(_expand_path(p) for p in entry.path),
         env=tuple((key, _expand_home(value)) for key, value in entry.env.items()),
-        mounts=tuple(_expand_home(m) for m in entry.mounts),
+        mounts=tuple(_expand_path(m) for m in entry.mounts),
         default_std=entry.default_std,
         std_flags=flags(entry.std_flags),
         default_optimization=entry.default_optimization,

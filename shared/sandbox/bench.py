@@ -2,8 +2,9 @@
 
 It runs one compiled hello-world binary many times each way — a
 bare subprocess, a plain `bwrap` run with the same namespaces, and the DCodeX sandbox
-with only rlimits, with namespaces and with every layer — and prints the
-per-execution latency (p50, p99, mean) of each, from start to reaped.
+with only rlimits, with namespaces (without and with the seccomp filter, which is
+always on in service: the difference is the filter's cost) and with every layer —
+and prints the per-execution latency (p50, p99, mean) of each, from start to reaped.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -41,12 +43,18 @@ Runner = Callable[[], Awaitable[None]]
 @click.command()
 @click.option("-n", "--runs", default=200, show_default=True, help="executions per method")
 @click.option("--uid", default=61000, show_default=True, help="sandbox uid (when root)")
-def sandbox(runs: int, uid: int) -> None:
+@click.option(
+    "--only",
+    multiple=True,
+    help="measure only the methods whose name contains this (repeatable), "
+    "e.g. --only namespaces for the seccomp filter's cost alone",
+)
+def sandbox(runs: int, uid: int, only: tuple[str, ...]) -> None:
     """Per-execution cost of the sandbox against a bare run and a plain bwrap run."""
-    asyncio.run(_bench_sandbox(runs, uid))
+    asyncio.run(_bench_sandbox(runs, uid, only))
 
 
-async def _bench_sandbox(runs: int, uid: int) -> None:
+async def _bench_sandbox(runs: int, uid: int, only: tuple[str, ...] = ()) -> None:
     await prepare_sandbox()
     console = Console()
     with tempfile.TemporaryDirectory(prefix="dcodex-bench-") as directory:
@@ -54,7 +62,10 @@ async def _bench_sandbox(runs: int, uid: int) -> None:
         binary = _compile_hello(workdir)
         cgroup = create_slot_cgroup(slot_cgroup_name("bench", 0)) if os.geteuid() == 0 else None
         try:
-            await _measure(console, runs, _methods(workdir, binary, uid, cgroup))
+            methods = _methods(workdir, binary, uid, cgroup)
+            if only:
+                methods = {k: v for k, v in methods.items() if any(w in k for w in only)}
+            await _measure(console, runs, methods)
         finally:
             if cgroup is not None:
                 cgroup.remove()
@@ -64,10 +75,13 @@ async def _measure(console: Console, runs: int, methods: dict[str, Runner]) -> N
     table = Table(title=f"one C hello-world execution, {runs} runs each (ms)")
     for column in ("method", "p50", "p99", "mean", "vs bwrap p50"):
         table.add_column(column, justify="left" if column == "method" else "right")
-    results: dict[str, list[float]] = {}
-    for name, run in methods.items():
+    results: dict[str, list[float]] = {name: [] for name in methods}
+    for run in methods.values():
         await run()  # warm up caches before measuring
-        results[name] = [await _timed(run) for _ in range(runs)]
+    # Round-robin: a change of the host's load while measuring hits every method alike.
+    for _ in range(runs):
+        for name, run in methods.items():
+            results[name].append(await _timed(run))
     bwrap_p50 = _percentile(results["bwrap"], 50) if "bwrap" in results else None
     for name, samples in results.items():
         p50 = _percentile(samples, 50)
@@ -80,7 +94,7 @@ async def _measure(console: Console, runs: int, methods: dict[str, Runner]) -> N
             ratio,
         )
     console.print(table)
-    if "bwrap" not in results:
+    if shutil.which("bwrap") is None:
         console.print("bwrap is not installed: no plain bwrap figures")
 
 
@@ -116,6 +130,7 @@ def _methods(
     if bwrap:
         methods["bwrap"] = _bwrap(bwrap, binary, workdir, sandbox_uid)
     methods["dcodex rlimits"] = dcodex_run(Isolation(slot_uids=root), False)
+    methods["dcodex namespaces, no seccomp"] = dcodex_run(replace(namespaces, seccomp=False), False)
     methods["dcodex namespaces"] = dcodex_run(namespaces, False)
     if cgroup is not None:
         all_layers = Isolation(slot_uids=True, namespaces=True, cgroups=True)

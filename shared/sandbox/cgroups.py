@@ -4,19 +4,23 @@ With a cgroup per sandbox slot the kernel itself limits the resident memory and 
 number of processes of everything a run starts, counts its CPU time, records its peak
 memory and says whether it was OOM-killed: the verdicts need no inference.
 
-Only cgroup v1 (the memory, pids and cpuacct controllers mounted separately) is
-handled; on other hosts `SlotCgroups.create` returns None and the sandbox falls back
-to rlimits and the reaper's rusage.
+Only cgroup v1 (the memory, pids and cpuacct controllers, and optionally cpu, mounted
+separately or together) is handled here; on other hosts `create_slot_cgroup` returns
+None and the sandbox falls back to rlimits and the reaper's rusage.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
 CONTROLLERS = ("memory", "pids", "cpuacct")
+# Optional: where it is mounted, a run's cores are capped (the CFS bandwidth quota).
+CPU_CONTROLLER = "cpu"
+_CFS_PERIOD_US = 100_000
 
 
 @dataclass(frozen=True)
@@ -36,15 +40,55 @@ class _Baseline:
 
 
 class SlotCgroup:
-    """One slot's cgroups (one directory per controller), reused run after run."""
+    """One slot's cgroups (one directory per controller), reused run after run.
+
+    The interface the sandbox uses (a cgroup v2 backend implements the same):
+
+    - `paths`: the directories the helper joins (writes itself to `cgroup.procs`)
+      before anything of the run starts;
+    - `prepare(memory_bytes, processes)`: the limits of the next run, and its counters
+      reset to zero;
+    - `limit_cores(cores)`: cap the CPU bandwidth of every run of the slot at `cores`
+      CPUs (None: no cap); returns whether the cap is in force; `cores` is the cap;
+    - `cpu_seconds()`: CPU time of the whole process tree since `prepare`, live: the
+      supervisor polls it to stop the tree at its CPU limit;
+    - `usage()`: the run's CPU time, peak memory, and whether the kernel OOM-killed or
+      refused a fork (call once everything has exited);
+    - `processes()`: the pids still in the cgroup; `kill_all()`: SIGKILL them (the
+      sandbox does until none is left, before the slot is used again);
+    - `remove()`: delete the cgroups (the slot is gone).
+    """
 
     def __init__(self, directories: dict[str, Path]) -> None:
         self.directories = directories
+        self.cores: float | None = None
         self._baseline = _Baseline(0, 0)
 
     @property
     def paths(self) -> list[str]:
-        return [str(path) for path in self.directories.values()]
+        return list(dict.fromkeys(str(path) for path in self.directories.values()))
+
+    def limit_cores(self, cores: float | None) -> bool:
+        cpu = self.directories.get(CPU_CONTROLLER)
+        if cpu is None:
+            return False
+        quota = -1 if cores is None else max(1000, round(cores * _CFS_PERIOD_US))
+        _write(cpu / "cpu.cfs_period_us", _CFS_PERIOD_US)
+        _write(cpu / "cpu.cfs_quota_us", quota)
+        self.cores = cores
+        return cores is not None
+
+    def processes(self) -> list[int]:
+        text = (self.directories["pids"] / "cgroup.procs").read_text()
+        return [int(pid) for pid in text.split()]
+
+    def kill_all(self) -> list[int]:
+        """SIGKILL every process still in the cgroup; the pids that were there."""
+        pids = self.processes()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return pids
 
     def prepare(self, memory_bytes: int, processes: int) -> None:
         """Set the limits of the next run and reset the peak and CPU counters."""
@@ -57,8 +101,8 @@ class SlotCgroup:
         if swap_accounting:
             _write(memory / "memory.memsw.limit_in_bytes", memory_bytes)
         _write(memory / "memory.max_usage_in_bytes", 0)
-        # Two for the helper and the namespace's reaper, which live in the cgroup too.
-        _write(self.directories["pids"] / "pids.max", processes + 2)
+        # One for the namespace's reaper, which lives in the cgroup too (the helper not).
+        _write(self.directories["pids"] / "pids.max", processes + 1)
         _write(self.directories["cpuacct"] / "cpuacct.usage", 0)
         self._baseline = _Baseline(self._oom_kills(), self._fork_failures())
 
@@ -75,7 +119,7 @@ class SlotCgroup:
         )
 
     def remove(self) -> None:
-        for path in self.directories.values():
+        for path in set(self.directories.values()):
             with contextlib.suppress(OSError):
                 path.rmdir()
 
@@ -87,8 +131,9 @@ class SlotCgroup:
         return _field((self.directories["pids"] / "pids.events").read_text(), "max")
 
 
-def create_slot_cgroup(name: str) -> SlotCgroup | None:
-    """Cgroups named `name` under ours for every controller, or None where we can't."""
+def create_slot_cgroup(name: str, cores: float | None = None) -> SlotCgroup | None:
+    """Cgroups named `name` under ours for every controller, or None where we can't;
+    with the `cpu` controller too, its runs are capped at `cores` CPUs."""
     parents = _own_cgroup_dirs()
     if parents is None:
         return None
@@ -100,10 +145,16 @@ def create_slot_cgroup(name: str) -> SlotCgroup | None:
             created[controller] = path
         cgroup = SlotCgroup(created)
         cgroup.prepare(2**30, 1)  # proves every file we need is there and writable
-        return cgroup
     except OSError:
         SlotCgroup(created).remove()
         return None
+    if CPU_CONTROLLER in parents:
+        with contextlib.suppress(OSError):  # no cap where the cpu controller refuses
+            path = parents[CPU_CONTROLLER] / name
+            path.mkdir(exist_ok=True)
+            cgroup.directories[CPU_CONTROLLER] = path
+            cgroup.limit_cores(cores)
+    return cgroup
 
 
 def _own_cgroup_dirs() -> dict[str, Path] | None:
@@ -117,7 +168,7 @@ def _own_cgroup_dirs() -> dict[str, Path] | None:
                 continue
             root, mount_point = left.split()[3:5]
             for controller in options.split(","):
-                if controller in CONTROLLERS:
+                if controller in (*CONTROLLERS, CPU_CONTROLLER):
                     mounts[controller] = (root, Path(mount_point))
     own: dict[str, Path] = {}
     with contextlib.suppress(OSError):

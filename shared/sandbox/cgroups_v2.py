@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +53,7 @@ class SlotCgroupV2:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self._baseline = _Baseline(0, 0, 0)
-        self._cores: float | None = None
+        self.cores: float | None = None
 
     @property
     def paths(self) -> list[str]:
@@ -65,21 +66,37 @@ class SlotCgroupV2:
         # v1's memory+swap limit, in v2 terms: a run never swaps past its limit.
         with contextlib.suppress(FileNotFoundError):
             _write(self.directory / "memory.swap.max", 0)
-        # Two for the helper and the namespace's reaper, which live in the cgroup too.
-        _write(self.directory / "pids.max", processes + 2)
-        if self._cores is not None:
-            self._write_cpu_max(self._cores)
+        # One for the namespace's reaper, which lives in the cgroup too (the helper not).
+        _write(self.directory / "pids.max", processes + 1)
+        if self.cores is not None:
+            self._write_cpu_max(self.cores)
         self._baseline = _Baseline(self._oom_kills(), self._fork_failures(), self._cpu_usec())
 
     def cpu_seconds(self) -> float:
         """CPU time of every process of the run so far (user and system)."""
         return (self._cpu_usec() - self._baseline.cpu_usec) / 1e6
 
-    def limit_cores(self, cores: float) -> None:
-        """At most `cores` CPUs' worth of time per period for the whole run (cpu.max);
-        kept for the following runs. Raises OSError without the cpu controller."""
-        self._cores = cores
+    def limit_cores(self, cores: float | None) -> bool:
+        """At most `cores` CPUs' worth of time per period for the whole run (cpu.max;
+        None: no cap), kept for the following runs; whether a cap is in force. Raises
+        OSError without the cpu controller."""
+        self.cores = cores
+        if cores is None:
+            (self.directory / "cpu.max").write_text(f"max {CPU_PERIOD_US}")
+            return False
         self._write_cpu_max(cores)
+        return True
+
+    def processes(self) -> list[int]:
+        return [int(pid) for pid in (self.directory / "cgroup.procs").read_text().split()]
+
+    def kill_all(self) -> list[int]:
+        """SIGKILL every process still in the cgroup; the pids that were there."""
+        pids = self.processes()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return pids
 
     def usage(self) -> CgroupUsage:
         """The counters of the run since `prepare` (call once everything has exited)."""
@@ -116,8 +133,9 @@ class SlotCgroupV2:
         return _field((self.directory / "pids.events").read_text(), "max")
 
 
-def create_slot_cgroup(name: str) -> SlotCgroupV2 | None:
-    """A cgroup named `name` for a slot, or None where cgroup v2 can't give every layer."""
+def create_slot_cgroup(name: str, cores: float | None = None) -> SlotCgroupV2 | None:
+    """A cgroup named `name` for a slot, or None where cgroup v2 can't give every layer;
+    its runs are capped at `cores` CPUs (None or 0: no cap)."""
     base = delegated_cgroup()
     if base is None:
         return None
@@ -129,6 +147,9 @@ def create_slot_cgroup(name: str) -> SlotCgroupV2 | None:
     except OSError:
         cgroup.remove()
         return None
+    if cores:
+        with contextlib.suppress(OSError):  # no cap where the cpu controller is not given
+            cgroup.limit_cores(cores)
     return cgroup
 
 

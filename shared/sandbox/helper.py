@@ -1,5 +1,10 @@
 """The C helper that starts every sandboxed program (`sandbox_exec.c`): building it
-on first use, and the command line that tells it what to enforce."""
+on first use, and the options that tell it what to enforce.
+
+The options reach the helper through a file descriptor (`config_fd`), never its
+command line: the namespace's pid 1 is a fork of the helper, and a program reading
+/proc/1/cmdline must learn nothing of the host (work directory, cgroup paths, uids).
+"""
 
 from __future__ import annotations
 
@@ -53,7 +58,8 @@ def _build_helper(binary: Path) -> None:
     # Build beside the target, then rename: concurrent first runs never see half a file.
     partial = binary.with_name(f"{binary.name}.{os.getpid()}.partial")
     subprocess.run(
-        [compiler, "-O2", "-Wall", "-o", str(partial), str(_HELPER_SOURCE)],
+        # libseccomp (Debian: libseccomp-dev) builds the system call filter.
+        [compiler, "-O2", "-Wall", "-o", str(partial), str(_HELPER_SOURCE), "-lseccomp"],
         check=True,
         capture_output=True,
     )
@@ -65,7 +71,28 @@ _NOFILE = 64
 _MAX_STACK_BYTES = 64 * 2**20
 
 
-def helper_argv(
+# The helper's whole command line: what a program may see of it in /proc.
+HELPER_NAME = "dcodex-exec"
+
+
+def helper_command(config_fd: int) -> list[str]:
+    """The helper's argv (run `helper_binary()` with it): its options come from the fd."""
+    return [HELPER_NAME, "--config-fd", str(config_fd)]
+
+
+def config_fd(options: Sequence[str]) -> int:
+    """A file descriptor (an anonymous memory file, at offset 0) holding `options`."""
+    fd = os.memfd_create("dcodex-exec-config", os.MFD_CLOEXEC)
+    try:
+        os.write(fd, b"\0".join(option.encode() for option in options))
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def helper_options(
     status_fd: int,
     program: Sequence[str],
     *,
@@ -75,14 +102,14 @@ def helper_argv(
     uid: int | None,
     gid: int | None,
     cgroup: SlotCgroupBackend | None,
-    collect: bool,
+    outputs: Sequence[str],
+    sweep_uid: bool = True,
     address_space: int | None = None,
 ) -> list[str]:
-    """The helper's command line for one run (see the usage in sandbox_exec.c);
+    """The helper's options for one run (see the usage in sandbox_exec.c);
     `address_space` replaces the memory limit as RLIMIT_AS (for runtimes such as the JVM)."""
     cpu = max(1, math.ceil(limits.cpu_time_s))  # the verdict compares the exact CPU time
     argv = [
-        helper_binary(),
         "--status-fd", str(status_fd),
         # SIGXCPU at the soft limit, SIGKILL a second later if it is caught.
         "--cpu", str(_capped(resource.RLIMIT_CPU, cpu)), str(_capped(resource.RLIMIT_CPU, cpu + 1)),
@@ -100,12 +127,19 @@ def helper_argv(
         # RLIMIT_NPROC counts every process of the uid, and root is exempt from it: it
         # bounds one run only when the run has a uid of its own. A pids cgroup is exact.
         argv += ["--nproc", str(limits.processes)] if cgroup is None else []
+    argv += [] if isolation.seccomp else ["--no-seccomp"]
+    if uid is not None and sweep_uid and not isolation.namespaces:
+        argv += ["--sweep-uid"]  # the processes of the uid are this run's
     if isolation.namespaces:
         argv += ["--namespaces", "--workdir", str(workdir), "--disk", str(isolation.disk_bytes)]
         argv += ["--userns"] if isolation.user_namespace else []
-        argv += ["--collect"] if collect else []
         for path in isolation.read_only_paths:
             argv += ["--ro", path]
+        # Copied back within the file-size limit (together) and the wall clock.
+        for name in outputs:
+            argv += ["--output", name]
+        argv += ["--output-bytes", str(limits.file_size_bytes)]
+        argv += ["--deadline-ms", str(math.ceil(limits.wall_time_s * 1000))]
     return [*argv, "--", *program]
 
 

@@ -42,13 +42,16 @@ class Isolation:
     namespaces: bool = False  # pid, mount, network, IPC, UTS; tmpfs root; read-only view
     user_namespace: bool = False  # the namespaces are made without root
     cgroups: bool = False  # per-slot memory, pids and cpuacct cgroups
+    seccomp: bool = True  # the helper's system call filter (off only to measure its cost)
     disk_bytes: int = 64 * 2**20  # size of the writable tmpfs (/box and /tmp)
     read_only_paths: tuple[str, ...] = DEFAULT_VIEW
 
     @property
     def layers(self) -> list[str]:
         """The active layers by name, as reported to clients."""
-        layers = ["rlimits", "no_new_privs", "clean_env"]
+        layers = ["rlimits", "no_new_privs", "clean_env", "fresh_keyrings"]
+        if self.seccomp:
+            layers.append("seccomp")
         if self.slot_uids:
             layers.append("uid")
         if self.namespaces:
@@ -57,6 +60,8 @@ class Isolation:
                 layers.append("user_namespace")
         else:
             layers.append("process_group_kill")
+            if self.slot_uids:
+                layers.append("uid_sweep")  # kill -1 as the slot's uid, IPC and /tmp swept
         if self.cgroups:
             layers += CGROUP_LAYERS
         return layers
@@ -69,6 +74,7 @@ NAMESPACE_LAYERS = [
     "mount",
     "ipc",
     "uts",
+    "cgroup_namespace",
     "tmpfs_workdir",
     "read_only_view",
     "tree_kill",
@@ -79,7 +85,16 @@ NAMESPACE_LAYERS = [
 CGROUP_LAYERS = ["cgroup_memory", "cgroup_pids", "cgroup_cpu"]
 
 # What `strict` demands: every layer, cgroups included (docs/sandbox.md).
-STRICT_LAYERS = ["rlimits", "no_new_privs", "clean_env", "uid", *NAMESPACE_LAYERS, *CGROUP_LAYERS]
+STRICT_LAYERS = [
+    "rlimits",
+    "no_new_privs",
+    "clean_env",
+    "fresh_keyrings",
+    "seccomp",
+    "uid",
+    *NAMESPACE_LAYERS,
+    *CGROUP_LAYERS,
+]
 
 RLIMITS_ONLY = Isolation()
 

@@ -48,7 +48,7 @@ async def detect_isolation(mode: IsolationMode, *, disk_bytes: int, probe_uid: i
     root = os.geteuid() == 0
     fallback = Isolation(slot_uids=root, disk_bytes=disk_bytes)
     if mode == "rlimits":
-        return fallback
+        return _separating(fallback)
     candidate = Isolation(
         slot_uids=root,
         namespaces=True,
@@ -60,12 +60,27 @@ async def detect_isolation(mode: IsolationMode, *, disk_bytes: int, probe_uid: i
     achieved = fallback if failure else candidate
     missing = [layer for layer in STRICT_LAYERS if layer not in achieved.layers]
     if mode == "best" or not missing:
-        return achieved
+        return _separating(achieved)
     reason = failure or _missing_reason(root, achieved)
     raise IsolationUnavailable(
         f"--isolation strict needs the layers {', '.join(missing)}, "
         f"which this host does not give ({reason}); "
         "use --isolation best to take what it offers"
+    )
+
+
+def _separating(isolation: Isolation) -> Isolation:
+    """`isolation`, if it keeps one run from reaching the next; else IsolationUnavailable.
+
+    Without namespaces only a uid of the slot's own does (its leftovers are swept after
+    every run); without both, programs would run as the service's own user, able to
+    signal it and each other and to leave anything behind.
+    """
+    if isolation.namespaces or isolation.slot_uids:
+        return isolation
+    raise IsolationUnavailable(
+        "without namespaces the sandbox needs a uid per slot, so the service must run as "
+        "root: else every program would run as the service's own user"
     )
 
 

@@ -27,14 +27,14 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
 from dcodex.shared.contract import EffectiveLimits
 from dcodex.shared.environment import clean_env
 from dcodex.shared.sandbox.cgroups import CgroupUsage
-from dcodex.shared.sandbox.helper import helper_argv
+from dcodex.shared.sandbox.helper import config_fd, helper_binary, helper_command, helper_options
 from dcodex.shared.sandbox.isolation import SANDBOX_WORKDIR, Isolation
 from dcodex.shared.sandbox.slot import Slot
 from dcodex.shared.sandbox.slot_cgroups import SlotCgroupBackend
@@ -50,6 +50,8 @@ _DRAIN_GRACE_S = 0.1
 # How often a fractional CPU limit is checked, and the kernel's unit of CPU time.
 _CPU_POLL_S = 0.02
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# How long the processes of a run, once killed, may take to leave its cgroup.
+_EMPTY_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,9 @@ class SandboxResult:
     # run at the memory limit / refused a fork at the process limit.
     memory_limit_hit: bool | None = None
     process_limit_hit: bool | None = None
+    # Expected outputs the helper did not copy back, and why ("too-large", "hard-linked",
+    # "not-a-regular-file", "deadline"...).
+    skipped_outputs: Mapping[str, str] = field(default_factory=dict)
 
 
 def working_directory(slot: Slot | None, cwd: Path) -> Path:
@@ -90,7 +95,7 @@ async def run_sandboxed(
     slot: Slot | None = None,
     on_output: OutputCallback | None = None,
     read_only: Sequence[str] = (),
-    collect: bool = False,
+    outputs: Sequence[str] = (),
     address_space: int | None = None,
 ) -> SandboxResult:
     """Run `argv` to completion under `limits` and report how it ended.
@@ -99,7 +104,8 @@ async def run_sandboxed(
     (an interactive run). `slot` says which uid, isolation and cgroup the run gets
     (none: the service's own user, rlimits only). `cwd` holds the program's files;
     with namespaces they are copied into the sandbox's own /box (`SANDBOX_WORKDIR`),
-    and with `collect` the files in /box are copied back to `cwd` at the end;
+    and the `outputs` named (regular single-link files, within the file-size limit
+    together and the wall clock) are copied back to `cwd` at the end;
     `read_only` host paths are shown read-only besides the usual view. `argv` paths
     are relative to that directory. `address_space` is the RLIMIT_AS when it is not
     `limits.memory_bytes` (which then bounds only resident memory, in the cgroup).
@@ -115,7 +121,7 @@ async def run_sandboxed(
         env=env,
         slot=slot,
         read_only=read_only,
-        collect=collect,
+        outputs=outputs,
         address_space=address_space,
     )
     return await started.finish(stdin, on_output)
@@ -129,7 +135,7 @@ def start_sandboxed(
     env: Mapping[str, str] | None = None,
     slot: Slot | None = None,
     read_only: Sequence[str] = (),
-    collect: bool = False,
+    outputs: Sequence[str] = (),
     address_space: int | None = None,
 ) -> StartedSandbox:
     """Start `argv` as `run_sandboxed` does, without supervising it yet: its stdin,
@@ -146,8 +152,8 @@ def start_sandboxed(
         cgroup.prepare(limits.memory_bytes, limits.processes)
     program = [_executable(argv[0], env), *argv[1:]]
 
-    def command(status_fd: int) -> list[str]:
-        return helper_argv(
+    def options(status_fd: int) -> list[str]:
+        return helper_options(
             status_fd,
             program,
             limits=limits,
@@ -156,19 +162,21 @@ def start_sandboxed(
             uid=slot.uid,
             gid=slot.gid,
             cgroup=cgroup,
-            collect=collect,
+            outputs=outputs,
+            sweep_uid=not slot.shared_uid,
             address_space=address_space,
         )
 
-    spawned = _spawn(command, cwd, env)
-    return StartedSandbox(_Supervisor(loop, spawned, limits, isolation, cgroup))
+    spawned = _spawn(options, cwd, env)
+    return StartedSandbox(_Supervisor(loop, spawned, limits, isolation, cgroup), cgroup)
 
 
 class StartedSandbox:
     """A started sandboxed program, supervised from `finish` on (once)."""
 
-    def __init__(self, supervisor: _Supervisor) -> None:
+    def __init__(self, supervisor: _Supervisor, cgroup: SlotCgroupBackend | None) -> None:
         self._supervisor = supervisor
+        self._cgroup = cgroup
 
     @property
     def alive(self) -> bool:
@@ -178,15 +186,29 @@ class StartedSandbox:
     async def finish(
         self, stdin: bytes | LiveInput = b"", on_output: OutputCallback | None = None
     ) -> SandboxResult:
-        """Give the program its input, enforce the limits, and report how it ended."""
+        """Give the program its input, enforce the limits, and report how it ended;
+        returns once the run's cgroup is empty, so its slot is clean for the next run."""
         try:
             return await self._supervisor.run(stdin, on_output)
         finally:
             self._supervisor.close()
+            if self._cgroup is not None:
+                await _emptied(self._cgroup)
 
     def close(self) -> None:
         """End the program unused: kill it and reap everything."""
         self._supervisor.close()
+
+
+async def _emptied(cgroup: SlotCgroupBackend) -> None:
+    """Return once no process of the run is left in its cgroup: the slot is not used
+    again before. (The reaper kills them all, but a pid namespace whose pid 1 died takes
+    a moment to go; nothing should, but an OOM-killed reaper would.)"""
+    deadline = time.monotonic() + _EMPTY_TIMEOUT_S
+    while cgroup.kill_all():
+        if time.monotonic() > deadline:
+            raise OSError(errno.EBUSY, "the run's processes would not end; slot left unclean")
+        await asyncio.sleep(_CPU_POLL_S / 4)
 
 
 class LiveInput:
@@ -239,31 +261,34 @@ class _Spawned:
     stderr_fd: int
 
 
-def _spawn(command: Callable[[int], list[str]], cwd: Path, env: Mapping[str, str]) -> _Spawned:
-    """Start the helper (`command` of its status fd) with pipes for every stream."""
+def _spawn(options: Callable[[int], list[str]], cwd: Path, env: Mapping[str, str]) -> _Spawned:
+    """Start the helper (`options` of its status fd) with pipes for every stream."""
     # Own pipes rather than Popen's file objects: we want raw, non-blocking fds.
     stdin_r, stdin_w = os.pipe()
     stdout_r, stdout_w = os.pipe()
     stderr_r, stderr_w = os.pipe()
     status_r, status_w = os.pipe()
     ours = (status_r, stdin_w, stdout_r, stderr_r)
+    config = -1
     try:
+        config = config_fd(options(status_w))
         proc = subprocess.Popen(
-            command(status_w),
+            helper_command(config),
+            executable=helper_binary(),
             stdin=stdin_r,
             stdout=stdout_w,
             stderr=stderr_w,
             cwd=cwd,
             env=dict(env),
             close_fds=True,
-            pass_fds=(status_w,),
+            pass_fds=(status_w, config),
             start_new_session=True,  # the helper leads a session; the program a group
         )
     except BaseException:
         _close_fds(ours)
         raise
     finally:
-        _close_fds((stdin_r, stdout_w, stderr_w, status_w))
+        _close_fds((stdin_r, stdout_w, stderr_w, status_w, config))
     for fd in ours:
         os.set_blocking(fd, False)
     return _Spawned(proc, status_r, stdin_w, stdout_r, stderr_r)
@@ -312,6 +337,7 @@ class _Supervisor:
         self._loop = loop
         self._namespaces = isolation.namespaces
         self._cgroup = cgroup
+        self._cores = (cgroup.cores if cgroup else None) or float(os.cpu_count() or 1)
         self._helper = spawned.proc
         self._started = time.monotonic()
         self._limits = limits
@@ -338,6 +364,7 @@ class _Supervisor:
         self._truncated = False
         self._wall_clock_timeout = False
         self._killed_for: KillReason | None = None
+        self._skipped: dict[str, str] = {}
 
     def _watch(self) -> None:
         assert self._status_fd is not None
@@ -352,8 +379,11 @@ class _Supervisor:
         else:
             self._close_stdin()  # EOF right away
         self._wall_timer = self._loop.call_later(self._limits.wall_time_s, self._on_wall_time)
-        if self._limits.cpu_time_s != math.ceil(self._limits.cpu_time_s):
-            # RLIMIT_CPU counts whole seconds: a fractional limit is watched from here.
+        if self._cgroup is not None or self._limits.cpu_time_s != math.ceil(
+            self._limits.cpu_time_s
+        ):
+            # RLIMIT_CPU counts whole seconds of one process: the whole tree (with a
+            # cgroup) and a fractional limit are watched from here.
             self._cpu_timer = self._loop.call_later(_CPU_POLL_S, self._on_cpu_poll)
 
     @property
@@ -426,6 +456,8 @@ class _Supervisor:
                 self._pgid = int(values[0])
                 if self._killed_for is not None:
                     self._kill_group()  # a kill was asked for before the program started
+            elif kind == "skipped" and len(values) == 2:
+                self._skipped[values[0]] = values[1]
             elif kind == "exit":
                 self._on_exit(*(int(value) for value in values))
             elif kind == "error" and not self._exited.done():
@@ -446,10 +478,15 @@ class _Supervisor:
             self._cpu_timer = self._loop.call_later(_CPU_POLL_S, self._on_cpu_poll)
             return
         used = self._cgroup.cpu_seconds() if self._cgroup else _cpu_seconds(self._pgid)
-        if used >= self._limits.cpu_time_s:
+        left = self._limits.cpu_time_s - used
+        if left <= 0:
             self._kill_group("cpu_time")
         else:
-            self._cpu_timer = self._loop.call_later(_CPU_POLL_S, self._on_cpu_poll)
+            # The tree cannot use more than `cores` CPU seconds a second: no need to
+            # look again before it could have used what is left.
+            self._cpu_timer = self._loop.call_later(
+                max(_CPU_POLL_S, left / self._cores), self._on_cpu_poll
+            )
 
     def _on_wall_time(self) -> None:
         self._wall_clock_timeout = True
@@ -583,6 +620,7 @@ class _Supervisor:
             peak_memory_bytes=kernel.peak_memory_bytes if kernel else exited.peak_memory_bytes,
             memory_limit_hit=kernel.oom_killed if kernel else None,
             process_limit_hit=kernel.process_limit_hit if kernel else None,
+            skipped_outputs=dict(self._skipped),
         )
 
 

@@ -6,7 +6,10 @@
  * than the runner's own ~40 MB; and namespaces, mounts and a pid-1 reaper need code
  * that runs between fork and exec, which Python cannot do safely.
  *
- * usage: dcodex-exec [OPTION...] -- ARGV...      (ARGV[0] is a path, not looked up)
+ * usage: dcodex-exec --config-fd FD       (the options below, NUL-separated, read from FD)
+ *        dcodex-exec [OPTION...] -- ARGV...      (ARGV[0] is a path, not looked up)
+ * The services pass the options by file descriptor: the namespace's pid 1 is a fork of
+ * this process, and its /proc/1/cmdline must not show the program host paths or uids.
  *   --status-fd N         where reports go (required)
  *   --cpu SOFT HARD       RLIMIT_CPU seconds          --as BYTES      RLIMIT_AS
  *   --fsize BYTES         RLIMIT_FSIZE                --nofile N      RLIMIT_NOFILE
@@ -19,14 +22,27 @@
  *                         the program's root; the program runs in /box
  *   --disk BYTES          size of that tmpfs (the only writable place: /box and /tmp)
  *   --ro PATH             show PATH read-only in the sandbox (repeatable)
- *   --collect             copy the regular files of /box back to DIR at the end
+ *   --output NAME         copy /box/NAME back to DIR at the end (repeatable): only a
+ *                         regular file with one link, read through a handle on /box
+ *                         opened before the program started
+ *   --output-bytes N      budget of those copies together (default 0: nothing copied)
+ *   --deadline-ms N       the copies stop this long after the helper started
+ *   --sweep-uid           without namespaces: at the end, kill every process of --uid
+ *                         and remove its IPC objects (the uid is the run's alone)
+ *   --no-seccomp          no system call filter (the sandbox benchmark's comparison only)
  *
  * Reports on the status fd, one line each: "pid N" once started (N is the program's
  * process group without namespaces, else the pid-1 reaper that owns the namespace,
  * which kills everything in it on SIGUSR1 and passes SIGINT and SIGTERM on to the
  * program's process group); then "exit STATUS UTIME_US STIME_US
  * MAXRSS_KB" (CPU time of every process of the run, all of them reaped), or
- * "error ERRNO STEP" when the program could not be started.
+ * "error ERRNO STEP" when the program could not be started; and before the exit line
+ * "skipped NAME REASON" for an expected output that was not copied back.
+ *
+ * Every program gets, between fork and exec: rlimits, a fresh session keyring (and,
+ * with a uid of its own, an emptied user keyring), no_new_privs, oom_score_adj 1000
+ * (the OOM killer's first choice; the helper is not even in the run's cgroups) and
+ * the seccomp filter of `install_seccomp` (docs/security.md).
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -34,18 +50,25 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/capability.h>
+#include <linux/keyctl.h>
+#include <seccomp.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ipc.h>
 #include <sys/mount.h>
+#include <sys/msg.h>
+#include <sys/sem.h>
+#include <sys/shm.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
+#include <time.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -55,8 +78,11 @@
 struct config {
     int status_fd;
     long long cpu_soft, cpu_hard, as, fsize, nofile, stack, nproc, uid, gid, disk;
-    int namespaces, userns, collect;
+    long long output_bytes, deadline_ms;
+    int namespaces, userns, no_seccomp, sweep;
     const char *workdir;
+    const char *outputs[MAX_LIST];
+    int output_count;
     const char *ro[MAX_LIST];
     int ro_count;
     const char *cgroups[MAX_LIST];
@@ -66,7 +92,9 @@ struct config {
 
 static struct config cfg = {.status_fd = -1, .cpu_soft = -1, .cpu_hard = -1, .as = -1,
                             .fsize = -1, .nofile = -1, .stack = -1, .nproc = -1,
-                            .uid = -1, .gid = -1, .disk = 64 << 20};
+                            .uid = -1, .gid = -1, .disk = 64 << 20,
+                            .output_bytes = 0, .deadline_ms = -1};
+static struct timespec started; /* CLOCK_MONOTONIC when the helper began */
 
 static void report(const char *text) {
     size_t left = strlen(text);
@@ -97,6 +125,20 @@ static int write_text(const char *path, const char *text) {
     return n == (ssize_t)strlen(text) ? 0 : -1;
 }
 
+/*
+ * Join the run's cgroups. Only the run's own processes do (the reaper, or the program
+ * without namespaces): the helper stays out, so that the OOM killer of the run's
+ * memory cgroup can never pick it, and the run is over when the cgroup is empty.
+ */
+static int join_cgroups(void) {
+    for (int i = 0; i < cfg.cgroup_count; i++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/cgroup.procs", cfg.cgroups[i]);
+        if (write_text(path, "0") != 0) return -1;
+    }
+    return 0;
+}
+
 /* --- the program itself ---------------------------------------------------------- */
 
 static int exec_error_fd = -1; /* the program tells its parent why exec failed */
@@ -122,7 +164,88 @@ static void drop_capabilities(void) {
     if (syscall(SYS_capset, &header, data) != 0) program_failed();
 }
 
+/*
+ * The system call filter. A denylist (default: allow), for reasons docs/security.md
+ * gives: every call below gets EPERM, a plain error runtimes already handle (libuv
+ * falls back from io_uring, Python raises PermissionError), never a kill.
+ */
+static const char *const denied_calls[] = {
+    /* namespaces and mounts: the sandbox's own view is final */
+    "setns", "mount", "umount", "umount2", "pivot_root", "chroot", "move_mount",
+    "open_tree", "open_tree_attr", "fsopen", "fsmount", "fsconfig", "fspick",
+    "mount_setattr",
+    /* keyrings: kernel state that outlives the run, per uid */
+    "add_key", "request_key", "keyctl",
+    /* large, often-exploited kernel surface no judged program needs */
+    "io_uring_setup", "io_uring_enter", "io_uring_register", "perf_event_open", "bpf",
+    "userfaultfd",
+    /* looking into or at other processes */
+    "ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_getfd",
+    "lookup_dcookie", "fanotify_init", "name_to_handle_at", "open_by_handle_at",
+    /* the machine's own state: kernels, modules, clocks, swap, accounting */
+    "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
+    "create_module", "get_kernel_syms", "query_module", "acct", "swapon", "swapoff",
+    "reboot", "syslog", "settimeofday", "stime", "clock_settime", "clock_adjtime",
+    "adjtimex", "sethostname", "setdomainname", "iopl", "ioperm", "quotactl",
+    "quotactl_fd", "nfsservctl", "vhangup", "uselib", "ustat", "sysfs", "_sysctl",
+    "vm86", "vm86old", "move_pages", "migrate_pages",
+};
+
+/* clone and unshare may do anything but make a namespace. */
+static const unsigned long namespace_flags[] = {
+    CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID,
+    CLONE_NEWNET,
+};
+#ifndef CLONE_NEWTIME
+#define CLONE_NEWTIME 0x00000080
+#endif
+
+static int deny(scmp_filter_ctx filter, uint32_t action, const char *name) {
+    int number = seccomp_syscall_resolve_name(name);
+    if (number == __NR_SCMP_ERROR || number < 0) return 0; /* not a call of this arch */
+    return seccomp_rule_add(filter, action, number, 0);
+}
+
+static int install_seccomp(void) {
+    scmp_filter_ctx filter = seccomp_init(SCMP_ACT_ALLOW);
+    if (filter == NULL) return -ENOMEM;
+    /* Another ABI's numbers (int 0x80, x32) would slip past every rule: kill instead. */
+    int failed = seccomp_attr_set(filter, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS);
+    /* A binary tree of the rules rather than a list (libseccomp >= 2.5; else a list). */
+    seccomp_attr_set(filter, SCMP_FLTATR_CTL_OPTIMIZE, 2);
+    for (size_t i = 0; !failed && i < sizeof denied_calls / sizeof *denied_calls; i++)
+        failed = deny(filter, SCMP_ACT_ERRNO(EPERM), denied_calls[i]);
+    /* clone3 passes its flags in memory, where a filter cannot look: ENOSYS makes libc
+       fall back to clone, whose flags it can. */
+    if (!failed) failed = deny(filter, SCMP_ACT_ERRNO(ENOSYS), "clone3");
+    for (size_t i = 0; !failed && i < sizeof namespace_flags / sizeof *namespace_flags; i++) {
+        unsigned long flag = namespace_flags[i];
+        failed = seccomp_rule_add(filter, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(clone), 1,
+                                  SCMP_A0(SCMP_CMP_MASKED_EQ, flag, flag));
+        if (!failed)
+            failed = seccomp_rule_add(filter, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(unshare), 1,
+                                      SCMP_A0(SCMP_CMP_MASKED_EQ, flag, flag));
+    }
+    if (!failed)
+        failed = seccomp_rule_add(filter, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(unshare), 1,
+                                  SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_NEWTIME, CLONE_NEWTIME));
+    if (!failed) failed = seccomp_load(filter);
+    seccomp_release(filter);
+    return failed;
+}
+
+/* A session keyring of its own, and (with a uid of its own) an empty user keyring:
+   nothing a previous run of this uid kept there is found. */
+static void fresh_keyrings(void) {
+    syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, NULL);
+    if (cfg.uid >= 0) syscall(SYS_keyctl, KEYCTL_CLEAR, KEY_SPEC_USER_KEYRING);
+}
+
 static void become_program(void) {
+    /* When the run's memory cgroup is full, the OOM killer takes the program first
+       (set while still privileged: /proc/self is root's once we change uid). */
+    write_text("/proc/self/oom_score_adj", "1000");
+    if (!cfg.namespaces && join_cgroups() != 0) program_failed();
     signal(SIGPIPE, SIG_DFL);
     signal(SIGUSR1, SIG_DFL);
     signal(SIGINT, SIG_DFL);
@@ -137,8 +260,16 @@ static void become_program(void) {
         program_failed();
     if (cfg.uid >= 0 && setuid((uid_t)cfg.uid) != 0) program_failed();
     if (cfg.userns) drop_capabilities();
+    fresh_keyrings();
     /* No setuid binary may give the program privileges back (with our rlimits on). */
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) program_failed();
+    if (!cfg.no_seccomp) {
+        int failed = install_seccomp(); /* it allocates: before the address-space limit */
+        if (failed) {
+            errno = -failed;
+            program_failed();
+        }
+    }
     limit(RLIMIT_AS, cfg.as, cfg.as);
     execv(cfg.argv[0], cfg.argv); /* no PATH search, no /bin/sh fallback on ENOEXEC */
     program_failed();
@@ -340,12 +471,85 @@ static int enter_new_root(void) {
     return host_dir;
 }
 
-/* After the run: bring the files of /box back to the host's work directory. */
-static void collect(int host_dir) {
-    int box = open("/box", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (box < 0) return;
-    copy_files(box, host_dir, -1, -1);
-    close(box);
+/* --- after the run: the expected outputs, back to the host --------------------------- */
+
+static long long elapsed_ms(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (now.tv_sec - started.tv_sec) * 1000LL + (now.tv_nsec - started.tv_nsec) / 1000000;
+}
+
+static int past_deadline(void) { return cfg.deadline_ms >= 0 && elapsed_ms() >= cfg.deadline_ms; }
+
+static void skipped(const char *name, const char *reason) {
+    char line[512];
+    snprintf(line, sizeof line, "skipped %.200s %s\n", name, reason);
+    report(line);
+}
+
+/* Copy one expected output; the bytes it took from the budget, or -1 if not copied. */
+static long long copy_output(int box, int host_dir, const char *name, long long budget) {
+    if (strchr(name, '/') != NULL || name[0] == '\0' || name[0] == '.') {
+        skipped(name, "bad-name");
+        return -1;
+    }
+    int in = openat(box, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (in < 0) {
+        if (errno == ELOOP) skipped(name, "not-a-regular-file"); /* a symbolic link */
+        return -1; /* else not produced: the caller sees it missing */
+    }
+    struct stat info;
+    const char *problem = NULL;
+    if (fstat(in, &info) != 0 || !S_ISREG(info.st_mode)) problem = "not-a-regular-file";
+    else if (info.st_nlink != 1) problem = "hard-linked";
+    else if (info.st_size > budget) problem = "too-large";
+    if (problem != NULL) {
+        skipped(name, problem);
+        close(in);
+        return -1;
+    }
+    unlinkat(host_dir, name, 0); /* a fresh file: never through what was there */
+    int out = openat(host_dir, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                     info.st_mode & 0755);
+    if (out < 0) {
+        skipped(name, "cannot-create");
+        close(in);
+        return -1;
+    }
+    char buffer[65536];
+    long long copied = 0;
+    ssize_t n;
+    while ((n = read(in, buffer, sizeof buffer)) > 0) {
+        /* The file may still grow (a process of another run cannot write it, but a
+           budget is a budget) and the wall clock goes on. */
+        if (copied + n > budget) problem = "too-large";
+        else if (past_deadline()) problem = "deadline";
+        else if (write(out, buffer, (size_t)n) != n) problem = "write-failed";
+        if (problem != NULL) break;
+        copied += n;
+    }
+    close(in);
+    close(out);
+    if (problem != NULL) {
+        unlinkat(host_dir, name, 0);
+        skipped(name, problem);
+        return -1;
+    }
+    return copied;
+}
+
+/* Bring the expected outputs of /box (`box`, opened before the program started, so a
+   /box the program renamed or replaced by a link is not followed) back to the host. */
+static void collect(int box, int host_dir) {
+    long long budget = cfg.output_bytes;
+    for (int i = 0; i < cfg.output_count; i++) {
+        if (past_deadline()) {
+            skipped(cfg.outputs[i], "deadline");
+            continue;
+        }
+        long long used = copy_output(box, host_dir, cfg.outputs[i], budget);
+        if (used > 0) budget -= used;
+    }
 }
 
 /* --- pid 1 of the namespace -------------------------------------------------------- */
@@ -378,6 +582,8 @@ static void run_as_reaper(void) {
     sigaction(SIGTERM, &on_forwarded, NULL);
     sethostname("dcodex", 6);
     int host_dir = enter_new_root();
+    int box = open("/box", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (box < 0) setup_failed("box-handle");
 
     pid_t program;
     int failure = start_program(&program);
@@ -401,7 +607,7 @@ static void run_as_reaper(void) {
             kill(-1, SIGKILL);
         }
     }
-    if (cfg.collect) collect(host_dir);
+    collect(box, host_dir);
     struct rusage usage;
     getrusage(RUSAGE_CHILDREN, &usage);
     report_exit(program_status, &usage);
@@ -409,14 +615,6 @@ static void run_as_reaper(void) {
 }
 
 /* --- the outer helper ---------------------------------------------------------------- */
-
-static void join_cgroups(void) {
-    for (int i = 0; i < cfg.cgroup_count; i++) {
-        char path[4096];
-        snprintf(path, sizeof path, "%s/cgroup.procs", cfg.cgroups[i]);
-        if (write_text(path, "0") != 0) setup_failed("cgroup");
-    }
-}
 
 static void map_user(pid_t child) {
     char path[64], line[64];
@@ -449,6 +647,9 @@ static pid_t start_reaper(void) {
         char byte;
         while (read(go[0], &byte, 1) < 0 && errno == EINTR) {}
         close(go[0]);
+        if (join_cgroups() != 0) setup_failed("cgroup");
+        /* A cgroup namespace rooted at the run's cgroups: /proc shows no host paths. */
+        if (unshare(CLONE_NEWCGROUP) != 0) setup_failed("cgroup-namespace");
         run_as_reaper();
     }
     close(go[0]);
@@ -471,6 +672,85 @@ static void run_namespaced(void) {
     if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) report_exit(status, &usage);
 }
 
+/* The ids in a /proc/sysvipc table (its second column). */
+static void remove_ipc(const char *table, int kind) {
+    FILE *file = fopen(table, "re");
+    if (file == NULL) return;
+    char line[512];
+    if (fgets(line, sizeof line, file) == NULL) { /* the header */
+        fclose(file);
+        return;
+    }
+    int id;
+    while (fgets(line, sizeof line, file) != NULL) {
+        if (sscanf(line, "%*d %d", &id) != 1) continue;
+        /* Only the owner may remove an object: as the slot's uid, we remove its own. */
+        if (kind == 0) shmctl(id, IPC_RMID, NULL);
+        else if (kind == 1) semctl(id, 0, IPC_RMID);
+        else msgctl(id, IPC_RMID, NULL);
+    }
+    fclose(file);
+}
+
+/* Whether a process other than us, not a zombie, has `uid` as its real, effective or
+   saved uid (whom kill -1 as `uid` may signal). */
+static int uid_has_live_processes(uid_t uid) {
+    DIR *proc = opendir("/proc");
+    if (proc == NULL) return 0;
+    struct dirent *entry;
+    int found = 0;
+    char path[64], line[256];
+    while (!found && (entry = readdir(proc)) != NULL) {
+        int pid = atoi(entry->d_name);
+        if (pid <= 0 || pid == getpid()) continue;
+        snprintf(path, sizeof path, "/proc/%d/status", pid);
+        FILE *status = fopen(path, "re");
+        if (status == NULL) continue;
+        int zombie = 0;
+        unsigned real = 0, effective = 0, saved = 0;
+        int has_uid = 0;
+        while (fgets(line, sizeof line, status) != NULL) {
+            if (strncmp(line, "State:", 6) == 0) zombie = strchr(line, 'Z') != NULL;
+            if (sscanf(line, "Uid: %u %u %u", &real, &effective, &saved) == 3) {
+                has_uid = 1;
+                break;
+            }
+        }
+        fclose(status);
+        found = has_uid && !zombie && (real == uid || effective == uid || saved == uid);
+    }
+    closedir(proc);
+    return found;
+}
+
+/*
+ * Without namespaces a process can leave the program's group (setsid) and outlive the
+ * run, or leave System V IPC objects and keys behind for the next run of the slot. The
+ * slot's uid is the slot's alone, so a child that becomes it and kills "every process
+ * it may signal" (kill -1) ends exactly the run's leftovers, then removes what the uid
+ * owns in IPC and its keyring. Files it left are the service's to sweep (slots.py).
+ */
+static void sweep_uid(void) {
+    pid_t child = fork();
+    if (child < 0) return;
+    if (child == 0) {
+        if (setgroups(0, NULL) != 0 || setgid((gid_t)cfg.gid) != 0 || setuid((uid_t)cfg.uid) != 0)
+            _exit(1);
+        /* kill -1 says nothing of whom it reached: look until none of ours is alive. */
+        for (int round = 0; round < 1000; round++) {
+            kill(-1, SIGKILL);
+            if (!uid_has_live_processes((uid_t)cfg.uid)) break;
+            usleep(1000);
+        }
+        remove_ipc("/proc/sysvipc/shm", 0);
+        remove_ipc("/proc/sysvipc/sem", 1);
+        remove_ipc("/proc/sysvipc/msg", 2);
+        syscall(SYS_keyctl, KEYCTL_CLEAR, KEY_SPEC_USER_KEYRING);
+        _exit(0);
+    }
+    while (waitpid(child, NULL, 0) < 0 && errno == EINTR) {}
+}
+
 static void run_plain(void) {
     pid_t program;
     int failure = start_program(&program);
@@ -488,6 +768,7 @@ static void run_plain(void) {
     int status = 0;
     struct rusage usage;
     while (wait4(program, &status, 0, &usage) < 0 && errno == EINTR) {}
+    if (cfg.sweep && cfg.uid >= 0) sweep_uid();
     report_exit(status, &usage);
 }
 
@@ -513,6 +794,8 @@ static int parse(int argc, char **argv) {
         NUMBER("--uid", uid)
         NUMBER("--gid", gid)
         NUMBER("--disk", disk)
+        NUMBER("--output-bytes", output_bytes)
+        NUMBER("--deadline-ms", deadline_ms)
 #undef NUMBER
         if (strcmp(option, "--cpu") == 0 && i + 2 < argc) {
             cfg.cpu_soft = strtoll(argv[++i], NULL, 10);
@@ -527,8 +810,12 @@ static int parse(int argc, char **argv) {
             cfg.namespaces = 1;
         } else if (strcmp(option, "--userns") == 0) {
             cfg.userns = 1;
-        } else if (strcmp(option, "--collect") == 0) {
-            cfg.collect = 1;
+        } else if (strcmp(option, "--output") == 0 && has_value && cfg.output_count < MAX_LIST) {
+            cfg.outputs[cfg.output_count++] = argv[++i];
+        } else if (strcmp(option, "--sweep-uid") == 0) {
+            cfg.sweep = 1;
+        } else if (strcmp(option, "--no-seccomp") == 0) {
+            cfg.no_seccomp = 1;
         } else {
             return -1;
         }
@@ -536,13 +823,46 @@ static int parse(int argc, char **argv) {
     return -1;
 }
 
+/* The options, NUL-separated, from `fd` (argv-style: a leading name is skipped). */
+static int parse_from_fd(int fd) {
+    size_t size = 0, room = 65536;
+    char *text = malloc(room);
+    ssize_t n;
+    while (text != NULL && (n = read(fd, text + size, room - size - 1)) != 0) {
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        size += (size_t)n;
+        if (size + 1 == room) text = realloc(text, room *= 2);
+    }
+    close(fd);
+    if (text == NULL) return -1;
+    text[size] = '\0';
+    int count = 1;
+    for (size_t i = 0; i < size; i++) count += text[i] == '\0';
+    char **args = calloc((size_t)count + 2, sizeof *args);
+    if (args == NULL) return -1;
+    int argc = 0;
+    args[argc++] = "dcodex-exec";
+    for (size_t at = 0; at < size; at += strlen(text + at) + 1) args[argc++] = text + at;
+    args[argc] = NULL;
+    return parse(argc, args);
+}
+
 int main(int argc, char **argv) {
-    if (parse(argc, argv) != 0 || cfg.status_fd < 0 || (cfg.namespaces && !cfg.workdir)) {
+    clock_gettime(CLOCK_MONOTONIC, &started);
+    /* Out of the OOM killer's way where we may be (CAP_SYS_RESOURCE): the reaper has it
+       too. The program gets 1000: it is always the first choice. */
+    write_text("/proc/self/oom_score_adj", "-1000");
+    int parsed = argc == 3 && strcmp(argv[1], "--config-fd") == 0
+                     ? parse_from_fd(atoi(argv[2]))
+                     : parse(argc, argv);
+    if (parsed != 0 || cfg.status_fd < 0 || (cfg.namespaces && !cfg.workdir)) {
         fprintf(stderr, "usage: dcodex-exec --status-fd N [OPTION...] -- ARGV...\n");
         return 2;
     }
     signal(SIGUSR1, SIG_IGN); /* only the reaper acts on it */
-    join_cgroups();
     if (cfg.namespaces) {
         run_namespaced();
     } else {

@@ -19,3 +19,6 @@ class Slot:
     gid: int | None
     isolation: Isolation = RLIMITS_ONLY
     cgroup: SlotCgroupBackend | None = None
+    # The uid is shared with runs side by side (probes of trusted toolchains): what is
+    # left of a run of this uid is not swept, for it would kill the others.
+    shared_uid: bool = False

@@ -7,6 +7,10 @@ root every slot runs as the service's own user.
 
 Requests beyond the free slots wait in a queue of bounded length; past it,
 `acquire` raises `Overloaded` at once rather than letting work pile up.
+
+A slot goes back to the pool only clean: with a cgroup, once no process of its run is
+left in it (else it is kept out, and logged); without namespaces, once the files its
+uid left in the host's shared writable directories are gone (`sweep_uid_files`).
 """
 
 from __future__ import annotations
@@ -16,11 +20,16 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import structlog
+
 from dcodex.shared.sandbox.helper import prepare_sandbox
 from dcodex.shared.sandbox.isolation import RLIMITS_ONLY, Isolation, IsolationMode
 from dcodex.shared.sandbox.probe import detect_isolation
 from dcodex.shared.sandbox.slot import Slot
 from dcodex.shared.sandbox.slot_cgroups import create_slot_cgroup, slot_cgroup_name
+from dcodex.shared.sandbox.workspace import sweep_uid_files
+
+log = structlog.get_logger("dcodex.sandbox")
 
 
 class Overloaded(Exception):
@@ -36,6 +45,7 @@ class SlotPool:
         isolation: Isolation = RLIMITS_ONLY,
         max_queued: int | None = None,
         service: str = "sandbox",
+        cpu_cores: float | None = None,
     ) -> None:
         self.size = size
         self.isolation = isolation
@@ -47,7 +57,9 @@ class SlotPool:
         for index in range(size):
             uid = uid_base + index if use_uids and uid_base is not None else None
             cgroup = (
-                create_slot_cgroup(slot_cgroup_name(service, index)) if isolation.cgroups else None
+                create_slot_cgroup(slot_cgroup_name(service, index), cpu_cores)
+                if isolation.cgroups
+                else None
             )
             slot = Slot(index, uid, uid, isolation, cgroup)
             self._slots.append(slot)
@@ -75,12 +87,21 @@ class SlotPool:
         try:
             yield slot
         finally:
-            self._free.put_nowait(slot)
+            self._release(slot)
+
+    def _release(self, slot: Slot) -> None:
+        if slot.cgroup is not None and slot.cgroup.kill_all():
+            # Processes of the last run are still there: the slot stays out of service.
+            log.error("sandbox_slot_unclean", slot=slot.index, action="taken out of service")
+            return
+        if not slot.isolation.namespaces and slot.uid is not None:
+            sweep_uid_files(slot.uid)
+        self._free.put_nowait(slot)
 
     def probe_slot(self) -> Slot:
         """A slot like the first, without its cgroup: for short probes run side by side."""
         first = self._slots[0]
-        return Slot(first.index, first.uid, first.gid, first.isolation)
+        return Slot(first.index, first.uid, first.gid, first.isolation, shared_uid=True)
 
     def close(self) -> None:
         """Remove the slots' cgroups (call once no run is left)."""
@@ -97,6 +118,7 @@ async def open_slot_pool(
     disk_bytes: int,
     max_queued: int | None,
     service: str,
+    cpu_cores: float | None = None,
 ) -> SlotPool:
     """Build the sandbox helper, find the isolation `mode` gets here, and make the slots.
 
@@ -105,4 +127,11 @@ async def open_slot_pool(
 
     await prepare_sandbox()
     isolation = await detect_isolation(mode, disk_bytes=disk_bytes, probe_uid=uid_base)
-    return SlotPool(size, uid_base, isolation=isolation, max_queued=max_queued, service=service)
+    return SlotPool(
+        size,
+        uid_base,
+        isolation=isolation,
+        max_queued=max_queued,
+        service=service,
+        cpu_cores=cpu_cores,
+    )

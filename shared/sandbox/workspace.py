@@ -53,13 +53,44 @@ def hand_over(directory: Path, slot: Slot) -> None:
         os.chown(directory, slot.uid, slot.gid)
 
 
-def read_output_file(directory: Path, name: str) -> bytes | None:
-    """A regular file the program left (not a link to something else), or None."""
+def read_output_file(directory: Path, name: str, max_bytes: int) -> bytes | None:
+    """A regular file the program left (not a link, not hard-linked to anything else,
+    `max_bytes` at most; a sparse file counts its holes), or None."""
     try:
         fd = os.open(directory / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return None
     with os.fdopen(fd, "rb") as file:
-        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+        info = os.fstat(file.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1 or info.st_size > max_bytes:
             return None
-        return file.read()
+        data = file.read(max_bytes + 1)
+        return data if len(data) <= max_bytes else None
+
+
+# The host's directories any uid may write to: without namespaces, what a run leaves
+# there would be found by the next run of the same slot uid.
+SHARED_WRITABLE = ("/tmp", "/var/tmp", "/dev/shm", "/dev/mqueue")
+
+
+def sweep_uid_files(uid: int, directories: tuple[str, ...] = SHARED_WRITABLE) -> int:
+    """Remove what `uid` owns at the top of `directories` (its processes are gone);
+    how many entries were removed."""
+    removed = 0
+    for directory in directories:
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.stat(follow_symlinks=False).st_uid != uid:
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)  # never follows links
+                else:
+                    os.unlink(entry.path)
+                removed += 1
+            except OSError:
+                continue
+    return removed

@@ -92,6 +92,12 @@ class Settings(BaseModel):
         description="Python sandboxes a runner keeps started ahead of their runs, besides "
         "--max-concurrent-sandboxes (needs namespaces); 0 turns them off",
     )
+    sandbox_cpu_cores: float = Field(
+        1.0,
+        ge=0,
+        description="CPUs one run (or compile) may use at once, by the kernel's CPU bandwidth "
+        "control (needs the cgroup cpu controller; 0: no cap)",
+    )
     max_queued_executions: int = Field(
         100, ge=0, description="runs that may wait for a sandbox; past it: 503 overloaded"
     )
