@@ -93,6 +93,7 @@ async def execute_warm(
     """`execute`, in a sandbox started ahead whose interpreter is given the program."""
     outcome = await warm.run(program.source, args, stdin.encode(), on_output)
     result = to_result(outcome, limits, execution_id, program.language.id, program.language_version)
+    result = result.model_copy(update={"isolation": warm.layers})
     if on_finished is not None:
         on_finished(outcome, result)
     return result

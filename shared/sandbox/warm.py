@@ -128,6 +128,7 @@ class WarmSandbox:
 
     def __init__(self, spec: WarmSpec, slot: Slot) -> None:
         self.spec = spec
+        self.layers = slot.isolation.layers  # what the run is isolated by, for its result
         self.used: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._workdir = Path(tempfile.mkdtemp(prefix="dcodex-warm-"))
         try:
@@ -178,6 +179,7 @@ class WarmPool:
         self.size = size
         self._ready: deque[WarmSandbox] = deque()
         self._keepers: list[asyncio.Task[None]] = []
+        self._closed = False
 
     def start(self) -> None:
         self._keepers = [asyncio.create_task(self._keep()) for _ in range(self.size)]
@@ -193,6 +195,7 @@ class WarmPool:
 
     def close(self) -> None:
         """End every warm sandbox and remove the slots' cgroups (once no run is left)."""
+        self._closed = True
         for keeper in self._keepers:
             keeper.cancel()
         while self._ready:
@@ -201,6 +204,13 @@ class WarmPool:
 
     async def _keep(self) -> None:
         """Keep one warm sandbox started: a new one as soon as the last is used up."""
+        try:
+            await self._keep_one()
+        except OSError:
+            if not self._closed:
+                raise  # a slot left unclean; else: closed under us, its cgroups gone
+
+    async def _keep_one(self) -> None:
         while True:
             async with self.slots.acquire() as slot:
                 try:
