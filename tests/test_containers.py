@@ -18,6 +18,7 @@ container with the runner's securityContext, and a client there attacking throug
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -42,7 +43,7 @@ from tests.container_support import (
     missing_tools,
     run_service,
 )
-from tests.deploy_support import ROOT, NatsServers, kustomize
+from tests.deploy_support import ROOT, NatsServers, kustomize, tenant_of
 
 # The suites that run against the containers, as they are (pytest collects what a
 # module imports); the corrupt-artifact test is left out: it writes to JetStream,
@@ -132,7 +133,7 @@ class ContainerStack:
 
     @property
     def url(self) -> str:
-        return self.nats.url("client")
+        return self.nats.url("admin")
 
     @property
     def processes(self) -> dict[str, list[ServiceContainer]]:
@@ -161,6 +162,9 @@ def container_stack(
     nats = NatsServers(tmp_path_factory.mktemp("container-nats"))
     nats.start()
     stack = ContainerStack(nats)
+    # Every client of these tests (in this process or a `dcodex bus` child) logs in as
+    # the operator's tenant `admin`, as a tenant must (docs/tenancy.md).
+    os.environ["DCODEX_NATS_TENANT"] = tenant_of("admin")
     try:
         run_bucket_job(daemon, nats)
         for name in ("cache", "compiler", "runner"):
@@ -171,6 +175,7 @@ def container_stack(
         for container in stack.containers.values():
             container.remove()
         nats.stop()
+        os.environ.pop("DCODEX_NATS_TENANT", None)
 
 
 def wait_until_serving(stack: ContainerStack, timeout: float = 180.0) -> None:
