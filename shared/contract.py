@@ -217,6 +217,24 @@ class PurgeReply(Reply):
     purged: int
 
 
+class RunStatusRequest(Request):
+    """`dcodex.run.status`: what became of a run, asked of every runner at once."""
+
+    execution_id: str = Field(pattern=EXECUTION_ID_PATTERN)
+
+
+class RunStatus(Reply):
+    """The answer of the runner that has the run; runners that don't know it stay silent.
+
+    `running` while it is queued, compiling or running; `finished` with its result for
+    a while after it ended (a reply lost in a NATS restart can be fetched again).
+    """
+
+    execution_id: str
+    state: Literal["running", "finished"]
+    result: ExecutionResult | None = None
+
+
 class ErrorDetail(Reply):
     code: int
     message: str

@@ -20,6 +20,8 @@ from dcodex.shared.contract import (
     LanguagesReply,
     PurgeReply,
     PurgeRequest,
+    RunStatus,
+    RunStatusRequest,
 )
 
 DEFAULT_PREFIX = "dcodex"
@@ -77,6 +79,15 @@ EXECUTE = Subject(
 RUN = Subject(
     "run", "run", "run", RUNNER, "Execute, bypassing the cache.", ExecuteRequest, ExecutionResult
 )
+RUN_STATUS = Subject(
+    "runStatus",
+    "run.status",
+    "status",
+    RUNNER,
+    "What became of a run (every runner hears it; the one that has it answers).",
+    RunStatusRequest,
+    RunStatus,
+)
 COMPILE = Subject(
     "compile",
     "compile",
@@ -114,7 +125,15 @@ CACHE_PURGE = Subject(
     PurgeReply,
 )
 
-SUBJECTS: tuple[Subject, ...] = (EXECUTE, RUN, COMPILE, LANGUAGES, CACHE_STATS, CACHE_PURGE)
+SUBJECTS: tuple[Subject, ...] = (
+    EXECUTE,
+    RUN,
+    RUN_STATUS,
+    COMPILE,
+    LANGUAGES,
+    CACHE_STATS,
+    CACHE_PURGE,
+)
 
 # Per-execution subjects: `<prefix>.output.<execution_id>` carries the live events of a
 # streamed run (published by the runner, or replayed by the cache);

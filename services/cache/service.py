@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from dcodex.services.cache.inflight import (
     INFLIGHT_BUCKET,
     Finished,
+    HeldLease,
     Inflight,
     InflightUnavailable,
     Lease,
@@ -38,6 +39,7 @@ from dcodex.services.cache.results import (
     unpack,
 )
 from dcodex.shared import bus
+from dcodex.shared.bus.watch import watched_request
 from dcodex.shared.codec import MSGPACK
 from dcodex.shared.contract import (
     UNCACHEABLE_STATUSES,
@@ -56,12 +58,22 @@ from dcodex.shared.service.events import EventPublisher, replay
 from dcodex.shared.service.health import Check
 from dcodex.shared.service.lifecycle import Service
 from dcodex.shared.service.single_flight import SingleFlight
-from dcodex.shared.subjects import CACHE, CACHE_PURGE, CACHE_STATS, EXECUTE, LANGUAGES, RUN
+from dcodex.shared.subjects import (
+    CACHE,
+    CACHE_PURGE,
+    CACHE_STATS,
+    EXECUTE,
+    LANGUAGES,
+    RUN,
+    RUN_STATUS,
+)
 from dcodex.shared.version import version
 
 NAME = CACHE.micro_name
 PUT_HEADROOM = 4096  # bytes of a KV put besides the value: subject and headers
-LEASE_MARGIN_S = 10.0  # a leader's lease outlives its run request by this (storing the result)
+# A lease is renewed every third of it while its run lasts: a dead replica's lease is
+# gone (and those waiting on it go ahead) within this, however long runs may be.
+DEFAULT_LEASE_S = 10.0
 # Leases a replica waits on, one after another, before it runs the request regardless.
 LEASE_ROUNDS = 3
 
@@ -79,10 +91,10 @@ class Outcome:
 
 
 def lease_seconds(settings: Settings) -> float:
-    """How long a lease lasts: by default as long as a leader may wait for its runner."""
+    """How long a lease lasts without renewal (its leader renews it while it runs)."""
     if settings.cache_lease_seconds is not None:
         return settings.cache_lease_seconds
-    return settings.request_timeout_seconds + LEASE_MARGIN_S
+    return DEFAULT_LEASE_S
 
 
 class Cache:
@@ -194,16 +206,19 @@ class Cache:
     async def _lead(
         self, lease: Lease, key: str, request: ExecuteRequest, call: micro.Call
     ) -> Outcome:
-        """Run under `lease`, then end it with the outcome for the replicas waiting on it."""
+        """Run under `lease` (renewed as long as the run lasts), then end it with the
+        outcome for the replicas waiting on it."""
+        held = HeldLease(self.inflight, lease)
         try:
-            result, kept = await self._run_and_store(key, request, call)
+            async with held:  # renewal stops before the lease is ended below
+                result, kept = await self._run_and_store(key, request, call)
         except DcodexError as exc:
-            await self.inflight.finish(lease, Finished(error=exc))
+            await self.inflight.finish(held.lease, Finished(error=exc))
             raise
         except BaseException:
-            await self.inflight.release(lease)
+            await self.inflight.release(held.lease)
             raise
-        await self.inflight.finish(lease, Finished(result, kept))
+        await self.inflight.finish(held.lease, Finished(result, kept))
         return Outcome(result, kept, True)
 
     @staticmethod
@@ -263,11 +278,16 @@ class Cache:
     async def _run(
         self, request: ExecuteRequest, call: micro.Call, key: str | None = None
     ) -> ExecutionResult:
-        # Forwarded in the client's encoding: the runner streams events in it (docs/protocol.md, live events).
-        reply = await bus.request(
+        # Forwarded in the client's encoding: the runner streams events in it
+        # (docs/protocol.md, live events).
+        # Watched: a runner that dies, or a reply lost in a NATS restart, costs seconds.
+        assert request.execution_id is not None  # execute() always sets it
+        reply = await watched_request(
             self.nc,
             self.settings.subject(RUN),
+            self.settings.subject(RUN_STATUS),
             request,
+            execution_id=request.execution_id,
             request_id=call.request_id,
             timeout=self.settings.request_timeout_seconds,
             encoding=call.encoding,

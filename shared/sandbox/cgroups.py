@@ -89,7 +89,7 @@ class SlotCgroup:
 
 def create_slot_cgroup(name: str) -> SlotCgroup | None:
     """Cgroups named `name` under ours for every controller, or None where we can't."""
-    parents = _own_cgroup_dirs()
+    parents = own_cgroup_dirs()
     if parents is None:
         return None
     created: dict[str, Path] = {}
@@ -106,7 +106,7 @@ def create_slot_cgroup(name: str) -> SlotCgroup | None:
         return None
 
 
-def _own_cgroup_dirs() -> dict[str, Path] | None:
+def own_cgroup_dirs() -> dict[str, Path] | None:
     """Where this process's v1 cgroup of each controller is mounted, if all are."""
     mounts: dict[str, tuple[str, Path]] = {}  # controller: (root of the mount, where)
     with contextlib.suppress(OSError):

@@ -63,6 +63,10 @@ def _build_helper(binary: Path) -> None:
 
 _NOFILE = 64
 _MAX_STACK_BYTES = 64 * 2**20
+# The helper kills the run this long after its wall clock, should its supervisor not
+# (a supervisor killed -9, or one too busy to act in time); normally the supervisor's
+# own timer acts first and says why.
+WALL_BACKSTOP_S = 2.0
 
 
 def helper_argv(
@@ -87,6 +91,7 @@ def helper_argv(
         "--fsize", str(_capped(resource.RLIMIT_FSIZE, limits.file_size_bytes)),
         "--nofile", str(_capped(resource.RLIMIT_NOFILE, _NOFILE)),
         "--stack", str(_capped(resource.RLIMIT_STACK, min(limits.memory_bytes, _MAX_STACK_BYTES))),
+        "--wall-ms", str(math.ceil((limits.wall_time_s + WALL_BACKSTOP_S) * 1000)),
     ]  # fmt: skip
     # The address space is bounded as well as the cgroup's resident memory: that is
     # what the memory limit has always meant, and it makes a runaway allocation fail at once.

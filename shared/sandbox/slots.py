@@ -16,11 +16,16 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import structlog
+
 from dcodex.shared.sandbox.cgroups import create_slot_cgroup, slot_cgroup_name
 from dcodex.shared.sandbox.helper import prepare_sandbox
 from dcodex.shared.sandbox.isolation import RLIMITS_ONLY, Isolation, IsolationMode
+from dcodex.shared.sandbox.leftovers import remove_leftovers
 from dcodex.shared.sandbox.probe import detect_isolation
 from dcodex.shared.sandbox.slot import Slot
+
+log = structlog.get_logger("dcodex.sandbox")
 
 
 class Overloaded(Exception):
@@ -104,5 +109,12 @@ async def open_slot_pool(
     """
 
     await prepare_sandbox()
+    removed = remove_leftovers()
+    if removed.count:
+        log.warning(
+            "removed_leftovers",
+            directories=[str(path) for path in removed.directories],
+            cgroups=[str(path) for path in removed.cgroups],
+        )
     isolation = await detect_isolation(mode, disk_bytes=disk_bytes, probe_uid=uid_base)
     return SlotPool(size, uid_base, isolation=isolation, max_queued=max_queued, service=service)
