@@ -62,6 +62,9 @@ class Subject:
     summary: str
     request: type[BaseModel] | None
     reply: type[BaseModel]
+    # Heard by every instance of the service (not one of a queue group); only the one
+    # concerned answers, the others stay silent.
+    broadcast: bool = False
 
     def on(self, prefix: str) -> str:
         return f"{prefix}.{self.suffix}"
@@ -76,6 +79,16 @@ EXECUTE = Subject(
     ExecuteRequest,
     ExecutionResult,
 )
+EXECUTE_STATUS = Subject(
+    "executeStatus",
+    "execute.status",
+    "status",
+    CACHE,
+    "What became of an execution (every cache replica hears it; the one that has it answers).",
+    RunStatusRequest,
+    RunStatus,
+    broadcast=True,
+)
 RUN = Subject(
     "run", "run", "run", RUNNER, "Execute, bypassing the cache.", ExecuteRequest, ExecutionResult
 )
@@ -87,6 +100,7 @@ RUN_STATUS = Subject(
     "What became of a run (every runner hears it; the one that has it answers).",
     RunStatusRequest,
     RunStatus,
+    broadcast=True,
 )
 COMPILE = Subject(
     "compile",
@@ -127,6 +141,7 @@ CACHE_PURGE = Subject(
 
 SUBJECTS: tuple[Subject, ...] = (
     EXECUTE,
+    EXECUTE_STATUS,
     RUN,
     RUN_STATUS,
     COMPILE,

@@ -44,17 +44,21 @@ from dcodex.shared.codec import MSGPACK
 from dcodex.shared.contract import (
     UNCACHEABLE_STATUSES,
     CacheStats,
+    EffectiveLimits,
     ExecuteRequest,
     ExecutionResult,
+    LanguageInfo,
     LanguagesReply,
     PurgeReply,
     PurgeRequest,
+    RunStatusRequest,
 )
 from dcodex.shared.errors import UNAVAILABLE, DcodexError
 from dcodex.shared.logging import note
 from dcodex.shared.service import micro
 from dcodex.shared.service.config import Settings, check_sizes
 from dcodex.shared.service.events import EventPublisher, replay
+from dcodex.shared.service.executions import Executions
 from dcodex.shared.service.health import Check
 from dcodex.shared.service.lifecycle import Service
 from dcodex.shared.service.single_flight import SingleFlight
@@ -63,6 +67,7 @@ from dcodex.shared.subjects import (
     CACHE_PURGE,
     CACHE_STATS,
     EXECUTE,
+    EXECUTE_STATUS,
     LANGUAGES,
     RUN,
     RUN_STATUS,
@@ -109,6 +114,8 @@ class Cache:
         self._languages_at = 0.0
         # Per key: the one run's outcome, shared by the requests that arrive while it runs.
         self._in_flight: SingleFlight[str, Outcome] = SingleFlight()
+        # Per execution id: the requests this replica answers (dcodex.execute.status).
+        self.executions = Executions()
         self.counts: collections.Counter[str] = collections.Counter()
         self.metrics = CacheMetrics(version())
         self.metrics.expect_downstream([settings.subject(RUN), settings.subject(LANGUAGES)])
@@ -119,7 +126,20 @@ class Cache:
             micro.Endpoint(EXECUTE.endpoint, subject(EXECUTE), self.execute),
             micro.Endpoint(CACHE_STATS.endpoint, subject(CACHE_STATS), self.stats),
             micro.Endpoint(CACHE_PURGE.endpoint, subject(CACHE_PURGE), self.purge),
+            micro.Endpoint(
+                EXECUTE_STATUS.endpoint,
+                subject(EXECUTE_STATUS),
+                self.status,
+                broadcast=EXECUTE_STATUS.broadcast,
+            ),
         ]
+
+    async def status(self, call: micro.Call) -> BaseModel:
+        """What became of an execution this replica has; silence when it has none by that id."""
+        status = self.executions.status(RunStatusRequest.model_validate(call.payload).execution_id)
+        if status is None:
+            raise micro.NoReply
+        return status
 
     async def execute(self, call: micro.Call) -> BaseModel:
         request = ExecuteRequest.model_validate(call.payload)
@@ -127,9 +147,20 @@ class Cache:
         info = await self._runner_info(call.request_id)
         language = info.language(request.language)
         limits = info.limits.defaults.apply(request.limits, info.limits.ceilings)
-        request = request.model_copy(
-            update={"execution_id": request.execution_id or bus.new_id(), "language": language.id}
+        execution_id = request.execution_id or bus.new_id()
+        fingerprint = request.model_dump_json(exclude={"execution_id"})
+        request = request.model_copy(update={"execution_id": execution_id, "language": language.id})
+        return await self.executions.once(
+            execution_id, fingerprint, lambda: self._execute(request, call, language, limits)
         )
+
+    async def _execute(
+        self,
+        request: ExecuteRequest,
+        call: micro.Call,
+        language: LanguageInfo,
+        limits: EffectiveLimits,
+    ) -> ExecutionResult:
         # An interactive run is a conversation: there is nothing to look up or keep.
         if not request.cache or request.interactive:
             self._count("bypass")

@@ -6,7 +6,6 @@ the compiler when the language needs one, run the program in a sandbox slot, rep
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import structlog
@@ -16,7 +15,6 @@ from pydantic import BaseModel
 
 from dcodex.services.runner.artifact_cache import ArtifactCache
 from dcodex.services.runner.execution import Program, execute
-from dcodex.services.runner.executions import Executions, ReusedId
 from dcodex.services.runner.interactive import input_feed
 from dcodex.services.runner.metrics import RunnerMetrics
 from dcodex.shared import bus
@@ -29,10 +27,9 @@ from dcodex.shared.contract import (
     ExecutionResult,
     LanguagesReply,
     LimitsInfo,
-    RunStatus,
     RunStatusRequest,
 )
-from dcodex.shared.errors import BAD_REQUEST, INTERNAL, UNAVAILABLE, DcodexError
+from dcodex.shared.errors import INTERNAL, UNAVAILABLE, DcodexError
 from dcodex.shared.languages.probe import available_languages
 from dcodex.shared.languages.registry import Language, Registry
 from dcodex.shared.sandbox.run import LiveInput
@@ -41,6 +38,7 @@ from dcodex.shared.service import micro
 from dcodex.shared.service.artifacts import ARTIFACT_BUCKET, open_artifact_store
 from dcodex.shared.service.config import Settings, check_sizes
 from dcodex.shared.service.events import EventPublisher
+from dcodex.shared.service.executions import Executions
 from dcodex.shared.service.health import object_store_check
 from dcodex.shared.service.lifecycle import Service
 from dcodex.shared.subjects import COMPILE, LANGUAGES, RUN, RUN_STATUS, RUNNER
@@ -76,19 +74,19 @@ class Runner:
             micro.Endpoint(RUN.endpoint, self.settings.subject(RUN), self.run),
             micro.Endpoint(LANGUAGES.endpoint, self.settings.subject(LANGUAGES), self.languages),
             micro.Endpoint(
-                RUN_STATUS.endpoint, self.settings.subject(RUN_STATUS), self.status, broadcast=True
+                RUN_STATUS.endpoint,
+                self.settings.subject(RUN_STATUS),
+                self.status,
+                broadcast=RUN_STATUS.broadcast,
             ),
         ]
 
     async def status(self, call: micro.Call) -> BaseModel:
         """What became of a run this runner has; silence when it has none by that id."""
-        execution_id = RunStatusRequest.model_validate(call.payload).execution_id
-        if self.executions.is_running(execution_id):
-            return RunStatus(execution_id=execution_id, state="running")
-        result = self.executions.finished(execution_id)
-        if result is None:
+        status = self.executions.status(RunStatusRequest.model_validate(call.payload).execution_id)
+        if status is None:
             raise micro.NoReply
-        return RunStatus(execution_id=execution_id, state="finished", result=result)
+        return status
 
     async def languages(self, call: micro.Call) -> BaseModel:
         return LanguagesReply(
@@ -111,28 +109,14 @@ class Runner:
         )
         execution_id = request.execution_id or bus.new_id()
         fingerprint = request.model_dump_json(exclude={"execution_id"})
-        try:
-            known = self.executions.known(execution_id, fingerprint)
-        except ReusedId as exc:
-            raise DcodexError(
-                BAD_REQUEST,
-                f"execution_id {execution_id} already names another request",
-                "execution_id",
-            ) from exc
-        if known is not None:  # asked again (a retry): the run it has, never a second one
-            result = await asyncio.shield(known)
-            return result.model_copy(update={"cache_key": call.cache_key})
-        self._refuse_when_overloaded()
-        self.executions.begin(execution_id, fingerprint)
-        outcome: ExecutionResult | BaseException = DcodexError(INTERNAL, "the run was cancelled")
-        try:
-            outcome = await self._execute(request, language, limits, execution_id, call)
-            return outcome
-        except BaseException as exc:
-            outcome = exc
-            raise
-        finally:
-            self.executions.end(execution_id, outcome)
+
+        async def work() -> ExecutionResult:
+            self._refuse_when_overloaded()
+            return await self._execute(request, language, limits, execution_id, call)
+
+        result = await self.executions.once(execution_id, fingerprint, work)
+        # Through the cache the reply gets the cache's key (a joined run's too).
+        return result.model_copy(update={"cache_key": call.cache_key})
 
     async def _execute(
         self,

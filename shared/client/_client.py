@@ -17,7 +17,9 @@ async with await DcodexClient.connect("nats://127.0.0.1:4222") as client:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
@@ -27,6 +29,7 @@ from pydantic import BaseModel
 from dcodex.shared import bus
 from dcodex.shared.bus.connect import ConnectOptions, open_connection
 from dcodex.shared.bus.discovery import ServiceInstance, discover, gather
+from dcodex.shared.bus.watch import watched_request
 from dcodex.shared.client._stream import Event, LiveRun
 from dcodex.shared.codec import JSON, Encoding
 from dcodex.shared.contract import (
@@ -41,6 +44,45 @@ from dcodex.shared.contract import (
 from dcodex.shared.errors import UNAVAILABLE, DcodexError
 
 DEFAULT_TIMEOUT_S = 120.0
+FIRST_RETRY_S = 0.1
+LONGEST_RETRY_S = 2.0
+
+
+def with_execution_id(
+    request: ExecuteRequest | dict[str, Any],
+) -> tuple[ExecuteRequest | dict[str, Any], str]:
+    """`request` with an execution id (a new one unless it has one), and that id.
+
+    A dict stays a dict: a malformed request still reaches the service, whose 400
+    names the field.
+    """
+    if isinstance(request, ExecuteRequest):
+        if request.execution_id is None:
+            request = request.model_copy(update={"execution_id": bus.new_id()})
+        assert request.execution_id is not None
+        return request, request.execution_id
+    given = request.get("execution_id")
+    if isinstance(given, str) and given:
+        return request, given
+    execution_id = bus.new_id()
+    return {**request, "execution_id": execution_id}, execution_id
+
+
+async def retry_unreceived(
+    attempt: Callable[[float], Awaitable[dict[str, Any]]], deadline: float
+) -> dict[str, Any]:
+    """`attempt(seconds left)`, again after a pause (doubling) while nobody received it
+    (no responders), until `deadline`. Anything else (a reply, an error reply, a
+    timeout, a lost run) is final: it may have been received, so it is never resent."""
+    pause = FIRST_RETRY_S
+    while True:
+        try:
+            return await attempt(max(deadline - time.monotonic(), 0.001))
+        except bus.NoResponders:
+            if time.monotonic() + pause >= deadline:
+                raise
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, LONGEST_RETRY_S)
 
 
 class DcodexClient:
@@ -101,8 +143,16 @@ class DcodexClient:
         encoding: Encoding = JSON,
         request_id: str | None = None,
     ) -> ExecutionResult:
-        """Run a program through the result cache (`dcodex.execute`)."""
-        reply = await self._ask("execute", request, encoding, request_id)
+        """Run a program through the result cache (`dcodex.execute`).
+
+        Safe against lost services and lost replies (docs/reliability.md): the request
+        carries an execution id (ours if it has none); while it is out we ask who has
+        it, so a reply lost in a NATS restart is fetched again and a dead cache replica
+        is a 503 within seconds. A request nobody received (no responders, as while the
+        services restart) is sent again until `timeout`; one that was received is never
+        sent twice, so a program never runs twice on the client's account.
+        """
+        reply = await self._ask_execution("execute", request, encoding, request_id)
         return ExecutionResult.model_validate(reply)
 
     async def run(
@@ -112,8 +162,9 @@ class DcodexClient:
         encoding: Encoding = JSON,
         request_id: str | None = None,
     ) -> ExecutionResult:
-        """Run a program on a runner directly, bypassing the cache (`dcodex.run`)."""
-        reply = await self._ask("run", request, encoding, request_id)
+        """Run a program on a runner directly, bypassing the cache (`dcodex.run`); as
+        safe as `execute` against lost runners and replies."""
+        reply = await self._ask_execution("run", request, encoding, request_id)
         return ExecutionResult.model_validate(reply)
 
     async def stream(
@@ -162,6 +213,30 @@ class DcodexClient:
         Other micro services on the same NATS server answer too; DCodeX's are `dcodex-*`.
         """
         return await discover(self.nc, wait_s, name)
+
+    async def _ask_execution(
+        self,
+        name: str,
+        request: ExecuteRequest | dict[str, Any],
+        encoding: Encoding,
+        request_id: str | None,
+    ) -> dict[str, Any]:
+        payload, execution_id = with_execution_id(request)
+        deadline = time.monotonic() + self.timeout
+
+        async def attempt(left: float) -> dict[str, Any]:
+            return await watched_request(
+                self.nc,
+                f"{self.prefix}.{name}",
+                f"{self.prefix}.{name}.status",
+                payload,
+                execution_id=execution_id,
+                request_id=request_id or bus.new_id(),
+                timeout=left,
+                encoding=encoding,
+            )
+
+        return await retry_unreceived(attempt, deadline)
 
     async def _ask(
         self,
