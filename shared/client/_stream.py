@@ -18,6 +18,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from dcodex.shared import bus
+from dcodex.shared.bus.watch import watched_request
 from dcodex.shared.codec import JSON, Encoding, decode, encode
 from dcodex.shared.contract import (
     EofEvent,
@@ -65,11 +66,14 @@ class LiveRun:
             f"{self._prefix}.output.{self.execution_id}", cb=self._on_event
         )
         await self._nc.flush()  # subscribed on the server before the run can begin
+        # Watched like `execute` (docs/reliability.md): a lost reply or replica costs seconds.
         self._reply = asyncio.ensure_future(
-            bus.request(
+            watched_request(
                 self._nc,
                 f"{self._prefix}.{self._subject}",
+                f"{self._prefix}.{self._subject}.status",
                 self.request,
+                execution_id=self.execution_id,
                 request_id=bus.new_id(),
                 timeout=self._timeout,
                 encoding=self._encoding,

@@ -265,6 +265,7 @@ def _log_request(
 # Reply fields worth a place in the request's log line, when the reply has them.
 _SUMMARY_FIELDS = (
     "execution_id",
+    "cache_key",
     "language",
     "status",
     "cache_hit",
