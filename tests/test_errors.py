@@ -162,8 +162,13 @@ async def test_request_id_is_carried_to_every_downstream_call(client: DcodexClie
 
 async def test_services_are_discoverable_with_the_micro_protocol(client: DcodexClient) -> None:
     expected = {
-        "dcodex-cache": {"dcodex.execute", "dcodex.cache.stats", "dcodex.cache.purge"},
-        "dcodex-runner": {"dcodex.run", "dcodex.languages"},
+        "dcodex-cache": {
+            "dcodex.execute",
+            "dcodex.execute.status",
+            "dcodex.cache.stats",
+            "dcodex.cache.purge",
+        },
+        "dcodex-runner": {"dcodex.run", "dcodex.run.status", "dcodex.languages"},
         "dcodex-compiler": {"dcodex.compile"},
     }
     for name, subjects in expected.items():
@@ -171,6 +176,9 @@ async def test_services_are_discoverable_with_the_micro_protocol(client: DcodexC
         info = json.loads(msg.data)
         assert info["name"] == name
         assert {endpoint["subject"] for endpoint in info["endpoints"]} == subjects
-        assert {endpoint["queue_group"] for endpoint in info["endpoints"]} == {"q"}
+        for endpoint in info["endpoints"]:
+            # A status subject is heard by every instance: a queue group of its own.
+            broadcast = endpoint["subject"].endswith(".status")
+            assert (endpoint["queue_group"] == "q") != broadcast, endpoint
     runner = json.loads((await client.nc.request("$SRV.INFO.dcodex-runner", b"", timeout=5)).data)
     assert "rlimits" in runner["metadata"]["isolation"]

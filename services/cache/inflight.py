@@ -127,8 +127,9 @@ class Inflight:
     async def open(self) -> bool:
         return await self._bucket.open()
 
-    async def claim(self, key: str) -> Lease | None:
-        """The lease on `key` if no replica is running it; None while one is."""
+    async def claim(self, key: str) -> Lease | Finished | None:
+        """The lease on `key` if no replica is running it; None while one is; the
+        outcome of a run that has just finished and stored its result."""
         kv = await self._bucket.kv()
         value = running_value(self._holder)
         try:
@@ -139,9 +140,14 @@ class Inflight:
             raise self._bucket.lost(exc) from exc
         try:
             entry = await kv.get(key)
-            if decode(entry.value) is True or entry.revision is None:
+            state = decode(entry.value)
+            if state is True or entry.revision is None:
                 return None
-            # Finished (or unreadable): take it over, unless another replica just did.
+            if isinstance(state, Finished) and state.result is not None and state.kept:
+                # Just finished and stored: share it (running it again would run the
+                # program twice for the request that missed the store a moment ago).
+                return state
+            # Finished otherwise (or unreadable): take it over, unless another replica just did.
             return Lease(key, await kv.update(key, value, last=entry.revision))
         except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyWrongLastSequenceError):
             return None  # it changed under us: wait on whatever holds it now

@@ -214,10 +214,10 @@ class Cache:
         for _ in range(LEASE_ROUNDS):
             try:
                 lease = await self.inflight.claim(key)
-                if lease is not None:
+                if isinstance(lease, Lease):
                     self.metrics.leases.labels("led").inc()
                     return await self._lead(lease, key, request, call)
-                finished = await self.inflight.wait(key)
+                finished = lease if lease is not None else await self.inflight.wait(key)
             except InflightUnavailable:
                 self.metrics.leases.labels("unavailable").inc()
                 break

@@ -28,7 +28,8 @@ from dcodex.shared.codec import encode as encode_body
 from dcodex.shared.contract import RunStatus, RunStatusRequest
 from dcodex.shared.errors import UNAVAILABLE, DcodexError
 
-HEARTBEAT_S = 2.0  # how often a run under way is looked after
+HEARTBEAT_S = 1.0  # how often a run under way is looked after
+ANSWER_S = 1.0  # how long the one that has it may take to say so (milliseconds, usually)
 MISSES = 3  # silences in a row (while connected) that mean nobody has the run
 
 
@@ -91,7 +92,9 @@ async def _watch(
         if not nc.is_connected:
             misses = 0  # we cannot hear anyone now; the count starts again once back
             continue
-        status = await ask_status(nc, status_subject, execution_id, request_id, heartbeat_s)
+        status = await ask_status(
+            nc, status_subject, execution_id, request_id, min(heartbeat_s, ANSWER_S)
+        )
         if status is None:
             misses += 1
             if misses >= MISSES:

@@ -54,6 +54,15 @@ async def kill_one(stack: Stack, name: str, signum: int = signal.SIGKILL) -> str
     return f"{signal.Signals(signum).name} {name} pid {victim.pid}"
 
 
+async def kill_and_replace(stack: Stack, name: str) -> str:
+    """kill -9, then a new instance a second later, as an orchestrator would: the new
+    one removes what the killed one left (work directories, cgroups)."""
+    done = await kill_one(stack, name)
+    await asyncio.sleep(1)
+    stack.start(name)
+    return done + ", a new one started 1 s later"
+
+
 async def restart_nats(stack: Stack) -> str:
     stack.stop_nats()
     await asyncio.sleep(2)
@@ -85,19 +94,19 @@ SCENARIOS = {
             "kill-runner",
             "kill -9 of a runner under load",
             TWO_OF_EACH,
-            lambda s: kill_one(s, "runner"),
+            lambda s: kill_and_replace(s, "runner"),
         ),
         Scenario(
             "kill-compiler",
             "kill -9 of a compiler under load",
             TWO_OF_EACH,
-            lambda s: kill_one(s, "compiler"),
+            lambda s: kill_and_replace(s, "compiler"),
         ),
         Scenario(
             "kill-cache",
             "kill -9 of a cache replica under load",
             TWO_OF_EACH,
-            lambda s: kill_one(s, "cache"),
+            lambda s: kill_and_replace(s, "cache"),
         ),
         Scenario(
             "restart-nats",
@@ -233,6 +242,8 @@ async def _drive(
     await asyncio.gather(*(client_loop() for _ in range(profile.clients)))
     if fault_task is not None:
         report.fault = await fault_task
+        if stack.nats is not None:  # ours: the replacements are up before we measure
+            await stack.wait_ready(scenario.counts)
     await asyncio.sleep(1.0)  # runs cut off by the fault end; fds settle
     report.rss_end_mb = _rss_by_service(stack)
     if stack.nats is not None or stack.services:
