@@ -138,6 +138,11 @@ class CompileRequest(Request):
     code: str
     std: str | None = Field(None, description="language standard, e.g. c++20")
     optimization: str | None = Field(None, description="optimisation level, e.g. O3")
+    compile_id: str | None = Field(
+        None,
+        pattern=EXECUTION_ID_PATTERN,
+        description="names this compile for dcodex.compile.status while it runs",
+    )
 
 
 class ArtifactRef(Reply):

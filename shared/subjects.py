@@ -111,6 +111,17 @@ COMPILE = Subject(
     CompileRequest,
     CompileResult,
 )
+COMPILE_STATUS = Subject(
+    "compileStatus",
+    "compile.status",
+    "status",
+    COMPILER,
+    "Whether a compile (by compile_id) is under way (every compiler hears it; the one "
+    "compiling it answers).",
+    RunStatusRequest,
+    RunStatus,
+    broadcast=True,
+)
 LANGUAGES = Subject(
     "languages",
     "languages",
@@ -145,6 +156,7 @@ SUBJECTS: tuple[Subject, ...] = (
     RUN,
     RUN_STATUS,
     COMPILE,
+    COMPILE_STATUS,
     LANGUAGES,
     CACHE_STATS,
     CACHE_PURGE,

@@ -169,7 +169,7 @@ async def test_services_are_discoverable_with_the_micro_protocol(client: DcodexC
             "dcodex.cache.purge",
         },
         "dcodex-runner": {"dcodex.run", "dcodex.run.status", "dcodex.languages"},
-        "dcodex-compiler": {"dcodex.compile"},
+        "dcodex-compiler": {"dcodex.compile", "dcodex.compile.status"},
     }
     for name, subjects in expected.items():
         msg = await client.nc.request(f"$SRV.INFO.{name}", b"", timeout=5)

@@ -18,6 +18,7 @@ from dcodex.services.runner.execution import Program, execute
 from dcodex.services.runner.interactive import input_feed
 from dcodex.services.runner.metrics import RunnerMetrics
 from dcodex.shared import bus
+from dcodex.shared.bus.watch import RunLost, watched_request
 from dcodex.shared.codec import MSGPACK
 from dcodex.shared.contract import (
     CompileRequest,
@@ -41,7 +42,7 @@ from dcodex.shared.service.events import EventPublisher
 from dcodex.shared.service.executions import Executions
 from dcodex.shared.service.health import object_store_check
 from dcodex.shared.service.lifecycle import Service
-from dcodex.shared.subjects import COMPILE, LANGUAGES, RUN, RUN_STATUS, RUNNER
+from dcodex.shared.subjects import COMPILE, COMPILE_STATUS, LANGUAGES, RUN, RUN_STATUS, RUNNER
 from dcodex.shared.version import version
 
 NAME = RUNNER.micro_name
@@ -176,7 +177,7 @@ class Runner:
         program = Program(language, language.version, request.code)
         compiled: CompileResult | None = None
         if language.compiled:
-            compiled = await self._compile(language, request, call.request_id)
+            compiled = await self._compile(language, request, execution_id, call.request_id)
             events.publish("compile", compiled.compile_output)
             if compiled.status == "compile_error":
                 return ExecutionResult(
@@ -225,24 +226,37 @@ class Runner:
             )
 
     async def _compile(
-        self, language: Language, request: ExecuteRequest, request_id: str
+        self, language: Language, request: ExecuteRequest, execution_id: str, request_id: str
     ) -> CompileResult:
-        reply = await bus.request(
-            self.nc,
-            self.settings.subject(COMPILE),
-            CompileRequest(
-                language=language.id,
-                code=request.code,
-                std=request.std,
-                optimization=request.optimization,
-            ),
-            request_id=request_id,
-            # Below the cache's wait for us, above the compile's own limit.
-            timeout=self.settings.compile_timeout_seconds + 15,
-            encoding=MSGPACK,
-            observe=self.metrics.downstream_answered,
+        """The compiler's result. Watched (a dead compiler costs seconds) and asked
+        again once if lost: compiling runs no user program, so it is safe to repeat."""
+        compile_request = CompileRequest(
+            language=language.id,
+            code=request.code,
+            std=request.std,
+            optimization=request.optimization,
+            compile_id=execution_id,
         )
-        return CompileResult.model_validate(reply)
+        for attempt in range(2):
+            try:
+                reply = await watched_request(
+                    self.nc,
+                    self.settings.subject(COMPILE),
+                    self.settings.subject(COMPILE_STATUS),
+                    compile_request,
+                    execution_id=execution_id,
+                    request_id=request_id,
+                    # Below the cache's wait for us, above the compile's own limit.
+                    timeout=self.settings.compile_timeout_seconds + 15,
+                    encoding=MSGPACK,
+                    observe=self.metrics.downstream_answered,
+                )
+                return CompileResult.model_validate(reply)
+            except RunLost:
+                if attempt:
+                    raise
+                log.warning("compile_lost", execution_id=execution_id)
+        raise AssertionError("unreachable")
 
     async def _artifact(self, compiled: CompileResult) -> bytes:
         if compiled.artifact is None:

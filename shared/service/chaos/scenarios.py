@@ -51,6 +51,8 @@ LONG = Profile(requests=2000, clients=16, deadline_s=60)
 async def kill_one(stack: Stack, name: str, signum: int = signal.SIGKILL) -> str:
     victim = stack.alive(name)[0]
     stack.kill(victim, signum)
+    if signum == signal.SIGKILL:
+        await asyncio.to_thread(victim.process.wait)  # reaped, as its pod would be
     return f"{signal.Signals(signum).name} {name} pid {victim.pid}"
 
 
