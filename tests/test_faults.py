@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from nats.aio.msg import Msg
 
+from dcodex.shared.bus.watch import ask_status
 from dcodex.shared.client import DcodexClient
 from dcodex.shared.contract import ExecutionResult
 from dcodex.shared.errors import UNAVAILABLE, DcodexError
@@ -246,3 +247,50 @@ async def both_replicas_asked(client: DcodexClient) -> bool:
     caches = await client.services(name="dcodex-cache", wait_s=0.3)
     asked = [sum(e.num_requests for e in c.endpoints if e.name == "execute") for c in caches]
     return len(asked) == 2 and all(count >= 1 for count in asked)
+
+
+# ------------------------------------------------------------------ kill -9 of a compiler
+
+SLOW_CPP = """#include <tuple>
+#include <utility>
+template <int N> struct S { int a[N % 7 + 1]; };
+template <int... I> auto make(std::integer_sequence<int, I...>) {
+    return std::make_tuple(S<I>{}...);
+}
+int main() {
+    auto t = make(std::make_integer_sequence<int, 150>{});
+    return std::get<5>(t).a[0] * 0;
+}
+"""
+
+
+async def test_a_compile_whose_compiler_dies_is_compiled_again(
+    services: ServiceProcesses,
+) -> None:
+    """kill -9 of the compiler while it compiles: the runner sees within seconds that
+    nobody has the compile any more and asks again (compiling runs no user program),
+    so the run completes on the compiler that replaced it."""
+    compiler = services.start("compiler")
+    services.start("runner")
+    await asyncio.to_thread(services.wait_ready, ("compiler", "runner"))
+    execution_id = uuid.uuid4().hex
+    request = {"language": "cpp", "code": SLOW_CPP, "execution_id": execution_id}
+    async with await DcodexClient.connect(services.url, timeout=120) as client:
+        running = asyncio.ensure_future(client.run(request))
+
+        async def compiling() -> bool:
+            status = await ask_status(client.nc, "dcodex.compile.status", execution_id, "t", 1)
+            return status is not None and status.state == "running"
+
+        for _ in range(300):
+            if await compiling():
+                break
+            await asyncio.sleep(0.1)
+        assert await compiling(), "the compile was never seen under way"
+        compiler.kill()
+        compiler.wait()
+        services.processes["compiler"].remove(compiler)
+        services.start("compiler")
+        result = await running
+    assert (result.status, result.exit_code) == ("ok", 0), result.compile_output
+    assert "compile_lost" in services.log("runner")

@@ -7,6 +7,7 @@ the compiler when the language needs one, run the program in a sandbox slot, rep
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import structlog
 from nats.aio.client import Client as NATS
@@ -18,6 +19,7 @@ from dcodex.services.runner.execution import Program, execute
 from dcodex.services.runner.interactive import input_feed
 from dcodex.services.runner.metrics import RunnerMetrics
 from dcodex.shared import bus
+from dcodex.shared.bus.retry import retry_unreceived
 from dcodex.shared.bus.watch import RunLost, watched_request
 from dcodex.shared.codec import MSGPACK
 from dcodex.shared.contract import (
@@ -237,26 +239,29 @@ class Runner:
             optimization=request.optimization,
             compile_id=execution_id,
         )
-        for attempt in range(2):
-            try:
-                reply = await watched_request(
-                    self.nc,
-                    self.settings.subject(COMPILE),
-                    self.settings.subject(COMPILE_STATUS),
-                    compile_request,
-                    execution_id=execution_id,
-                    request_id=request_id,
-                    # Below the cache's wait for us, above the compile's own limit.
-                    timeout=self.settings.compile_timeout_seconds + 15,
-                    encoding=MSGPACK,
-                    observe=self.metrics.downstream_answered,
-                )
-                return CompileResult.model_validate(reply)
-            except RunLost:
-                if attempt:
-                    raise
-                log.warning("compile_lost", execution_id=execution_id)
-        raise AssertionError("unreachable")
+        # Below the cache's wait for us, above the compile's own limit.
+        deadline = time.monotonic() + self.settings.compile_timeout_seconds + 15
+
+        async def attempt(left: float) -> dict[str, Any]:
+            return await watched_request(
+                self.nc,
+                self.settings.subject(COMPILE),
+                self.settings.subject(COMPILE_STATUS),
+                compile_request,
+                execution_id=execution_id,
+                request_id=request_id,
+                timeout=left,
+                encoding=MSGPACK,
+                observe=self.metrics.downstream_answered,
+            )
+
+        try:
+            reply = await attempt(deadline - time.monotonic())
+        except RunLost:
+            log.warning("compile_lost", execution_id=execution_id)
+            # Once more, waiting for a compiler while none is there (one restarting).
+            reply = await retry_unreceived(attempt, min(deadline, time.monotonic() + 30))
+        return CompileResult.model_validate(reply)
 
     async def _artifact(self, compiled: CompileResult) -> bytes:
         if compiled.artifact is None:

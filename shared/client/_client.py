@@ -17,9 +17,8 @@ async with await DcodexClient.connect("nats://127.0.0.1:4222") as client:
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any
 
@@ -29,6 +28,7 @@ from pydantic import BaseModel
 from dcodex.shared import bus
 from dcodex.shared.bus.connect import ConnectOptions, open_connection
 from dcodex.shared.bus.discovery import ServiceInstance, discover, gather
+from dcodex.shared.bus.retry import retry_unreceived
 from dcodex.shared.bus.watch import watched_request
 from dcodex.shared.client._stream import Event, LiveRun
 from dcodex.shared.codec import JSON, Encoding
@@ -44,8 +44,6 @@ from dcodex.shared.contract import (
 from dcodex.shared.errors import UNAVAILABLE, DcodexError
 
 DEFAULT_TIMEOUT_S = 120.0
-FIRST_RETRY_S = 0.1
-LONGEST_RETRY_S = 2.0
 
 
 def with_execution_id(
@@ -66,23 +64,6 @@ def with_execution_id(
         return request, given
     execution_id = bus.new_id()
     return {**request, "execution_id": execution_id}, execution_id
-
-
-async def retry_unreceived(
-    attempt: Callable[[float], Awaitable[dict[str, Any]]], deadline: float
-) -> dict[str, Any]:
-    """`attempt(seconds left)`, again after a pause (doubling) while nobody received it
-    (no responders), until `deadline`. Anything else (a reply, an error reply, a
-    timeout, a lost run) is final: it may have been received, so it is never resent."""
-    pause = FIRST_RETRY_S
-    while True:
-        try:
-            return await attempt(max(deadline - time.monotonic(), 0.001))
-        except bus.NoResponders:
-            if time.monotonic() + pause >= deadline:
-                raise
-        await asyncio.sleep(pause)
-        pause = min(pause * 2, LONGEST_RETRY_S)
 
 
 class DcodexClient:
