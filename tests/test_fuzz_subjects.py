@@ -54,7 +54,7 @@ def deep(depth: int) -> bytes:
 
 special = st.sampled_from(
     [
-        deep(100_000),  # far deeper than any parser's recursion
+        deep(100_000),  # far deeper than any parser's recursion (once a 500)
         b'{"language": "python", "code": "' + b"x" * 900_000 + b'"}',  # near max payload
         b"\xff\xfe\xfa invalid utf-8 \xc3\x28",
         b'{"language": "\xed\xa0\x80", "code": "print(1)"}',  # a lone surrogate, in UTF-8
@@ -63,6 +63,7 @@ special = st.sampled_from(
         b"null",
         b'"just a string"',
         b"\x81\xa4code\xc1",  # msgpack with a never-used byte
+        b"\x91" * 100_000 + b"\xc0",  # msgpack nested as deep
     ]
 )
 bodies = st.one_of(
