@@ -1,6 +1,7 @@
 # The two commands of the README:
 #   make examples   install, then run every example through an embedded stack (dcodex up)
-#   make test       install with the dev tools, then ruff, mypy and the whole test suite
+#   make test       install with the dev tools, then ruff, ruff format --check, mypy (strict),
+#                   lint-imports and the whole test suite (CONTRIBUTING.md)
 VENV ?= .venv
 BIN := $(VENV)/bin
 

@@ -29,20 +29,22 @@ DEFAULT_PREFIX = "dcodex"
 
 @dataclass(frozen=True)
 class ServiceInfo:
-    """One of the services: its short name (`dcodex service NAME`) and what it does."""
+    """One of the services: its short name (`dcodex service NAME`), what it does, and the
+    port of its /metrics, /healthz and /readyz when `--metrics-port` is not given."""
 
     name: str
     summary: str
+    metrics_port: int
 
     @property
     def micro_name(self) -> str:
-        """Its NATS micro service name, as `$SRV.INFO` and `dcodex bus services` show it."""
+        """Its NATS micro service name, as `$SRV.INFO` and `dcodex bus ping` show it."""
         return f"dcodex-{self.name}"
 
 
-COMPILER = ServiceInfo("compiler", "Compiles; artifacts go to the Object Store.")
-RUNNER = ServiceInfo("runner", "Runs programs in sandboxes; publishes live events.")
-CACHE = ServiceInfo("cache", "Read-through result cache, the front door.")
+COMPILER = ServiceInfo("compiler", "Compiles; artifacts go to the Object Store.", 9103)
+RUNNER = ServiceInfo("runner", "Runs programs in sandboxes; publishes live events.", 9102)
+CACHE = ServiceInfo("cache", "Read-through result cache, the front door.", 9101)
 
 # In start order: each service needs the one before it.
 SERVICES: tuple[ServiceInfo, ...] = (COMPILER, RUNNER, CACHE)

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import nkeys
 import pytest
-import trustme
 
 from dcodex.shared.bus.connect import ConnectOptions
 from dcodex.shared.client import DcodexClient, SyncDcodexClient
@@ -20,6 +19,7 @@ from dcodex.shared.service.nats_server import EmbeddedNats
 from dcodex.shared.version import version
 from tests.conftest import ServiceProcesses
 from tests.test_cli import assert_no_traceback, dcodex, shown
+from tests.tls_support import issue_tls_files
 
 pytestmark = pytest.mark.bus
 
@@ -139,15 +139,7 @@ class TlsServers:
 def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsServers]:
     """Two nats-servers that speak only TLS, with certificates from a test CA."""
     directory = tmp_path_factory.mktemp("tls")
-    authority = trustme.CA()
-    files = {name: directory / f"{name}.pem" for name in ("ca", "cert", "key", "ccert", "ckey")}
-    authority.cert_pem.write_to_path(str(files["ca"]))
-    for issued, cert, key in (
-        (authority.issue_cert("127.0.0.1", "localhost"), "cert", "key"),
-        (authority.issue_cert("client.dcodex.test"), "ccert", "ckey"),
-    ):
-        issued.cert_chain_pems[0].write_to_path(str(files[cert]))
-        issued.private_key_pem.write_to_path(str(files[key]))
+    files = issue_tls_files(directory, "client.dcodex.test")
     server_tls = ("--tls", "--tlscert", str(files["cert"]), "--tlskey", str(files["key"]))
     verify = ("--tlsverify", "--tlscacert", str(files["ca"]))
     with (

@@ -59,7 +59,7 @@ EXECUTION_RESULT_FIELDS = {
     "cache_hit",
     "language",
     "language_version",
-    "cache_key",  # lets a client purge one result (README)
+    "cache_key",  # lets a client purge one result (docs/cache.md)
 }
 
 

@@ -15,7 +15,6 @@ from typing import Any
 
 import nkeys
 import pytest
-import trustme
 
 from dcodex.shared.client import DcodexClient
 from dcodex.shared.errors import DcodexError
@@ -23,6 +22,7 @@ from dcodex.shared.service.config import Settings
 from dcodex.shared.service.nats_server import EmbeddedNats
 from dcodex.shared.service.stack import SERVICES, start_services, stop_services
 from tests.jwt_issuer import OperatorSetup
+from tests.tls_support import issue_tls_files
 
 pytestmark = pytest.mark.bus
 
@@ -57,15 +57,7 @@ def creds(directory: Path) -> tuple[tuple[str, ...], dict[str, Any]]:
 
 
 def mutual_tls(directory: Path) -> tuple[tuple[str, ...], dict[str, Any]]:
-    authority = trustme.CA()
-    files = {name: directory / f"{name}.pem" for name in ("ca", "cert", "key", "ccert", "ckey")}
-    authority.cert_pem.write_to_path(str(files["ca"]))
-    for issued, cert, key in (
-        (authority.issue_cert("127.0.0.1", "localhost"), "cert", "key"),
-        (authority.issue_cert("service.dcodex.test"), "ccert", "ckey"),
-    ):
-        issued.cert_chain_pems[0].write_to_path(str(files[cert]))
-        issued.private_key_pem.write_to_path(str(files[key]))
+    files = issue_tls_files(directory, "service.dcodex.test")
     server = ("--tls", "--tlscert", str(files["cert"]), "--tlskey", str(files["key"]))
     verify = ("--tlsverify", "--tlscacert", str(files["ca"]))
     login = {

@@ -1,4 +1,4 @@
-"""Live output (`stream: true`) and interactive runs (docs/protocol.md, live events), with real programs."""
+"""Live output (`stream: true`) and interactive runs (docs/protocol.md), with real programs."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from prometheus_client import Counter
 
 from dcodex.shared.service.metrics import ServiceMetrics
+from dcodex.shared.subjects import CACHE
 
 OUTCOMES = ("hit", "miss", "coalesced", "bypass")
 LEASE_OUTCOMES = ("led", "followed", "lost", "unavailable")
@@ -15,7 +16,7 @@ LEASE_OUTCOMES = ("led", "followed", "lost", "unavailable")
 
 class CacheMetrics(ServiceMetrics):
     def __init__(self, version: str) -> None:
-        super().__init__("cache", version)
+        super().__init__(CACHE.name, version)
         self.lookups = Counter(
             "dcodex_cache_lookups_total",
             "Result cache lookups by outcome (hit, miss, coalesced, bypass)",

@@ -7,11 +7,12 @@ from prometheus_client import Counter, Gauge, Histogram
 from dcodex.shared.sandbox.slots import SlotPool
 from dcodex.shared.service.config import Settings
 from dcodex.shared.service.metrics import LATENCY_BUCKETS, ServiceMetrics, toolchains_info
+from dcodex.shared.subjects import COMPILER
 
 
 class CompilerMetrics(ServiceMetrics):
     def __init__(self, settings: Settings, slots: SlotPool, version: str) -> None:
-        super().__init__("compiler", version)
+        super().__init__(COMPILER.name, version)
         registry = self.registry
         self.compiles = Counter(
             "dcodex_compiles_total",

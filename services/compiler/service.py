@@ -173,7 +173,7 @@ async def start(settings: Settings) -> Service:
         uid_base=settings.sandbox_uid_base + UID_OFFSET,
         disk_bytes=settings.sandbox_disk_bytes,
         max_queued=None,  # compiles come from runners, which bound their own work
-        service="compiler",
+        service=COMPILER.name,
     )
     registry = await available_languages(settings.languages_file, slots.probe_slot())
     artifacts = await open_artifact_store(nc.jetstream(), max_bytes=None)

@@ -11,6 +11,7 @@ from dcodex.shared.sandbox.run import SandboxResult
 from dcodex.shared.sandbox.slots import SlotPool
 from dcodex.shared.service.config import Settings
 from dcodex.shared.service.metrics import LATENCY_BUCKETS, ServiceMetrics, toolchains_info
+from dcodex.shared.subjects import RUNNER
 
 LIMITS = ("cpu_time", "wall_time", "memory", "output", "processes", "file_size")
 
@@ -54,7 +55,7 @@ def limits_hit(outcome: SandboxResult, status: str) -> set[str]:
 
 class RunnerMetrics(ServiceMetrics):
     def __init__(self, settings: Settings, slots: SlotPool, version: str) -> None:
-        super().__init__("runner", version)
+        super().__init__(RUNNER.name, version)
         registry = self.registry
         self.executions = Counter(
             "dcodex_executions_total",

@@ -282,7 +282,7 @@ async def start(settings: Settings) -> Service:
         uid_base=settings.sandbox_uid_base,
         disk_bytes=settings.sandbox_disk_bytes,
         max_queued=settings.max_queued_executions,
-        service="runner",
+        service=RUNNER.name,
     )
     layers = slots.isolation.layers
     if settings.isolation != "strict":

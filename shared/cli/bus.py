@@ -1,8 +1,8 @@
 """`dcodex bus`: the command-line client of a running DCodeX.
 
 The group's options say where DCodeX is and how to log in to its NATS server; the
-commands live in bus_cli_run (run, and the -i menu), bus_cli_admin (languages, ping,
-stats, cache purge). Exit codes are in bus_cli_common.
+commands live in run.py (run; the -i menu is menu.py) and admin.py (languages, ping,
+stats, cache purge). Exit codes are in common.py.
 """
 
 from __future__ import annotations

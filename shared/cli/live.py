@@ -1,5 +1,6 @@
 """`dcodex bus run` live: output printed as the program writes it, and `--attach`,
-which connects this terminal to a running program's stdin and output (docs/protocol.md, live events).
+which connects this terminal to a running program's stdin and output
+(docs/protocol.md, live events).
 """
 
 from __future__ import annotations

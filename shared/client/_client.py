@@ -12,7 +12,7 @@ async with await DcodexClient.connect("nats://127.0.0.1:4222") as client:
         result = await run.wait()
 
 `connect` takes a URL or `ConnectOptions` (credentials, TLS); `SyncDcodexClient`
-(client_sync.py) is the same client for code without an event loop.
+(_sync.py) is the same client for code without an event loop.
 """
 
 from __future__ import annotations

@@ -177,7 +177,7 @@ class SyncDcodexClient:
 
 
 class SyncLiveRun:
-    """A started `LiveRun` (client_stream.py) driven from code without an event loop.
+    """A started `LiveRun` (_stream.py) driven from code without an event loop.
 
     Input waits until the program has started, as in the async client; `events()`
     may be read in the same thread between inputs, or in another one.

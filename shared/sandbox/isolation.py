@@ -1,6 +1,6 @@
 """What a sandbox isolates: the layers of docs/sandbox.md as data, and their names.
 
-`Isolation` says which layers a sandboxed run gets; `sandbox_probe.detect_isolation`
+`Isolation` says which layers a sandboxed run gets; `probe.detect_isolation`
 finds the strongest one this host allows for an `--isolation` mode.
 """
 

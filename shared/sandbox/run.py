@@ -1,7 +1,7 @@
 """Run one untrusted program in a sandbox and report how it ended.
 
 `run_sandboxed` starts the program through a tiny C helper (`sandbox_exec.c`, see
-`sandbox_helper`) with a clean environment, rlimits, `no_new_privs`, optionally a uid
+`helper.py`) with a clean environment, rlimits, `no_new_privs`, optionally a uid
 of its own, a cgroup of its own and (with `Isolation.namespaces`) private pid, mount,
 network, IPC and UTS namespaces whose root is a size-capped tmpfs holding only the
 program's files and a read-only view of the toolchain. It supervises the run on the

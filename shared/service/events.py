@@ -18,7 +18,7 @@ from dcodex.shared.contract import ExecutionResult, OutputEvent, ResultEvent
 
 
 class EventPublisher:
-    """Publishes the live events of one execution, numbered from 0 (docs/protocol.md, live events)."""
+    """Publishes the live events of one execution, numbered from 0 (docs/protocol.md)."""
 
     def __init__(self, nc: NATS, subject: str, encoding: Encoding, enabled: bool = True) -> None:
         self.nc = nc

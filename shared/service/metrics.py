@@ -28,9 +28,10 @@ from prometheus_client.exposition import ThreadingWSGIServer
 
 from dcodex.shared.errors import INTERNAL, DcodexError
 from dcodex.shared.service.health import Readiness
+from dcodex.shared.subjects import SERVICES
 
 # Each service's port when `--metrics-port` is not given; `dcodex up` uses all three.
-DEFAULT_PORTS = {"cache": 9101, "runner": 9102, "compiler": 9103}
+DEFAULT_PORTS = {service.name: service.metrics_port for service in SERVICES}
 
 # Latency buckets, seconds: from a cache hit (~1 ms) to a long run behind a queue.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)

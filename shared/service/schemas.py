@@ -39,7 +39,7 @@ from dcodex.shared.contract import (
 )
 from dcodex.shared.errors import ERROR_CODE_HEADER, ERROR_HEADER
 from dcodex.shared.service.config import Settings
-from dcodex.shared.subjects import SERVICES, SUBJECTS, input_subject, output_subject
+from dcodex.shared.subjects import RUNNER, SERVICES, SUBJECTS, input_subject, output_subject
 
 DEFAULT_DIR = Path("proto_schemas")
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -268,7 +268,7 @@ def asyncapi(prefix: str) -> dict[str, Any]:
         "action": "send",
         "channel": _ref("#/channels/output"),
         "summary": "Publish the live events of an execution.",
-        "tags": [{"name": "dcodex-runner"}],
+        "tags": [{"name": RUNNER.micro_name}],
         "messages": [
             _ref(f"#/channels/output/messages/{name}") for name in ("OutputEvent", "ResultEvent")
         ],
@@ -277,7 +277,7 @@ def asyncapi(prefix: str) -> dict[str, Any]:
         "action": "receive",
         "channel": _ref("#/channels/input"),
         "summary": "Feed an interactive execution.",
-        "tags": [{"name": "dcodex-runner"}],
+        "tags": [{"name": RUNNER.micro_name}],
         "messages": [
             _ref(f"#/channels/input/messages/{name}")
             for name in ("StdinEvent", "EofEvent", "SignalEvent")
