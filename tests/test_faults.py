@@ -294,3 +294,37 @@ async def test_a_compile_whose_compiler_dies_is_compiled_again(
         result = await running
     assert (result.status, result.exit_code) == ("ok", 0), result.compile_output
     assert "compile_lost" in services.log("runner")
+
+
+# ------------------------------------------------------------------ a slow consumer
+
+
+async def test_a_slow_consumer_on_output_subjects_slows_nobody(
+    services: ServiceProcesses,
+) -> None:
+    """A subscriber to every output subject that never reads its socket: the server
+    buffers for it (and drops it in the end); streamed runs go on as usual."""
+    for name in ("compiler", "runner", "cache"):
+        services.start(name)
+    await asyncio.to_thread(services.wait_ready)
+    host, port = services.url.removeprefix("nats://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    await reader.readline()  # INFO
+    writer.write(b'CONNECT {"verbose":false,"pedantic":false}\r\nSUB dcodex.output.> 1\r\nPING\r\n')
+    await writer.drain()  # subscribed; from now on nothing is read
+    loud = "import sys\nfor i in range(4000): sys.stdout.write('x' * 63 + '\\n')"
+    request = {
+        "language": "python",
+        "code": loud,
+        "limits": {"output_bytes": 256 * 1024},
+        "cache": False,
+    }
+    try:
+        async with await DcodexClient.connect(services.url, timeout=60) as client:
+            results = []
+            for _ in range(12):  # each within the client's deadline, or it raises
+                async with client.live(request) as run:
+                    results.append(await run.wait())
+    finally:
+        writer.close()
+    assert {(r.status, len(r.stdout)) for r in results} == {("ok", 4000 * 64)}

@@ -32,20 +32,28 @@ pytestmark = pytest.mark.bus
 FUZZED = [s for s in SUBJECTS if s is not CACHE_PURGE]
 EXAMPLES = 25
 
-json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats(allow_nan=False)
-    | st.text(max_size=40),
-    lambda inner: (
-        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5)
-    ),
-    max_leaves=20,
-)
+
+def values(smallest: int, largest: int) -> st.SearchStrategy[object]:
+    """Any JSON-like value, with integers in [smallest, largest]."""
+    return st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers(min_value=smallest, max_value=largest)
+        | st.floats(allow_nan=False)
+        | st.text(max_size=40),
+        lambda inner: (
+            st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5)
+        ),
+        max_leaves=20,
+    )
+
+
+json_values = values(-(2**70), 2**70)  # JSON has no integer bounds
+msgpack_values = values(-(2**63), 2**64 - 1)  # msgpack's own
 # Objects with the request's own field names, holding values of any type.
-FIELDS = sorted({*ExecuteRequest.model_fields, "limits", "key", "execution_id"})
+FIELDS = sorted({*ExecuteRequest.model_fields, "limits", "key", "execution_id", "compile_id"})
 shaped = st.dictionaries(st.sampled_from(FIELDS), json_values, max_size=6)
+shaped_msgpack = st.dictionaries(st.sampled_from(FIELDS), msgpack_values, max_size=6)
 
 
 def deep(depth: int) -> bytes:
@@ -70,8 +78,8 @@ bodies = st.one_of(
     st.binary(max_size=300),
     json_values.map(lambda v: json.dumps(v).encode()),
     shaped.map(lambda v: json.dumps(v).encode()),
-    json_values.map(lambda v: msgpack.packb(v)),
-    shaped.map(lambda v: msgpack.packb(v)),
+    msgpack_values.map(lambda v: msgpack.packb(v)),
+    shaped_msgpack.map(lambda v: msgpack.packb(v)),
     special,
 )
 header_text = st.text(
