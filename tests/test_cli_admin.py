@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from dcodex.shared.client import DcodexClient
 from dcodex.shared.version import version
 from tests.conftest import ServiceProcesses
 from tests.test_cli import (
@@ -34,10 +37,19 @@ def second_runner(stack: ServiceProcesses, tmp_path: Path) -> Iterator[ServicePr
     extra = ServiceProcesses(stack.url, tmp_path)
     extra.start("runner")
     try:
-        extra.wait_ready(("runner",))
+        # The stack's runner answers $SRV.PING by the same name: wait for two of them.
+        for _ in range(300):
+            if asyncio.run(runners_answering(stack.url)) >= 2:
+                break
+            time.sleep(0.1)
         yield extra
     finally:
         extra.stop_all()
+
+
+async def runners_answering(url: str) -> int:
+    async with await DcodexClient.connect(url) as client:
+        return sum(a["name"] == "dcodex-runner" for a in await client.ping(wait_s=0.3))
 
 
 def dcodex_instances(stdout: str) -> list[dict[str, object]]:

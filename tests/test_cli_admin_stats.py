@@ -6,6 +6,7 @@ other test's requests are in their averages.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ServiceProcesses
+from tests.conftest import ServiceProcesses, wait_for_subject
 from tests.test_cli import dcodex, json_documents, shown, user_env
 
 pytestmark = pytest.mark.bus
@@ -30,7 +31,9 @@ def own_services(stack: ServiceProcesses, tmp_path: Path) -> Iterator[tuple[Serv
     try:
         services.start("runner")
         services.start("cache")
-        services.wait_ready(("runner", "cache"))
+        # Other runners and caches answer $SRV.PING by these names: wait for ours.
+        for subject in ("languages", "cache.stats"):
+            asyncio.run(wait_for_subject(stack.url, f"{prefix}.{subject}"))
         yield services, prefix
     finally:
         services.stop_all()

@@ -127,9 +127,10 @@ class Inflight:
     async def open(self) -> bool:
         return await self._bucket.open()
 
-    async def claim(self, key: str) -> Lease | Finished | None:
+    async def claim(self, key: str, share_finished: bool = True) -> Lease | Finished | None:
         """The lease on `key` if no replica is running it; None while one is; the
-        outcome of a run that has just finished and stored its result."""
+        outcome of a finished run that stored its result (`share_finished`: the caller
+        checks the result is still stored, and else claims again without sharing)."""
         kv = await self._bucket.kv()
         value = running_value(self._holder)
         try:
@@ -143,7 +144,7 @@ class Inflight:
             state = decode(entry.value)
             if state is True or entry.revision is None:
                 return None
-            if isinstance(state, Finished) and state.result is not None and state.kept:
+            if share_finished and isinstance(state, Finished) and state.kept and state.result:
                 # Just finished and stored: share it (running it again would run the
                 # program twice for the request that missed the store a moment ago).
                 return state

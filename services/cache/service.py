@@ -214,10 +214,18 @@ class Cache:
         for _ in range(LEASE_ROUNDS):
             try:
                 lease = await self.inflight.claim(key)
+                if isinstance(lease, Finished):
+                    # Just stored by another run (after our lookup missed it), unless it
+                    # was purged or expired since: then it is ours to run again.
+                    stored = await self._stored(key)
+                    if stored is not None:
+                        return Outcome(unpack(stored, request.execution_id or "", key), True, False)
+                    lease = await self.inflight.claim(key, share_finished=False)
                 if isinstance(lease, Lease):
                     self.metrics.leases.labels("led").inc()
                     return await self._lead(lease, key, request, call)
-                finished = lease if lease is not None else await self.inflight.wait(key)
+                assert not isinstance(lease, Finished)
+                finished = await self.inflight.wait(key)
             except InflightUnavailable:
                 self.metrics.leases.labels("unavailable").inc()
                 break

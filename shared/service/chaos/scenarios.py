@@ -229,7 +229,7 @@ async def _drive(
         for outcome in [await perform(warm, workload.job()) for _ in range(3)]:
             if not outcome.correct:
                 report.notes.append(f"warm-up: {outcome.kind} {outcome.detail}")
-    baseline = {s.pid: (rss_bytes(s.pid), open_fds(s.pid)) for s in stack.services if s.alive}
+    fds = {s.pid: open_fds(s.pid) for s in stack.services if s.alive}
     report.rss_start_mb = _rss_by_service(stack)
 
     async def client_loop() -> None:
@@ -248,12 +248,8 @@ async def _drive(
             await stack.wait_ready(scenario.counts)
     await asyncio.sleep(1.0)  # runs cut off by the fault end; fds settle
     report.rss_end_mb = _rss_by_service(stack)
-    if stack.nats is not None or stack.services:
-        report.leaked_fds = sum(
-            max(0, open_fds(s.pid) - baseline[s.pid][1])
-            for s in stack.services
-            if s.alive and s.pid in baseline
-        )
+    if stack.services:
+        report.leaked_fds = _fds_grown(stack, fds)
     return outcomes
 
 
@@ -304,6 +300,7 @@ async def _overload(profile: Profile, url: str | None, where: Path) -> Report:
         if url is None:
             await stack.wait_ready({"compiler": 1, "runner": 1, "cache": 1})
         report.rss_start_mb = _rss_by_service(stack)
+        fds = {s.pid: open_fds(s.pid) for s in stack.services if s.alive}
         burst = 5 * capacity
         sleepy = {
             "language": "python",
@@ -331,8 +328,20 @@ async def _overload(profile: Profile, url: str | None, where: Path) -> Report:
                 report.wrong.append(
                     f"no recovery after the burst: {after.error_code} {after.detail}"
                 )
+        await asyncio.sleep(1.0)  # fds settle
         report.rss_end_mb = _rss_by_service(stack)
+        if url is None:
+            report.leaked_fds = _fds_grown(stack, fds)
     finally:
         await _finish(stack, report, marker, own_stack=url is None)
     report.seconds = round(time.monotonic() - started, 1)
     return report
+
+
+def _fds_grown(stack: Stack, before: dict[int, int]) -> int:
+    """Open fds each service holds beyond what it held before (those alive throughout)."""
+    return sum(
+        max(0, open_fds(s.pid) - before[s.pid])
+        for s in stack.services
+        if s.alive and s.pid in before
+    )
