@@ -1,5 +1,6 @@
 # The two commands of the README:
-#   make examples   install, then run every example through an embedded stack (dcodex up)
+#   make examples   install, then run every example through an embedded stack (dcodex up),
+#                   and judge every solution of examples/judge (docs/judge.md)
 #   make test       install with the dev tools, then ruff, ruff format --check, mypy (strict),
 #                   lint-imports and the whole test suite (CONTRIBUTING.md)
 VENV ?= .venv
@@ -21,7 +22,9 @@ install-dev: system-deps $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
 
 examples: install
-	$(BIN)/dcodex up -- $(BIN)/dcodex bus run --directory examples --manifest examples/manifest.toml
+	$(BIN)/dcodex up -- sh -c '$(BIN)/dcodex bus run --manifest examples/manifest.toml \
+		--directory examples/c --directory examples/cpp --directory examples/python \
+		&& examples/judge/judge-all.sh $(BIN)/dcodex'
 
 test: install-dev
 	$(BIN)/ruff check .

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The system packages DCodeX runs programs with: C and C++ compilers (which also build
-# the sandbox helper), the Python 3 that runs user programs, and bubblewrap (only the
+# the sandbox helper), the Python 3 that runs user programs, Go and a JDK, and bubblewrap (only the
 # benchmark uses it, as the yardstick for the sandbox's cost). Installs what is missing
 # when run as root on a Debian-like system; otherwise says what to install.
 set -euo pipefail
@@ -9,6 +9,9 @@ command -v gcc >/dev/null || missing+=(gcc)
 command -v g++ >/dev/null || missing+=(g++)
 [ -x /usr/bin/python3 ] || missing+=(python3)
 command -v bwrap >/dev/null || missing+=(bubblewrap)
+# Go and Java, two of the registry's languages (shared/languages/languages.toml).
+command -v go >/dev/null || missing+=(golang-go)
+{ command -v javac >/dev/null && command -v jar >/dev/null; } || missing+=(default-jdk-headless)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   apt-get update -qq

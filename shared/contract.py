@@ -131,6 +131,14 @@ class ExecutionResult(Reply):
     )
 
 
+class JudgeFile(Request):
+    """An extra file put read-only in the working directory of the program (and its compile)."""
+
+    name: str = Field(description="a plain file name: no `/`, not `.` or `..`, no NUL")
+    content: str = Field(description="the file's text, or its bytes in base64")
+    encoding: Literal["utf-8", "base64"] = "utf-8"
+
+
 class CompileRequest(Request):
     """`dcodex.compile`: compile only."""
 
@@ -138,6 +146,9 @@ class CompileRequest(Request):
     code: str
     std: str | None = Field(None, description="language standard, e.g. c++20")
     optimization: str | None = Field(None, description="optimisation level, e.g. O3")
+    files: list[JudgeFile] = Field(
+        default_factory=list, description="extra files beside the source (headers, modules)"
+    )
     compile_id: str | None = Field(
         None,
         pattern=EXECUTION_ID_PATTERN,
@@ -278,3 +289,148 @@ class EofEvent(Request):
 class SignalEvent(Request):
     type: Literal["signal"]
     signal: Literal["SIGINT", "SIGTERM", "SIGKILL"]
+
+
+# Judge mode (docs/judge.md): one submission, many test cases, one verdict per case.
+CheckerType = Literal["exact", "lines", "tokens", "float", "program"]
+# A case's verdict: a run that did not end `ok` keeps its status; one that did is
+# compared (`accepted`...), or stays `ok` when there is nothing to compare it with.
+Verdict = Literal[
+    "ok",
+    "accepted",
+    "wrong_answer",
+    "presentation_error",
+    "checker_error",
+    "skipped",
+    "runtime_error",
+    "signaled",
+    "compile_error",
+    "cpu_time_limit",
+    "wall_time_limit",
+    "memory_limit",
+    "output_limit",
+    "internal_error",
+]
+VERDICTS: tuple[Verdict, ...] = Verdict.__args__  # type: ignore[attr-defined]
+# Verdicts that pass a case; every other one (but `skipped`) fails it.
+PASSING_VERDICTS: frozenset[Verdict] = frozenset({"ok", "accepted"})
+
+
+class Checker(Request):
+    """How a case's output is compared with its expected output (docs/judge.md, checkers)."""
+
+    type: CheckerType = "lines"
+    abs_epsilon: Annotated[float, Field(ge=0)] | None = Field(
+        None, description="float: largest absolute difference accepted (default 1e-6)"
+    )
+    rel_epsilon: Annotated[float, Field(ge=0)] | None = Field(
+        None, description="float: largest relative difference accepted (default 1e-6)"
+    )
+    language: LanguageName | None = Field(None, description="program: the checker's language")
+    code: str | None = Field(None, description="program: the checker's source (testlib convention)")
+
+
+class TestCase(Request):
+    """One case: its input and what it should print."""
+
+    __test__ = False  # not a pytest class
+
+    name: str | None = Field(
+        None, max_length=128, description="shown in results; default its number"
+    )
+    stdin: str = ""
+    args: list[str] = Field(default_factory=list)
+    expected_output: str | None = Field(None, description="compared by the checker when given")
+    limits: Limits = Field(
+        default_factory=Limits, description="over the request's limits, under the server's ceilings"
+    )
+
+
+class JudgeRequest(Request):
+    """`dcodex.judge` and `dcodex.judge.run` (docs/judge.md)."""
+
+    language: LanguageName
+    code: str = Field(description="source text of the submission")
+    tests: list[TestCase] = Field(description="the test set, judged in this order")
+    limits: Limits = Field(default_factory=Limits, description="every case's limits")
+    checker: Checker = Field(default_factory=Checker)
+    files: list[JudgeFile] = Field(default_factory=list)
+    stop_on_first_failure: bool = False
+    std: str | None = None
+    optimization: str | None = None
+    execution_id: str | None = Field(None, pattern=EXECUTION_ID_PATTERN)
+    stream: bool = Field(False, description="publish a `case` event per case as it ends")
+    cache: bool = True
+    only: list[Annotated[int, Field(ge=0)]] | None = Field(
+        None,
+        description="run only these case indices, the others come back `skipped`; set by the "
+        "cache for the cases it does not hold (the caller then publishes the final event)",
+    )
+
+
+class CaseResult(Reply):
+    """One case's outcome: the fields of an execution result, plus the verdict."""
+
+    index: int
+    name: str
+    verdict: Verdict
+    status: Status | None = Field(None, description="the run's status; null when skipped")
+    checker_message: str = ""
+    exit_code: int | None = None
+    signal: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    output_truncated: bool = False
+    wall_clock_timeout: bool = False
+    cpu_time_ms: float = 0.0
+    wall_time_ms: float = 0.0
+    peak_memory_bytes: int = 0
+    cache_hit: bool = False
+
+
+class JudgeSummary(Reply):
+    total: int
+    passed: int
+    failed: int
+    skipped: int
+    checker_errors: int = Field(0, description="cases a checker could not judge")
+    first_failure: int | None = Field(None, description="index of the first failed case")
+    cpu_time_ms: float = 0.0
+    wall_time_ms: float = Field(0.0, description="sum of the cases' wall times")
+    slowest_case: int | None = None
+    slowest_wall_time_ms: float = 0.0
+    peak_memory_bytes: int = 0
+    cache_hits: int = 0
+
+
+class JudgeResult(Reply):
+    """The reply of `dcodex.judge` (docs/judge.md)."""
+
+    execution_id: str
+    status: Literal["ok", "compile_error", "checker_error"] = Field(
+        description="compile_error: the submission did not compile; checker_error: the "
+        "checker did not; ok: the cases ran (their verdicts say how)"
+    )
+    verdict: Verdict = Field(
+        description="accepted/ok when every case passed, else the first failure's"
+    )
+    language: str
+    language_version: str = ""
+    compile_output: str = ""
+    compile_time_ms: float | None = None
+    checker_compile_output: str = ""
+    cases: list[CaseResult]
+    summary: JudgeSummary
+
+
+# Live events of a streamed judge on `dcodex.output.<execution_id>`: `seq` is the case's index.
+class CaseEvent(Reply):
+    seq: int
+    type: Literal["case"] = "case"
+    case: CaseResult
+
+
+class JudgedEvent(Reply):
+    seq: int = Field(description="the number of cases: after every case event")
+    type: Literal["judged"] = "judged"
+    result: JudgeResult

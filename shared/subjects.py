@@ -17,6 +17,8 @@ from dcodex.shared.contract import (
     CompileResult,
     ExecuteRequest,
     ExecutionResult,
+    JudgeRequest,
+    JudgeResult,
     LanguagesReply,
     PurgeReply,
     PurgeRequest,
@@ -152,6 +154,25 @@ CACHE_PURGE = Subject(
     PurgeReply,
 )
 
+JUDGE = Subject(
+    "judge",
+    "judge",
+    "judge",
+    CACHE,
+    "Judge a submission against test cases, with per-case results cached (docs/judge.md).",
+    JudgeRequest,
+    JudgeResult,
+)
+JUDGE_RUN = Subject(
+    "judgeRun",
+    "judge.run",
+    "judge_run",
+    RUNNER,
+    "Judge, bypassing the cache: compile once, run the cases in parallel.",
+    JudgeRequest,
+    JudgeResult,
+)
+
 SUBJECTS: tuple[Subject, ...] = (
     EXECUTE,
     EXECUTE_STATUS,
@@ -162,6 +183,8 @@ SUBJECTS: tuple[Subject, ...] = (
     LANGUAGES,
     CACHE_STATS,
     CACHE_PURGE,
+    JUDGE,
+    JUDGE_RUN,
 )
 
 # Per-execution subjects: `<prefix>.output.<execution_id>` carries the live events of a

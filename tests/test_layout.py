@@ -11,7 +11,7 @@ from importlib.metadata import entry_points
 import pytest
 
 from dcodex.shared.client import DcodexClient
-from dcodex.shared.service.stack import starter
+from dcodex.shared.service.stack import installed_services, starter
 from dcodex.shared.subjects import SERVICES, SUBJECTS
 from tests.conftest import dcodex_argv
 
@@ -68,6 +68,7 @@ def test_the_cli_lists_the_server_commands_and_benchmarks_from_entry_points() ->
 def test_every_service_of_the_table_is_installed_and_nothing_else_is_guessed() -> None:
     installed = {point.name for point in entry_points(group="dcodex.services")}
     assert installed == {service.name for service in SERVICES}
+    assert installed_services() == ("compiler", "runner", "cache"), "start order: table order"
     assert all(callable(starter(service.name)) for service in SERVICES)
     with pytest.raises(LookupError, match="no service 'nope' is installed"):
         starter("nope")

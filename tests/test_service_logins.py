@@ -20,7 +20,7 @@ from dcodex.shared.client import DcodexClient
 from dcodex.shared.errors import DcodexError
 from dcodex.shared.service.config import Settings
 from dcodex.shared.service.nats_server import EmbeddedNats
-from dcodex.shared.service.stack import SERVICES, start_services, stop_services
+from dcodex.shared.service.stack import installed_services, start_services, stop_services
 from tests.jwt_issuer import OperatorSetup
 from tests.tls_support import issue_tls_files
 
@@ -83,7 +83,7 @@ CLIENT_OPTION = {
 @asynccontextmanager
 async def services_logged_in(url: str, login: dict[str, Any]) -> AsyncIterator[None]:
     settings = Settings(**{"nats_url": url, "isolation": "best", **login})
-    services = await start_services(settings, SERVICES, {})
+    services = await start_services(settings, installed_services(), {})
     try:
         yield
     finally:

@@ -26,6 +26,7 @@ from nats.js.client import JetStreamContext
 from dcodex.services.cache.inflight import INFLIGHT_BUCKET, inflight_bucket
 from dcodex.services.cache.results import RESULTS_STREAM, results_bucket
 from dcodex.services.cache.service import lease_seconds
+from dcodex.shared.bus.connect import open_connection
 from dcodex.shared.service.artifacts import ARTIFACT_BUCKET, open_artifact_store
 from dcodex.shared.service.config import Settings, env_var
 
@@ -33,6 +34,14 @@ ARTIFACT_STREAM = f"OBJ_{ARTIFACT_BUCKET}"
 INFLIGHT_STREAM = f"KV_{INFLIGHT_BUCKET}"
 _FROM_ENV = (
     "nats_url",
+    "nats_user",
+    "nats_password",
+    "nats_token",
+    "nats_nkey",
+    "nats_creds",
+    "nats_tls_ca",
+    "nats_tls_cert",
+    "nats_tls_key",
     "cache_ttl_seconds",
     "cache_max_bytes",
     "cache_lease_seconds",
@@ -41,9 +50,13 @@ _FROM_ENV = (
 ATTEMPTS = 6
 
 
-async def declare(url: str, replicas: int, settings: Settings) -> dict[str, int]:
-    """Every bucket exists with `replicas` replicas; returns each stream's replicas."""
-    nc = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=3)
+async def declare(replicas: int, settings: Settings) -> dict[str, int]:
+    """Every bucket exists with `replicas` replicas; returns each stream's replicas.
+
+    It logs in like the services do (`Settings.connect_options`): URL, user/password,
+    token, NKey, creds or client TLS from the same DCODEX_NATS_* variables.
+    """
+    nc = await open_connection(settings.connect_options(), "dcodex-buckets")
     try:
         js = nc.jetstream(timeout=10)
         for attempt in range(ATTEMPTS):
@@ -83,7 +96,7 @@ def main() -> None:
     args = parser.parse_args()
     present = {name: os.environ[env_var(name)] for name in _FROM_ENV if env_var(name) in os.environ}
     settings = Settings.model_validate(present)
-    found = asyncio.run(declare(settings.nats_url, args.replicas, settings))
+    found = asyncio.run(declare(args.replicas, settings))
     for stream, replicas in found.items():
         print(f"{stream}: {replicas} replicas")
 

@@ -28,6 +28,7 @@ from dcodex.services.cache.inflight import (
     InflightUnavailable,
     Lease,
 )
+from dcodex.services.cache.judge import CacheJudge
 from dcodex.services.cache.keys import cache_key
 from dcodex.services.cache.metrics import CacheMetrics
 from dcodex.services.cache.replicas import gather_counts, summed
@@ -68,6 +69,7 @@ from dcodex.shared.subjects import (
     CACHE_STATS,
     EXECUTE,
     EXECUTE_STATUS,
+    JUDGE,
     LANGUAGES,
     RUN,
     RUN_STATUS,
@@ -119,6 +121,7 @@ class Cache:
         self.counts: collections.Counter[str] = collections.Counter()
         self.metrics = CacheMetrics(version())
         self.metrics.expect_downstream([settings.subject(RUN), settings.subject(LANGUAGES)])
+        self.judging = CacheJudge(settings, nc, store, self._runner_info, self._count)
 
     def endpoints(self) -> list[micro.Endpoint]:
         subject = self.settings.subject
@@ -132,6 +135,7 @@ class Cache:
                 self.status,
                 broadcast=EXECUTE_STATUS.broadcast,
             ),
+            micro.Endpoint(JUDGE.endpoint, subject(JUDGE), self.judging.judge),
         ]
 
     async def status(self, call: micro.Call) -> BaseModel:

@@ -9,6 +9,7 @@ is a compile error whose diagnostics end with a `[dcodex]` line naming the limit
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from signal import SIGXCPU, SIGXFSZ
@@ -18,7 +19,13 @@ from dcodex.shared.contract import EffectiveLimits
 from dcodex.shared.languages.registry import PCH_HEADER, CompileOptions, Language
 from dcodex.shared.sandbox.run import SandboxResult, run_sandboxed, working_directory
 from dcodex.shared.sandbox.slot import Slot
-from dcodex.shared.sandbox.workspace import hand_over, read_output_file, workspace, write_file
+from dcodex.shared.sandbox.workspace import (
+    hand_over,
+    read_output_file,
+    workspace,
+    write_file,
+    write_read_only,
+)
 from dcodex.shared.service.config import Settings
 
 # A precompiled header of the whole standard library is about 100 MiB.
@@ -59,12 +66,16 @@ async def compile_source(
     slot: Slot,
     options: CompileOptions | None = None,
     precompiled: Path | None = None,
+    files: Sequence[tuple[str, bytes]] = (),
 ) -> Compilation:
-    """Compile `code`; `precompiled` is a built header directory from the HeaderStore."""
+    """Compile `code`; `precompiled` is a built header directory from the HeaderStore;
+    `files` (headers, other units) lie read-only beside the source."""
     assert language.compile is not None and language.binary is not None
     chosen = options or language.options(None, None)
     with workspace(prefix="dcodex-compile-") as cwd:
         write_file(cwd, language.source, code.encode(), slot, mode=0o400)
+        for name, data in files:
+            write_read_only(cwd, name, data)
         header = _place_header(precompiled, cwd, slot)
         hand_over(cwd, slot)
         outcome = await run_sandboxed(

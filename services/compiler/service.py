@@ -28,6 +28,7 @@ from dcodex.shared.contract import (
     RunStatusRequest,
 )
 from dcodex.shared.errors import BAD_REQUEST, DcodexError
+from dcodex.shared.judge.plan import check_reserved, decoded_files
 from dcodex.shared.languages.probe import available_languages
 from dcodex.shared.languages.registry import CompileOptions, Language, Registry
 from dcodex.shared.logging import note
@@ -104,10 +105,15 @@ class Compiler:
                 "language",
             )
         options = language.options(request.std, request.optimization)
-        digest = compile_digest(language, request.code, options)
+        files = decoded_files(
+            request.files, self.settings.judge_max_files, self.settings.judge_max_files_bytes
+        )
+        check_reserved(request.files, (language.source, language.binary))
+        digest = compile_digest(language, request.code, options, files)
         with structlog.contextvars.bound_contextvars(language=language.id, digest=digest[:16]):
             result, shared = await self._in_flight.run(
-                digest, lambda: self._lookup_or_compile(digest, language, request.code, options)
+                digest,
+                lambda: self._lookup_or_compile(digest, language, request.code, options, files),
             )
             if shared:
                 result = result.model_copy(update={"cached": True})
@@ -118,7 +124,12 @@ class Compiler:
             return result
 
     async def _lookup_or_compile(
-        self, digest: str, language: Language, code: str, options: CompileOptions
+        self,
+        digest: str,
+        language: Language,
+        code: str,
+        options: CompileOptions,
+        files: list[tuple[str, bytes]],
     ) -> CompileResult:
         found = await self._stored(digest)
         self.metrics.artifact_lookups.labels("miss" if found is None else "hit").inc()
@@ -136,7 +147,7 @@ class Compiler:
         precompiled = self.headers.for_source(language, options, code)
         async with self.slots.acquire() as slot:
             compilation = await compile_source(
-                language, code, self.settings, slot, options, precompiled
+                language, code, self.settings, slot, options, precompiled, files
             )
         self.metrics.compile_seconds.labels(language.id).observe(compilation.time_ms / 1000)
         result = CompileResult(

@@ -6,7 +6,7 @@ binary, and the effective limits; this module writes the workspace, runs, and ju
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from dcodex.services.runner.verdict import decide_status
@@ -20,7 +20,7 @@ from dcodex.shared.sandbox.run import (
     working_directory,
 )
 from dcodex.shared.sandbox.slot import Slot
-from dcodex.shared.sandbox.workspace import hand_over, workspace, write_file
+from dcodex.shared.sandbox.workspace import hand_over, workspace, write_file, write_read_only
 
 
 @dataclass(frozen=True)
@@ -47,17 +47,21 @@ async def execute(
     slot: Slot,
     on_output: OutputCallback | None = None,
     on_finished: Callable[[SandboxResult, ExecutionResult], None] | None = None,
+    files: Sequence[tuple[str, bytes]] = (),
 ) -> ExecutionResult:
-    """`on_finished` learns the sandbox's facts beside the verdict (for metrics)."""
+    """`on_finished` learns the sandbox's facts beside the verdict (for metrics);
+    `files` lie read-only beside the program (judge mode's extra files)."""
     language = program.language
     with workspace(prefix="dcodex-run-") as cwd:
         if program.binary is not None and language.binary:
             write_file(cwd, language.binary, program.binary, slot, mode=0o500)
         else:
             write_file(cwd, language.source, program.source.encode(), slot, mode=0o400)
+        for name, data in files:
+            write_read_only(cwd, name, data)
         hand_over(cwd, slot)
         outcome = await run_sandboxed(
-            [*language.run, *args],
+            language.run_argv(limits.memory_bytes, args),
             cwd=cwd,
             limits=sandbox_limits(limits),
             stdin=stdin.encode() if isinstance(stdin, str) else stdin,
@@ -65,6 +69,7 @@ async def execute(
             slot=slot,
             read_only=language.mounts,
             on_output=on_output,
+            address_space=language.address_space(limits.memory_bytes),
         )
     result = to_result(outcome, limits, execution_id, language.id, program.language_version)
     if on_finished is not None:

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from dcodex.services.runner.artifact_cache import ArtifactCache
 from dcodex.services.runner.execution import Program, execute
 from dcodex.services.runner.interactive import input_feed
+from dcodex.services.runner.judge import Judge
 from dcodex.services.runner.metrics import RunnerMetrics
 from dcodex.shared import bus
 from dcodex.shared.bus.retry import retry_unreceived
@@ -28,6 +29,7 @@ from dcodex.shared.contract import (
     EffectiveLimits,
     ExecuteRequest,
     ExecutionResult,
+    JudgeFile,
     LanguagesReply,
     LimitsInfo,
     RunStatusRequest,
@@ -44,7 +46,15 @@ from dcodex.shared.service.events import EventPublisher
 from dcodex.shared.service.executions import Executions
 from dcodex.shared.service.health import object_store_check
 from dcodex.shared.service.lifecycle import Service
-from dcodex.shared.subjects import COMPILE, COMPILE_STATUS, LANGUAGES, RUN, RUN_STATUS, RUNNER
+from dcodex.shared.subjects import (
+    COMPILE,
+    COMPILE_STATUS,
+    JUDGE_RUN,
+    LANGUAGES,
+    RUN,
+    RUN_STATUS,
+    RUNNER,
+)
 from dcodex.shared.version import version
 
 NAME = RUNNER.micro_name
@@ -82,6 +92,7 @@ class Runner:
                 self.status,
                 broadcast=RUN_STATUS.broadcast,
             ),
+            micro.Endpoint(JUDGE_RUN.endpoint, self.settings.subject(JUDGE_RUN), self.judge),
         ]
 
     async def status(self, call: micro.Call) -> BaseModel:
@@ -90,6 +101,9 @@ class Runner:
         if status is None:
             raise micro.NoReply
         return status
+
+    async def judge(self, call: micro.Call) -> BaseModel:
+        return await Judge(self).judge(call)
 
     async def languages(self, call: micro.Call) -> BaseModel:
         return LanguagesReply(
@@ -114,7 +128,7 @@ class Runner:
         fingerprint = request.model_dump_json(exclude={"execution_id"})
 
         async def work() -> ExecutionResult:
-            self._refuse_when_overloaded()
+            self.refuse_when_overloaded()
             return await self._execute(request, language, limits, execution_id, call)
 
         result = await self.executions.once(execution_id, fingerprint, work)
@@ -179,7 +193,15 @@ class Runner:
         program = Program(language, language.version, request.code)
         compiled: CompileResult | None = None
         if language.compiled:
-            compiled = await self._compile(language, request, execution_id, call.request_id)
+            compiled = await self.compile(
+                language,
+                request.code,
+                request.std,
+                request.optimization,
+                [],
+                call.request_id,
+                compile_id=execution_id,
+            )
             events.publish("compile", compiled.compile_output)
             if compiled.status == "compile_error":
                 return ExecutionResult(
@@ -190,7 +212,7 @@ class Runner:
                     language=language.id,
                     language_version=compiled.language_version,
                 )
-            binary = await self._artifact(compiled)
+            binary = await self.artifact(compiled)
             program = Program(language, compiled.language_version, request.code, binary)
         queued_at = time.monotonic()
         try:
@@ -218,7 +240,7 @@ class Runner:
             }
         )
 
-    def _refuse_when_overloaded(self) -> None:
+    def refuse_when_overloaded(self) -> None:
         """Say 503 before compiling when the run could not even queue for a sandbox."""
         if self.slots.full:
             raise DcodexError(
@@ -227,17 +249,26 @@ class Runner:
                 f"and {self.slots.waiting} runs wait; try again later",
             )
 
-    async def _compile(
-        self, language: Language, request: ExecuteRequest, execution_id: str, request_id: str
+    async def compile(
+        self,
+        language: Language,
+        code: str,
+        std: str | None,
+        optimization: str | None,
+        files: list[JudgeFile],
+        request_id: str,
+        compile_id: str | None = None,
     ) -> CompileResult:
         """The compiler's result. Watched (a dead compiler costs seconds) and asked
         again once if lost: compiling runs no user program, so it is safe to repeat."""
+        compile_id = compile_id or bus.new_id()
         compile_request = CompileRequest(
             language=language.id,
-            code=request.code,
-            std=request.std,
-            optimization=request.optimization,
-            compile_id=execution_id,
+            code=code,
+            std=std,
+            optimization=optimization,
+            files=files,
+            compile_id=compile_id,
         )
         # Below the cache's wait for us, above the compile's own limit.
         deadline = time.monotonic() + self.settings.compile_timeout_seconds + 15
@@ -248,7 +279,7 @@ class Runner:
                 self.settings.subject(COMPILE),
                 self.settings.subject(COMPILE_STATUS),
                 compile_request,
-                execution_id=execution_id,
+                execution_id=compile_id,
                 request_id=request_id,
                 timeout=left,
                 encoding=MSGPACK,
@@ -258,12 +289,12 @@ class Runner:
         try:
             reply = await attempt(deadline - time.monotonic())
         except RunLost:
-            log.warning("compile_lost", execution_id=execution_id)
+            log.warning("compile_lost", compile_id=compile_id)
             # Once more, waiting for a compiler while none is there (one restarting).
             reply = await retry_unreceived(attempt, min(deadline, time.monotonic() + 30))
         return CompileResult.model_validate(reply)
 
-    async def _artifact(self, compiled: CompileResult) -> bytes:
+    async def artifact(self, compiled: CompileResult) -> bytes:
         if compiled.artifact is None:
             raise DcodexError(INTERNAL, "the compiler reported success but no artifact")
         data = self.local_artifacts.get(compiled.digest)

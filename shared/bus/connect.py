@@ -11,10 +11,12 @@ nats-py connection that reconnects forever, and its failures into one clear
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import nats
@@ -24,10 +26,41 @@ from nats.aio.client import Client as NATS
 
 from dcodex.shared.errors import UNAVAILABLE, DcodexError
 
-DEFAULT_URL = "nats://127.0.0.1:4222"
+DEFAULT_PORT = 4222
+DEFAULT_URL = f"nats://127.0.0.1:{DEFAULT_PORT}"
 ENV_PREFIX = "DCODEX_NATS_"
 
 log = structlog.get_logger("dcodex.bus")
+
+
+def up_state_file() -> Path:
+    """Where a running `dcodex up` says which URL its embedded NATS server has, so that
+    clients on this machine find it when port 4222 was taken (docs/judge.md, first use)."""
+    base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(base) / "dcodex" / "up.json"
+
+
+def local_url() -> str | None:
+    """The NATS URL of a `dcodex up` running on this machine, if there is one."""
+    try:
+        state = json.loads(up_state_file().read_text())
+        url, pid = state["url"], state["pid"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(url, str) or not isinstance(pid, int):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None  # it ended without tidying up
+    except PermissionError:
+        pass  # alive, someone else's
+    return url
+
+
+def default_url() -> str:
+    """Where a client goes when no URL is given: the local `dcodex up`, else port 4222."""
+    return local_url() or DEFAULT_URL
 
 
 @dataclass(frozen=True)
@@ -57,6 +90,7 @@ class ConnectOptions:
             if found:
                 values[field.name] = found
         values |= {name: value for name, value in overrides.items() if value is not None}
+        values.setdefault("url", default_url())
         return cls(**values)
 
     def nats_kwargs(self) -> dict[str, Any]:

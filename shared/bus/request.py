@@ -29,6 +29,7 @@ from dcodex.shared.errors import (
     ERROR_CODE_HEADER,
     INTERNAL,
     TIMEOUT,
+    TOO_LARGE,
     UNAVAILABLE,
     DcodexError,
 )
@@ -96,6 +97,10 @@ async def _request(
         msg = await nc.request(subject, encode(payload, encoding), timeout=timeout, headers=headers)
     except nats.errors.NoRespondersError as exc:
         raise NoResponders(UNAVAILABLE, f"no service answers on {subject}") from exc
+    except nats.errors.MaxPayloadError as exc:
+        raise DcodexError(
+            TOO_LARGE, f"the request is larger than the NATS server's max payload ({exc})"
+        ) from exc
     except (nats.errors.TimeoutError, TimeoutError) as exc:
         raise RequestTimedOut(TIMEOUT, f"{subject} did not answer within {timeout:g} s") from exc
     reply_encoding = encoding_of(msg.headers)

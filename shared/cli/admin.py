@@ -11,6 +11,7 @@ from rich.table import Table
 
 from dcodex.shared.bus.discovery import ServiceInstance
 from dcodex.shared.cli.common import Target, console, fail, with_client
+from dcodex.shared.cli.show import human_bytes
 from dcodex.shared.client import DcodexClient
 
 SERVICE_PREFIX = "dcodex-"
@@ -52,7 +53,8 @@ def languages(target: Target, as_json: bool) -> None:
         console.print(table)
         limits = Table("limit", "default", "ceiling")
         for name, default in reply.limits.defaults.model_dump().items():
-            limits.add_row(name, f"{default:g}", f"{getattr(reply.limits.ceilings, name):g}")
+            ceiling = getattr(reply.limits.ceilings, name)
+            limits.add_row(name, limit_text(name, default), limit_text(name, ceiling))
         console.print(limits)
         console.print(f"isolation: {', '.join(reply.isolation)}")
 
@@ -187,3 +189,12 @@ def _duration(seconds: float | None) -> str:
     if hours:
         return f"{hours}h {minutes}m {secs}s"
     return f"{minutes}m {secs}s" if minutes else f"{secs}s"
+
+
+def limit_text(name: str, value: float) -> str:
+    """A limit as a person reads it: `4 GiB`, `16 MiB`, `1 s`, `64`."""
+    if name.endswith("_bytes"):
+        return human_bytes(value)
+    if name.endswith("_s"):
+        return f"{value:g} s"
+    return f"{value:g}"

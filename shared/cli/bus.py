@@ -7,12 +7,17 @@ stats, cache purge). Exit codes are in common.py.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+from typing import Any
+
 import click
 
-from dcodex.shared.bus.connect import DEFAULT_URL, ConnectOptions, env_var
+from dcodex.shared.bus.connect import DEFAULT_URL, ConnectOptions, default_url, env_var
 from dcodex.shared.cli.admin import cache, languages, ping, stats
 from dcodex.shared.cli.common import Target
 from dcodex.shared.cli.jobs import unescape
+from dcodex.shared.cli.judge import judge
 from dcodex.shared.cli.run import run
 from dcodex.shared.cli.show import check_expectations, summary
 from dcodex.shared.client import DEFAULT_TIMEOUT_S
@@ -35,15 +40,14 @@ def _file_option(name: str, help_text: str) -> click.Option:
     )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--server",
-    "-s",
-    default=DEFAULT_URL,
-    envvar=env_var("url"),
-    show_default=True,
-    help=f"NATS URL of the DCodeX deployment [env {env_var('url')}]",
+SERVER_HELP = (
+    f"NATS URL of the DCodeX deployment [env {env_var('url')}; default: the `dcodex up` "
+    f"running on this machine, else {DEFAULT_URL}]"
 )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--server", "-s", default=None, envvar=env_var("url"), help=SERVER_HELP)
 @click.option("--user", envvar=env_var("user"), help=f"NATS user [env {env_var('user')}]")
 @click.option(
     "--password", envvar=env_var("password"), help=f"NATS password [env {env_var('password')}]"
@@ -68,7 +72,7 @@ def _file_option(name: str, help_text: str) -> click.Option:
 @click.pass_context
 def bus(
     ctx: click.Context,
-    server: str,
+    server: str | None,
     user: str | None,
     password: str | None,
     token: str | None,
@@ -82,14 +86,16 @@ def bus(
 ) -> None:
     """Talk to a running DCodeX over NATS.
 
-    Exit codes: 0 success; 1 a run's verdict was not `ok` (with --manifest: a run did
-    not match it); 2 bad usage or input, an error reply, or DCodeX unreachable.
+    The connection options may come after the subcommand as well
+    (`dcodex bus run -f x.py --server URL`). Exit codes: 0 success; 1 a run's verdict
+    was not `ok` (with --manifest: a run did not match it); 2 bad usage or input, an
+    error reply, or DCodeX unreachable.
     """
     configure_logging("warning", "console")
     if tls_key and not tls_cert:
         raise click.BadParameter("needs --tls-cert as well", param_hint="--tls-key")
     options = ConnectOptions(
-        url=server,
+        url=server or default_url(),
         user=user,
         password=password,
         token=token,
@@ -112,5 +118,66 @@ for _name, _help in (
 ):
     bus.params.append(_file_option(_name, _help))
 
-for _command in (run, languages, ping, stats, cache):
+# Connection options may follow the subcommand too (`dcodex bus run -f x.py --server URL`),
+# as the `nats` CLI allows; given there, they win over those before it.
+CONNECTION_OPTIONS = {
+    param.name: param
+    for param in bus.params
+    if isinstance(param, click.Option) and param.name is not None
+}
+TARGET_FIELDS = {"server": "url", "subject_prefix": "prefix", "timeout_s": "timeout_s"}
+
+
+def accept_connection_options(command: click.Command) -> None:
+    """Give `command` (and a group's commands) the group's connection options, hidden."""
+    for name, option in CONNECTION_OPTIONS.items():
+        command.params.append(
+            click.Option(
+                [*option.opts, *option.secondary_opts, name],
+                type=option.type,
+                default=None,
+                hidden=True,
+                help=option.help,
+            )
+        )
+    original = command.callback
+
+    def callback(*args: Any, **kwargs: Any) -> Any:
+        given = {n: kwargs.pop(n) for n in CONNECTION_OPTIONS if kwargs.get(n) is not None}
+        for name in CONNECTION_OPTIONS:
+            kwargs.pop(name, None)
+        if given:
+            context = click.get_current_context()
+            context.obj = retarget(context.find_object(Target), given)
+        return original(*args, **kwargs) if original is not None else None
+
+    command.callback = functools.update_wrapper(callback, original) if original else callback
+    if isinstance(command, click.Group):
+        for subcommand in command.commands.values():
+            accept_connection_options(subcommand)
+
+
+def retarget(target: Target | None, given: dict[str, Any]) -> Target:
+    """`target` with the connection options given after a subcommand laid over it."""
+    if target is None:  # not under `bus`: nothing to lay them over
+        raise click.UsageError("connection options belong to `dcodex bus`")
+    options = dataclasses.replace(
+        target.options,
+        **{
+            ("url" if k == "server" else k): v
+            for k, v in given.items()
+            if k not in ("subject_prefix", "timeout_s")
+        },
+    )
+    if options.tls_key and not options.tls_cert:
+        raise click.BadParameter("needs --tls-cert as well", param_hint="--tls-key")
+    return Target(
+        options,
+        given.get("subject_prefix", target.prefix),
+        given.get("timeout_s", target.timeout_s),
+    )
+
+
+for _command in (run, judge, languages, ping, stats, cache):
+    accept_connection_options(_command)
     bus.add_command(_command)

@@ -37,7 +37,7 @@ from dcodex.shared.cli.show import (
     show_cache_demo,
 )
 from dcodex.shared.client import DcodexClient
-from dcodex.shared.contract import Limits
+from dcodex.shared.contract import ExecutionResult, Limits
 
 DEFAULT_MENU_DIRECTORY = Path("examples")
 
@@ -151,10 +151,25 @@ def _attach(target: Target, jobs: list[Job], limits: Limits, conflicting: bool) 
             "--attach runs one --file, without --json, --interactive, --cache-demo or --manifest"
         )
     (job,) = jobs
-    request = request_for(job, limits, cache=False)
-    result = with_client(target, lambda client: attach(client, request))
+
+    async def attached(client: DcodexClient) -> ExecutionResult:
+        request = request_for(job, await attach_limits(client, limits), cache=False)
+        errors.print(f"[dim]attached: wall clock {request.limits.wall_time_s:g} s[/dim]")
+        return await attach(client, request)
+
+    result = with_client(target, attached)
     if result.status != "ok":
         raise SystemExit(EXIT_NOT_OK)
+
+
+async def attach_limits(client: DcodexClient, limits: Limits) -> Limits:
+    """An attached run waits for a person: unless --limit-wall-time says otherwise, its
+    wall clock is the longest the server allows (its ceiling), not the default of a
+    program that reads a file (docs/judge.md, first use)."""
+    if limits.wall_time_s is not None:
+        return limits
+    ceiling = (await client.languages()).limits.ceilings.wall_time_s
+    return limits.model_copy(update={"wall_time_s": ceiling})
 
 
 def _exit(tally: Tally, checked: bool) -> None:

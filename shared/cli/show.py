@@ -138,3 +138,13 @@ class Tally:
 
 def _seconds(value: float) -> str:
     return f"{value:.2f} s"
+
+
+def human_bytes(count: float) -> str:
+    """1536 → `1.5 KiB`, 4294967296 → `4 GiB`."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(count) < 1024 or unit == "TiB":
+            text = f"{count:.1f}".rstrip("0").rstrip(".") if unit != "B" else str(int(count))
+            return f"{text} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")

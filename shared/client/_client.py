@@ -18,12 +18,13 @@ async with await DcodexClient.connect("nats://127.0.0.1:4222") as client:
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import Any
 
 from nats.aio.client import Client as NATS
-from pydantic import BaseModel
+from nats.aio.msg import Msg
+from pydantic import BaseModel, ValidationError
 
 from dcodex.shared import bus
 from dcodex.shared.bus.connect import ConnectOptions, open_connection
@@ -31,17 +32,21 @@ from dcodex.shared.bus.discovery import ServiceInstance, discover, gather
 from dcodex.shared.bus.retry import retry_unreceived
 from dcodex.shared.bus.watch import watched_request
 from dcodex.shared.client._stream import Event, LiveRun
-from dcodex.shared.codec import JSON, Encoding
+from dcodex.shared.codec import JSON, Encoding, decode
 from dcodex.shared.contract import (
     CacheStats,
+    CaseEvent,
+    CaseResult,
     CompileRequest,
     CompileResult,
     ExecuteRequest,
     ExecutionResult,
+    JudgeRequest,
+    JudgeResult,
     LanguagesReply,
     PurgeReply,
 )
-from dcodex.shared.errors import UNAVAILABLE, DcodexError
+from dcodex.shared.errors import UNAVAILABLE, DcodexError, from_validation_error
 
 DEFAULT_TIMEOUT_S = 120.0
 
@@ -168,6 +173,46 @@ class DcodexClient:
         """An interactive run: `send()`, `close_stdin()`, `signal()`, `events()`, `wait()`."""
         parsed = ExecuteRequest.model_validate(request).model_copy(update={"interactive": True})
         return LiveRun(self.nc, self.prefix, parsed, timeout=self.timeout)
+
+    async def judge(
+        self,
+        request: JudgeRequest | dict[str, Any],
+        *,
+        on_case: Callable[[CaseResult], object] | None = None,
+        via: str = "judge",
+        encoding: Encoding = JSON,
+        request_id: str | None = None,
+    ) -> JudgeResult:
+        """Judge a submission against its test cases (`dcodex.judge`, docs/judge.md).
+
+        `on_case` is called with each case's result as it ends (in the order they end;
+        each has its `index`); `via="judge.run"` goes to a runner, bypassing the cache.
+        """
+        try:  # the service's 400 without the round trip
+            parsed = JudgeRequest.model_validate(request)
+        except ValidationError as exc:
+            raise from_validation_error(exc) from exc
+        if on_case is None:
+            reply = await self._ask(via, parsed, encoding, request_id)
+            return JudgeResult.model_validate(reply)
+        parsed = parsed.model_copy(
+            update={"stream": True, "execution_id": parsed.execution_id or bus.new_id()}
+        )
+
+        async def on_event(msg: Msg) -> None:
+            payload = decode(msg.data, encoding)
+            if payload.get("type") == "case":
+                on_case(CaseEvent.model_validate(payload).case)
+
+        subscription = await self.nc.subscribe(
+            f"{self.prefix}.output.{parsed.execution_id}", cb=on_event
+        )
+        try:
+            await self.nc.flush()  # subscribed before the first case can end
+            reply = await self._ask(via, parsed, encoding, request_id)
+        finally:
+            await subscription.unsubscribe()
+        return JudgeResult.model_validate(reply)
 
     async def compile(self, language: str, code: str) -> CompileResult:
         reply = await self._ask("compile", CompileRequest(language=language, code=code))

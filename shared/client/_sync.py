@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -32,9 +32,12 @@ from dcodex.shared.client._stream import Event, LiveRun, SignalName
 from dcodex.shared.codec import JSON, Encoding
 from dcodex.shared.contract import (
     CacheStats,
+    CaseResult,
     CompileResult,
     ExecuteRequest,
     ExecutionResult,
+    JudgeRequest,
+    JudgeResult,
     LanguagesReply,
     PurgeReply,
 )
@@ -87,6 +90,17 @@ class SyncDcodexClient:
         request_id: str | None = None,
     ) -> ExecutionResult:
         return self._call(self.client.execute(request, encoding=encoding, request_id=request_id))
+
+    def judge(
+        self,
+        request: JudgeRequest | dict[str, Any],
+        *,
+        on_case: Callable[[CaseResult], object] | None = None,
+        via: str = "judge",
+        encoding: Encoding = JSON,
+    ) -> JudgeResult:
+        """As `DcodexClient.judge`; `on_case` is called on the client's own thread."""
+        return self._call(self.client.judge(request, on_case=on_case, via=via, encoding=encoding))
 
     def run(
         self,

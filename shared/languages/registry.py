@@ -53,6 +53,7 @@ class LanguageEntry(BaseModel):
     optimization_flags: dict[str, list[str]] = Field(default_factory=dict)
     precompile: list[str] | None = None
     use_precompiled: list[str] | None = None
+    address_space_headroom: int = Field(0, ge=0)
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,9 @@ class Language:
     optimization_flags: tuple[tuple[str, tuple[str, ...]], ...] = ()
     precompile: tuple[str, ...] | None = None
     use_precompiled: tuple[str, ...] | None = None
+    # Address space a run may reserve beyond its memory limit (the JVM reserves far more
+    # than it uses); the limit then bounds resident memory through the cgroup.
+    address_space_headroom: int = 0
 
     @property
     def compiled(self) -> bool:
@@ -123,6 +127,15 @@ class Language:
 
     def precompile_argv(self, options: CompileOptions) -> list[str] | None:
         return self._expand(self.precompile, options) if self.precompile else None
+
+    def run_argv(self, memory_bytes: int, args: Sequence[str] = ()) -> list[str]:
+        """The run command, `{memory_mib}` replaced by the run's memory limit, then `args`."""
+        memory_mib = str(max(1, memory_bytes // 2**20))
+        return [part.replace("{memory_mib}", memory_mib) for part in self.run] + list(args)
+
+    def address_space(self, memory_bytes: int) -> int | None:
+        """The run's address-space limit when it is not the memory limit itself."""
+        return memory_bytes + self.address_space_headroom if self.address_space_headroom else None
 
     def _expand(
         self, template: Sequence[str], options: CompileOptions, header: str = PCH_HEADER
@@ -209,6 +222,7 @@ def _language_from_entry(language_id: str, entry: LanguageEntry) -> Language:
         optimization_flags=flags(entry.optimization_flags),
         precompile=tuple(entry.precompile) if entry.precompile else None,
         use_precompiled=tuple(entry.use_precompiled) if entry.use_precompiled else None,
+        address_space_headroom=entry.address_space_headroom,
     )
 
 

@@ -80,8 +80,10 @@ def helper_argv(
     gid: int | None,
     cgroup: SlotCgroup | None,
     collect: bool,
+    address_space: int | None = None,
 ) -> list[str]:
-    """The helper's command line for one run (see the usage in sandbox_exec.c)."""
+    """The helper's command line for one run (see the usage in sandbox_exec.c);
+    `address_space` replaces the memory limit as RLIMIT_AS (for runtimes such as the JVM)."""
     cpu = max(1, math.ceil(limits.cpu_time_s))  # the verdict compares the exact CPU time
     argv = [
         helper_binary(),
@@ -95,7 +97,7 @@ def helper_argv(
     ]  # fmt: skip
     # The address space is bounded as well as the cgroup's resident memory: that is
     # what the memory limit has always meant, and it makes a runaway allocation fail at once.
-    argv += ["--as", str(_capped(resource.RLIMIT_AS, limits.memory_bytes))]
+    argv += ["--as", str(_capped(resource.RLIMIT_AS, address_space or limits.memory_bytes))]
     for path in cgroup.paths if cgroup is not None else []:
         argv += ["--cgroup", path]
     if uid is not None and gid is not None:

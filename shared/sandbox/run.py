@@ -90,6 +90,7 @@ async def run_sandboxed(
     on_output: OutputCallback | None = None,
     read_only: Sequence[str] = (),
     collect: bool = False,
+    address_space: int | None = None,
 ) -> SandboxResult:
     """Run `argv` to completion under `limits` and report how it ended.
 
@@ -99,7 +100,8 @@ async def run_sandboxed(
     with namespaces they are copied into the sandbox's own /box (`SANDBOX_WORKDIR`),
     and with `collect` the files in /box are copied back to `cwd` at the end;
     `read_only` host paths are shown read-only besides the usual view. `argv` paths
-    are relative to that directory.
+    are relative to that directory. `address_space` is the RLIMIT_AS when it is not
+    `limits.memory_bytes` (which then bounds only resident memory, in the cgroup).
     Raises OSError (or subprocess.SubprocessError) when the program cannot be started.
     `on_output` is called on the event loop with each chunk of output that is kept;
     it must be quick and must not raise (the loop would only log the exception).
@@ -127,6 +129,7 @@ async def run_sandboxed(
             gid=slot.gid,
             cgroup=cgroup,
             collect=collect,
+            address_space=address_space,
         )
 
     spawned = _spawn(command, cwd, env)

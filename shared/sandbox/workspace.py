@@ -41,6 +41,16 @@ def write_file(directory: Path, name: str, data: bytes, slot: Slot, mode: int = 
             os.fchown(file.fileno(), slot.uid, slot.gid)
 
 
+def write_read_only(directory: Path, name: str, data: bytes) -> None:
+    """A new file the sandboxed program may read but not change: it stays the
+    service's (root's), mode 0444. (The directory is the program's: it may still
+    remove the file, which only harms its own fresh workspace.)"""
+    fd = os.open(directory / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o444)
+    with os.fdopen(fd, "wb") as file:
+        file.write(data)
+        os.fchmod(file.fileno(), 0o444)  # whatever the umask
+
+
 def hand_over(directory: Path, slot: Slot) -> None:
     """Give the directory to the slot's uid: from now on the program may write there."""
     if slot.uid is not None and slot.gid is not None:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 
 import nats.js.errors
 from nats.js.api import ObjectStoreConfig
 from nats.js.client import JetStreamContext
 from nats.js.object_store import ObjectStore
 
+from dcodex.shared.judge.plan import files_digest
 from dcodex.shared.languages.registry import CompileOptions, Language
 
 ARTIFACT_BUCKET = "dcodex-artifacts"
@@ -32,20 +34,28 @@ async def open_artifact_store(js: JetStreamContext, max_bytes: int | None = None
         return await js.create_object_store(ARTIFACT_BUCKET, config=config)
 
 
-def compile_digest(language: Language, code: str, options: CompileOptions | None = None) -> str:
+def compile_digest(
+    language: Language,
+    code: str,
+    options: CompileOptions | None = None,
+    files: Sequence[tuple[str, bytes]] = (),
+) -> str:
     """SHA-256 of language, toolchain version, compile command with its flags, and source.
 
     `options` default to the language's defaults; the command is the one the chosen
     `std` and `optimization` expand to, so every flag that shapes the binary counts.
     """
     chosen = options or language.options(None, None)
+    parts: dict[str, object] = {
+        "language": language.id,
+        "version": language.version,
+        "command": language.compile_argv(chosen) if language.compiled else [],
+        "source": code,
+    }
+    if files:  # extra files (headers) shape the binary too; none leaves old digests be
+        parts["files"] = files_digest(files)
     canonical = json.dumps(
-        {
-            "language": language.id,
-            "version": language.version,
-            "command": language.compile_argv(chosen) if language.compiled else [],
-            "source": code,
-        },
+        parts,
         sort_keys=True,
         separators=(",", ":"),
     )

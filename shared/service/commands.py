@@ -20,6 +20,7 @@ from click.core import ParameterSource
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
+from dcodex.shared.bus.connect import DEFAULT_PORT, DEFAULT_URL, up_state_file
 from dcodex.shared.cli.plugins import BENCHMARKS, EntryPointGroup
 from dcodex.shared.errors import DcodexError
 from dcodex.shared.logging import configure_logging
@@ -27,7 +28,8 @@ from dcodex.shared.sandbox.isolation import IsolationUnavailable
 from dcodex.shared.service.config import Settings, env_var, flag
 from dcodex.shared.service.lifecycle import Service
 from dcodex.shared.service.metrics import metrics_port, stack_metrics_ports
-from dcodex.shared.subjects import SERVICES
+from dcodex.shared.service.stack import installed_services, serve
+from dcodex.shared.service.stack import up as run_up
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -83,7 +85,6 @@ def up(data_dir: Path | None, command: tuple[str, ...], **values: Any) -> None:
     stop the stack when it ends and exit with its exit code:
     `dcodex up -- dcodex bus run -d examples`.
     """
-    from dcodex.shared.service.stack import up as run_up
 
     context = click.get_current_context()
     defaulted = {
@@ -105,16 +106,25 @@ def up(data_dir: Path | None, command: tuple[str, ...], **values: Any) -> None:
             data_dir=data_dir,
             metrics_ports=ports,
             command=command,
-            on_ready=lambda s, services: _print_ready(s, services, ports, bool(command)),
+            on_ready=lambda s, services: _print_ready(s, services, ports, bool(command), embedded),
         )
     )
     sys.exit(code)
 
 
 def _print_ready(
-    settings: Settings, services: list[Service], ports: dict[str, int], has_command: bool
+    settings: Settings,
+    services: list[Service],
+    ports: dict[str, int],
+    has_command: bool,
+    embedded: bool,
 ) -> None:
     lines = [f"DCodeX is up: NATS at {settings.nats_url}"]
+    if embedded and settings.nats_url != DEFAULT_URL:
+        lines.append(
+            f"  (port {DEFAULT_PORT} is taken: clients on this machine find this one through "
+            f"{up_state_file()}; elsewhere use --server {settings.nats_url})"
+        )
     for service in services:
         short = service.name.removeprefix("dcodex-")
         port = ports.get(short, 0)
@@ -127,11 +137,10 @@ def _print_ready(
 
 
 @click.command()
-@click.argument("name", type=click.Choice([service.name for service in SERVICES]))
+@click.argument("name", type=click.Choice(installed_services()))
 @settings_options
 def service(name: str, **values: Any) -> None:
     """Run one service (the container entrypoint) until SIGINT or SIGTERM."""
-    from dcodex.shared.service.stack import serve
 
     settings = settings_from(values)
     configure_logging(settings.log_level, settings.log_format)

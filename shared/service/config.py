@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from dcodex.shared.bus.connect import DEFAULT_URL, ConnectOptions
 from dcodex.shared.contract import EffectiveLimits
 from dcodex.shared.errors import TOO_LARGE, DcodexError
+from dcodex.shared.judge.plan import JudgeCaps
 from dcodex.shared.sandbox.isolation import IsolationMode
 from dcodex.shared.subjects import DEFAULT_PREFIX, Subject, input_subject, output_subject
 
@@ -60,6 +61,19 @@ class Settings(BaseModel):
     ceiling_file_size_bytes: int = Field(64 * MiB, ge=0, description="largest file a run may ask")
     max_code_bytes: int = Field(256 * KiB, gt=0, description="largest accepted source")
     max_stdin_bytes: int = Field(256 * KiB, gt=0, description="largest accepted stdin")
+
+    # Judge mode (docs/judge.md): bounds of one judge request.
+    judge_max_cases: int = Field(500, ge=1, description="most test cases in one judge request")
+    judge_max_tests_bytes: int = Field(
+        16 * MiB, gt=0, description="most bytes of stdin and expected output in one test set"
+    )
+    judge_max_files: int = Field(32, ge=0, description="most extra files in one judge request")
+    judge_max_files_bytes: int = Field(
+        512 * KiB, ge=0, description="most bytes of extra files in one judge request"
+    )
+    judge_checker_cpu_time_seconds: float = Field(
+        5.0, gt=0, description="CPU time of one run of a checker program"
+    )
 
     # Sandbox identity: each concurrent slot runs as uid/gid base+slot when root.
     sandbox_uid_base: int = Field(61000, ge=1000, description="first uid of the sandbox slots")
@@ -135,6 +149,23 @@ class Settings(BaseModel):
             output_bytes=self.ceiling_output_bytes,
             processes=self.ceiling_processes,
             file_size_bytes=self.ceiling_file_size_bytes,
+        )
+
+    def judge_caps(self) -> JudgeCaps:
+        return JudgeCaps(
+            max_cases=self.judge_max_cases,
+            max_tests_bytes=self.judge_max_tests_bytes,
+            max_files=self.judge_max_files,
+            max_files_bytes=self.judge_max_files_bytes,
+            max_code_bytes=self.max_code_bytes,
+            max_stdin_bytes=self.max_stdin_bytes,
+        )
+
+    def checker_limits(self) -> EffectiveLimits:
+        """A checker program's limits: the defaults, with its own CPU time (and wall clock)."""
+        cpu = min(self.judge_checker_cpu_time_seconds, self.ceiling_cpu_time_seconds)
+        return self.default_limits().model_copy(
+            update={"cpu_time_s": cpu, "wall_time_s": min(2 * cpu, self.ceiling_wall_clock_seconds)}
         )
 
     def subject(self, which: Subject) -> str:

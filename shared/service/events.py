@@ -51,6 +51,18 @@ class EventPublisher:
                 await self._last_send
             await self.nc.flush()
 
+    def event(self, event: BaseModel) -> None:
+        """Publish an event of another kind (judge mode's `case` and `judged`), in order."""
+        if self.enabled:
+            self._send(event)
+
+    async def drain(self) -> None:
+        """Wait until every event published so far has reached the server."""
+        if self.enabled:
+            if self._last_send is not None:
+                await self._last_send
+            await self.nc.flush()
+
     def _send(self, event: BaseModel) -> None:
         self.seq += 1
         # Output arrives in callbacks that cannot await; each publish waits for the one

@@ -208,8 +208,9 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 def metrics_port(service: str, configured: int | None) -> int:
-    """The port of one service run alone: the configured one, else its default."""
-    return DEFAULT_PORTS[service] if configured is None else configured
+    """The port of one service run alone: the configured one, else its default (an
+    operator's added service has none: its metrics are off unless a port is given)."""
+    return DEFAULT_PORTS.get(service, 0) if configured is None else configured
 
 
 def stack_metrics_ports(configured: int | None) -> dict[str, int]:

@@ -20,12 +20,16 @@ from dcodex.shared.codec import CONTENT_TYPE_HEADER, JSON, MSGPACK, REQUEST_ID_H
 from dcodex.shared.contract import (
     EXECUTION_ID_PATTERN,
     CacheStats,
+    CaseEvent,
     CompileRequest,
     CompileResult,
     EofEvent,
     ErrorReply,
     ExecuteRequest,
     ExecutionResult,
+    JudgedEvent,
+    JudgeRequest,
+    JudgeResult,
     LanguagesReply,
     OutputEvent,
     PurgeReply,
@@ -66,7 +70,13 @@ MODELS: tuple[type[BaseModel], ...] = (
     StdinEvent,
     EofEvent,
     SignalEvent,
+    JudgeRequest,
+    JudgeResult,
+    CaseEvent,
+    JudgedEvent,
 )
+# What the output channel carries: a run's events, then a judge's (docs/judge.md).
+OUTPUT_EVENTS = ("OutputEvent", "ResultEvent", "CaseEvent", "JudgedEvent")
 
 
 def file_name(model: type[BaseModel]) -> str:
@@ -178,6 +188,14 @@ def asyncapi(prefix: str) -> dict[str, Any]:
         "StdinEvent": _message(StdinEvent, "A chunk of stdin.", None),
         "EofEvent": _message(EofEvent, "Close stdin.", None),
         "SignalEvent": _message(SignalEvent, "Send the program a signal.", None),
+        "JudgeRequest": _message(
+            JudgeRequest, "Judge a submission against test cases.", "RequestHeaders"
+        ),
+        "JudgeResult": _message(
+            JudgeResult, "One result per case, the verdict and a summary.", "ReplyHeaders"
+        ),
+        "CaseEvent": _message(CaseEvent, "A judged case (seq is its index).", None),
+        "JudgedEvent": _message(JudgedEvent, "The last event of a judge: its result.", None),
     }
 
     channels: dict[str, Any] = {}
@@ -245,12 +263,12 @@ def asyncapi(prefix: str) -> dict[str, Any]:
         "address": output_subject(prefix, "{execution_id}"),
         "description": (
             "Live events of one execution with stream=true, numbered by seq from 0, "
-            "encoded like the request; the last is the result. Published by dcodex-runner."
+            "encoded like the request; the last is the result. Published by dcodex-runner. "
+            "A judge with stream=true publishes a case event per case (seq: the case's "
+            "index, in the order the cases end), then a judged event (docs/judge.md)."
         ),
         "parameters": {"execution_id": execution_id},
-        "messages": {
-            name: _ref(f"#/components/messages/{name}") for name in ("OutputEvent", "ResultEvent")
-        },
+        "messages": {name: _ref(f"#/components/messages/{name}") for name in OUTPUT_EVENTS},
     }
     channels["input"] = {
         "address": input_subject(prefix, "{execution_id}"),
@@ -269,9 +287,7 @@ def asyncapi(prefix: str) -> dict[str, Any]:
         "channel": _ref("#/channels/output"),
         "summary": "Publish the live events of an execution.",
         "tags": [{"name": RUNNER.micro_name}],
-        "messages": [
-            _ref(f"#/channels/output/messages/{name}") for name in ("OutputEvent", "ResultEvent")
-        ],
+        "messages": [_ref(f"#/channels/output/messages/{name}") for name in OUTPUT_EVENTS],
     }
     operations["receiveInput"] = {
         "action": "receive",

@@ -6,14 +6,18 @@ This is the composition root: the one place that knows all three services.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import signal
+import socket
 from collections.abc import Awaitable, Callable, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 
 import structlog
 
+from dcodex.shared.bus.connect import DEFAULT_PORT, up_state_file
 from dcodex.shared.service.config import Settings
 from dcodex.shared.service.health import Readiness
 from dcodex.shared.service.lifecycle import Service
@@ -21,12 +25,20 @@ from dcodex.shared.service.metrics import serve_metrics
 from dcodex.shared.service.nats_server import EmbeddedNats
 from dcodex.shared.subjects import SERVICES as ALL_SERVICES
 
-SERVICES = tuple(service.name for service in ALL_SERVICES)  # start order
 SERVICE_ENTRY_POINTS = "dcodex.services"
 
 log = structlog.get_logger("dcodex.stack")
 
 Starter = Callable[[Settings], Awaitable[Service]]
+
+
+def installed_services() -> tuple[str, ...]:
+    """The services `dcodex up` starts, in start order: DCodeX's own (each needs the one
+    before it), then any an operator's package adds through a `dcodex.services` entry
+    point, by name."""
+    found = {point.name for point in entry_points(group=SERVICE_ENTRY_POINTS)}
+    own = tuple(service.name for service in ALL_SERVICES if service.name in found)
+    return own + tuple(sorted(found - set(own)))
 
 
 def starter(name: str) -> Starter:
@@ -98,12 +110,16 @@ async def up(
     on_ready: Callable[[Settings, list[Service]], None],
 ) -> int:
     """The whole system on one machine; with `command`, run it against the stack and stop."""
-    server = EmbeddedNats(store_dir=data_dir) if embedded else None
+    # The port clients try first when free (else one the kernel picks, told to clients
+    # on this machine through the state file).
+    port = DEFAULT_PORT if port_is_free(DEFAULT_PORT) else -1
+    server = EmbeddedNats(store_dir=data_dir, port=port) if embedded else None
     try:
         if server is not None:
             settings = settings.model_copy(update={"nats_url": server.start()})
+            announce(settings.nats_url)
         stop = stop_on_signals()
-        services = await start_services(settings, SERVICES, metrics_ports)
+        services = await start_services(settings, installed_services(), metrics_ports)
         try:
             on_ready(settings, services)
             if command:
@@ -114,7 +130,35 @@ async def up(
             await stop_services(services)
     finally:
         if server is not None:
+            withdraw()
             server.stop()
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def announce(url: str) -> None:
+    """Tell clients on this machine where this stack's NATS server is."""
+    path = up_state_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"url": url, "pid": os.getpid()}))
+    except OSError as exc:  # clients then need --server; the stack runs all the same
+        log.warning("state_file_not_written", path=str(path), error=str(exc))
+
+
+def withdraw() -> None:
+    """Remove the state file, if it is still this process's."""
+    path = up_state_file()
+    with contextlib.suppress(OSError, ValueError):
+        if json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
 
 
 async def _run_command(command: Sequence[str], nats_url: str, stop: asyncio.Event) -> int:
