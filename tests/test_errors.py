@@ -167,8 +167,14 @@ async def test_services_are_discoverable_with_the_micro_protocol(client: DcodexC
             "dcodex.execute.status",
             "dcodex.cache.stats",
             "dcodex.cache.purge",
+            "dcodex.judge",
         },
-        "dcodex-runner": {"dcodex.run", "dcodex.run.status", "dcodex.languages"},
+        "dcodex-runner": {
+            "dcodex.run",
+            "dcodex.run.status",
+            "dcodex.languages",
+            "dcodex.judge.run",
+        },
         "dcodex-compiler": {"dcodex.compile", "dcodex.compile.status"},
     }
     for name, subjects in expected.items():
