@@ -152,7 +152,7 @@ class CompileRequest(Request):
     compile_id: str | None = Field(
         None,
         pattern=EXECUTION_ID_PATTERN,
-        description="names this compile for dcodex.compile.status while it runs",
+        description="names this compile for dcodex.status.compile while it runs",
     )
 
 
@@ -234,7 +234,7 @@ class PurgeReply(Reply):
 
 
 class RunStatusRequest(Request):
-    """`dcodex.run.status`: what became of a run, asked of every runner at once."""
+    """`dcodex.status.run`: what became of a run, asked of every runner at once."""
 
     execution_id: str = Field(pattern=EXECUTION_ID_PATTERN)
 

@@ -85,7 +85,7 @@ EXECUTE = Subject(
 )
 EXECUTE_STATUS = Subject(
     "executeStatus",
-    "execute.status",
+    "status.execute",
     "status",
     CACHE,
     "What became of an execution (every cache replica hears it; the one that has it answers).",
@@ -98,7 +98,7 @@ RUN = Subject(
 )
 RUN_STATUS = Subject(
     "runStatus",
-    "run.status",
+    "status.run",
     "status",
     RUNNER,
     "What became of a run (every runner hears it; the one that has it answers).",
@@ -117,7 +117,7 @@ COMPILE = Subject(
 )
 COMPILE_STATUS = Subject(
     "compileStatus",
-    "compile.status",
+    "status.compile",
     "status",
     COMPILER,
     "Whether a compile (by compile_id) is under way (every compiler hears it; the one "

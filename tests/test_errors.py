@@ -164,18 +164,18 @@ async def test_services_are_discoverable_with_the_micro_protocol(client: DcodexC
     expected = {
         "dcodex-cache": {
             "dcodex.execute",
-            "dcodex.execute.status",
+            "dcodex.status.execute",
             "dcodex.cache.stats",
             "dcodex.cache.purge",
             "dcodex.judge",
         },
         "dcodex-runner": {
             "dcodex.run",
-            "dcodex.run.status",
+            "dcodex.status.run",
             "dcodex.languages",
             "dcodex.judge.run",
         },
-        "dcodex-compiler": {"dcodex.compile", "dcodex.compile.status"},
+        "dcodex-compiler": {"dcodex.compile", "dcodex.status.compile"},
     }
     for name, subjects in expected.items():
         msg = await client.nc.request(f"$SRV.INFO.{name}", b"", timeout=5)
@@ -184,7 +184,7 @@ async def test_services_are_discoverable_with_the_micro_protocol(client: DcodexC
         assert {endpoint["subject"] for endpoint in info["endpoints"]} == subjects
         for endpoint in info["endpoints"]:
             # A status subject is heard by every instance: a queue group of its own.
-            broadcast = endpoint["subject"].endswith(".status")
+            broadcast = endpoint["subject"].startswith("dcodex.status.")
             assert (endpoint["queue_group"] == "q") != broadcast, endpoint
     runner = json.loads((await client.nc.request("$SRV.INFO.dcodex-runner", b"", timeout=5)).data)
     assert "rlimits" in runner["metadata"]["isolation"]

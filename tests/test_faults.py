@@ -279,7 +279,7 @@ async def test_a_compile_whose_compiler_dies_is_compiled_again(
         running = asyncio.ensure_future(client.run(request))
 
         async def compiling() -> bool:
-            status = await ask_status(client.nc, "dcodex.compile.status", execution_id, "t", 1)
+            status = await ask_status(client.nc, "dcodex.status.compile", execution_id, "t", 1)
             return status is not None and status.state == "running"
 
         for _ in range(300):

@@ -116,7 +116,7 @@ class Cache:
         self._languages_at = 0.0
         # Per key: the one run's outcome, shared by the requests that arrive while it runs.
         self._in_flight: SingleFlight[str, Outcome] = SingleFlight()
-        # Per execution id: the requests this replica answers (dcodex.execute.status).
+        # Per execution id: the requests this replica answers (dcodex.status.execute).
         self.executions = Executions()
         self.counts: collections.Counter[str] = collections.Counter()
         self.metrics = CacheMetrics(version())

@@ -58,7 +58,7 @@ class Compiler:
         self.artifacts = artifacts
         self.slots = slots
         self._in_flight: SingleFlight[str, CompileResult] = SingleFlight()
-        # Compiles under way by compile_id (dcodex.compile.status).
+        # Compiles under way by compile_id (dcodex.status.compile).
         self._compiling: collections.Counter[str] = collections.Counter()
         self.headers = PrecompiledHeaders(settings, self.slots)
         self.metrics = CompilerMetrics(settings, slots, version())

@@ -254,7 +254,7 @@ class DcodexClient:
             return await watched_request(
                 self.nc,
                 f"{self.prefix}.{name}",
-                f"{self.prefix}.{name}.status",
+                f"{self.prefix}.status.{name}",
                 payload,
                 execution_id=execution_id,
                 request_id=request_id or bus.new_id(),

@@ -71,7 +71,7 @@ class LiveRun:
             watched_request(
                 self._nc,
                 f"{self._prefix}.{self._subject}",
-                f"{self._prefix}.{self._subject}.status",
+                f"{self._prefix}.status.{self._subject}",
                 self.request,
                 execution_id=self.execution_id,
                 request_id=bus.new_id(),

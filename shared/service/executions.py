@@ -3,7 +3,7 @@ short while ago (the runner's runs; the cache's requests).
 
 Two things rest on it. A request whose execution id this instance already has joins
 that execution instead of running the program again (an execution id runs at most once
-per instance). And the status subjects (`dcodex.run.status`, `dcodex.execute.status`)
+per instance). And the status subjects (`dcodex.status.run`, `dcodex.status.execute`)
 answer from it: a requester whose reply was lost (NATS restarted while the run
 finished) fetches the result, and one that hears nothing from any instance knows the
 execution is gone (its instance died) within seconds (`dcodex.shared.bus.watch`).
