@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 BAD_REQUEST = 400
 NOT_FOUND = 404
+CONFLICT = 409  # an execution_id that a run under way already has
 TOO_LARGE = 413
 INTERNAL = 500
 UNAVAILABLE = 503

@@ -66,12 +66,24 @@ class Subject:
     summary: str
     request: type[BaseModel] | None
     reply: type[BaseModel]
+    # Also served per tenant on `<prefix>.<suffix>.<tenant>` (docs/tenancy.md): the
+    # subjects that start runs, whose live subjects then belong to that tenant.
+    per_tenant: bool = False
     # Heard by every instance of the service (not one of a queue group); only the one
     # concerned answers, the others stay silent.
     broadcast: bool = False
 
     def on(self, prefix: str) -> str:
         return f"{prefix}.{self.suffix}"
+
+    def for_tenant(self, prefix: str, tenant: str | None) -> str:
+        """The subject a tenant sends to (the plain one without a tenant)."""
+        return self.on(prefix) if tenant is None else f"{self.on(prefix)}.{tenant}"
+
+    @property
+    def tenant_endpoint(self) -> str:
+        """The micro endpoint name of the per-tenant subjects `<prefix>.<suffix>.*`."""
+        return f"{self.endpoint}-tenant"
 
 
 EXECUTE = Subject(
@@ -82,6 +94,7 @@ EXECUTE = Subject(
     "Execute with the result cache (the normal entry).",
     ExecuteRequest,
     ExecutionResult,
+    per_tenant=True,
 )
 EXECUTE_STATUS = Subject(
     "executeStatus",
@@ -94,7 +107,14 @@ EXECUTE_STATUS = Subject(
     broadcast=True,
 )
 RUN = Subject(
-    "run", "run", "run", RUNNER, "Execute, bypassing the cache.", ExecuteRequest, ExecutionResult
+    "run",
+    "run",
+    "run",
+    RUNNER,
+    "Execute, bypassing the cache.",
+    ExecuteRequest,
+    ExecutionResult,
+    per_tenant=True,
 )
 RUN_STATUS = Subject(
     "runStatus",
@@ -190,16 +210,31 @@ SUBJECTS: tuple[Subject, ...] = (
 # Per-execution subjects: `<prefix>.output.<execution_id>` carries the live events of a
 # streamed run (published by the runner, or replayed by the cache);
 # `<prefix>.input.<execution_id>` the stdin, EOF and signals of an interactive run.
+# A run asked for on a tenant's subject has them under the tenant:
+# `<prefix>.output.<tenant>.<execution_id>`, which only that tenant may read
+# (docs/tenancy.md).
 OUTPUT = "output"
 INPUT = "input"
 
+# A tenant is one subject token (it is also the tenant's inbox prefix `_INBOX_<tenant>`).
+TENANT_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
-def output_subject(prefix: str, execution_id: str) -> str:
-    return f"{prefix}.{OUTPUT}.{execution_id}"
+
+def output_subject(prefix: str, execution_id: str, tenant: str | None = None) -> str:
+    return f"{prefix}.{OUTPUT}.{_owned(tenant, execution_id)}"
 
 
-def input_subject(prefix: str, execution_id: str) -> str:
-    return f"{prefix}.{INPUT}.{execution_id}"
+def input_subject(prefix: str, execution_id: str, tenant: str | None = None) -> str:
+    return f"{prefix}.{INPUT}.{_owned(tenant, execution_id)}"
+
+
+def _owned(tenant: str | None, execution_id: str) -> str:
+    return execution_id if tenant is None else f"{tenant}.{execution_id}"
+
+
+def inbox_prefix(tenant: str) -> str:
+    """Where a tenant's replies arrive: only that tenant may subscribe under it."""
+    return f"_INBOX_{tenant}"
 
 
 def serving(suffix: str) -> ServiceInfo | None:

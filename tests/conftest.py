@@ -70,6 +70,7 @@ class ServiceProcesses:
     log_dir: Path
     extra_args: tuple[str, ...] = ()
     processes: dict[str, list[subprocess.Popen[bytes]]] = field(default_factory=dict)
+    tenant: str | None = None  # of the `url`'s login, when it is a tenant's (docs/tenancy.md)
 
     def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         index = len(self.processes.get(name, []))
@@ -102,14 +103,24 @@ class ServiceProcesses:
                 for process in group:
                     if process.poll() is not None:
                         raise RuntimeError(f"a service exited: {process.args!r}")
-            if wanted <= asyncio.run(_answering(self.url)):
+            # Others' instances of the same names may answer too: these processes
+            # must also have said they started.
+            if self._started(names) and wanted <= asyncio.run(_answering(self.url, self.tenant)):
                 return
             time.sleep(0.1)
         raise TimeoutError(f"services {sorted(wanted)} did not answer within {timeout} s")
 
+    def _started(self, names: tuple[str, ...]) -> bool:
+        """Whether each process of `names` started here has logged `service_started`."""
+        return all(
+            "service_started" in self.log(name, index)
+            for name in names
+            for index in range(len(self.processes.get(name, [])))
+        )
 
-async def _answering(url: str) -> set[str]:
-    async with await DcodexClient.connect(url) as client:
+
+async def _answering(url: str, tenant: str | None = None) -> set[str]:
+    async with await DcodexClient.connect(url, tenant=tenant) as client:
         return {answer["name"] for answer in await client.ping(wait_s=0.3)}
 
 

@@ -51,6 +51,16 @@ def nats_conf(block: Any) -> str:
     return json.dumps(block)
 
 
+def tenant_of(role: str) -> str:
+    """The tenant of a tenant role (docs/tenancy.md): its inbox is `_INBOX_<tenant>`."""
+    users = nats_values()["config"]["merge"]["authorization"]["users"]
+    (user,) = [u for u in users if u["user"] == f"dcodex-{role}"]
+    for subject in user["permissions"]["subscribe"]["allow"]:
+        if match := re.fullmatch(r"_INBOX_([^.]+)\.>", subject):
+            return match.group(1)
+    raise LookupError(f"dcodex-{role} is not a tenant")
+
+
 def role_passwords() -> dict[str, str]:
     """A password per role, as the Secret dcodex-nats-users would hold them."""
     return {role: f"{role}-pw-{os.getpid()}" for role in ROLES}

@@ -22,7 +22,7 @@ from nats.aio.msg import Msg
 from dcodex.shared.client import DcodexClient
 from dcodex.shared.errors import DcodexError
 from tests.conftest import ServiceProcesses
-from tests.deploy_support import DEPLOY, NatsServers
+from tests.deploy_support import DEPLOY, NatsServers, tenant_of
 
 pytestmark = pytest.mark.bus
 
@@ -39,7 +39,9 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServers]:
     service logged in as its own role."""
     servers = NatsServers(tmp_path_factory.mktemp("secured-nats"))
     servers.start()
-    services = ServiceProcesses(servers.url("client"), tmp_path_factory.mktemp("secured-logs"))
+    services = ServiceProcesses(
+        servers.url("client"), tmp_path_factory.mktemp("secured-logs"), tenant=tenant_of("client")
+    )
     try:
         create_buckets(servers.url("setup"), replicas=1)
         for name in SERVICES:
@@ -67,7 +69,10 @@ def create_buckets(url: str, replicas: int) -> str:
 
 @pytest.fixture
 async def as_client(secured: NatsServers) -> AsyncIterator[DcodexClient]:
-    async with await DcodexClient.connect(secured.url("client"), timeout=60) as client:
+    tenant = tenant_of("client")
+    async with await DcodexClient.connect(
+        secured.url("client"), timeout=60, tenant=tenant
+    ) as client:
         yield client
 
 
@@ -91,7 +96,7 @@ async def test_every_role_does_its_job(secured: NatsServers, as_client: DcodexCl
     assert {s.name for s in await as_client.services()} >= {f"dcodex-{n}" for n in SERVICES}
     stats = await as_client.cache_stats()
     assert stats.hits >= 1 and stats.replicas == 1
-    async with await DcodexClient.connect(secured.url("admin")) as admin:
+    async with await DcodexClient.connect(secured.url("admin"), tenant=tenant_of("admin")) as admin:
         assert (await admin.purge()).purged >= 1
     assert "Violation" not in secured.log()[log_before:]
 
@@ -133,11 +138,29 @@ class Refusals:
         return any(f'"{subject.lower()}"' in e for e in refusals)
 
 
-# role, operation, subject, allowed
+# role, operation, subject, allowed (the tenant of `client` is `client`, of `admin`
+# `admin`; tests/test_tenancy.py has them attack each other)
 RULES = [
-    ("client", "pub", "dcodex.execute", True),
-    ("client", "pub", "dcodex.input.abc", True),
-    ("client", "sub", "dcodex.output.abc", True),
+    ("client", "pub", "dcodex.execute.client", True),
+    ("client", "pub", "dcodex.run.client", True),
+    ("client", "pub", "dcodex.input.client.abc", True),
+    ("client", "sub", "dcodex.output.client.abc", True),
+    ("client", "sub", "_INBOX_client.abc", True),
+    ("client", "pub", "dcodex.execute", False),
+    ("client", "pub", "dcodex.run", False),
+    ("client", "pub", "dcodex.execute.admin", False),
+    ("client", "pub", "dcodex.input.abc", False),
+    ("client", "pub", "dcodex.input.admin.abc", False),
+    ("client", "sub", "dcodex.output.abc", False),
+    ("client", "sub", "dcodex.output.admin.abc", False),
+    ("client", "sub", "dcodex.output.*", False),
+    ("client", "sub", "dcodex.output.>", False),
+    ("client", "sub", "_INBOX.>", False),
+    ("client", "sub", "_INBOX_admin.>", False),
+    ("client", "pub", "dcodex.output.client.abc", False),
+    # Judge mode has no tenant subjects yet (docs/tenancy.md): no tenant may ask.
+    ("client", "pub", "dcodex.judge", False),
+    ("client", "pub", "dcodex.judge.run", False),
     ("client", "pub", "dcodex.output.abc", False),
     ("client", "sub", "dcodex.run", False),
     ("client", "sub", "dcodex.execute", False),
@@ -147,15 +170,28 @@ RULES = [
     ("client", "pub", "$O.dcodex-artifacts.C.x", False),
     ("client", "pub", "$JS.API.STREAM.DELETE.KV_dcodex-results", False),
     ("admin", "pub", "dcodex.cache.purge", True),
+    ("admin", "pub", "dcodex.execute.admin", True),
+    ("admin", "sub", "dcodex.output.admin.abc", True),
+    ("admin", "sub", "_INBOX.>", False),
+    ("admin", "sub", "dcodex.output.client.abc", False),
     ("admin", "pub", "dcodex.output.abc", False),
     ("cache", "pub", "$KV.dcodex-results.somekey", True),
     ("cache", "pub", "dcodex.output.abc", True),
+    ("cache", "pub", "dcodex.output.client.abc", True),
+    ("cache", "sub", "dcodex.execute.client", True),
+    ("cache", "pub", "dcodex.run.client", True),
     ("cache", "sub", "dcodex.run", False),
     ("cache", "pub", "dcodex.compile", False),
     ("cache", "pub", "$O.dcodex-artifacts.C.x", False),
     ("cache", "pub", "$JS.API.STREAM.DELETE.KV_dcodex-results", False),
     ("runner", "sub", "dcodex.run", True),
     ("runner", "pub", "dcodex.output.abc", True),
+    ("runner", "sub", "dcodex.run.client", True),
+    ("runner", "sub", "dcodex.judge.run", True),
+    ("cache", "sub", "dcodex.judge", True),
+    ("cache", "pub", "dcodex.judge.run", True),
+    ("runner", "sub", "dcodex.input.client.abc", True),
+    ("runner", "pub", "dcodex.output.client.abc", True),
     ("runner", "pub", "$O.dcodex-artifacts.C.x", False),
     ("runner", "pub", "$KV.dcodex-results.somekey", False),
     ("runner", "sub", "dcodex.execute", False),
@@ -207,7 +243,8 @@ async def test_a_client_cannot_answer_for_the_runner(secured: NatsServers) -> No
     await impostor.nc.subscribe("dcodex.run", cb=steal)
     await impostor.nc.flush()
     try:
-        async with await DcodexClient.connect(secured.url("client"), timeout=60) as client:
+        url, tenant = secured.url("client"), tenant_of("client")
+        async with await DcodexClient.connect(url, timeout=60, tenant=tenant) as client:
             for _ in range(4):
                 result = await client.run({"language": "python", "code": "print('real')"})
                 assert result.stdout == "real\n"

@@ -84,4 +84,10 @@ async def test_the_services_serve_exactly_the_subjects_of_the_table(
         if instance.name.startswith("dcodex-")
     }
     table = {(s.service.micro_name, s.endpoint, s.on("dcodex")) for s in SUBJECTS}
+    # and each subject that starts runs, once more per tenant (docs/tenancy.md)
+    table |= {
+        (s.service.micro_name, s.tenant_endpoint, s.on("dcodex") + ".*")
+        for s in SUBJECTS
+        if s.per_tenant
+    }
     assert served == table

@@ -138,10 +138,14 @@ def test_asyncapi_names_every_subject() -> None:
     assert document["asyncapi"] == "3.0.0"
     addresses = {channel["address"] for channel in document["channels"].values()}
     assert set(SUBJECTS) <= addresses
+    # and the tenants' (docs/tenancy.md)
+    assert {"dcodex.execute.{tenant}", "dcodex.run.{tenant}"} <= addresses
+    assert "dcodex.output.{tenant}.{execution_id}" in addresses
     for channel in document["channels"].values():
-        address = channel["address"]
-        if address and "{execution_id}" in address:
-            assert set(channel["parameters"]) == {"execution_id"}
+        address = channel["address"] or ""
+        named = {name for name in ("tenant", "execution_id") if f"{{{name}}}" in address}
+        if named:  # every parameter of an address is described, and only those
+            assert set(channel["parameters"]) == named
     text = json.dumps(document)
     for name in ("dcodex-cache", "dcodex-runner", "dcodex-compiler"):
         assert name in text

@@ -62,6 +62,7 @@ from dcodex.shared.service.events import EventPublisher, replay
 from dcodex.shared.service.executions import Executions
 from dcodex.shared.service.health import Check
 from dcodex.shared.service.lifecycle import Service
+from dcodex.shared.service.live_runs import LiveRuns
 from dcodex.shared.service.single_flight import SingleFlight
 from dcodex.shared.subjects import (
     CACHE,
@@ -119,6 +120,7 @@ class Cache:
         # Per execution id: the requests this replica answers (dcodex.status.execute).
         self.executions = Executions()
         self.counts: collections.Counter[str] = collections.Counter()
+        self.live_runs = LiveRuns()
         self.metrics = CacheMetrics(version())
         self.metrics.expect_downstream([settings.subject(RUN), settings.subject(LANGUAGES)])
         self.judging = CacheJudge(settings, nc, store, self._runner_info, self._count)
@@ -127,6 +129,13 @@ class Cache:
         subject = self.settings.subject
         return [
             micro.Endpoint(EXECUTE.endpoint, subject(EXECUTE), self.execute),
+            micro.Endpoint(
+                EXECUTE.tenant_endpoint,
+                f"{subject(EXECUTE)}.*",
+                self.execute,
+                per_tenant=True,
+                counted_as=EXECUTE.endpoint,
+            ),
             micro.Endpoint(CACHE_STATS.endpoint, subject(CACHE_STATS), self.stats),
             micro.Endpoint(CACHE_PURGE.endpoint, subject(CACHE_PURGE), self.purge),
             micro.Endpoint(
@@ -154,9 +163,14 @@ class Cache:
         execution_id = request.execution_id or bus.new_id()
         fingerprint = request.model_dump_json(exclude={"execution_id"})
         request = request.model_copy(update={"execution_id": execution_id, "language": language.id})
-        return await self.executions.once(
-            execution_id, fingerprint, lambda: self._execute(request, call, language, limits)
-        )
+
+        async def work() -> ExecutionResult:
+            with self.live_runs.claim(call.tenant, execution_id):
+                return await self._execute(request, call, language, limits)
+
+        # A tenant's executions are its own: kept under a key no status question can name.
+        key = execution_id if call.tenant is None else f"{call.tenant}/{execution_id}"
+        return await self.executions.once(key, fingerprint, work)
 
     async def _execute(
         self,
@@ -178,6 +192,8 @@ class Cache:
             limits,
             std=request.std or language.default_std,
             optimization=request.optimization or language.default_optimization,
+            # Tenants share no results: a program's output may differ from run to run.
+            tenant=call.tenant,
         )
         with structlog.contextvars.bound_contextvars(execution_id=request.execution_id):
             return await self._cached(key, request, call, language.compiled)
@@ -282,7 +298,7 @@ class Cache:
     ) -> ExecutionResult:
         """`result`, after its events when the request streams (docs/protocol.md, live events)."""
         if request.stream and request.execution_id is not None:  # execute() always sets it
-            subject = self.settings.output_subject(request.execution_id)
+            subject = self.settings.output_subject(request.execution_id, call.tenant)
             await replay(EventPublisher(self.nc, subject, call.encoding), result, compiled)
         return result
 
@@ -323,11 +339,26 @@ class Cache:
     ) -> ExecutionResult:
         # Forwarded in the client's encoding: the runner streams events in it
         # (docs/protocol.md, live events).
-        # Watched: a runner that dies, or a reply lost in a NATS restart, costs seconds.
         assert request.execution_id is not None  # execute() always sets it
+        # On the tenant's subject: the runner publishes on that tenant's live subjects.
+        subject = RUN.for_tenant(self.settings.subject_prefix, call.tenant)
+        if call.tenant is not None:
+            # The status subject answers for runs of no tenant: a tenant's is not watched.
+            reply = await bus.request(
+                self.nc,
+                subject,
+                request,
+                request_id=call.request_id,
+                timeout=self.settings.request_timeout_seconds,
+                encoding=call.encoding,
+                cache_key=key,
+                observe=self._run_answered,
+            )
+            return ExecutionResult.model_validate(reply)
+        # Watched: a runner that dies, or a reply lost in a NATS restart, costs seconds.
         reply = await watched_request(
             self.nc,
-            self.settings.subject(RUN),
+            subject,
             self.settings.subject(RUN_STATUS),
             request,
             execution_id=request.execution_id,
@@ -335,9 +366,13 @@ class Cache:
             timeout=self.settings.request_timeout_seconds,
             encoding=call.encoding,
             cache_key=key,
-            observe=self.metrics.downstream_answered,
+            observe=self._run_answered,
         )
         return ExecutionResult.model_validate(reply)
+
+    def _run_answered(self, _subject: str, outcome: str, seconds: float) -> None:
+        """Counted under the plain subject: no tenant becomes a label."""
+        self.metrics.downstream_answered(self.settings.subject(RUN), outcome, seconds)
 
     async def _runner_info(self, request_id: str) -> LanguagesReply:
         """Languages, versions and limits as the runners report them.
@@ -423,6 +458,7 @@ async def start(settings: Settings) -> Service:
         },
         stats_handler=cache.replica_counts,
         observer=cache.metrics.request_answered,
+        subject_prefix=settings.subject_prefix,
     )
     cache.metrics.watch_connection(nc)
     bucket = Check(f"the result bucket {RESULTS_BUCKET}", store.state)

@@ -199,6 +199,7 @@ async def start(settings: Settings) -> Service:
             "toolchains": ",".join(f"{lang.id}={lang.version}" for lang in registry.languages),
         },
         observer=compiler.metrics.request_answered,
+        subject_prefix=settings.subject_prefix,
     )
     compiler.metrics.watch_connection(nc)
     return Service(

@@ -46,6 +46,7 @@ from dcodex.shared.service.events import EventPublisher
 from dcodex.shared.service.executions import Executions
 from dcodex.shared.service.health import object_store_check
 from dcodex.shared.service.lifecycle import Service
+from dcodex.shared.service.live_runs import LiveRuns
 from dcodex.shared.subjects import (
     COMPILE,
     COMPILE_STATUS,
@@ -78,13 +79,18 @@ class Runner:
         self.local_artifacts = ArtifactCache(settings.runner_artifact_cache_bytes)
         self.slots = slots
         self.executions = Executions()
+        self.live_runs = LiveRuns()
         self.metrics = RunnerMetrics(settings, slots, version())
         self.metrics.toolchains({lang.id: lang.version for lang in registry.languages})
         self.metrics.expect_downstream([settings.subject(COMPILE)])
 
     def endpoints(self) -> list[micro.Endpoint]:
+        run = self.settings.subject(RUN)
         return [
-            micro.Endpoint(RUN.endpoint, self.settings.subject(RUN), self.run),
+            micro.Endpoint(RUN.endpoint, run, self.run),
+            micro.Endpoint(
+                RUN.tenant_endpoint, f"{run}.*", self.run, per_tenant=True, counted_as=RUN.endpoint
+            ),
             micro.Endpoint(LANGUAGES.endpoint, self.settings.subject(LANGUAGES), self.languages),
             micro.Endpoint(
                 RUN_STATUS.endpoint,
@@ -128,35 +134,40 @@ class Runner:
         fingerprint = request.model_dump_json(exclude={"execution_id"})
 
         async def work() -> ExecutionResult:
-            self.refuse_when_overloaded()
-            return await self._execute(request, language, limits, execution_id, call)
+            with self.live_runs.claim(call.tenant, execution_id):
+                self.refuse_when_overloaded()
+                return await self._run(request, call, language, limits, execution_id)
 
-        result = await self.executions.once(execution_id, fingerprint, work)
+        # A tenant's runs are its own: kept under a key no status question can name.
+        key = execution_id if call.tenant is None else f"{call.tenant}/{execution_id}"
+        result = await self.executions.once(key, fingerprint, work)
         # Through the cache the reply gets the cache's key (a joined run's too).
         return result.model_copy(update={"cache_key": call.cache_key})
 
-    async def _execute(
+    async def _run(
         self,
         request: ExecuteRequest,
+        call: micro.Call,
         language: Language,
         limits: EffectiveLimits,
         execution_id: str,
-        call: micro.Call,
     ) -> ExecutionResult:
+        """Run under an id no other run under way has: its live subjects are its own."""
         live = LiveInput() if request.interactive else None
         if live is not None and request.stdin:
             live.write(request.stdin.encode())  # what the request brings comes first
         with structlog.contextvars.bound_contextvars(
-            execution_id=execution_id, language=language.id
+            execution_id=execution_id, language=language.id, tenant=call.tenant
         ):
             events = EventPublisher(
                 self.nc,
-                self.settings.output_subject(execution_id),
+                self.settings.output_subject(execution_id, call.tenant),
                 call.encoding,
                 request.stream or request.interactive,  # an interactive run is seen live
             )
+            input_subject = self.settings.input_subject(execution_id, call.tenant)
             try:
-                async with input_feed(self.nc, self.settings.input_subject(execution_id), live):
+                async with input_feed(self.nc, input_subject, live):
                     result = await self._compile_and_run(
                         request, language, limits, execution_id, call, events, live
                     )
@@ -333,6 +344,7 @@ async def start(settings: Settings) -> Service:
             "languages": ",".join(lang.id for lang in registry.languages),
         },
         observer=runner.metrics.request_answered,
+        subject_prefix=settings.subject_prefix,
     )
     runner.metrics.watch_connection(nc)
     return Service(

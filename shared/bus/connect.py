@@ -11,9 +11,12 @@ nats-py connection that reconnects forever, and its failures into one clear
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import os
+import re
 import ssl
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -24,7 +27,8 @@ import nats.errors
 import structlog
 from nats.aio.client import Client as NATS
 
-from dcodex.shared.errors import UNAVAILABLE, DcodexError
+from dcodex.shared.errors import BAD_REQUEST, UNAVAILABLE, DcodexError
+from dcodex.shared.subjects import TENANT_PATTERN, inbox_prefix
 
 DEFAULT_PORT = 4222
 DEFAULT_URL = f"nats://127.0.0.1:{DEFAULT_PORT}"
@@ -76,7 +80,18 @@ class ConnectOptions:
     tls_ca: str | None = None  # CA bundle that signed the server's certificate
     tls_cert: str | None = None  # client certificate, for servers that verify clients
     tls_key: str | None = None
+    # The DCodeX tenant this login belongs to (docs/tenancy.md): replies arrive under
+    # `_INBOX_<tenant>` and runs are asked for on the tenant's subjects.
+    tenant: str | None = None
     connect_timeout_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.tenant is not None and not re.fullmatch(TENANT_PATTERN, self.tenant):
+            raise DcodexError(
+                BAD_REQUEST,
+                f"tenant {self.tenant!r} is not a NATS subject token"
+                " (letters, digits, '_' and '-', at most 64)",
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ConnectOptions:
@@ -108,6 +123,8 @@ class ConnectOptions:
             kwargs["user_credentials"] = self.creds
         if self.tls_ca or self.tls_cert:
             kwargs["tls"] = self.ssl_context()
+        if self.tenant is not None:
+            kwargs["inbox_prefix"] = inbox_prefix(self.tenant)
         return kwargs
 
     def ssl_context(self) -> ssl.SSLContext:
@@ -132,17 +149,20 @@ async def open_connection(
     disconnections and reconnections; a client library keeps quiet.
     """
     seen: list[Exception] = []
+    refused: collections.deque[str] = collections.deque(maxlen=8)
 
     async def remember(exc: Exception) -> None:
         if len(seen) < 16:  # a service keeps its connection for days: keep the first few
             seen.append(exc)
+        if PERMISSIONS_VIOLATION in str(exc).lower():
+            refused.append(str(exc))
         if log_events:
             log.debug("nats_error", error=repr(exc))
 
     _check_files(options)
     try:
         kwargs = options.nats_kwargs()
-        return await asyncio.wait_for(
+        nc = await asyncio.wait_for(
             nats.connect(
                 options.url,
                 name=name,
@@ -157,6 +177,8 @@ async def open_connection(
             ),
             timeout=options.connect_timeout_s,
         )
+        _refused[nc] = refused
+        return nc
     except ModuleNotFoundError as exc:  # nkeys is an optional extra of nats-py
         raise DcodexError(
             UNAVAILABLE,
@@ -169,6 +191,17 @@ async def open_connection(
         ) from exc
     except (OSError, ssl.SSLError, nats.errors.Error, TimeoutError) as exc:
         raise DcodexError(UNAVAILABLE, _why(options.url, [*seen, exc])) from exc
+
+
+# What the server refused each connection lately (its permissions), newest last: a
+# request whose publish or reply inbox was refused times out, and this says why.
+PERMISSIONS_VIOLATION = "permissions violation"
+_refused: weakref.WeakKeyDictionary[NATS, collections.deque[str]] = weakref.WeakKeyDictionary()
+
+
+def refusals(nc: NATS) -> list[str]:
+    """The server's latest permission refusals of `nc` (opened by `open_connection`)."""
+    return list(_refused.get(nc, ()))
 
 
 def _check_files(options: ConnectOptions) -> None:

@@ -15,6 +15,7 @@ import nats.errors
 from nats.aio.client import Client as NATS
 from pydantic import BaseModel
 
+from dcodex.shared.bus.connect import refusals
 from dcodex.shared.codec import (
     CACHE_KEY_HEADER,
     CONTENT_TYPE_HEADER,
@@ -102,6 +103,8 @@ async def _request(
             TOO_LARGE, f"the request is larger than the NATS server's max payload ({exc})"
         ) from exc
     except (nats.errors.TimeoutError, TimeoutError) as exc:
+        if refusal := _refusal(nc, subject):
+            raise DcodexError(UNAVAILABLE, refusal) from exc
         raise RequestTimedOut(TIMEOUT, f"{subject} did not answer within {timeout:g} s") from exc
     reply_encoding = encoding_of(msg.headers)
     if msg.headers and ERROR_CODE_HEADER in msg.headers:
@@ -113,3 +116,18 @@ async def _request(
             body = None
         raise DcodexError.from_body(body, code, msg.headers.get("Nats-Service-Error", "error"))
     return decode(msg.data, reply_encoding)
+
+
+def _refusal(nc: NATS, subject: str) -> str | None:
+    """Why a request to `subject` got no answer, when the server refused it: the
+    publish itself, or the subscription to the reply inbox (docs/tenancy.md)."""
+    for refused in reversed(refusals(nc)):
+        if (
+            f'"{subject.lower()}"' in refused.lower()
+            or 'subscription to "_inbox' in refused.lower()
+        ):
+            return (
+                f"the NATS server refused this login a request to {subject} ({refused.strip()});"
+                " a tenant's login needs its tenant (--tenant, DCODEX_NATS_TENANT)"
+            )
+    return None

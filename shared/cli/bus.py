@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 from typing import Any
 
 import click
@@ -22,7 +23,7 @@ from dcodex.shared.cli.run import run
 from dcodex.shared.cli.show import check_expectations, summary
 from dcodex.shared.client import DEFAULT_TIMEOUT_S
 from dcodex.shared.logging import configure_logging
-from dcodex.shared.subjects import DEFAULT_PREFIX
+from dcodex.shared.subjects import DEFAULT_PREFIX, TENANT_PATTERN
 
 __all__ = ["bus", "check_expectations", "summary", "unescape"]
 
@@ -54,6 +55,11 @@ SERVER_HELP = (
 )
 @click.option("--token", envvar=env_var("token"), help=f"NATS token [env {env_var('token')}]")
 @click.option(
+    "--tenant",
+    envvar=env_var("tenant"),
+    help=f"DCodeX tenant of this NATS login (docs/tenancy.md) [env {env_var('tenant')}]",
+)
+@click.option(
     "--subject-prefix",
     default=DEFAULT_PREFIX,
     envvar=PREFIX_ENV,
@@ -76,6 +82,7 @@ def bus(
     user: str | None,
     password: str | None,
     token: str | None,
+    tenant: str | None,
     subject_prefix: str,
     timeout_s: float,
     nkey: str | None,
@@ -94,6 +101,7 @@ def bus(
     configure_logging("warning", "console")
     if tls_key and not tls_cert:
         raise click.BadParameter("needs --tls-cert as well", param_hint="--tls-key")
+    check_tenant(tenant)
     options = ConnectOptions(
         url=server or default_url(),
         user=user,
@@ -104,6 +112,7 @@ def bus(
         tls_ca=tls_ca,
         tls_cert=tls_cert,
         tls_key=tls_key,
+        tenant=tenant,
     )
     ctx.obj = Target(options, subject_prefix, timeout_s)
 
@@ -126,6 +135,13 @@ CONNECTION_OPTIONS = {
     if isinstance(param, click.Option) and param.name is not None
 }
 TARGET_FIELDS = {"server": "url", "subject_prefix": "prefix", "timeout_s": "timeout_s"}
+
+
+def check_tenant(tenant: str | None) -> None:
+    if tenant is not None and not re.fullmatch(TENANT_PATTERN, tenant):
+        raise click.BadParameter(
+            "letters, digits, '_' and '-' only (a NATS subject token)", param_hint="--tenant"
+        )
 
 
 def accept_connection_options(command: click.Command) -> None:
@@ -161,6 +177,7 @@ def retarget(target: Target | None, given: dict[str, Any]) -> Target:
     """`target` with the connection options given after a subcommand laid over it."""
     if target is None:  # not under `bus`: nothing to lay them over
         raise click.UsageError("connection options belong to `dcodex bus`")
+    check_tenant(given.get("tenant"))
     options = dataclasses.replace(
         target.options,
         **{

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from dcodex.shared.bus.connect import ConnectOptions
+from dcodex.shared.cli.terminal import visible
 from dcodex.shared.client import DcodexClient
 from dcodex.shared.contract import ExecuteRequest, ExecutionResult
 from dcodex.shared.errors import UNAVAILABLE, DcodexError
@@ -49,7 +50,7 @@ class Target:
 
 
 def fail(message: str, code: int = EXIT_ERROR, label: str = "error") -> NoReturn:
-    errors.print(f"[red]{label}:[/red] {escape(message)}")
+    errors.print(f"[red]{label}:[/red] {escape(visible(message))}")
     sys.exit(code)
 
 

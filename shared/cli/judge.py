@@ -17,6 +17,7 @@ from rich.table import Table
 from dcodex.shared.cli.common import EXIT_NOT_OK, Target, console, errors, with_client
 from dcodex.shared.cli.jobs import limit_options, limits_from, read_source, registry
 from dcodex.shared.cli.show import human_bytes
+from dcodex.shared.cli.terminal import visible
 from dcodex.shared.client import DcodexClient
 from dcodex.shared.contract import (
     PASSING_VERDICTS,
@@ -201,21 +202,21 @@ def judge(
 def show_result(path: Path, result: JudgeResult) -> None:
     console.print(f"[bold]{escape(str(path))}[/bold] ({result.language_version})")
     if result.status == "compile_error":
-        console.print(escape(result.compile_output.rstrip()), markup=False)
+        console.print(visible(result.compile_output.rstrip()), markup=False)
     if result.status == "checker_error" and result.checker_compile_output:
         console.print("the checker did not compile:")
-        console.print(escape(result.checker_compile_output.rstrip()), markup=False)
+        console.print(visible(result.checker_compile_output.rstrip()), markup=False)
     table = Table("#", "case", "verdict", "time", "memory", "message", box=None)
     for case in result.cases:
         colour = COLOURS.get(case.verdict, "red")
         ran = case.verdict != "skipped"
         table.add_row(
             str(case.index + 1),
-            escape(case.name),
+            escape(visible(case.name)),
             f"[{colour}]{case.verdict}[/{colour}]" + (" (cached)" if case.cache_hit else ""),
             f"{case.wall_time_ms:.0f} ms" if ran else "",
             human_bytes(case.peak_memory_bytes) if ran else "",
-            escape(case.checker_message.splitlines()[0] if case.checker_message else ""),
+            escape(visible(case.checker_message.splitlines()[0] if case.checker_message else "")),
         )
     console.print(table)
     summary = result.summary

@@ -18,6 +18,7 @@ from rich.markup import escape
 from dcodex.shared.cli.common import console, errors
 from dcodex.shared.cli.jobs import Job
 from dcodex.shared.cli.show import STATUS_STYLE, summary
+from dcodex.shared.cli.terminal import visible
 from dcodex.shared.client import DcodexClient, LiveRun
 from dcodex.shared.contract import ExecuteRequest, ExecutionResult, OutputEvent, ResultEvent
 
@@ -46,11 +47,13 @@ async def show_live(
 
 def _print_event(event: OutputEvent) -> None:
     if event.type == "compile" and event.data.strip():
-        console.print(f"[dim]compile:[/dim]\n{escape(event.data.rstrip())}", highlight=False)
+        console.print(
+            f"[dim]compile:[/dim]\n{escape(visible(event.data.rstrip()))}", highlight=False
+        )
     elif event.type == "stdout":
-        console.print(escape(event.data), end="", highlight=False)
+        console.print(escape(visible(event.data)), end="", highlight=False)
     elif event.type == "stderr":
-        console.print(f"[red]{escape(event.data)}[/red]", end="", highlight=False)
+        console.print(f"[red]{escape(visible(event.data))}[/red]", end="", highlight=False)
 
 
 def show_verdict(job: Job, result: ExecutionResult, elapsed_s: float, problems: list[str]) -> None:

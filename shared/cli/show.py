@@ -12,6 +12,7 @@ from rich.table import Table
 
 from dcodex.shared.cli.common import console
 from dcodex.shared.cli.jobs import Job
+from dcodex.shared.cli.terminal import visible
 from dcodex.shared.contract import ExecutionResult
 
 STATUS_STYLE = {"ok": "green", "compile_error": "yellow", "internal_error": "red bold"}
@@ -35,13 +36,14 @@ def show(job: Job, result: ExecutionResult, elapsed_s: float, problems: list[str
     console.rule(f"[bold]{escape(str(job.path))}[/bold] ({escape(result.language)})")
     if result.compile_output.strip():
         console.print(
-            f"[dim]compile:[/dim]\n{escape(result.compile_output.rstrip())}", highlight=False
+            f"[dim]compile:[/dim]\n{escape(visible(result.compile_output.rstrip()))}",
+            highlight=False,
         )
     if result.stdout:
-        shown = clip(result.stdout)
+        shown = visible(clip(result.stdout))
         console.print(escape(shown), end="" if shown.endswith("\n") else "\n", highlight=False)
     if result.stderr:
-        console.print(f"[red]{escape(clip(result.stderr))}[/red]", highlight=False)
+        console.print(f"[red]{escape(visible(clip(result.stderr)))}[/red]", highlight=False)
     console.print(f"[{style}]{result.status}[/{style}]{mark}  {summary(result, elapsed_s)}")
     for problem in problems:
         console.print(f"  [red]{escape(problem)}[/red]")

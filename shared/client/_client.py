@@ -11,8 +11,10 @@ async with await DcodexClient.connect("nats://127.0.0.1:4222") as client:
         await run.send("hello\n")
         result = await run.wait()
 
-`connect` takes a URL or `ConnectOptions` (credentials, TLS); `SyncDcodexClient`
-(_sync.py) is the same client for code without an event loop.
+`connect` takes a URL or `ConnectOptions` (credentials, TLS, tenant); `SyncDcodexClient`
+(_sync.py) is the same client for code without an event loop. With a tenant
+(docs/tenancy.md) runs are asked for on the tenant's subjects and their live events and
+replies arrive where only that tenant may read.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from dcodex.shared.contract import (
     PurgeReply,
 )
 from dcodex.shared.errors import UNAVAILABLE, DcodexError, from_validation_error
+from dcodex.shared.subjects import EXECUTE, RUN
 
 DEFAULT_TIMEOUT_S = 120.0
 
@@ -73,11 +76,16 @@ def with_execution_id(
 
 class DcodexClient:
     def __init__(
-        self, nc: NATS, prefix: str = "dcodex", timeout: float = DEFAULT_TIMEOUT_S
+        self,
+        nc: NATS,
+        prefix: str = "dcodex",
+        timeout: float = DEFAULT_TIMEOUT_S,
+        tenant: str | None = None,
     ) -> None:
         self.nc = nc
         self.prefix = prefix
         self.timeout = timeout
+        self.tenant = tenant
 
     @classmethod
     async def connect(
@@ -91,7 +99,7 @@ class DcodexClient:
         """Connect to `url` (default: `DCODEX_NATS_URL`, else the local default).
 
         `options` are `ConnectOptions` fields: `user`, `password`, `token`, `nkey`,
-        `creds`, `tls_ca`, `tls_cert`, `tls_key`, `connect_timeout_s`; any not given
+        `creds`, `tls_ca`, `tls_cert`, `tls_key`, `tenant`, `connect_timeout_s`; any not given
         come from their `DCODEX_NATS_*` variables.
         """
         if isinstance(url, ConnectOptions):
@@ -105,7 +113,7 @@ class DcodexClient:
             if message.startswith("no NATS server"):
                 message += ": start one with `dcodex up`"
             raise DcodexError(UNAVAILABLE, message) from exc
-        return cls(nc, prefix, timeout)
+        return cls(nc, prefix, timeout, settings.tenant)
 
     async def close(self) -> None:
         if not self.nc.is_closed:
@@ -167,12 +175,14 @@ class DcodexClient:
     def live(self, request: ExecuteRequest | dict[str, Any], *, via: str = "execute") -> LiveRun:
         """A streaming run to use as `async with client.live(request) as run:`."""
         parsed = ExecuteRequest.model_validate(request)
-        return LiveRun(self.nc, self.prefix, parsed, subject=via, timeout=self.timeout)
+        return LiveRun(
+            self.nc, self.prefix, parsed, subject=via, timeout=self.timeout, tenant=self.tenant
+        )
 
     def interactive(self, request: ExecuteRequest | dict[str, Any]) -> LiveRun:
         """An interactive run: `send()`, `close_stdin()`, `signal()`, `events()`, `wait()`."""
         parsed = ExecuteRequest.model_validate(request).model_copy(update={"interactive": True})
-        return LiveRun(self.nc, self.prefix, parsed, timeout=self.timeout)
+        return LiveRun(self.nc, self.prefix, parsed, timeout=self.timeout, tenant=self.tenant)
 
     async def judge(
         self,
@@ -249,11 +259,23 @@ class DcodexClient:
     ) -> dict[str, Any]:
         payload, execution_id = with_execution_id(request)
         deadline = time.monotonic() + self.timeout
+        subject = f"{self.prefix}.{self._entry(name)}"
 
         async def attempt(left: float) -> dict[str, Any]:
+            if self.tenant is not None:
+                # The status subjects answer for executions of no tenant: a tenant's
+                # client is not watched (a lost reply costs it its timeout).
+                return await bus.request(
+                    self.nc,
+                    subject,
+                    payload,
+                    request_id=request_id or bus.new_id(),
+                    timeout=left,
+                    encoding=encoding,
+                )
             return await watched_request(
                 self.nc,
-                f"{self.prefix}.{name}",
+                subject,
                 f"{self.prefix}.status.{name}",
                 payload,
                 execution_id=execution_id,
@@ -263,6 +285,11 @@ class DcodexClient:
             )
 
         return await retry_unreceived(attempt, deadline)
+
+    def _entry(self, name: str) -> str:
+        """`execute` or `run`, on this client's tenant's subject when it has one."""
+        subject = {"execute": EXECUTE, "run": RUN}[name]
+        return subject.for_tenant(self.prefix, self.tenant).removeprefix(self.prefix + ".")
 
     async def _ask(
         self,

@@ -4,6 +4,8 @@ A `LiveRun` subscribes to `dcodex.output.<execution_id>` before it sends the req
 so no event is missed; `events()` yields them in order until the `result` event.
 Input (`send`, `close_stdin`, `signal`) goes to `dcodex.input.<execution_id>` once
 the program has started (earlier input would reach no one, so it waits for that).
+With a tenant both are `dcodex.{output,input}.<tenant>.<execution_id>` and the
+request goes to `dcodex.<execute|run>.<tenant>` (docs/tenancy.md).
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from pydantic import ValidationError
 
 from dcodex.shared import bus
 from dcodex.shared.bus.watch import watched_request
@@ -29,6 +33,10 @@ from dcodex.shared.contract import (
     SignalEvent,
     StdinEvent,
 )
+from dcodex.shared.errors import DcodexError
+from dcodex.shared.subjects import EXECUTE, RUN, input_subject, output_subject
+
+log = structlog.get_logger("dcodex.client")
 
 Event = OutputEvent | ResultEvent
 SignalName = str  # "SIGINT", "SIGTERM" or "SIGKILL"
@@ -46,6 +54,7 @@ class LiveRun:
         subject: str = "execute",
         timeout: float,
         encoding: Encoding = JSON,
+        tenant: str | None = None,
     ) -> None:
         execution_id = request.execution_id or bus.new_id()
         self.request = request.model_copy(update={"execution_id": execution_id, "stream": True})
@@ -56,6 +65,7 @@ class LiveRun:
         self._subject = subject
         self._timeout = timeout
         self._encoding = encoding
+        self._tenant = tenant
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._started = asyncio.Event()
         self._subscription: Subscription | None = None
@@ -63,14 +73,28 @@ class LiveRun:
 
     async def start(self) -> LiveRun:
         self._subscription = await self._nc.subscribe(
-            f"{self._prefix}.output.{self.execution_id}", cb=self._on_event
+            output_subject(self._prefix, self.execution_id, self._tenant), cb=self._on_event
         )
         await self._nc.flush()  # subscribed on the server before the run can begin
-        # Watched like `execute` (docs/reliability.md): a lost reply or replica costs seconds.
-        self._reply = asyncio.ensure_future(
-            watched_request(
+        subject = {"execute": EXECUTE, "run": RUN}[self._subject].for_tenant(
+            self._prefix, self._tenant
+        )
+        if self._tenant is not None:
+            # The status subjects answer for executions of no tenant: not watched.
+            asking = bus.request(
                 self._nc,
-                f"{self._prefix}.{self._subject}",
+                subject,
+                self.request,
+                request_id=bus.new_id(),
+                timeout=self._timeout,
+                encoding=self._encoding,
+            )
+        else:
+            # Watched like `execute` (docs/reliability.md): a lost reply or replica
+            # costs seconds.
+            asking = watched_request(
+                self._nc,
+                subject,
                 f"{self._prefix}.status.{self._subject}",
                 self.request,
                 execution_id=self.execution_id,
@@ -78,7 +102,7 @@ class LiveRun:
                 timeout=self._timeout,
                 encoding=self._encoding,
             )
-        )
+        self._reply = asyncio.ensure_future(asking)
         return self
 
     async def events(self) -> AsyncIterator[Event]:
@@ -134,17 +158,22 @@ class LiveRun:
         started.cancel()
         if self.result is not None or self._reply.done():
             return  # the run is over (or was refused): there is no one to tell
-        subject = f"{self._prefix}.input.{self.execution_id}"
+        subject = input_subject(self._prefix, self.execution_id, self._tenant)
         await self._nc.publish(subject, encode(event, self._encoding))
         await self._nc.flush()
 
     async def _on_event(self, msg: Msg) -> None:
-        payload = decode(msg.data, self._encoding)
         event: Event
-        if payload.get("type") == "result":
-            event = ResultEvent.model_validate(payload)
-        else:
-            event = OutputEvent.model_validate(payload)
+        try:
+            payload = decode(msg.data, self._encoding)
+            if payload.get("type") == "result":
+                event = ResultEvent.model_validate(payload)
+            else:
+                event = OutputEvent.model_validate(payload)
+        except (DcodexError, ValidationError, AttributeError):
+            # Not an event of the contract: not from a DCodeX service; dropped.
+            log.warning("event_dropped", subject=msg.subject, size=len(msg.data))
+            return
         if event.type in ("started", "result"):
             self._started.set()
         self._events.put_nowait(event)

@@ -171,11 +171,11 @@ class Settings(BaseModel):
     def subject(self, which: Subject) -> str:
         return which.on(self.subject_prefix)
 
-    def output_subject(self, execution_id: str) -> str:
-        return output_subject(self.subject_prefix, execution_id)
+    def output_subject(self, execution_id: str, tenant: str | None = None) -> str:
+        return output_subject(self.subject_prefix, execution_id, tenant)
 
-    def input_subject(self, execution_id: str) -> str:
-        return input_subject(self.subject_prefix, execution_id)
+    def input_subject(self, execution_id: str, tenant: str | None = None) -> str:
+        return input_subject(self.subject_prefix, execution_id, tenant)
 
     def connect_options(self) -> ConnectOptions:
         """How this service logs in to NATS: every option a client has, from settings."""

@@ -17,9 +17,9 @@ import nats
 import nats.errors
 import structlog
 from nats.aio.client import Client as NATS
-from nats.micro import add_service
+from nats.aio.msg import Msg
 from nats.micro.request import Request as MicroRequest
-from nats.micro.service import DEFAULT_QUEUE_GROUP, EndpointStats, Service
+from nats.micro.service import DEFAULT_QUEUE_GROUP, EndpointStats, Service, ServiceConfig
 from pydantic import BaseModel, ValidationError
 
 from dcodex.shared.bus.request import new_id
@@ -38,6 +38,7 @@ from dcodex.shared.errors import (
     from_validation_error,
 )
 from dcodex.shared.logging import begin_request
+from dcodex.shared.subjects import inbox_prefix
 
 log = structlog.get_logger("dcodex.bus")
 
@@ -51,6 +52,9 @@ class Call:
     encoding: Encoding
     # The cache's key for this request, when the cache forwarded it (docs/cache.md).
     cache_key: str | None = None
+    # The tenant whose subject the request came on (docs/tenancy.md): the NATS server
+    # let only that tenant publish there. None on the plain subjects.
+    tenant: str | None = None
 
 
 Handler = Callable[[Call], Awaitable[BaseModel]]
@@ -61,6 +65,11 @@ class Endpoint:
     name: str
     subject: str
     handler: Handler
+    # `subject` ends in `*`, the tenant's token: the handler's Call says which tenant.
+    per_tenant: bool = False
+    # The endpoint name metrics count its requests under (default `name`): a tenant's
+    # requests count with the plain subject's, and no tenant becomes a label.
+    counted_as: str | None = None
     # Every instance gets each request (a queue group of its own), not just one of them:
     # for questions only the instance that knows the answer replies to (NoReply elsewhere).
     broadcast: bool = False
@@ -68,6 +77,39 @@ class Endpoint:
 
 class NoReply(Exception):
     """Raised by a handler that has nothing to say: no reply is sent at all."""
+
+
+def reply_allowed(reply: str, prefix: str, tenant: str | None = None) -> bool:
+    """Whether a service may answer on `reply`.
+
+    A requester picks its reply subject freely, and a service may publish where its
+    requester may not: its own subjects (`<prefix>.output...`) and JetStream's (`$KV`,
+    `$O`, `$JS.API`: a reply there would write a cache entry or purge a bucket). So
+    replies go only elsewhere, to inboxes; a tenant's, only to its own inbox or to
+    the services' (`_INBOX.`, where the cache asks a runner; no tenant reads there)
+    (docs/tenancy.md, reflected replies).
+    """
+    if tenant is not None:
+        return reply.startswith((inbox_prefix(tenant) + ".", "_INBOX."))
+    return bool(reply) and not reply.startswith("$") and not reply.startswith(prefix + ".")
+
+
+class _GuardedService(Service):
+    """nats.micro's service, whose `$SRV` answers obey `reply_allowed` too."""
+
+    subject_prefix = "dcodex"
+
+    async def _handle_ping_request(self, msg: Msg) -> None:
+        if reply_allowed(msg.reply, self.subject_prefix):
+            await super()._handle_ping_request(msg)
+
+    async def _handle_info_request(self, msg: Msg) -> None:
+        if reply_allowed(msg.reply, self.subject_prefix):
+            await super()._handle_info_request(msg)
+
+    async def _handle_stats_request(self, msg: Msg) -> None:
+        if reply_allowed(msg.reply, self.subject_prefix):
+            await super()._handle_stats_request(msg)
 
 
 @dataclass
@@ -143,8 +185,10 @@ async def start_micro_service(
     metadata: dict[str, str] | None = None,
     stats_handler: Callable[[EndpointStats], Any] | None = None,
     observer: RequestObserver | None = None,
+    subject_prefix: str = "dcodex",
 ) -> RunningService:
-    """`stats_handler` gives each endpoint's `data` in the service's `$SRV.STATS` answer."""
+    """`stats_handler` gives each endpoint's `data` in the service's `$SRV.STATS` answer;
+    no answer goes to a subject under `subject_prefix` or `$` (`reply_allowed`)."""
     counts = {endpoint.name: EndpointCounts() for endpoint in endpoints}
 
     def stats(endpoint: EndpointStats) -> Any:
@@ -152,23 +196,26 @@ async def start_micro_service(
             counts[endpoint.name].fill(endpoint)
         return stats_handler(endpoint) if stats_handler else None
 
-    micro = await add_service(
-        nc,
+    config = ServiceConfig(
         name=name,
         version=version,
         description=description,
         metadata=metadata or {},
         stats_handler=stats,
     )
+    micro = _GuardedService(nc, config)
+    micro.subject_prefix = subject_prefix
     running = RunningService(micro, counts=counts)
     for endpoint in endpoints:
-        answer = _Answerer(endpoint, name, running, observer)
+        answer = _Answerer(endpoint, name, running, observer, subject_prefix)
         await micro.add_endpoint(
             name=endpoint.name,
             subject=endpoint.subject,
             handler=answer.spawn,
             queue_group=f"{name}-{micro.id}" if endpoint.broadcast else None,
         )
+    # `$SRV.PING` answers last: an instance that answers it serves all its endpoints.
+    await micro.start()
     return running
 
 
@@ -198,8 +245,14 @@ class _Answerer:
     service: str
     running: RunningService
     observer: RequestObserver | None
+    subject_prefix: str
 
     async def spawn(self, request: MicroRequest) -> None:
+        reply = request._msg.reply
+        if reply and not reply_allowed(reply, self.subject_prefix, self._tenant(request)):
+            # Asking for a reflected reply (`reply_allowed`): nothing is run for it.
+            log.info("request_dropped", endpoint=self.endpoint.name, reply=request._msg.reply)
+            return
         # nats-py delivers a subscription's messages one at a time; answering each in its
         # own task is what lets one runner serve many requests at once.
         self.running.counts[self.endpoint.name].requests += 1
@@ -221,7 +274,13 @@ class _Answerer:
             failure: Exception | None = None
             try:
                 payload = decode(request.data, encoding) if request.data else {}
-                call = Call(payload, request_id, encoding, headers.get(CACHE_KEY_HEADER))
+                call = Call(
+                    payload,
+                    request_id,
+                    encoding,
+                    headers.get(CACHE_KEY_HEADER),
+                    self._tenant(request),
+                )
                 reply = await self.endpoint.handler(call)
                 summary |= _summary_of(reply)
                 body = encode(reply, encoding)
@@ -238,6 +297,10 @@ class _Answerer:
             summary |= {"endpoint": self.endpoint.name, "duration_ms": round(elapsed_ns / 1e6, 3)}
             _log_request(summary, error, failure)
 
+    def _tenant(self, request: MicroRequest) -> str | None:
+        """The last token of a per-tenant subject: the server let only its tenant send."""
+        return request.subject.rsplit(".", 1)[1] if self.endpoint.per_tenant else None
+
     def _record(self, error: DcodexError | None, elapsed_ns: int) -> None:
         counts = self.running.counts[self.endpoint.name]
         counts.answered += 1
@@ -247,7 +310,7 @@ class _Answerer:
             counts.last_error = f"{error.code}: {error.message}"
         if self.observer is not None:
             code = 200 if error is None else error.code
-            self.observer(self.endpoint.name, code, elapsed_ns / 1e9)
+            self.observer(self.endpoint.counted_as or self.endpoint.name, code, elapsed_ns / 1e9)
 
 
 def _log_request(

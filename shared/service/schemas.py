@@ -43,7 +43,14 @@ from dcodex.shared.contract import (
 )
 from dcodex.shared.errors import ERROR_CODE_HEADER, ERROR_HEADER
 from dcodex.shared.service.config import Settings
-from dcodex.shared.subjects import RUNNER, SERVICES, SUBJECTS, input_subject, output_subject
+from dcodex.shared.subjects import (
+    RUNNER,
+    SERVICES,
+    SUBJECTS,
+    TENANT_PATTERN,
+    input_subject,
+    output_subject,
+)
 
 DEFAULT_DIR = Path("proto_schemas")
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -202,6 +209,13 @@ def asyncapi(prefix: str) -> dict[str, Any]:
     operations: dict[str, Any] = {}
     reply_messages: dict[str, Any] = {}
 
+    tenant = {
+        "description": (
+            f"The tenant ({TENANT_PATTERN}); the NATS server lets only that tenant's "
+            "login publish (or subscribe) here (docs/tenancy.md)."
+        )
+    }
+
     def request_reply(
         key: str,
         subject: str,
@@ -209,6 +223,7 @@ def asyncapi(prefix: str) -> dict[str, Any]:
         summary: str,
         request: str,
         reply: str,
+        per_tenant: bool = False,
         broadcast: bool = False,
     ) -> None:
         channels[key] = {
@@ -216,6 +231,8 @@ def asyncapi(prefix: str) -> dict[str, Any]:
             "description": f"{summary} Served by {service}.",
             "messages": {request: _ref(f"#/components/messages/{request}")},
         }
+        if per_tenant:
+            channels[key]["parameters"] = {"tenant": tenant}
         for name in (reply, "ErrorReply"):
             reply_messages[name] = _ref(f"#/components/messages/{name}")
         operations[key] = {
@@ -248,8 +265,19 @@ def asyncapi(prefix: str) -> dict[str, Any]:
             subject.summary,
             request_name,
             subject.reply.__name__,
-            subject.broadcast,
+            broadcast=subject.broadcast,
         )
+        if subject.per_tenant:
+            request_reply(
+                f"{subject.key}Tenant",
+                f"{subject.suffix}.{{tenant}}",
+                subject.service.micro_name,
+                f"{subject.summary.rstrip('.')}, for one tenant: its run's live subjects "
+                "are the tenant's.",
+                request_name,
+                subject.reply.__name__,
+                per_tenant=True,
+            )
 
     channels["reply"] = {
         "address": None,
@@ -281,6 +309,18 @@ def asyncapi(prefix: str) -> dict[str, Any]:
             name: _ref(f"#/components/messages/{name}")
             for name in ("StdinEvent", "EofEvent", "SignalEvent")
         },
+    }
+    channels["outputTenant"] = {
+        **channels["output"],
+        "address": output_subject(prefix, "{execution_id}", "{tenant}"),
+        "description": "Live events of a tenant's execution, as on output.",
+        "parameters": {"tenant": tenant, "execution_id": execution_id},
+    }
+    channels["inputTenant"] = {
+        **channels["input"],
+        "address": input_subject(prefix, "{execution_id}", "{tenant}"),
+        "description": "Stdin, EOF and signals for a tenant's interactive execution.",
+        "parameters": {"tenant": tenant, "execution_id": execution_id},
     }
     operations["publishOutput"] = {
         "action": "send",

@@ -1,0 +1,84 @@
+"""The pure parts of the tenant model (docs/tenancy.md) and of the CLI's escaping."""
+
+from __future__ import annotations
+
+import pytest
+
+from dcodex.services.cache.keys import cache_key
+from dcodex.shared.bus.connect import ConnectOptions
+from dcodex.shared.cli.terminal import visible
+from dcodex.shared.contract import EffectiveLimits
+from dcodex.shared.errors import DcodexError
+from dcodex.shared.service.live_runs import LiveRuns
+from dcodex.shared.service.micro import reply_allowed
+from dcodex.shared.subjects import EXECUTE, RUN, input_subject, output_subject
+
+
+def test_a_tenants_subjects_carry_its_name() -> None:
+    assert EXECUTE.for_tenant("dcodex", "acme") == "dcodex.execute.acme"
+    assert RUN.for_tenant("dcodex", None) == "dcodex.run"
+    assert output_subject("dcodex", "id1", "acme") == "dcodex.output.acme.id1"
+    assert input_subject("dcodex", "id1") == "dcodex.input.id1"
+
+
+def test_a_tenant_gets_its_own_inbox_prefix() -> None:
+    assert ConnectOptions(tenant="acme").nats_kwargs()["inbox_prefix"] == "_INBOX_acme"
+    assert "inbox_prefix" not in ConnectOptions().nats_kwargs()
+    assert ConnectOptions.from_env({"DCODEX_NATS_TENANT": "acme"}).tenant == "acme"
+    for bad in ("a.b", "a*", ">", "", "a b"):
+        with pytest.raises(DcodexError, match="subject token"):
+            ConnectOptions(tenant=bad)
+
+
+def test_replies_go_only_to_inboxes() -> None:
+    assert reply_allowed("_INBOX.abc.1", "dcodex")
+    assert reply_allowed("_INBOX_acme.abc.1", "dcodex")
+    for reflected in (
+        "$KV.dcodex-results.key",
+        "$JS.API.STREAM.PURGE.KV_dcodex-results",
+        "$O.dcodex-artifacts.M.x",
+        "dcodex.output.acme.id",
+        "dcodex.input.id",
+        "",
+    ):
+        assert not reply_allowed(reflected, "dcodex"), reflected
+    # A tenant's request is answered only in that tenant's inbox.
+    assert reply_allowed("_INBOX_acme.abc.1", "dcodex", tenant="acme")
+    assert reply_allowed("_INBOX.abc.1", "dcodex", tenant="acme")  # the cache asking
+    for elsewhere in ("_INBOX_other.abc", "_INBOX_acmeX.abc", "$KV.x.y", "dcodex.output.x"):
+        assert not reply_allowed(elsewhere, "dcodex", tenant="acme"), elsewhere
+
+
+def test_a_live_id_is_held_once_per_tenant() -> None:
+    runs = LiveRuns()
+    with runs.claim("a", "id1"), runs.claim("b", "id1"), runs.claim(None, "id1"):
+        with pytest.raises(DcodexError) as caught, runs.claim("a", "id1"):
+            pass
+        assert caught.value.code == 409
+    assert len(runs) == 0
+    with runs.claim("a", "id1"):  # free again once the run has ended
+        assert len(runs) == 1
+
+
+def test_tenants_share_no_cache_key() -> None:
+    limits = EffectiveLimits(
+        cpu_time_s=1,
+        wall_time_s=2,
+        memory_bytes=1 << 20,
+        output_bytes=1024,
+        processes=4,
+        file_size_bytes=1024,
+    )
+
+    def key(tenant: str | None) -> str:
+        return cache_key("python", "3", "print(1)", "", [], limits, tenant=tenant)
+
+    assert len({key(None), key("a"), key("b")}) == 3
+    assert key("a") == key("a")
+
+
+def test_control_characters_are_written_out() -> None:
+    assert visible("a\tb\nc") == "a\tb\nc"
+    assert visible("\x1b]52;c;eA==\x07") == r"\x1b]52;c;eA==\x07"
+    assert visible("x\ry\x7f\x9b\u202e\u2066") == r"x\ry\x7f\x9b\u202e\u2066"
+    assert visible("héllo ✓ 日本") == "héllo ✓ 日本"
