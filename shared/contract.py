@@ -237,6 +237,11 @@ class RunStatusRequest(Request):
     """`dcodex.status.run`: what became of a run, asked of every runner at once."""
 
     execution_id: str = Field(pattern=EXECUTION_ID_PATTERN)
+    tenant: str | None = Field(
+        None,
+        pattern=EXECUTION_ID_PATTERN,
+        description="the tenant whose run it is (the services ask; only on dcodex.status.run)",
+    )
 
 
 class RunStatus(Reply):

@@ -149,7 +149,9 @@ class Cache:
 
     async def status(self, call: micro.Call) -> BaseModel:
         """What became of an execution this replica has; silence when it has none by that id."""
-        status = self.executions.status(RunStatusRequest.model_validate(call.payload).execution_id)
+        asked = RunStatusRequest.model_validate(call.payload)
+        # Clients ask here: a tenant's executions are never told (nor asked for).
+        status = None if asked.tenant is not None else self.executions.status(asked.execution_id)
         if status is None:
             raise micro.NoReply
         return status
@@ -342,19 +344,6 @@ class Cache:
         assert request.execution_id is not None  # execute() always sets it
         # On the tenant's subject: the runner publishes on that tenant's live subjects.
         subject = RUN.for_tenant(self.settings.subject_prefix, call.tenant)
-        if call.tenant is not None:
-            # The status subject answers for runs of no tenant: a tenant's is not watched.
-            reply = await bus.request(
-                self.nc,
-                subject,
-                request,
-                request_id=call.request_id,
-                timeout=self.settings.request_timeout_seconds,
-                encoding=call.encoding,
-                cache_key=key,
-                observe=self._run_answered,
-            )
-            return ExecutionResult.model_validate(reply)
         # Watched: a runner that dies, or a reply lost in a NATS restart, costs seconds.
         reply = await watched_request(
             self.nc,
@@ -367,6 +356,7 @@ class Cache:
             encoding=call.encoding,
             cache_key=key,
             observe=self._run_answered,
+            tenant=call.tenant,  # dcodex.status.run is the services' alone: tenants too
         )
         return ExecutionResult.model_validate(reply)
 

@@ -103,10 +103,11 @@ class Runner:
 
     async def status(self, call: micro.Call) -> BaseModel:
         """What became of a run this runner has; silence when it has none by that id."""
-        status = self.executions.status(RunStatusRequest.model_validate(call.payload).execution_id)
+        asked = RunStatusRequest.model_validate(call.payload)
+        status = self.executions.status(run_key(asked.execution_id, asked.tenant))
         if status is None:
             raise micro.NoReply
-        return status
+        return status.model_copy(update={"execution_id": asked.execution_id})
 
     async def judge(self, call: micro.Call) -> BaseModel:
         return await Judge(self).judge(call)
@@ -138,9 +139,8 @@ class Runner:
                 self.refuse_when_overloaded()
                 return await self._run(request, call, language, limits, execution_id)
 
-        # A tenant's runs are its own: kept under a key no status question can name.
-        key = execution_id if call.tenant is None else f"{call.tenant}/{execution_id}"
-        result = await self.executions.once(key, fingerprint, work)
+        # A tenant's runs are its own: kept under the tenant's key.
+        result = await self.executions.once(run_key(execution_id, call.tenant), fingerprint, work)
         # Through the cache the reply gets the cache's key (a joined run's too).
         return result.model_copy(update={"cache_key": call.cache_key})
 
@@ -314,6 +314,11 @@ class Runner:
             data = (await self.artifacts.get(compiled.artifact.name)).data or b""
             self.local_artifacts.put(compiled.digest, data)
         return data
+
+
+def run_key(execution_id: str, tenant: str | None) -> str:
+    """Where a run is kept: ids are unique per tenant (docs/tenancy.md)."""
+    return execution_id if tenant is None else f"{tenant}/{execution_id}"
 
 
 async def start(settings: Settings) -> Service:

@@ -50,6 +50,7 @@ async def watched_request(
     cache_key: str | None = None,
     observe: DownstreamObserver | None = None,
     heartbeat_s: float = HEARTBEAT_S,
+    tenant: str | None = None,
 ) -> dict[str, Any]:
     """`request(...)`, answered by the status subject when the reply is lost, and
     failed with `RunLost` once nobody has `execution_id` any more."""
@@ -66,7 +67,7 @@ async def watched_request(
         )
     )
     watching = asyncio.ensure_future(
-        _watch(nc, subject, status_subject, execution_id, request_id, heartbeat_s)
+        _watch(nc, subject, status_subject, execution_id, request_id, heartbeat_s, tenant)
     )
     try:
         done, _ = await asyncio.wait({asking, watching}, return_when=asyncio.FIRST_COMPLETED)
@@ -85,6 +86,7 @@ async def _watch(
     execution_id: str,
     request_id: str,
     heartbeat_s: float,
+    tenant: str | None,
 ) -> dict[str, Any]:
     misses = 0
     while True:
@@ -93,7 +95,7 @@ async def _watch(
             misses = 0  # we cannot hear anyone now; the count starts again once back
             continue
         status = await ask_status(
-            nc, status_subject, execution_id, request_id, min(heartbeat_s, ANSWER_S)
+            nc, status_subject, execution_id, request_id, min(heartbeat_s, ANSWER_S), tenant
         )
         if status is None:
             misses += 1
@@ -110,11 +112,16 @@ async def _watch(
 
 
 async def ask_status(
-    nc: NATS, status_subject: str, execution_id: str, request_id: str, timeout: float
+    nc: NATS,
+    status_subject: str,
+    execution_id: str,
+    request_id: str,
+    timeout: float,
+    tenant: str | None = None,
 ) -> RunStatus | None:
     """What the instance that has `execution_id` says of it; None when nobody answers."""
     headers = {REQUEST_ID_HEADER: request_id, CONTENT_TYPE_HEADER: JSON}
-    body = encode_body(RunStatusRequest(execution_id=execution_id), JSON)
+    body = encode_body(RunStatusRequest(execution_id=execution_id, tenant=tenant), JSON)
     try:
         msg = await nc.request(status_subject, body, timeout=timeout, headers=headers)
     except (nats.errors.NoRespondersError, nats.errors.TimeoutError, TimeoutError):
