@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from dcodex.shared.contract import ExecutionResult, RunStatus
-from dcodex.shared.errors import BAD_REQUEST, INTERNAL, DcodexError
+from dcodex.shared.errors import CONFLICT, INTERNAL, DcodexError
 
 KEEP_S = 120.0  # a finished run's result stays this long for whoever asks again
 MOST_KEPT = 4096  # and no more than this many of them
@@ -38,9 +38,15 @@ class _Finished:
 
 
 def reused_id(execution_id: str) -> DcodexError:
-    """An execution id this instance has, asked for with a different request."""
+    """An execution id this instance has, asked for with a different request (409).
+
+    The message names no id: error messages show in `$SRV.STATS` (last_error).
+    """
     return DcodexError(
-        BAD_REQUEST, f"execution_id {execution_id} already names another request", "execution_id"
+        CONFLICT,
+        "this execution_id names another request (under way or just finished); "
+        "leave it out to get a fresh one",
+        "execution_id",
     )
 
 
@@ -63,7 +69,7 @@ class Executions:
     def known(self, execution_id: str, fingerprint: str) -> asyncio.Future[ExecutionResult] | None:
         """The run this id names (under way or finished), for a request asking it again.
 
-        A 400 when the id names a different request: never its result.
+        A 409 when the id names a different request: never its result.
         """
         running = self._running.get(execution_id)
         if running is not None:
