@@ -11,7 +11,7 @@ import pytest
 
 from dcodex.services.runner.artifact_cache import ArtifactCache
 from dcodex.shared import bus
-from dcodex.shared.client import DcodexClient
+from dcodex.shared.client import DcodexClient, DcodexError
 from dcodex.shared.contract import CompileResult
 from dcodex.shared.languages.registry import Registry
 from dcodex.shared.service.artifacts import compile_digest, open_artifact_store
@@ -82,3 +82,33 @@ async def test_a_second_replica_finds_the_first_ones_artifact(
         store = await open_artifact_store(client.nc.jetstream())
         stored = (await store.get(first.artifact.name)).data or b""
     assert stored.startswith(b"\x7fELF") and len(stored) == first.artifact.size
+
+
+async def test_a_runner_holding_the_program_runs_it_without_asking_the_compiler(
+    replicas: ServiceProcesses,
+) -> None:
+    code = (
+        "#include <stdio.h>\n#warning this warning is kept\n"
+        f"int main(void) {{ char line[64]; /* {time.time_ns()} */\n"
+        '  if (fgets(line, sizeof line, stdin)) printf("got %s", line); }\n'
+    )
+    compiler = replicas.start("compiler")
+    replicas.start("runner")
+    await wait_for_subject(replicas.url, "replica.compile")
+    await wait_for_subject(replicas.url, "replica.languages")
+    async with await DcodexClient.connect(replicas.url, prefix="replica") as client:
+        request = {"language": "c", "code": code, "stdin": "one\n", "limits": {}}
+        first = await client.run({**request, "code": code})
+        assert first.status == "ok" and first.stdout == "got one\n", first
+        assert first.compile_time_ms is not None  # compiled for this run
+        warnings = first.compile_output
+        assert "this warning is kept" in warnings
+        replicas.stop(compiler)  # no compiler answers from now on
+        second = await client.run({**request, "stdin": "two\n"})
+        assert second.status == "ok" and second.stdout == "got two\n", second
+        # What the compiler says of a stored artifact: its warnings, no compile time.
+        assert second.compile_output == warnings and second.compile_time_ms is None
+        # Other flags name another artifact, which only a compiler can make.
+        with pytest.raises(DcodexError) as refused:
+            await client.run({**request, "optimization": "O0"})
+        assert refused.value.code == 503

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -183,7 +184,9 @@ async def test_compiled_checker_that_loops_is_a_checker_error(client: DcodexClie
         }
     )
     assert result.cases[0].verdict == "checker_error", result.checker_compile_output
-    assert "cpu_time_limit" in result.cases[0].checker_message
+    # Its CPU limit, or its wall clock on a machine too busy to give it the CPU.
+    assert re.search(r"(cpu|wall)_time_limit", result.cases[0].checker_message)
+    assert result.cases[0].status == "ok"  # the submission itself is not blamed
     broken = await client.judge(
         {
             "language": "python",

@@ -90,12 +90,22 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_shipped_registry_has_every_language_with_its_options() -> None:
     registry = Registry.load()
     ids = [lang.id for lang in registry.languages]
-    assert ids == ["c", "cpp", "python", "javascript", "bash", "rust"]
+    assert ids == ["c", "cpp", "python", "javascript", "bash", "rust", "go", "java"]
     cpp = registry.resolve("C++")
     assert cpp.default_std == "c++17" and cpp.default_optimization == "O2"
     assert {"c++17", "c++20", "c++23"} <= {name for name, _ in cpp.std_flags}
     assert registry.resolve("node").id == "javascript" and registry.resolve("rs").id == "rust"
     assert registry.for_file(Path("x.mjs")) is registry.resolve("js")
+    assert registry.resolve("golang").id == "go" and registry.for_file(Path("Main.java"))
+
+
+def test_the_jvm_gets_headroom_and_its_heap_from_the_memory_limit() -> None:
+    java = Registry.load().resolve("java")
+    argv = java.run_argv(256 * 2**20, ["x"])
+    assert "-Xmx256m" in argv and argv[-1] == "x"
+    assert java.address_space(256 * 2**20) == 256 * 2**20 + 2 * 2**30
+    c = Registry.load().resolve("c")
+    assert c.run_argv(2**30) == ["./main"] and c.address_space(2**30) is None
 
 
 def test_operator_file_adds_replaces_and_disables(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from dcodex.shared.sandbox.run import (
     working_directory,
 )
 from dcodex.shared.sandbox.slot import Slot
+from dcodex.shared.sandbox.warm import WarmSandbox
 from dcodex.shared.sandbox.workspace import hand_over, workspace, write_file, write_read_only
 
 
@@ -72,6 +73,25 @@ async def execute(
             address_space=language.address_space(limits.memory_bytes),
         )
     result = to_result(outcome, limits, execution_id, language.id, program.language_version)
+    if on_finished is not None:
+        on_finished(outcome, result)
+    return result
+
+
+async def execute_warm(
+    warm: WarmSandbox,
+    program: Program,
+    *,
+    execution_id: str,
+    stdin: str,
+    args: list[str],
+    limits: EffectiveLimits,
+    on_output: OutputCallback | None = None,
+    on_finished: Callable[[SandboxResult, ExecutionResult], None] | None = None,
+) -> ExecutionResult:
+    """`execute`, in a sandbox started ahead whose interpreter is given the program."""
+    outcome = await warm.run(program.source, args, stdin.encode(), on_output)
+    result = to_result(outcome, limits, execution_id, program.language.id, program.language_version)
     if on_finished is not None:
         on_finished(outcome, result)
     return result

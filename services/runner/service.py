@@ -15,10 +15,11 @@ from nats.js.object_store import ObjectStore
 from pydantic import BaseModel
 
 from dcodex.services.runner.artifact_cache import ArtifactCache
-from dcodex.services.runner.execution import Program, execute
+from dcodex.services.runner.execution import Program, execute, execute_warm
 from dcodex.services.runner.interactive import input_feed
 from dcodex.services.runner.judge import Judge
 from dcodex.services.runner.metrics import RunnerMetrics
+from dcodex.services.runner.warm_pool import WarmPool, open_warm_pool
 from dcodex.shared import bus
 from dcodex.shared.bus.retry import retry_unreceived
 from dcodex.shared.bus.watch import RunLost, watched_request
@@ -37,10 +38,16 @@ from dcodex.shared.contract import (
 from dcodex.shared.errors import INTERNAL, UNAVAILABLE, DcodexError
 from dcodex.shared.languages.probe import available_languages
 from dcodex.shared.languages.registry import Language, Registry
+from dcodex.shared.logging import note
 from dcodex.shared.sandbox.run import LiveInput
 from dcodex.shared.sandbox.slots import Overloaded, SlotPool, open_slot_pool
+from dcodex.shared.sandbox.warm import WarmSandbox, handover
 from dcodex.shared.service import micro
-from dcodex.shared.service.artifacts import ARTIFACT_BUCKET, open_artifact_store
+from dcodex.shared.service.artifacts import (
+    ARTIFACT_BUCKET,
+    compile_digest,
+    open_artifact_store,
+)
 from dcodex.shared.service.config import Settings, check_sizes
 from dcodex.shared.service.events import EventPublisher
 from dcodex.shared.service.executions import Executions
@@ -71,8 +78,10 @@ class Runner:
         registry: Registry,
         artifacts: ObjectStore,
         slots: SlotPool,
+        warm: WarmPool | None = None,
     ) -> None:
         self.settings = settings
+        self.warm = warm
         self.nc = nc
         self.registry = registry
         self.artifacts = artifacts
@@ -204,15 +213,7 @@ class Runner:
         program = Program(language, language.version, request.code)
         compiled: CompileResult | None = None
         if language.compiled:
-            compiled = await self.compile(
-                language,
-                request.code,
-                request.std,
-                request.optimization,
-                [],
-                call.request_id,
-                compile_id=execution_id,
-            )
+            compiled, binary = await self._program(language, request, call.request_id, execution_id)
             events.publish("compile", compiled.compile_output)
             if compiled.status == "compile_error":
                 return ExecutionResult(
@@ -223,13 +224,28 @@ class Runner:
                     language=language.id,
                     language_version=compiled.language_version,
                 )
-            binary = await self.artifact(compiled)
+            assert binary is not None
             program = Program(language, compiled.language_version, request.code, binary)
         queued_at = time.monotonic()
         try:
+            # A warm run holds a slot too, unused but for the count: at most
+            # max_concurrent_sandboxes programs run at once, warm or cold.
             async with self.slots.acquire() as slot:
                 self.metrics.queue_wait_seconds.observe(time.monotonic() - queued_at)
                 events.publish("started")
+                warm = self._warm_sandbox(program, request, limits, live)
+                if warm is not None:
+                    note(sandbox="warm")
+                    return await execute_warm(
+                        warm,
+                        program,
+                        execution_id=execution_id,
+                        stdin=request.stdin,
+                        args=request.args,
+                        limits=limits,
+                        on_output=events.output if events.enabled else None,
+                        on_finished=self.metrics.sandbox_finished,
+                    )
                 result = await execute(
                     program,
                     execution_id=execution_id,
@@ -250,6 +266,62 @@ class Runner:
                 "compile_time_ms": compiled.compile_time_ms,
             }
         )
+
+    def _warm_sandbox(
+        self,
+        program: Program,
+        request: ExecuteRequest,
+        limits: EffectiveLimits,
+        live: LiveInput | None,
+    ) -> WarmSandbox | None:
+        """A warm sandbox started for exactly this run's language and limits, if one is
+        ready; None sends the run the cold way (interactive runs always go that way)."""
+        warm = self.warm
+        if warm is None or live is not None or limits != warm.spec.limits:
+            return None
+        if program.language.run != warm.language_run:
+            return None
+        if handover(warm.spec.source_name, request.code, request.args) is None:
+            return None
+        return warm.take()
+
+    async def _program(
+        self, language: Language, request: ExecuteRequest, request_id: str, execution_id: str
+    ) -> tuple[CompileResult, bytes | None]:
+        """The compile's outcome and, unless it failed, the program.
+
+        The runner names the artifact itself (the digest the compiler computes, of the
+        toolchain version, the flags and the source): one it holds in memory needs no
+        compile request at all, and gets the answer the compiler gives for a stored
+        artifact. A compiler with another toolchain names its binaries otherwise, so
+        they are never found under this runner's name.
+        """
+        options = language.options(request.std, request.optimization)
+        digest = compile_digest(language, request.code, options)
+        binary = self.local_artifacts.get(digest)
+        if binary is not None:
+            self.metrics.artifact_lookups.labels("hit").inc()
+            known = CompileResult(
+                status="ok",
+                language=language.id,
+                language_version=language.version,
+                digest=digest,
+                compile_output=self.local_artifacts.warnings(digest),
+                cached=True,
+            )
+            return known, binary
+        compiled = await self.compile(
+            language,
+            request.code,
+            request.std,
+            request.optimization,
+            [],
+            request_id,
+            compile_id=execution_id,
+        )
+        if compiled.status == "compile_error":
+            return compiled, None
+        return compiled, await self.artifact(compiled)
 
     def refuse_when_overloaded(self) -> None:
         """Say 503 before compiling when the run could not even queue for a sandbox."""
@@ -312,7 +384,7 @@ class Runner:
         self.metrics.artifact_lookups.labels("miss" if data is None else "hit").inc()
         if data is None:
             data = (await self.artifacts.get(compiled.artifact.name)).data or b""
-            self.local_artifacts.put(compiled.digest, data)
+            self.local_artifacts.put(compiled.digest, data, compiled.compile_output)
         return data
 
 
@@ -336,7 +408,8 @@ async def start(settings: Settings) -> Service:
         log.warning("sandbox_isolation", mode=settings.isolation, layers=layers)
     registry = await available_languages(settings.languages_file, slots.probe_slot())
     artifacts = await open_artifact_store(nc.jetstream())
-    runner = Runner(settings, nc, registry, artifacts, slots)
+    warm = open_warm_pool(settings, registry, slots)
+    runner = Runner(settings, nc, registry, artifacts, slots, warm)
     running = await micro.start_micro_service(
         nc,
         name=NAME,
@@ -358,6 +431,6 @@ async def start(settings: Settings) -> Service:
         running,
         runner.metrics.registry,
         details={"isolation": " ".join(layers)},
-        on_stopped=[slots.close],
+        on_stopped=[warm.close, slots.close] if warm is not None else [slots.close],
         ready_checks=[object_store_check(artifacts, ARTIFACT_BUCKET)],
     )

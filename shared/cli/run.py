@@ -154,7 +154,6 @@ def _attach(target: Target, jobs: list[Job], limits: Limits, conflicting: bool) 
 
     async def attached(client: DcodexClient) -> ExecutionResult:
         request = request_for(job, await attach_limits(client, limits), cache=False)
-        errors.print(f"[dim]attached: wall clock {request.limits.wall_time_s:g} s[/dim]")
         return await attach(client, request)
 
     result = with_client(target, attached)

@@ -128,7 +128,22 @@ def _bare(binary: Path, workdir: Path) -> Runner:
 
 
 def _bwrap(bwrap: str, binary: Path, workdir: Path, uid: int | None) -> Runner:
-    """bwrap with the namespaces, view and writable places of the DCodeX sandbox."""
+    argv = bwrap_argv(bwrap, binary, workdir, uid)
+    env = clean_env(Path("/box"))
+
+    async def run() -> None:
+        process = await asyncio.create_subprocess_exec(
+            *argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        out, err = await process.communicate()
+        assert out == b"Hello, World!\n", err
+
+    return run
+
+
+def bwrap_argv(bwrap: str, binary: Path, workdir: Path, uid: int | None) -> list[str]:
+    """bwrap running `binary` with the namespaces, view and writable places of the DCodeX
+    sandbox (also the floor of `dcodex bench workloads`)."""
     argv = [bwrap, "--unshare-all", "--die-with-parent", "--new-session"]
     for path in ("/usr", "/lib", "/lib64", "/bin", "/etc/ld.so.cache"):
         if os.path.lexists(path):
@@ -140,17 +155,7 @@ def _bwrap(bwrap: str, binary: Path, workdir: Path, uid: int | None) -> Runner:
     argv += ["--bind", str(workdir), "/box", "--chdir", "/box", "--clearenv"]
     if uid is not None:
         argv += ["--uid", str(uid), "--gid", str(uid)]
-    argv += [f"/box/{binary.name}"]
-    env = clean_env(Path("/box"))
-
-    async def run() -> None:
-        process = await asyncio.create_subprocess_exec(
-            *argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        out, err = await process.communicate()
-        assert out == b"Hello, World!\n", err
-
-    return run
+    return [*argv, f"/box/{binary.name}"]
 
 
 def _compile_hello(workdir: Path) -> Path:

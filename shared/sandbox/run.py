@@ -107,6 +107,33 @@ async def run_sandboxed(
     it must be quick and must not raise (the loop would only log the exception).
     On cancellation everything the program started is killed and reaped first.
     """
+    started = start_sandboxed(
+        argv,
+        cwd=cwd,
+        limits=limits,
+        env=env,
+        slot=slot,
+        read_only=read_only,
+        collect=collect,
+        address_space=address_space,
+    )
+    return await started.finish(stdin, on_output)
+
+
+def start_sandboxed(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    limits: EffectiveLimits,
+    env: Mapping[str, str] | None = None,
+    slot: Slot | None = None,
+    read_only: Sequence[str] = (),
+    collect: bool = False,
+    address_space: int | None = None,
+) -> StartedSandbox:
+    """Start `argv` as `run_sandboxed` does, without supervising it yet: its stdin,
+    output and wall-clock limit begin with `StartedSandbox.finish` (see `warm.py`).
+    Call from the event loop that will supervise it."""
     loop = asyncio.get_running_loop()
     slot = slot or Slot(index=0, uid=None, gid=None)
     isolation, cgroup = slot.isolation, slot.cgroup
@@ -133,11 +160,32 @@ async def run_sandboxed(
         )
 
     spawned = _spawn(command, cwd, env)
-    supervisor = _Supervisor(loop, spawned, stdin, limits, on_output, isolation, cgroup)
-    try:
-        return await supervisor.run()
-    finally:
-        supervisor.close()
+    return StartedSandbox(_Supervisor(loop, spawned, limits, isolation, cgroup))
+
+
+class StartedSandbox:
+    """A started sandboxed program, supervised from `finish` on (once)."""
+
+    def __init__(self, supervisor: _Supervisor) -> None:
+        self._supervisor = supervisor
+
+    @property
+    def alive(self) -> bool:
+        """The sandbox has not ended (a program that waits for its input has not)."""
+        return self._supervisor.helper_alive
+
+    async def finish(
+        self, stdin: bytes | LiveInput = b"", on_output: OutputCallback | None = None
+    ) -> SandboxResult:
+        """Give the program its input, enforce the limits, and report how it ended."""
+        try:
+            return await self._supervisor.run(stdin, on_output)
+        finally:
+            self._supervisor.close()
+
+    def close(self) -> None:
+        """End the program unused: kill it and reap everything."""
+        self._supervisor.close()
 
 
 class LiveInput:
@@ -256,9 +304,7 @@ class _Supervisor:
         self,
         loop: asyncio.AbstractEventLoop,
         spawned: _Spawned,
-        stdin: bytes | LiveInput,
         limits: EffectiveLimits,
-        on_output: OutputCallback | None,
         isolation: Isolation,
         cgroup: SlotCgroup | None,
     ) -> None:
@@ -268,7 +314,7 @@ class _Supervisor:
         self._helper = spawned.proc
         self._started = time.monotonic()
         self._limits = limits
-        self._on_output = on_output
+        self._on_output: OutputCallback | None = None
         self._status_fd: int | None = spawned.status_fd
         self._status_text = b""
         # Once started: the program's pid and process group, or the namespace's pid 1.
@@ -277,10 +323,6 @@ class _Supervisor:
         self._pending_stdin = bytearray()
         self._stdin_ends = True  # close stdin once what is pending is written
         self._live: LiveInput | None = None
-        if isinstance(stdin, LiveInput):
-            self._live = stdin
-        else:
-            self._pending_stdin += stdin
         self._streams: dict[int, Stream] = {
             spawned.stdout_fd: "stdout",
             spawned.stderr_fd: "stderr",
@@ -313,7 +355,20 @@ class _Supervisor:
             # RLIMIT_CPU counts whole seconds: a fractional limit is watched from here.
             self._cpu_timer = self._loop.call_later(_CPU_POLL_S, self._on_cpu_poll)
 
-    async def run(self) -> SandboxResult:
+    @property
+    def helper_alive(self) -> bool:
+        return self._helper.poll() is None
+
+    async def run(
+        self, stdin: bytes | LiveInput, on_output: OutputCallback | None
+    ) -> SandboxResult:
+        # Started ahead of time (a warm sandbox), the run's clock starts with its input.
+        self._started = time.monotonic()
+        self._on_output = on_output
+        if isinstance(stdin, LiveInput):
+            self._live = stdin
+        else:
+            self._pending_stdin += stdin
         self._watch()
         exited = await self._exited
         self._reap_helper()

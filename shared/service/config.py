@@ -85,6 +85,13 @@ class Settings(BaseModel):
     sandbox_disk_bytes: int = Field(
         64 * MiB, ge=MiB, description="size of a run's only writable place (its dir and /tmp)"
     )
+    warm_interpreters: int = Field(
+        2,
+        ge=0,
+        le=64,
+        description="Python sandboxes a runner keeps started ahead of their runs, besides "
+        "--max-concurrent-sandboxes (needs namespaces); 0 turns them off",
+    )
     max_queued_executions: int = Field(
         100, ge=0, description="runs that may wait for a sandbox; past it: 503 overloaded"
     )

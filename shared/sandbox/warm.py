@@ -1,0 +1,218 @@
+"""Warm interpreters: Python sandboxes started before the run that will use them.
+
+A cold Python run starts its sandbox and then its interpreter after the request has
+arrived, and the interpreter's start-up (10-15 ms of CPU) is most of a hello world's
+time. A warm run finds both done: a sandbox started ahead of time, exactly as a cold
+run's (the same helper, slot uid, cgroup, rlimits, no_new_privs, namespaces, tmpfs root
+and read-only view, clean environment), whose interpreter has initialised and waits,
+blocked on its stdin, for the one program it will run.
+
+The run hands over the program's file name, source and arguments on stdin (`handover`),
+followed by the program's own stdin. The interpreter (`LOADER`) writes the source into
+its working directory, makes itself look as `python3 -u main.py ARGS` would (argv,
+sys.path, `__main__`), and runs it; when it ends, the sandbox ends. Each warm sandbox
+serves one run and is then gone: nothing of one run is there for another. Only the
+wall-clock limit and the output start with the handover; CPU time and memory count the
+interpreter's start-up as a cold run's do.
+
+`WarmPool` keeps `size` of them started, on slots of their own (so they take no slot
+from cold runs), and starts the next one as soon as one is taken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import tempfile
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from dcodex.shared.contract import EffectiveLimits
+from dcodex.shared.sandbox.run import OutputCallback, SandboxResult, StartedSandbox, start_sandboxed
+from dcodex.shared.sandbox.slot import Slot
+from dcodex.shared.sandbox.slots import SlotPool
+from dcodex.shared.sandbox.workspace import hand_over
+
+log = structlog.get_logger("dcodex.sandbox")
+
+# After a failed start, the next try waits this long (a broken host must not spin).
+RETRY_AFTER_S = 1.0
+_LENGTH_DIGITS = 10
+
+# Runs inside the sandbox, as `python3 -u -c LOADER`. It imports nothing that start-up
+# has not imported already, and leaves nothing of itself in `__main__`.
+LOADER = r"""
+def _dcodex_warm():
+    import os, sys
+    builtins = sys.modules["builtins"]
+    def read(count):
+        data = b""
+        while len(data) < count:
+            chunk = os.read(0, count - len(data))
+            if not chunk:
+                raise SystemExit(0)  # ended unused
+            data += chunk
+        return data
+    name, source, *args = read(int(read(LENGTH_DIGITS))).split(b"\0")
+    name = name.decode()
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o400)
+    os.write(fd, source)
+    os.close(fd)
+    path = os.path.join(os.getcwd(), name)
+    sys.argv[:] = [name, *(os.fsdecode(arg) for arg in args)]
+    sys.path[0] = os.path.dirname(path)
+    loader = sys.modules["_frozen_importlib_external"].SourceFileLoader("__main__", path)
+    main = sys.modules["__main__"].__dict__
+    main.clear()
+    main.update(__name__="__main__", __doc__=None, __package__=None, __loader__=loader,
+                __spec__=None, __file__=path, __cached__=None, __builtins__=builtins)
+    try:
+        code = compile(source, path, "exec", dont_inherit=True)
+    except SyntaxError as error:
+        sys.excepthook(type(error), error.with_traceback(None), None)
+        raise SystemExit(1) from None
+    try:
+        exec(code, main)
+    except SystemExit:
+        raise
+    except BaseException as error:
+        # The program's frames only, as `python3 main.py` shows them.
+        error = error.with_traceback(error.__traceback__.tb_next)
+        sys.excepthook(type(error), error, error.__traceback__)
+        if isinstance(error, KeyboardInterrupt):
+            import signal
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
+        raise SystemExit(1) from None
+_dcodex_warm()
+""".replace("LENGTH_DIGITS", str(_LENGTH_DIGITS))
+
+
+def warm_argv(run: Sequence[str], source: str) -> list[str] | None:
+    """The warm interpreter's argv for a language run as `run` (`python3 -u main.py`):
+    its source file replaced by the loader. None when `run` is not a Python one."""
+    if len(run) < 2 or run[-1] != source or not Path(run[0]).name.startswith("python"):
+        return None
+    return [*run[:-1], "-c", LOADER]
+
+
+def handover(source_name: str, code: str, args: Sequence[str]) -> bytes | None:
+    """What the loader reads first; None when a NUL byte makes it unsendable (a cold run
+    then reports what Python says of such a program)."""
+    fields = [source_name, code, *args]
+    if any("\0" in field for field in fields):
+        return None
+    payload = b"\0".join(os.fsencode(field) for field in fields)
+    return b"%0*d" % (_LENGTH_DIGITS, len(payload)) + payload
+
+
+@dataclass(frozen=True)
+class WarmSpec:
+    """What warm sandboxes are started with; a run may take one only if it asks the same."""
+
+    argv: tuple[str, ...]  # from `warm_argv`
+    source_name: str
+    env: Mapping[str, str]
+    limits: EffectiveLimits
+    read_only: tuple[str, ...] = ()
+
+
+class WarmSandbox:
+    """One started sandbox waiting for its program; `run` uses it up."""
+
+    def __init__(self, spec: WarmSpec, slot: Slot) -> None:
+        self.spec = spec
+        self.used: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._workdir = Path(tempfile.mkdtemp(prefix="dcodex-warm-"))
+        try:
+            hand_over(self._workdir, slot)
+            self._started: StartedSandbox = start_sandboxed(
+                spec.argv,
+                cwd=self._workdir,
+                limits=spec.limits,
+                env=spec.env,
+                slot=slot,
+                read_only=spec.read_only,
+            )
+        except BaseException:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            raise
+
+    @property
+    def alive(self) -> bool:
+        return self._started.alive
+
+    async def run(
+        self, code: str, args: Sequence[str], stdin: bytes, on_output: OutputCallback | None
+    ) -> SandboxResult:
+        if self.used.done():
+            raise RuntimeError("this warm sandbox was used up: each serves one run")
+        first = handover(self.spec.source_name, code, args)
+        if first is None:
+            raise ValueError("a program or argument with a NUL byte cannot be handed over")
+        try:
+            return await self._started.finish(first + stdin, on_output)
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        """End it (unused, or after its run) and free its slot for the next one."""
+        self._started.close()
+        shutil.rmtree(self._workdir, ignore_errors=True)
+        if not self.used.done():
+            self.used.set_result(None)
+
+
+class WarmPool:
+    """`size` warm sandboxes of `spec`, each on a slot of `slots`, kept started."""
+
+    def __init__(self, spec: WarmSpec, slots: SlotPool, size: int) -> None:
+        self.spec = spec
+        self.slots = slots
+        self.size = size
+        self._ready: deque[WarmSandbox] = deque()
+        self._keepers: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._keepers = [asyncio.create_task(self._keep()) for _ in range(self.size)]
+
+    def take(self) -> WarmSandbox | None:
+        """A started sandbox, or None when none is (all in use, or still starting)."""
+        while self._ready:
+            warm = self._ready.popleft()
+            if warm.alive:
+                return warm
+            warm.discard()  # ended while waiting (killed from outside): start another
+        return None
+
+    def close(self) -> None:
+        """End every warm sandbox and remove the slots' cgroups (once no run is left)."""
+        for keeper in self._keepers:
+            keeper.cancel()
+        while self._ready:
+            self._ready.popleft().discard()
+        self.slots.close()
+
+    async def _keep(self) -> None:
+        """Keep one warm sandbox started: a new one as soon as the last is used up."""
+        while True:
+            async with self.slots.acquire() as slot:
+                try:
+                    warm = WarmSandbox(self.spec, slot)
+                except (OSError, RuntimeError) as exc:
+                    log.warning("warm_sandbox_not_started", error=repr(exc))
+                    await asyncio.sleep(RETRY_AFTER_S)
+                    continue
+                self._ready.append(warm)
+                try:
+                    await warm.used
+                finally:
+                    with contextlib.suppress(ValueError):
+                        self._ready.remove(warm)
+                    warm.discard()

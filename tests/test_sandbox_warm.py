@@ -1,0 +1,188 @@
+"""Warm interpreters: a Python sandbox started before its run behaves as a cold run's
+does, with every layer on, and serves one run only."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from dcodex.shared.contract import EffectiveLimits
+from dcodex.shared.environment import clean_env
+from dcodex.shared.sandbox.isolation import SANDBOX_WORKDIR
+from dcodex.shared.sandbox.run import SandboxResult, run_sandboxed
+from dcodex.shared.sandbox.slots import SlotPool, open_slot_pool
+from dcodex.shared.sandbox.warm import (
+    LOADER,
+    WarmPool,
+    WarmSandbox,
+    WarmSpec,
+    handover,
+    warm_argv,
+)
+from dcodex.shared.sandbox.workspace import hand_over, workspace, write_file
+
+MiB = 2**20
+LIMITS = EffectiveLimits(
+    cpu_time_s=1.0,
+    wall_time_s=2.0,
+    memory_bytes=512 * MiB,
+    output_bytes=64 * 1024,
+    processes=16,
+    file_size_bytes=1 * MiB,
+)
+RUN = ("python3", "-u", "main.py")
+ENV = clean_env(Path(SANDBOX_WORKDIR))
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[SlotPool]:
+    slots = await open_slot_pool(
+        "strict", size=4, uid_base=62100, disk_bytes=64 * MiB, max_queued=None, service="warmtest"
+    )
+    try:
+        yield slots
+    finally:
+        slots.close()
+
+
+def spec(limits: EffectiveLimits = LIMITS) -> WarmSpec:
+    argv = warm_argv(RUN, "main.py")
+    assert argv is not None
+    return WarmSpec(tuple(argv), "main.py", ENV, limits)
+
+
+async def cold(
+    slots: SlotPool, code: str, stdin: bytes = b"", args: tuple[str, ...] = ()
+) -> SandboxResult:
+    async with slots.acquire() as slot:
+        with workspace(prefix="dcodex-test-") as cwd:
+            write_file(cwd, "main.py", textwrap.dedent(code).encode(), slot, mode=0o400)
+            hand_over(cwd, slot)
+            return await run_sandboxed(
+                [*RUN, *args], cwd=cwd, limits=LIMITS, stdin=stdin, env=ENV, slot=slot
+            )
+
+
+async def warm(
+    slots: SlotPool, code: str, stdin: bytes = b"", args: tuple[str, ...] = (), idle_s: float = 0
+) -> SandboxResult:
+    async with slots.acquire() as slot:
+        sandbox = WarmSandbox(spec(), slot)
+        await asyncio.sleep(idle_s)
+        return await sandbox.run(textwrap.dedent(code), args, stdin, None)
+
+
+# What a program can see of itself and of its sandbox: the same cold and warm.
+PROBE = """
+    import os, socket, sys
+    print(sys.argv, __name__, __file__, sys.path[0], os.getcwd())
+    print(os.getuid(), os.getgid(), os.getpid(), sorted(os.listdir("/")))
+    print(sorted(os.environ.items()))
+    print(open("/proc/self/status").read().split("NoNewPrivs:")[1].split()[0])
+    import resource
+    print([resource.getrlimit(r) for r in (resource.RLIMIT_CPU, resource.RLIMIT_AS,
+           resource.RLIMIT_FSIZE, resource.RLIMIT_NOFILE, resource.RLIMIT_CORE)])
+    print(sorted(os.listdir("/box")), os.access("/usr", os.W_OK), os.path.exists("/etc/passwd"))
+    print(open("/proc/self/cgroup").read())
+    try:
+        socket.create_connection(("127.0.0.1", 4222), timeout=1)
+        print("network: reached the host")
+    except OSError as error:
+        print("network: none", error.errno)
+    print(sys.stdin.read(), sys.argv[1:])
+"""
+
+
+async def test_a_warm_run_sees_what_a_cold_run_sees_every_layer_on(pool: SlotPool) -> None:
+    stdin, args = b"the input\nof the run", ("one", "two words")
+    cold_run = await cold(pool, PROBE, stdin, args)
+    warm_run = await warm(pool, PROBE, stdin, args)
+    assert cold_run.exit_code == 0, cold_run.stderr
+    assert warm_run.exit_code == 0, warm_run.stderr
+    cold_lines, warm_lines = cold_run.stdout.decode(), warm_run.stdout.decode()
+    # Each ran on a slot of its own: the uid and the cgroup are the slot's.
+    assert _without_slot(cold_lines) == _without_slot(warm_lines)
+    assert "['main.py', 'one', 'two words'] __main__ /box/main.py /box /box" in warm_lines
+    assert "network: none" in warm_lines and "the input\nof the run" in warm_lines
+    assert "\n1\n" in warm_lines  # NoNewPrivs
+    assert " 2 [" in warm_lines  # pid 2 of a pid namespace of its own (the reaper is 1)
+
+
+def _without_slot(text: str) -> list[str]:
+    """The probe's lines but those naming the slot (uid and cgroup)."""
+    return [line for line in text.splitlines() if not re.match(r"(\d+:|62\d\d\d )", line)]
+
+
+async def test_errors_read_as_a_cold_runs(pool: SlotPool) -> None:
+    for code in (
+        "def f():\n    raise ValueError('nope')\nf()\n",
+        "print('unclosed'\n",
+        "import sys\nprint('out')\nsys.exit(3)\n",
+    ):
+        cold_run, warm_run = await cold(pool, code), await warm(pool, code)
+        assert (warm_run.exit_code, warm_run.stdout) == (cold_run.exit_code, cold_run.stdout)
+        assert warm_run.stderr == cold_run.stderr, (code, warm_run.stderr, cold_run.stderr)
+
+
+async def test_the_wall_clock_starts_with_the_run_not_with_the_sandbox(pool: SlotPool) -> None:
+    limits_wall_s = LIMITS.wall_time_s
+    result = await warm(pool, "print('late but fine')", idle_s=limits_wall_s + 0.5)
+    assert result.stdout == b"late but fine\n" and not result.wall_clock_timeout
+    assert result.wall_time_ms < limits_wall_s * 1000
+
+
+async def test_the_limits_hold_in_a_warm_run(pool: SlotPool) -> None:
+    result = await warm(pool, "while True: pass")
+    assert result.killed_for == "cpu_time" or result.signal is not None, result
+    big = await warm(pool, "block = bytearray(1024 * 2**20)")
+    assert big.exit_code != 0 and b"MemoryError" in big.stderr
+
+
+async def test_a_pool_gives_each_sandbox_to_one_run_and_keeps_them_started() -> None:
+    slots = await open_slot_pool(
+        "strict", size=2, uid_base=62200, disk_bytes=64 * MiB, max_queued=None, service="warmpool"
+    )
+    pool = WarmPool(spec(), slots, 2)
+    pool.start()
+    try:
+        taken = await _take(pool)
+        first = await taken.run("open('/tmp/left', 'w').write('x'); print('first')", (), b"", None)
+        assert first.stdout == b"first\n"
+        with pytest.raises(Exception):  # noqa: B017  (used up: nothing runs twice)
+            await taken.run("print('again')", (), b"", None)
+        # The next one is a fresh sandbox: nothing of the first run is there.
+        second = await (await _take(pool)).run(
+            "import os; print(os.path.exists('/tmp/left'))", (), b"", None
+        )
+        assert second.stdout == b"False\n", second
+        third, fourth = await _take(pool), await _take(pool)
+        assert third is not fourth
+        assert pool.take() is None, "both are taken; a third is not started until one is used"
+        results = await asyncio.gather(
+            third.run("print(3)", (), b"", None), fourth.run("print(4)", (), b"", None)
+        )
+        assert [r.stdout for r in results] == [b"3\n", b"4\n"]
+    finally:
+        pool.close()
+
+
+async def _take(pool: WarmPool) -> WarmSandbox:
+    for _ in range(500):
+        taken = pool.take()
+        if taken is not None:
+            return taken
+        await asyncio.sleep(0.01)
+    raise TimeoutError("no warm sandbox was started")
+
+
+def test_only_python_runs_of_their_source_are_warmed() -> None:
+    assert warm_argv(("python3", "-u", "main.py"), "main.py") == ["python3", "-u", "-c", LOADER]
+    assert warm_argv(("node", "main.js"), "main.js") is None
+    assert warm_argv(("./main",), "main.c") is None
+    assert handover("main.py", "print(1)", ["a"]) == b"0000000018main.py\0print(1)\0a"
+    assert handover("main.py", "print('\0')", []) is None
