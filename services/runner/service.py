@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import nats.errors
 import structlog
 from nats.aio.client import Client as NATS
 from nats.js.object_store import ObjectStore
@@ -383,7 +384,13 @@ class Runner:
         data = self.local_artifacts.get(compiled.digest)
         self.metrics.artifact_lookups.labels("miss" if data is None else "hit").inc()
         if data is None:
-            data = (await self.artifacts.get(compiled.artifact.name)).data or b""
+            try:
+                data = (await self.artifacts.get(compiled.artifact.name)).data or b""
+            except (nats.errors.TimeoutError, nats.errors.ConnectionClosedError) as exc:
+                # NATS is away (restarting): a 503 to try again, not an internal error.
+                raise DcodexError(
+                    UNAVAILABLE, "the artifact store did not answer; try again"
+                ) from exc
             self.local_artifacts.put(compiled.digest, data, compiled.compile_output)
         return data
 
