@@ -48,6 +48,8 @@ def decode(data: bytes, encoding: Encoding = JSON) -> dict[str, Any]:
         kind = "msgpack" if encoding == MSGPACK else "JSON"
         detail = str(exc) or type(exc).__name__
         raise DcodexError(BAD_REQUEST, f"the request is not valid {kind}: {detail}") from exc
+    except RecursionError as exc:  # the JSON parser recurses once per level of nesting
+        raise DcodexError(BAD_REQUEST, "the request is nested too deeply") from exc
     if not isinstance(value, dict):
         raise DcodexError(BAD_REQUEST, f"the request must be an object, not {type(value).__name__}")
     return value

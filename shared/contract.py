@@ -160,6 +160,11 @@ class CompileRequest(Request):
     files: list[JudgeFile] = Field(
         default_factory=list, description="extra files beside the source (headers, modules)"
     )
+    compile_id: str | None = Field(
+        None,
+        pattern=EXECUTION_ID_PATTERN,
+        description="names this compile for dcodex.status.compile while it runs",
+    )
 
 
 class ArtifactRef(Reply):
@@ -237,6 +242,29 @@ class PurgeRequest(Request):
 
 class PurgeReply(Reply):
     purged: int
+
+
+class RunStatusRequest(Request):
+    """`dcodex.status.run`: what became of a run, asked of every runner at once."""
+
+    execution_id: str = Field(pattern=EXECUTION_ID_PATTERN)
+    tenant: str | None = Field(
+        None,
+        pattern=EXECUTION_ID_PATTERN,
+        description="the tenant whose run it is (the services ask; only on dcodex.status.run)",
+    )
+
+
+class RunStatus(Reply):
+    """The answer of the runner that has the run; runners that don't know it stay silent.
+
+    `running` while it is queued, compiling or running; `finished` with its result for
+    a while after it ended (a reply lost in a NATS restart can be fetched again).
+    """
+
+    execution_id: str
+    state: Literal["running", "finished"]
+    result: ExecutionResult | None = None
 
 
 class ErrorDetail(Reply):

@@ -22,6 +22,8 @@ from dcodex.shared.contract import (
     LanguagesReply,
     PurgeReply,
     PurgeRequest,
+    RunStatus,
+    RunStatusRequest,
 )
 
 DEFAULT_PREFIX = "dcodex"
@@ -67,6 +69,9 @@ class Subject:
     # Also served per tenant on `<prefix>.<suffix>.<tenant>` (docs/tenancy.md): the
     # subjects that start runs, whose live subjects then belong to that tenant.
     per_tenant: bool = False
+    # Heard by every instance of the service (not one of a queue group); only the one
+    # concerned answers, the others stay silent.
+    broadcast: bool = False
 
     def on(self, prefix: str) -> str:
         return f"{prefix}.{self.suffix}"
@@ -91,6 +96,16 @@ EXECUTE = Subject(
     ExecutionResult,
     per_tenant=True,
 )
+EXECUTE_STATUS = Subject(
+    "executeStatus",
+    "status.execute",
+    "status",
+    CACHE,
+    "What became of an execution (every cache replica hears it; the one that has it answers).",
+    RunStatusRequest,
+    RunStatus,
+    broadcast=True,
+)
 RUN = Subject(
     "run",
     "run",
@@ -101,6 +116,16 @@ RUN = Subject(
     ExecutionResult,
     per_tenant=True,
 )
+RUN_STATUS = Subject(
+    "runStatus",
+    "status.run",
+    "status",
+    RUNNER,
+    "What became of a run (every runner hears it; the one that has it answers).",
+    RunStatusRequest,
+    RunStatus,
+    broadcast=True,
+)
 COMPILE = Subject(
     "compile",
     "compile",
@@ -109,6 +134,17 @@ COMPILE = Subject(
     "Compile only: artifact reference and diagnostics.",
     CompileRequest,
     CompileResult,
+)
+COMPILE_STATUS = Subject(
+    "compileStatus",
+    "status.compile",
+    "status",
+    COMPILER,
+    "Whether a compile (by compile_id) is under way (every compiler hears it; the one "
+    "compiling it answers).",
+    RunStatusRequest,
+    RunStatus,
+    broadcast=True,
 )
 LANGUAGES = Subject(
     "languages",
@@ -159,8 +195,11 @@ JUDGE_RUN = Subject(
 
 SUBJECTS: tuple[Subject, ...] = (
     EXECUTE,
+    EXECUTE_STATUS,
     RUN,
+    RUN_STATUS,
     COMPILE,
+    COMPILE_STATUS,
     LANGUAGES,
     CACHE_STATS,
     CACHE_PURGE,

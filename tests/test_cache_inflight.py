@@ -14,6 +14,7 @@ import pytest
 
 from dcodex.services.cache.inflight import (
     Finished,
+    HeldLease,
     Inflight,
     Lease,
     decode,
@@ -57,7 +58,7 @@ def test_anything_else_holds_no_lease() -> None:
 
 
 def test_the_lease_outlives_the_request_timeout_unless_set() -> None:
-    assert lease_seconds(Settings(request_timeout_seconds=30)) == 40
+    assert lease_seconds(Settings(request_timeout_seconds=30)) == 10  # renewed while it runs
     assert lease_seconds(Settings(request_timeout_seconds=30, cache_lease_seconds=5)) == 5
 
 
@@ -87,7 +88,7 @@ async def test_a_follower_gets_every_leaders_outcome(replicas: tuple[Inflight, I
     for round in range(100):
         key = uuid.uuid4().hex
         lease = await leader.claim(key)
-        assert lease is not None and await follower.claim(key) is None
+        assert isinstance(lease, Lease) and await follower.claim(key) is None
         finishing = asyncio.ensure_future(finish_soon(leader, lease, (round % 10) / 1000))
         assert await follower.wait(key) == Finished(RESULT, kept=True)
         await finishing
@@ -106,10 +107,10 @@ async def test_a_finished_or_released_lease_can_be_claimed_again(
     first, second = replicas
     key = uuid.uuid4().hex
     lease = await first.claim(key)
-    assert lease is not None
+    assert isinstance(lease, Lease)
     await first.finish(lease, Finished(RESULT, kept=False))
     again = await second.claim(key)
-    assert again is not None and await first.claim(key) is None
+    assert isinstance(again, Lease) and await first.claim(key) is None
     await second.release(again)
     assert await second.wait(key) is None
     assert await first.claim(key) is not None
@@ -122,3 +123,32 @@ async def test_the_lease_of_a_replica_that_never_finishes_expires(nats_url: str)
         assert await waiting.claim(key) is None
         assert await waiting.wait(key) is None, "the lease ended without an outcome"
         assert await waiting.claim(key) is not None
+
+
+async def test_a_just_finished_and_stored_run_is_shared_not_run_again(
+    replicas: tuple[Inflight, Inflight],
+) -> None:
+    """A request that missed the store a moment before the leader stored its result
+    finds the finished lease: it shares that result rather than running it again."""
+    first, second = replicas
+    key = uuid.uuid4().hex
+    lease = await first.claim(key)
+    assert isinstance(lease, Lease)
+    await first.finish(lease, Finished(RESULT, kept=True))
+    assert await second.claim(key) == Finished(RESULT, kept=True)
+
+
+async def test_a_held_lease_outlives_its_length_until_finished(nats_url: str) -> None:
+    """Renewed every third of its length while held: a 1 s lease held for 3 s still
+    keeps the follower waiting, and the follower gets the outcome."""
+    key = uuid.uuid4().hex
+    async with inflight_on(nats_url, 1) as leader, inflight_on(nats_url, 1) as follower:
+        lease = await leader.claim(key)
+        assert isinstance(lease, Lease)
+        waiting = asyncio.ensure_future(follower.wait(key))
+        async with HeldLease(leader, lease) as held:
+            await asyncio.sleep(3)
+            assert not waiting.done(), "the lease expired while its run went on"
+            assert await follower.claim(key) is None
+        await leader.finish(held.lease, Finished(RESULT, kept=True))
+        assert await waiting == Finished(RESULT, kept=True)

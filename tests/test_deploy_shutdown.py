@@ -12,7 +12,7 @@ import pytest
 
 from dcodex.shared.client import DcodexClient
 from dcodex.shared.contract import ExecutionResult
-from dcodex.shared.errors import TIMEOUT, DcodexError
+from dcodex.shared.errors import UNAVAILABLE, DcodexError
 from tests.conftest import ServiceProcesses
 from tests.deploy_support import NatsServers
 
@@ -66,5 +66,5 @@ async def test_a_run_longer_than_the_grace_is_cut_off(runners: ServiceProcesses)
     runner = runners.start("runner", "--shutdown-grace-seconds", "0.5")
     with pytest.raises(DcodexError) as refused:
         await run_and_terminate(runners, runner, timeout=5)
-    assert refused.value.code == TIMEOUT  # the run was cancelled: no reply came
+    assert refused.value.code == UNAVAILABLE  # cancelled: the client learns it was lost
     assert runner.wait(timeout=30) == 0

@@ -165,18 +165,28 @@ async def test_services_are_discoverable_with_the_micro_protocol(client: DcodexC
         "dcodex-cache": {
             "dcodex.execute",
             "dcodex.execute.*",
+            "dcodex.status.execute",
             "dcodex.cache.stats",
             "dcodex.cache.purge",
             "dcodex.judge",
         },
-        "dcodex-runner": {"dcodex.run", "dcodex.run.*", "dcodex.languages", "dcodex.judge.run"},
-        "dcodex-compiler": {"dcodex.compile"},
+        "dcodex-runner": {
+            "dcodex.run",
+            "dcodex.run.*",
+            "dcodex.status.run",
+            "dcodex.languages",
+            "dcodex.judge.run",
+        },
+        "dcodex-compiler": {"dcodex.compile", "dcodex.status.compile"},
     }
     for name, subjects in expected.items():
         msg = await client.nc.request(f"$SRV.INFO.{name}", b"", timeout=5)
         info = json.loads(msg.data)
         assert info["name"] == name
         assert {endpoint["subject"] for endpoint in info["endpoints"]} == subjects
-        assert {endpoint["queue_group"] for endpoint in info["endpoints"]} == {"q"}
+        for endpoint in info["endpoints"]:
+            # A status subject is heard by every instance: a queue group of its own.
+            broadcast = endpoint["subject"].startswith("dcodex.status.")
+            assert (endpoint["queue_group"] == "q") != broadcast, endpoint
     runner = json.loads((await client.nc.request("$SRV.INFO.dcodex-runner", b"", timeout=5)).data)
     assert "rlimits" in runner["metadata"]["isolation"]

@@ -3,8 +3,10 @@
 The replica that creates a key's lease (`kv.create`, which fails when the key exists)
 runs the request; the others wait for the lease's outcome. The leader ends its lease by
 writing the outcome into it (the result, or the error it got), so waiting replicas share
-even results that are never cached. A lease lives at most the bucket's max age: a
-crashed leader's lease vanishes then, and those waiting run the request themselves.
+even results that are never cached. A lease lives the bucket's max age from its last
+write, and its leader renews it every third of that while the run goes on (a run may
+last longer than a lease): a crashed leader's lease vanishes within one lease, and
+those waiting run the request themselves.
 
 The server places no marker when max age removes a key, so a watcher cannot see a lease
 expire: waiting replicas also look every `poll_s`.
@@ -12,6 +14,7 @@ expire: waiting replicas also look every `poll_s`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
@@ -124,8 +127,10 @@ class Inflight:
     async def open(self) -> bool:
         return await self._bucket.open()
 
-    async def claim(self, key: str) -> Lease | None:
-        """The lease on `key` if no replica is running it; None while one is."""
+    async def claim(self, key: str, share_finished: bool = True) -> Lease | Finished | None:
+        """The lease on `key` if no replica is running it; None while one is; the
+        outcome of a finished run that stored its result (`share_finished`: the caller
+        checks the result is still stored, and else claims again without sharing)."""
         kv = await self._bucket.kv()
         value = running_value(self._holder)
         try:
@@ -136,14 +141,34 @@ class Inflight:
             raise self._bucket.lost(exc) from exc
         try:
             entry = await kv.get(key)
-            if decode(entry.value) is True or entry.revision is None:
+            state = decode(entry.value)
+            if state is True or entry.revision is None:
                 return None
-            # Finished (or unreadable): take it over, unless another replica just did.
+            if share_finished and isinstance(state, Finished) and state.kept and state.result:
+                # Just finished and stored: share it (running it again would run the
+                # program twice for the request that missed the store a moment ago).
+                return state
+            # Finished otherwise (or unreadable): take it over, unless another replica just did.
             return Lease(key, await kv.update(key, value, last=entry.revision))
         except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyWrongLastSequenceError):
             return None  # it changed under us: wait on whatever holds it now
         except (nats.errors.Error, TimeoutError) as exc:
             raise self._bucket.lost(exc) from exc
+
+    async def renew(self, lease: Lease) -> Lease | None:
+        """`lease` written again (its age starts over); None when it is no longer ours."""
+        try:
+            kv = await self._bucket.kv()
+            return Lease(
+                lease.key,
+                await kv.update(lease.key, running_value(self._holder), last=lease.revision),
+            )
+        except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.KeyNotFoundError):
+            log.warning("lease_lost_while_running", key=lease.key, lease_s=self.lease_s)
+            return None
+        except (nats.errors.Error, TimeoutError, InflightUnavailable) as exc:
+            log.info("lease_not_renewed", key=lease.key, error=repr(exc))
+            return lease  # try again next time: the lease may outlive a short outage
 
     async def finish(self, lease: Lease, finished: Finished) -> None:
         """End `lease` with its outcome, for the replicas waiting on it (best effort)."""
@@ -211,3 +236,36 @@ class Inflight:
             return await kv.get(key)
         except nats.js.errors.KeyNotFoundError:
             return None
+
+
+class HeldLease:
+    """A lease its leader keeps renewing while the run goes on; `lease` is its latest
+    revision (what `finish` and `release` must name)."""
+
+    def __init__(self, inflight: Inflight, lease: Lease) -> None:
+        self.inflight = inflight
+        self.lease = lease
+        self._done = asyncio.Event()
+        self._renewing: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> HeldLease:
+        self._renewing = asyncio.create_task(self._renew())
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        # Stopped between two writes, never in the middle of one: the revision stays known.
+        self._done.set()
+        if self._renewing is not None:
+            await asyncio.shield(self._renewing)
+
+    async def _renew(self) -> None:
+        every = self.inflight.lease_s / 3
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._done.wait(), every)
+            if self._done.is_set():
+                return
+            renewed = await self.inflight.renew(self.lease)
+            if renewed is None:
+                return  # another replica took it over: our finish will say so
+            self.lease = renewed

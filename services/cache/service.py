@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from dcodex.services.cache.inflight import (
     INFLIGHT_BUCKET,
     Finished,
+    HeldLease,
     Inflight,
     InflightUnavailable,
     Lease,
@@ -39,6 +40,7 @@ from dcodex.services.cache.results import (
     unpack,
 )
 from dcodex.shared import bus
+from dcodex.shared.bus.watch import watched_request
 from dcodex.shared.codec import MSGPACK
 from dcodex.shared.contract import (
     UNCACHEABLE_STATUSES,
@@ -50,12 +52,14 @@ from dcodex.shared.contract import (
     LanguagesReply,
     PurgeReply,
     PurgeRequest,
+    RunStatusRequest,
 )
 from dcodex.shared.errors import UNAVAILABLE, DcodexError
 from dcodex.shared.logging import note
 from dcodex.shared.service import micro
 from dcodex.shared.service.config import Settings, check_sizes
 from dcodex.shared.service.events import EventPublisher, replay
+from dcodex.shared.service.executions import Executions
 from dcodex.shared.service.health import Check
 from dcodex.shared.service.lifecycle import Service
 from dcodex.shared.service.live_runs import LiveRuns
@@ -65,15 +69,19 @@ from dcodex.shared.subjects import (
     CACHE_PURGE,
     CACHE_STATS,
     EXECUTE,
+    EXECUTE_STATUS,
     JUDGE,
     LANGUAGES,
     RUN,
+    RUN_STATUS,
 )
 from dcodex.shared.version import version
 
 NAME = CACHE.micro_name
 PUT_HEADROOM = 4096  # bytes of a KV put besides the value: subject and headers
-LEASE_MARGIN_S = 10.0  # a leader's lease outlives its run request by this (storing the result)
+# A lease is renewed every third of it while its run lasts: a dead replica's lease is
+# gone (and those waiting on it go ahead) within this, however long runs may be.
+DEFAULT_LEASE_S = 10.0
 # Leases a replica waits on, one after another, before it runs the request regardless.
 LEASE_ROUNDS = 3
 
@@ -91,10 +99,10 @@ class Outcome:
 
 
 def lease_seconds(settings: Settings) -> float:
-    """How long a lease lasts: by default as long as a leader may wait for its runner."""
+    """How long a lease lasts without renewal (its leader renews it while it runs)."""
     if settings.cache_lease_seconds is not None:
         return settings.cache_lease_seconds
-    return settings.request_timeout_seconds + LEASE_MARGIN_S
+    return DEFAULT_LEASE_S
 
 
 class Cache:
@@ -109,6 +117,8 @@ class Cache:
         self._languages_at = 0.0
         # Per key: the one run's outcome, shared by the requests that arrive while it runs.
         self._in_flight: SingleFlight[str, Outcome] = SingleFlight()
+        # Per execution id: the requests this replica answers (dcodex.status.execute).
+        self.executions = Executions()
         self.counts: collections.Counter[str] = collections.Counter()
         self.live_runs = LiveRuns()
         self.metrics = CacheMetrics(version())
@@ -128,8 +138,23 @@ class Cache:
             ),
             micro.Endpoint(CACHE_STATS.endpoint, subject(CACHE_STATS), self.stats),
             micro.Endpoint(CACHE_PURGE.endpoint, subject(CACHE_PURGE), self.purge),
+            micro.Endpoint(
+                EXECUTE_STATUS.endpoint,
+                subject(EXECUTE_STATUS),
+                self.status,
+                broadcast=EXECUTE_STATUS.broadcast,
+            ),
             micro.Endpoint(JUDGE.endpoint, subject(JUDGE), self.judging.judge),
         ]
+
+    async def status(self, call: micro.Call) -> BaseModel:
+        """What became of an execution this replica has; silence when it has none by that id."""
+        asked = RunStatusRequest.model_validate(call.payload)
+        # Clients ask here: a tenant's executions are never told (nor asked for).
+        status = None if asked.tenant is not None else self.executions.status(asked.execution_id)
+        if status is None:
+            raise micro.NoReply
+        return status
 
     async def execute(self, call: micro.Call) -> BaseModel:
         request = ExecuteRequest.model_validate(call.payload)
@@ -137,12 +162,17 @@ class Cache:
         info = await self._runner_info(call.request_id)
         language = info.language(request.language)
         limits = info.limits.defaults.apply(request.limits, info.limits.ceilings)
-        request = request.model_copy(
-            update={"execution_id": request.execution_id or bus.new_id(), "language": language.id}
-        )
-        assert request.execution_id is not None
-        with self.live_runs.claim(call.tenant, request.execution_id):
-            return await self._execute(request, call, language, limits)
+        execution_id = request.execution_id or bus.new_id()
+        fingerprint = request.model_dump_json(exclude={"execution_id"})
+        request = request.model_copy(update={"execution_id": execution_id, "language": language.id})
+
+        async def work() -> ExecutionResult:
+            with self.live_runs.claim(call.tenant, execution_id):
+                return await self._execute(request, call, language, limits)
+
+        # A tenant's executions are its own: kept under a key no status question can name.
+        key = execution_id if call.tenant is None else f"{call.tenant}/{execution_id}"
+        return await self.executions.once(key, fingerprint, work)
 
     async def _execute(
         self,
@@ -206,9 +236,17 @@ class Cache:
         for _ in range(LEASE_ROUNDS):
             try:
                 lease = await self.inflight.claim(key)
-                if lease is not None:
+                if isinstance(lease, Finished):
+                    # Just stored by another run (after our lookup missed it), unless it
+                    # was purged or expired since: then it is ours to run again.
+                    stored = await self._stored(key)
+                    if stored is not None:
+                        return Outcome(unpack(stored, request.execution_id or "", key), True, False)
+                    lease = await self.inflight.claim(key, share_finished=False)
+                if isinstance(lease, Lease):
                     self.metrics.leases.labels("led").inc()
                     return await self._lead(lease, key, request, call)
+                assert not isinstance(lease, Finished)
                 finished = await self.inflight.wait(key)
             except InflightUnavailable:
                 self.metrics.leases.labels("unavailable").inc()
@@ -229,16 +267,19 @@ class Cache:
     async def _lead(
         self, lease: Lease, key: str, request: ExecuteRequest, call: micro.Call
     ) -> Outcome:
-        """Run under `lease`, then end it with the outcome for the replicas waiting on it."""
+        """Run under `lease` (renewed as long as the run lasts), then end it with the
+        outcome for the replicas waiting on it."""
+        held = HeldLease(self.inflight, lease)
         try:
-            result, kept = await self._run_and_store(key, request, call)
+            async with held:  # renewal stops before the lease is ended below
+                result, kept = await self._run_and_store(key, request, call)
         except DcodexError as exc:
-            await self.inflight.finish(lease, Finished(error=exc))
+            await self.inflight.finish(held.lease, Finished(error=exc))
             raise
         except BaseException:
-            await self.inflight.release(lease)
+            await self.inflight.release(held.lease)
             raise
-        await self.inflight.finish(lease, Finished(result, kept))
+        await self.inflight.finish(held.lease, Finished(result, kept))
         return Outcome(result, kept, True)
 
     @staticmethod
@@ -303,16 +344,22 @@ class Cache:
     ) -> ExecutionResult:
         # Forwarded in the client's encoding: the runner streams events in it
         # (docs/protocol.md, live events).
-        reply = await bus.request(
+        assert request.execution_id is not None  # execute() always sets it
+        # On the tenant's subject: the runner publishes on that tenant's live subjects.
+        subject = RUN.for_tenant(self.settings.subject_prefix, call.tenant)
+        # Watched: a runner that dies, or a reply lost in a NATS restart, costs seconds.
+        reply = await watched_request(
             self.nc,
-            # On the tenant's subject: the runner publishes on that tenant's live subjects.
-            RUN.for_tenant(self.settings.subject_prefix, call.tenant),
+            subject,
+            self.settings.subject(RUN_STATUS),
             request,
+            execution_id=request.execution_id,
             request_id=call.request_id,
             timeout=self.settings.request_timeout_seconds,
             encoding=call.encoding,
             cache_key=key,
             observe=self._run_answered,
+            tenant=call.tenant,  # dcodex.status.run is the services' alone: tenants too
         )
         return ExecutionResult.model_validate(reply)
 

@@ -6,6 +6,7 @@ miss, and identical compiles under way at once share one compiler run.
 
 from __future__ import annotations
 
+import collections
 import os
 
 import nats.js.errors
@@ -19,7 +20,13 @@ from dcodex.services.compiler.compile import compile_source
 from dcodex.services.compiler.headers import PrecompiledHeaders
 from dcodex.services.compiler.metrics import CompilerMetrics
 from dcodex.shared import bus
-from dcodex.shared.contract import ArtifactRef, CompileRequest, CompileResult
+from dcodex.shared.contract import (
+    ArtifactRef,
+    CompileRequest,
+    CompileResult,
+    RunStatus,
+    RunStatusRequest,
+)
 from dcodex.shared.errors import BAD_REQUEST, DcodexError
 from dcodex.shared.judge.plan import check_reserved, decoded_files
 from dcodex.shared.languages.probe import available_languages
@@ -33,7 +40,7 @@ from dcodex.shared.service.config import Settings, check_sizes
 from dcodex.shared.service.health import object_store_check
 from dcodex.shared.service.lifecycle import Service
 from dcodex.shared.service.single_flight import SingleFlight
-from dcodex.shared.subjects import COMPILE, COMPILER
+from dcodex.shared.subjects import COMPILE, COMPILE_STATUS, COMPILER
 from dcodex.shared.version import version
 
 NAME = COMPILER.micro_name
@@ -52,15 +59,44 @@ class Compiler:
         self.artifacts = artifacts
         self.slots = slots
         self._in_flight: SingleFlight[str, CompileResult] = SingleFlight()
+        # Compiles under way by compile_id (dcodex.status.compile).
+        self._compiling: collections.Counter[str] = collections.Counter()
         self.headers = PrecompiledHeaders(settings, self.slots)
         self.metrics = CompilerMetrics(settings, slots, version())
         self.metrics.toolchains({lang.id: lang.version for lang in registry.languages})
 
     def endpoints(self) -> list[micro.Endpoint]:
-        return [micro.Endpoint(COMPILE.endpoint, self.settings.subject(COMPILE), self.compile)]
+        return [
+            micro.Endpoint(COMPILE.endpoint, self.settings.subject(COMPILE), self.compile),
+            micro.Endpoint(
+                COMPILE_STATUS.endpoint,
+                self.settings.subject(COMPILE_STATUS),
+                self.status,
+                broadcast=COMPILE_STATUS.broadcast,
+            ),
+        ]
+
+    async def status(self, call: micro.Call) -> BaseModel:
+        """ "running" while the compile named in the request is under way here; else
+        silence (a compile is never fetched again: asking again is safe and cheap)."""
+        compile_id = RunStatusRequest.model_validate(call.payload).execution_id
+        if compile_id not in self._compiling:
+            raise micro.NoReply
+        return RunStatus(execution_id=compile_id, state="running")
 
     async def compile(self, call: micro.Call) -> BaseModel:
         request = CompileRequest.model_validate(call.payload)
+        if request.compile_id is None:
+            return await self._compile(request)
+        self._compiling[request.compile_id] += 1
+        try:
+            return await self._compile(request)
+        finally:
+            self._compiling[request.compile_id] -= 1
+            if not self._compiling[request.compile_id]:
+                del self._compiling[request.compile_id]
+
+    async def _compile(self, request: CompileRequest) -> BaseModel:
         check_sizes(request.code, "", self.settings)
         language = self.registry.resolve(request.language)
         if not language.compiled:

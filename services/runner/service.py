@@ -7,7 +7,9 @@ the compiler when the language needs one, run the program in a sandbox slot, rep
 from __future__ import annotations
 
 import time
+from typing import Any
 
+import nats.errors
 import structlog
 from nats.aio.client import Client as NATS
 from nats.js.object_store import ObjectStore
@@ -20,6 +22,8 @@ from dcodex.services.runner.judge import Judge
 from dcodex.services.runner.metrics import RunnerMetrics
 from dcodex.services.runner.warm_pool import WarmPool, open_warm_pool
 from dcodex.shared import bus
+from dcodex.shared.bus.retry import retry_unreceived
+from dcodex.shared.bus.watch import RunLost, watched_request
 from dcodex.shared.codec import MSGPACK
 from dcodex.shared.contract import (
     CompileRequest,
@@ -30,6 +34,7 @@ from dcodex.shared.contract import (
     JudgeFile,
     LanguagesReply,
     LimitsInfo,
+    RunStatusRequest,
 )
 from dcodex.shared.errors import INTERNAL, UNAVAILABLE, DcodexError
 from dcodex.shared.languages.probe import available_languages
@@ -47,10 +52,19 @@ from dcodex.shared.service.artifacts import (
 )
 from dcodex.shared.service.config import Settings, check_sizes
 from dcodex.shared.service.events import EventPublisher
+from dcodex.shared.service.executions import Executions
 from dcodex.shared.service.health import object_store_check
 from dcodex.shared.service.lifecycle import Service
 from dcodex.shared.service.live_runs import LiveRuns
-from dcodex.shared.subjects import COMPILE, JUDGE_RUN, LANGUAGES, RUN, RUNNER
+from dcodex.shared.subjects import (
+    COMPILE,
+    COMPILE_STATUS,
+    JUDGE_RUN,
+    LANGUAGES,
+    RUN,
+    RUN_STATUS,
+    RUNNER,
+)
 from dcodex.shared.version import version
 
 NAME = RUNNER.micro_name
@@ -75,6 +89,7 @@ class Runner:
         self.artifacts = artifacts
         self.local_artifacts = ArtifactCache(settings.runner_artifact_cache_bytes)
         self.slots = slots
+        self.executions = Executions()
         self.live_runs = LiveRuns()
         self.metrics = RunnerMetrics(settings, slots, version())
         self.metrics.toolchains({lang.id: lang.version for lang in registry.languages})
@@ -88,8 +103,22 @@ class Runner:
                 RUN.tenant_endpoint, f"{run}.*", self.run, per_tenant=True, counted_as=RUN.endpoint
             ),
             micro.Endpoint(LANGUAGES.endpoint, self.settings.subject(LANGUAGES), self.languages),
+            micro.Endpoint(
+                RUN_STATUS.endpoint,
+                self.settings.subject(RUN_STATUS),
+                self.status,
+                broadcast=RUN_STATUS.broadcast,
+            ),
             micro.Endpoint(JUDGE_RUN.endpoint, self.settings.subject(JUDGE_RUN), self.judge),
         ]
+
+    async def status(self, call: micro.Call) -> BaseModel:
+        """What became of a run this runner has; silence when it has none by that id."""
+        asked = RunStatusRequest.model_validate(call.payload)
+        status = self.executions.status(run_key(asked.execution_id, asked.tenant))
+        if status is None:
+            raise micro.NoReply
+        return status.model_copy(update={"execution_id": asked.execution_id})
 
     async def judge(self, call: micro.Call) -> BaseModel:
         return await Judge(self).judge(call)
@@ -113,10 +142,18 @@ class Runner:
         limits = self.settings.default_limits().apply(
             request.limits, self.settings.ceiling_limits()
         )
-        self.refuse_when_overloaded()
         execution_id = request.execution_id or bus.new_id()
-        with self.live_runs.claim(call.tenant, execution_id):
-            return await self._run(request, call, language, limits, execution_id)
+        fingerprint = request.model_dump_json(exclude={"execution_id"})
+
+        async def work() -> ExecutionResult:
+            with self.live_runs.claim(call.tenant, execution_id):
+                self.refuse_when_overloaded()
+                return await self._run(request, call, language, limits, execution_id)
+
+        # A tenant's runs are its own: kept under the tenant's key.
+        result = await self.executions.once(run_key(execution_id, call.tenant), fingerprint, work)
+        # Through the cache the reply gets the cache's key (a joined run's too).
+        return result.model_copy(update={"cache_key": call.cache_key})
 
     async def _run(
         self,
@@ -178,7 +215,7 @@ class Runner:
         program = Program(language, language.version, request.code)
         compiled: CompileResult | None = None
         if language.compiled:
-            compiled, binary = await self._program(language, request, call.request_id)
+            compiled, binary = await self._program(language, request, call.request_id, execution_id)
             events.publish("compile", compiled.compile_output)
             if compiled.status == "compile_error":
                 return ExecutionResult(
@@ -253,7 +290,7 @@ class Runner:
         return warm.take()
 
     async def _program(
-        self, language: Language, request: ExecuteRequest, request_id: str
+        self, language: Language, request: ExecuteRequest, request_id: str, execution_id: str
     ) -> tuple[CompileResult, bytes | None]:
         """The compile's outcome and, unless it failed, the program.
 
@@ -278,7 +315,13 @@ class Runner:
             )
             return known, binary
         compiled = await self.compile(
-            language, request.code, request.std, request.optimization, [], request_id
+            language,
+            request.code,
+            request.std,
+            request.optimization,
+            [],
+            request_id,
+            compile_id=execution_id,
         )
         if compiled.status == "compile_error":
             return compiled, None
@@ -301,19 +344,41 @@ class Runner:
         optimization: str | None,
         files: list[JudgeFile],
         request_id: str,
+        compile_id: str | None = None,
     ) -> CompileResult:
-        reply = await bus.request(
-            self.nc,
-            self.settings.subject(COMPILE),
-            CompileRequest(
-                language=language.id, code=code, std=std, optimization=optimization, files=files
-            ),
-            request_id=request_id,
-            # Below the cache's wait for us, above the compile's own limit.
-            timeout=self.settings.compile_timeout_seconds + 15,
-            encoding=MSGPACK,
-            observe=self.metrics.downstream_answered,
+        """The compiler's result. Watched (a dead compiler costs seconds) and asked
+        again once if lost: compiling runs no user program, so it is safe to repeat."""
+        compile_id = compile_id or bus.new_id()
+        compile_request = CompileRequest(
+            language=language.id,
+            code=code,
+            std=std,
+            optimization=optimization,
+            files=files,
+            compile_id=compile_id,
         )
+        # Below the cache's wait for us, above the compile's own limit.
+        deadline = time.monotonic() + self.settings.compile_timeout_seconds + 15
+
+        async def attempt(left: float) -> dict[str, Any]:
+            return await watched_request(
+                self.nc,
+                self.settings.subject(COMPILE),
+                self.settings.subject(COMPILE_STATUS),
+                compile_request,
+                execution_id=compile_id,
+                request_id=request_id,
+                timeout=left,
+                encoding=MSGPACK,
+                observe=self.metrics.downstream_answered,
+            )
+
+        try:
+            reply = await attempt(deadline - time.monotonic())
+        except RunLost:
+            log.warning("compile_lost", compile_id=compile_id)
+            # Once more, waiting for a compiler while none is there (one restarting).
+            reply = await retry_unreceived(attempt, min(deadline, time.monotonic() + 30))
         return CompileResult.model_validate(reply)
 
     async def artifact(self, compiled: CompileResult) -> bytes:
@@ -322,9 +387,20 @@ class Runner:
         data = self.local_artifacts.get(compiled.digest)
         self.metrics.artifact_lookups.labels("miss" if data is None else "hit").inc()
         if data is None:
-            data = (await self.artifacts.get(compiled.artifact.name)).data or b""
+            try:
+                data = (await self.artifacts.get(compiled.artifact.name)).data or b""
+            except (nats.errors.TimeoutError, nats.errors.ConnectionClosedError) as exc:
+                # NATS is away (restarting): a 503 to try again, not an internal error.
+                raise DcodexError(
+                    UNAVAILABLE, "the artifact store did not answer; try again"
+                ) from exc
             self.local_artifacts.put(compiled.digest, data, compiled.compile_output)
         return data
+
+
+def run_key(execution_id: str, tenant: str | None) -> str:
+    """Where a run is kept: ids are unique per tenant (docs/tenancy.md)."""
+    return execution_id if tenant is None else f"{tenant}/{execution_id}"
 
 
 async def start(settings: Settings) -> Service:

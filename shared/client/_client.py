@@ -19,6 +19,7 @@ replies arrive where only that tenant may read.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import Any
@@ -30,6 +31,8 @@ from pydantic import BaseModel, ValidationError
 from dcodex.shared import bus
 from dcodex.shared.bus.connect import ConnectOptions, open_connection
 from dcodex.shared.bus.discovery import ServiceInstance, discover, gather
+from dcodex.shared.bus.retry import retry_unreceived
+from dcodex.shared.bus.watch import watched_request
 from dcodex.shared.client._stream import Event, LiveRun
 from dcodex.shared.codec import JSON, Encoding, decode
 from dcodex.shared.contract import (
@@ -49,6 +52,26 @@ from dcodex.shared.errors import UNAVAILABLE, DcodexError, from_validation_error
 from dcodex.shared.subjects import EXECUTE, RUN
 
 DEFAULT_TIMEOUT_S = 120.0
+
+
+def with_execution_id(
+    request: ExecuteRequest | dict[str, Any],
+) -> tuple[ExecuteRequest | dict[str, Any], str]:
+    """`request` with an execution id (a new one unless it has one), and that id.
+
+    A dict stays a dict: a malformed request still reaches the service, whose 400
+    names the field.
+    """
+    if isinstance(request, ExecuteRequest):
+        if request.execution_id is None:
+            request = request.model_copy(update={"execution_id": bus.new_id()})
+        assert request.execution_id is not None
+        return request, request.execution_id
+    given = request.get("execution_id")
+    if isinstance(given, str) and given:
+        return request, given
+    execution_id = bus.new_id()
+    return {**request, "execution_id": execution_id}, execution_id
 
 
 class DcodexClient:
@@ -114,8 +137,16 @@ class DcodexClient:
         encoding: Encoding = JSON,
         request_id: str | None = None,
     ) -> ExecutionResult:
-        """Run a program through the result cache (`dcodex.execute`)."""
-        reply = await self._ask(self._entry("execute"), request, encoding, request_id)
+        """Run a program through the result cache (`dcodex.execute`).
+
+        Safe against lost services and lost replies (docs/reliability.md): the request
+        carries an execution id (ours if it has none); while it is out we ask who has
+        it, so a reply lost in a NATS restart is fetched again and a dead cache replica
+        is a 503 within seconds. A request nobody received (no responders, as while the
+        services restart) is sent again until `timeout`; one that was received is never
+        sent twice, so a program never runs twice on the client's account.
+        """
+        reply = await self._ask_execution("execute", request, encoding, request_id)
         return ExecutionResult.model_validate(reply)
 
     async def run(
@@ -125,8 +156,9 @@ class DcodexClient:
         encoding: Encoding = JSON,
         request_id: str | None = None,
     ) -> ExecutionResult:
-        """Run a program on a runner directly, bypassing the cache (`dcodex.run`)."""
-        reply = await self._ask(self._entry("run"), request, encoding, request_id)
+        """Run a program on a runner directly, bypassing the cache (`dcodex.run`); as
+        safe as `execute` against lost runners and replies."""
+        reply = await self._ask_execution("run", request, encoding, request_id)
         return ExecutionResult.model_validate(reply)
 
     async def stream(
@@ -217,6 +249,42 @@ class DcodexClient:
         Other micro services on the same NATS server answer too; DCodeX's are `dcodex-*`.
         """
         return await discover(self.nc, wait_s, name)
+
+    async def _ask_execution(
+        self,
+        name: str,
+        request: ExecuteRequest | dict[str, Any],
+        encoding: Encoding,
+        request_id: str | None,
+    ) -> dict[str, Any]:
+        payload, execution_id = with_execution_id(request)
+        deadline = time.monotonic() + self.timeout
+        subject = f"{self.prefix}.{self._entry(name)}"
+
+        async def attempt(left: float) -> dict[str, Any]:
+            if self.tenant is not None:
+                # The status subjects answer for executions of no tenant: a tenant's
+                # client is not watched (a lost reply costs it its timeout).
+                return await bus.request(
+                    self.nc,
+                    subject,
+                    payload,
+                    request_id=request_id or bus.new_id(),
+                    timeout=left,
+                    encoding=encoding,
+                )
+            return await watched_request(
+                self.nc,
+                subject,
+                f"{self.prefix}.status.{name}",
+                payload,
+                execution_id=execution_id,
+                request_id=request_id or bus.new_id(),
+                timeout=left,
+                encoding=encoding,
+            )
+
+        return await retry_unreceived(attempt, deadline)
 
     def _entry(self, name: str) -> str:
         """`execute` or `run`, on this client's tenant's subject when it has one."""

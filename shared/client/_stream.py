@@ -22,6 +22,7 @@ from nats.aio.subscription import Subscription
 from pydantic import ValidationError
 
 from dcodex.shared import bus
+from dcodex.shared.bus.watch import watched_request
 from dcodex.shared.codec import JSON, Encoding, decode, encode
 from dcodex.shared.contract import (
     EofEvent,
@@ -75,18 +76,33 @@ class LiveRun:
             output_subject(self._prefix, self.execution_id, self._tenant), cb=self._on_event
         )
         await self._nc.flush()  # subscribed on the server before the run can begin
-        self._reply = asyncio.ensure_future(
-            bus.request(
+        subject = {"execute": EXECUTE, "run": RUN}[self._subject].for_tenant(
+            self._prefix, self._tenant
+        )
+        if self._tenant is not None:
+            # The status subjects answer for executions of no tenant: not watched.
+            asking = bus.request(
                 self._nc,
-                {"execute": EXECUTE, "run": RUN}[self._subject].for_tenant(
-                    self._prefix, self._tenant
-                ),
+                subject,
                 self.request,
                 request_id=bus.new_id(),
                 timeout=self._timeout,
                 encoding=self._encoding,
             )
-        )
+        else:
+            # Watched like `execute` (docs/reliability.md): a lost reply or replica
+            # costs seconds.
+            asking = watched_request(
+                self._nc,
+                subject,
+                f"{self._prefix}.status.{self._subject}",
+                self.request,
+                execution_id=self.execution_id,
+                request_id=bus.new_id(),
+                timeout=self._timeout,
+                encoding=self._encoding,
+            )
+        self._reply = asyncio.ensure_future(asking)
         return self
 
     async def events(self) -> AsyncIterator[Event]:

@@ -134,7 +134,7 @@ class SlotCgroup:
 def create_slot_cgroup(name: str, cores: float | None = None) -> SlotCgroup | None:
     """Cgroups named `name` under ours for every controller, or None where we can't;
     with the `cpu` controller too, its runs are capped at `cores` CPUs."""
-    parents = _own_cgroup_dirs()
+    parents = own_cgroup_dirs()
     if parents is None:
         return None
     created: dict[str, Path] = {}
@@ -157,7 +157,7 @@ def create_slot_cgroup(name: str, cores: float | None = None) -> SlotCgroup | No
     return cgroup
 
 
-def _own_cgroup_dirs() -> dict[str, Path] | None:
+def own_cgroup_dirs() -> dict[str, Path] | None:
     """Where this process's v1 cgroup of each controller is mounted, if all are."""
     mounts: dict[str, tuple[str, Path]] = {}  # controller: (root of the mount, where)
     with contextlib.suppress(OSError):

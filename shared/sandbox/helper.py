@@ -69,6 +69,10 @@ def _build_helper(binary: Path) -> None:
 
 _NOFILE = 64
 _MAX_STACK_BYTES = 64 * 2**20
+# The helper kills the run this long after its wall clock, should its supervisor not
+# (a supervisor killed -9, or one too busy to act in time); normally the supervisor's
+# own timer acts first and says why.
+WALL_BACKSTOP_S = 2.0
 
 
 # The helper's whole command line: what a program may see of it in /proc.
@@ -105,9 +109,12 @@ def helper_options(
     outputs: Sequence[str],
     sweep_uid: bool = True,
     address_space: int | None = None,
+    wall_backstop: bool = True,
 ) -> list[str]:
     """The helper's options for one run (see the usage in sandbox_exec.c);
-    `address_space` replaces the memory limit as RLIMIT_AS (for runtimes such as the JVM)."""
+    `address_space` replaces the memory limit as RLIMIT_AS (for runtimes such as the JVM).
+    `wall_backstop`: the helper ends the run itself past its wall clock (plus a margin),
+    counted from its start: not for a warm sandbox, which waits for its run first."""
     cpu = max(1, math.ceil(limits.cpu_time_s))  # the verdict compares the exact CPU time
     argv = [
         "--status-fd", str(status_fd),
@@ -117,6 +124,8 @@ def helper_options(
         "--nofile", str(_capped(resource.RLIMIT_NOFILE, _NOFILE)),
         "--stack", str(_capped(resource.RLIMIT_STACK, min(limits.memory_bytes, _MAX_STACK_BYTES))),
     ]  # fmt: skip
+    if wall_backstop:
+        argv += ["--wall-ms", str(math.ceil((limits.wall_time_s + WALL_BACKSTOP_S) * 1000))]
     # The address space is bounded as well as the cgroup's resident memory: that is
     # what the memory limit has always meant, and it makes a runaway allocation fail at once.
     argv += ["--as", str(_capped(resource.RLIMIT_AS, address_space or limits.memory_bytes))]

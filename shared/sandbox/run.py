@@ -137,6 +137,7 @@ def start_sandboxed(
     read_only: Sequence[str] = (),
     outputs: Sequence[str] = (),
     address_space: int | None = None,
+    wall_backstop: bool = True,
 ) -> StartedSandbox:
     """Start `argv` as `run_sandboxed` does, without supervising it yet: its stdin,
     output and wall-clock limit begin with `StartedSandbox.finish` (see `warm.py`).
@@ -165,6 +166,7 @@ def start_sandboxed(
             outputs=outputs,
             sweep_uid=not slot.shared_uid,
             address_space=address_space,
+            wall_backstop=wall_backstop,
         )
 
     spawned = _spawn(options, cwd, env)

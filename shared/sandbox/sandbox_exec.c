@@ -30,6 +30,11 @@
  *   --sweep-uid           without namespaces: at the end, kill every process of --uid
  *                         and remove its IPC objects (the uid is the run's alone)
  *   --no-seccomp          no system call filter (the sandbox benchmark's comparison only)
+ *   --wall-ms N           kill the run after N ms, whatever the supervisor does
+ *
+ * The run also ends when the supervisor dies (kill -9 of the runner): the helper asks
+ * for a parent-death signal, and both it and the wall clock kill everything the run
+ * started, so nothing outlives its supervisor or its wall clock.
  *
  * Reports on the status fd, one line each: "pid N" once started (N is the program's
  * process group without namespaces, else the pid-1 reaper that owns the namespace,
@@ -78,7 +83,7 @@
 struct config {
     int status_fd;
     long long cpu_soft, cpu_hard, as, fsize, nofile, stack, nproc, uid, gid, disk;
-    long long output_bytes, deadline_ms;
+    long long output_bytes, deadline_ms, wall_ms;
     int namespaces, userns, no_seccomp, sweep;
     const char *workdir;
     const char *outputs[MAX_LIST];
@@ -93,7 +98,7 @@ struct config {
 static struct config cfg = {.status_fd = -1, .cpu_soft = -1, .cpu_hard = -1, .as = -1,
                             .fsize = -1, .nofile = -1, .stack = -1, .nproc = -1,
                             .uid = -1, .gid = -1, .disk = 64 << 20,
-                            .output_bytes = 0, .deadline_ms = -1};
+                            .output_bytes = 0, .deadline_ms = -1, .wall_ms = -1};
 static struct timespec started; /* CLOCK_MONOTONIC when the helper began */
 
 static void report(const char *text) {
@@ -616,6 +621,25 @@ static void run_as_reaper(void) {
 
 /* --- the outer helper ---------------------------------------------------------------- */
 
+/* What ends the run when the wall clock passes or our parent dies (both SIGALRM): the
+   reaper (its namespace dies with it) or, without namespaces, the program's group. */
+static volatile pid_t run_target = 0;
+
+static void end_run(int signal_number) {
+    (void)signal_number;
+    if (run_target > 0) kill(cfg.namespaces ? run_target : -run_target, SIGKILL);
+}
+
+static void guard_run(pid_t target) {
+    run_target = target;
+    if (cfg.wall_ms > 0) {
+        struct itimerval timer = {.it_value = {.tv_sec = cfg.wall_ms / 1000,
+                                               .tv_usec = (cfg.wall_ms % 1000) * 1000}};
+        setitimer(ITIMER_REAL, &timer, NULL);
+    }
+    if (getppid() == 1) end_run(0); /* the parent died before we asked to be told */
+}
+
 static void map_user(pid_t child) {
     char path[64], line[64];
     snprintf(path, sizeof path, "/proc/%d/setgroups", (int)child);
@@ -643,6 +667,7 @@ static pid_t start_reaper(void) {
     pid_t child = (pid_t)syscall(SYS_clone, flags | SIGCHLD, NULL, NULL, NULL, NULL);
     if (child < 0) setup_failed("clone");
     if (child == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* the namespace dies with the helper */
         close(go[1]);
         char byte;
         while (read(go[0], &byte, 1) < 0 && errno == EINTR) {}
@@ -664,6 +689,7 @@ static pid_t start_reaper(void) {
 
 static void run_namespaced(void) {
     pid_t reaper = start_reaper();
+    guard_run(reaper);
     close_stdio();
     int status = 0;
     struct rusage usage;
@@ -758,6 +784,7 @@ static void run_plain(void) {
         report_start_error(failure);
         return;
     }
+    guard_run(program);
     close_stdio();
     char line[64];
     snprintf(line, sizeof line, "pid %d\n", (int)program);
@@ -796,6 +823,7 @@ static int parse(int argc, char **argv) {
         NUMBER("--disk", disk)
         NUMBER("--output-bytes", output_bytes)
         NUMBER("--deadline-ms", deadline_ms)
+        NUMBER("--wall-ms", wall_ms)
 #undef NUMBER
         if (strcmp(option, "--cpu") == 0 && i + 2 < argc) {
             cfg.cpu_soft = strtoll(argv[++i], NULL, 10);
@@ -863,6 +891,10 @@ int main(int argc, char **argv) {
         return 2;
     }
     signal(SIGUSR1, SIG_IGN); /* only the reaper acts on it */
+    struct sigaction on_alarm = {.sa_handler = end_run};
+    sigemptyset(&on_alarm.sa_mask);
+    sigaction(SIGALRM, &on_alarm, NULL);
+    prctl(PR_SET_PDEATHSIG, SIGALRM); /* a supervisor killed -9 ends the run too */
     if (cfg.namespaces) {
         run_namespaced();
     } else {

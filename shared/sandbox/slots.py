@@ -24,6 +24,7 @@ import structlog
 
 from dcodex.shared.sandbox.helper import prepare_sandbox
 from dcodex.shared.sandbox.isolation import RLIMITS_ONLY, Isolation, IsolationMode
+from dcodex.shared.sandbox.leftovers import remove_leftovers
 from dcodex.shared.sandbox.probe import detect_isolation
 from dcodex.shared.sandbox.slot import Slot
 from dcodex.shared.sandbox.slot_cgroups import create_slot_cgroup, slot_cgroup_name
@@ -126,6 +127,13 @@ async def open_slot_pool(
     """
 
     await prepare_sandbox()
+    removed = remove_leftovers()
+    if removed.count:
+        log.warning(
+            "removed_leftovers",
+            directories=[str(path) for path in removed.directories],
+            cgroups=[str(path) for path in removed.cgroups],
+        )
     isolation = await detect_isolation(mode, disk_bytes=disk_bytes, probe_uid=uid_base)
     return SlotPool(
         size,

@@ -140,6 +140,9 @@ class WarmSandbox:
                 env=spec.env,
                 slot=slot,
                 read_only=spec.read_only,
+                # It waits for its run: the helper's own wall clock would end it first.
+                # (Its parent-death signal still ends it with the runner.)
+                wall_backstop=False,
             )
         except BaseException:
             shutil.rmtree(self._workdir, ignore_errors=True)

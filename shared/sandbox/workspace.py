@@ -20,8 +20,12 @@ from dcodex.shared.sandbox.slot import Slot
 
 @contextmanager
 def workspace(prefix: str) -> Iterator[Path]:
-    """A private (0700) directory, removed with all it holds at the end."""
-    path = Path(tempfile.mkdtemp(prefix=prefix))
+    """A private (0700) directory, removed with all it holds at the end.
+
+    Its name carries our pid: if we are killed before removing it, the next service
+    to start removes it (leftovers.py).
+    """
+    path = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-"))
     try:
         yield path
     finally:

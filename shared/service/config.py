@@ -132,8 +132,9 @@ class Settings(BaseModel):
     cache_lease_seconds: float | None = Field(
         None,
         gt=0,
-        description="longest a cache replica holds a run for the other replicas (a dead "
-        "replica's hold ends then); default: --request-timeout-seconds + 10",
+        description="how long a cache replica's hold on a run lasts unless renewed (it renews "
+        "it every third of that while the run goes on; a dead replica's hold ends within "
+        "it); default: 10",
     )
 
     metrics_port: int | None = Field(None, ge=0, description="Prometheus port; 0 turns it off")

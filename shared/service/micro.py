@@ -19,7 +19,7 @@ import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.micro.request import Request as MicroRequest
-from nats.micro.service import EndpointStats, Service, ServiceConfig
+from nats.micro.service import DEFAULT_QUEUE_GROUP, EndpointStats, Service, ServiceConfig
 from pydantic import BaseModel, ValidationError
 
 from dcodex.shared.bus.request import new_id
@@ -70,6 +70,13 @@ class Endpoint:
     # The endpoint name metrics count its requests under (default `name`): a tenant's
     # requests count with the plain subject's, and no tenant becomes a label.
     counted_as: str | None = None
+    # Every instance gets each request (a queue group of its own), not just one of them:
+    # for questions only the instance that knows the answer replies to (NoReply elsewhere).
+    broadcast: bool = False
+
+
+class NoReply(Exception):
+    """Raised by a handler that has nothing to say: no reply is sent at all."""
 
 
 def reply_allowed(reply: str, prefix: str, tenant: str | None = None) -> bool:
@@ -151,13 +158,21 @@ class RunningService:
         return not self.micro.stopped.is_set()
 
     async def stop(self, grace_seconds: float = 10.0) -> None:
-        """Stop taking requests, then let those under way finish (or cancel them)."""
-        await self.micro.stop()
+        """Stop taking requests, then let those under way finish (or cancel them).
+
+        The endpoints' subscriptions are drained, not dropped: nats.micro's own stop
+        unsubscribes, which throws away the requests the server already delivered to us
+        (a request arriving at the moment of SIGTERM would go unanswered). Draining
+        tells the server to send no more, then hands us every message already sent.
+        """
+        await drain_endpoints(self.micro)
         if self.in_flight:
             _, pending = await asyncio.wait(self.in_flight, timeout=grace_seconds)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        # Broadcast endpoints (a run's status) answered while the runs finished.
+        await self.micro.stop()
 
 
 async def start_micro_service(
@@ -193,10 +208,35 @@ async def start_micro_service(
     running = RunningService(micro, counts=counts)
     for endpoint in endpoints:
         answer = _Answerer(endpoint, name, running, observer, subject_prefix)
-        await micro.add_endpoint(name=endpoint.name, subject=endpoint.subject, handler=answer.spawn)
+        await micro.add_endpoint(
+            name=endpoint.name,
+            subject=endpoint.subject,
+            handler=answer.spawn,
+            queue_group=f"{name}-{micro.id}" if endpoint.broadcast else None,
+        )
     # `$SRV.PING` answers last: an instance that answers it serves all its endpoints.
     await micro.start()
     return running
+
+
+async def drain_endpoints(service: Service) -> None:
+    """Drain the subscription of every endpoint that takes work (not the broadcast ones,
+    which go on answering until the work is done) and let nats.micro's stop skip them.
+
+    nats.micro (2.x) has no drain of its own: this reaches into its endpoints, which
+    is why it is one function, here.
+    """
+    working = [e for e in service._endpoints if e._queue_group == DEFAULT_QUEUE_GROUP]
+    for endpoint in working:
+        subscription = endpoint._subscription
+        if subscription is None or service._client.is_closed:
+            continue
+        try:
+            await subscription.drain()
+        except nats.errors.Error as exc:  # closed or draining connection: nothing to save
+            log.debug("endpoint_drain_failed", endpoint=endpoint._name, error=repr(exc))
+    # Drained subscriptions are gone; the service's stop skips them.
+    service._endpoints = [e for e in service._endpoints if e not in working]
 
 
 @dataclass(frozen=True)
@@ -244,6 +284,9 @@ class _Answerer:
                 reply = await self.endpoint.handler(call)
                 summary |= _summary_of(reply)
                 body = encode(reply, encoding)
+            except NoReply:
+                self.running.counts[self.endpoint.name].requests -= 1  # not ours to answer
+                return
             except Exception as exc:
                 error, failure = as_dcodex_error(exc), exc
                 body = encode(error.to_body(), encoding)
@@ -285,6 +328,7 @@ def _log_request(
 # Reply fields worth a place in the request's log line, when the reply has them.
 _SUMMARY_FIELDS = (
     "execution_id",
+    "cache_key",
     "language",
     "status",
     "cache_hit",

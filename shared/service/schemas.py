@@ -36,6 +36,8 @@ from dcodex.shared.contract import (
     PurgeRequest,
     Request,
     ResultEvent,
+    RunStatus,
+    RunStatusRequest,
     SignalEvent,
     StdinEvent,
 )
@@ -67,6 +69,8 @@ MODELS: tuple[type[BaseModel], ...] = (
     CacheStats,
     PurgeRequest,
     PurgeReply,
+    RunStatusRequest,
+    RunStatus,
     ErrorReply,
     OutputEvent,
     ResultEvent,
@@ -181,6 +185,10 @@ def asyncapi(prefix: str) -> dict[str, Any]:
             PurgeRequest, "Drop every cached result, or the one under key.", "RequestHeaders"
         ),
         "PurgeReply": _message(PurgeReply, "How many results were dropped.", "ReplyHeaders"),
+        "RunStatusRequest": _message(
+            RunStatusRequest, "Ask what became of a run.", "RequestHeaders"
+        ),
+        "RunStatus": _message(RunStatus, "Running, or finished with its result.", "ReplyHeaders"),
         "ErrorReply": _message(ErrorReply, "Any request failed.", "ErrorHeaders"),
         "OutputEvent": _message(OutputEvent, "compile, started, stdout or stderr.", None),
         "ResultEvent": _message(ResultEvent, "The last event: the complete result.", None),
@@ -216,6 +224,7 @@ def asyncapi(prefix: str) -> dict[str, Any]:
         request: str,
         reply: str,
         per_tenant: bool = False,
+        broadcast: bool = False,
     ) -> None:
         channels[key] = {
             "address": f"{prefix}.{subject}",
@@ -231,7 +240,12 @@ def asyncapi(prefix: str) -> dict[str, Any]:
             "channel": _ref(f"#/channels/{key}"),
             "summary": summary,
             "tags": [{"name": service}],
-            "bindings": {"nats": {"queue": "q", "bindingVersion": "0.1.0"}},
+            # A broadcast subject: each instance subscribes in a queue group of its own.
+            "bindings": {
+                "nats": {"bindingVersion": "0.1.0"}
+                if broadcast
+                else {"queue": "q", "bindingVersion": "0.1.0"}
+            },
             "messages": [_ref(f"#/channels/{key}/messages/{request}")],
             "reply": {
                 "channel": _ref("#/channels/reply"),
@@ -251,6 +265,7 @@ def asyncapi(prefix: str) -> dict[str, Any]:
             subject.summary,
             request_name,
             subject.reply.__name__,
+            broadcast=subject.broadcast,
         )
         if subject.per_tenant:
             request_reply(

@@ -1,0 +1,133 @@
+"""Asking for a run and watching that someone still has it: seconds, not minutes.
+
+A plain request waits its whole timeout when its answer can never come: the party
+running it died (kill -9), or its reply was published while our connection was down
+(a nats-server restart) and nobody was subscribed to receive it. So while the request
+is out, every `HEARTBEAT_S` we ask the status subject (heard by every instance; the
+one that has the execution id answers, the others stay silent) what became of it:
+
+- "running": someone has it; keep waiting (up to the request's own timeout).
+- "finished": its result, fetched again — the reply that was lost.
+- silence `MISSES` times in a row while we are connected: nobody has it any more,
+  so it can never be answered: a 503 saying so, a few seconds after the fact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import nats.errors
+from nats.aio.client import Client as NATS
+from pydantic import BaseModel, ValidationError
+
+from dcodex.shared.bus.request import DownstreamObserver, request
+from dcodex.shared.codec import CONTENT_TYPE_HEADER, JSON, REQUEST_ID_HEADER, Encoding, decode
+from dcodex.shared.codec import encode as encode_body
+from dcodex.shared.contract import RunStatus, RunStatusRequest
+from dcodex.shared.errors import UNAVAILABLE, DcodexError
+
+HEARTBEAT_S = 1.0  # how often a run under way is looked after
+ANSWER_S = 1.0  # how long the one that has it may take to say so (milliseconds, usually)
+MISSES = 3  # silences in a row (while connected) that mean nobody has the run
+
+
+class RunLost(DcodexError):
+    """Nobody has the execution any more: its answer will never come."""
+
+
+async def watched_request(
+    nc: NATS,
+    subject: str,
+    status_subject: str,
+    payload: BaseModel | dict[str, Any],
+    *,
+    execution_id: str,
+    request_id: str,
+    timeout: float,
+    encoding: Encoding = JSON,
+    cache_key: str | None = None,
+    observe: DownstreamObserver | None = None,
+    heartbeat_s: float = HEARTBEAT_S,
+    tenant: str | None = None,
+) -> dict[str, Any]:
+    """`request(...)`, answered by the status subject when the reply is lost, and
+    failed with `RunLost` once nobody has `execution_id` any more."""
+    asking = asyncio.ensure_future(
+        request(
+            nc,
+            subject,
+            payload,
+            request_id=request_id,
+            timeout=timeout,
+            encoding=encoding,
+            cache_key=cache_key,
+            observe=observe,
+        )
+    )
+    watching = asyncio.ensure_future(
+        _watch(nc, subject, status_subject, execution_id, request_id, heartbeat_s, tenant)
+    )
+    try:
+        done, _ = await asyncio.wait({asking, watching}, return_when=asyncio.FIRST_COMPLETED)
+        # The reply wins when both are there: it is the one the runner meant to send.
+        return asking.result() if asking in done else watching.result()
+    finally:
+        for task in (asking, watching):
+            task.cancel()
+        await asyncio.gather(asking, watching, return_exceptions=True)
+
+
+async def _watch(
+    nc: NATS,
+    subject: str,
+    status_subject: str,
+    execution_id: str,
+    request_id: str,
+    heartbeat_s: float,
+    tenant: str | None,
+) -> dict[str, Any]:
+    misses = 0
+    while True:
+        await asyncio.sleep(heartbeat_s)
+        if not nc.is_connected:
+            misses = 0  # we cannot hear anyone now; the count starts again once back
+            continue
+        status = await ask_status(
+            nc, status_subject, execution_id, request_id, min(heartbeat_s, ANSWER_S), tenant
+        )
+        if status is None:
+            misses += 1
+            if misses >= MISSES:
+                raise RunLost(
+                    UNAVAILABLE,
+                    f"execution {execution_id} was lost: whoever ran it on {subject} stopped "
+                    "before answering (the program may have run); nothing answers for it now",
+                )
+            continue
+        misses = 0
+        if status.state == "finished" and status.result is not None:
+            return status.result.model_dump(mode="json")
+
+
+async def ask_status(
+    nc: NATS,
+    status_subject: str,
+    execution_id: str,
+    request_id: str,
+    timeout: float,
+    tenant: str | None = None,
+) -> RunStatus | None:
+    """What the instance that has `execution_id` says of it; None when nobody answers."""
+    headers = {REQUEST_ID_HEADER: request_id, CONTENT_TYPE_HEADER: JSON}
+    body = encode_body(RunStatusRequest(execution_id=execution_id, tenant=tenant), JSON)
+    try:
+        msg = await nc.request(status_subject, body, timeout=timeout, headers=headers)
+    except (nats.errors.NoRespondersError, nats.errors.TimeoutError, TimeoutError):
+        return None
+    except nats.errors.Error:
+        return None  # connection trouble: counted as silence, bounded by MISSES
+    with contextlib.suppress(DcodexError, ValidationError):
+        return RunStatus.model_validate(decode(msg.data, JSON))
+    return None

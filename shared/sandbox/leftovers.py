@@ -1,0 +1,84 @@
+"""What a service killed -9 leaves behind, found and removed when the next one starts.
+
+Its programs end with it (the helper's parent-death signal), but its work directories
+and its slots' cgroups stay. Both carry the pid of the service that made them
+(`dcodex-run-<pid>-…`, `dcodex-runner-<pid>-<slot>`), so a starting service removes
+those whose service is gone, and leaves alone those of services still running beside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from dcodex.shared.sandbox.cgroups import own_cgroup_dirs
+
+# `workspace()` and `slot_cgroup_name()` put the owner's pid here.
+_WORKSPACE = re.compile(r"^dcodex-[a-z-]+?-(\d+)-")
+_CGROUP = re.compile(r"^dcodex-[a-z]+-(\d+)-\d+$")
+
+
+@dataclass(frozen=True)
+class Leftovers:
+    directories: list[Path]
+    cgroups: list[Path]
+
+    @property
+    def count(self) -> int:
+        return len(self.directories) + len(self.cgroups)
+
+
+def find_leftovers(temp_dir: Path | None = None) -> Leftovers:
+    """Work directories and cgroups of DCodeX services that no longer run."""
+    temp = temp_dir or Path(tempfile.gettempdir())
+    directories = [path for path in _entries(temp) if _orphan(_WORKSPACE, path.name)]
+    cgroups = [
+        path
+        for parent in (own_cgroup_dirs() or {}).values()
+        for path in _entries(parent)
+        if path.is_dir() and _orphan(_CGROUP, path.name)
+    ]
+    return Leftovers(directories, cgroups)
+
+
+def remove_leftovers(temp_dir: Path | None = None) -> Leftovers:
+    """Remove what `find_leftovers` finds (best effort); what was found."""
+    found = find_leftovers(temp_dir)
+    for directory in found.directories:
+        shutil.rmtree(directory, ignore_errors=True)
+    for cgroup in found.cgroups:
+        with contextlib.suppress(OSError):
+            cgroup.rmdir()  # refused while a process is still in it: left for next time
+    return found
+
+
+def _entries(directory: Path) -> list[Path]:
+    try:
+        return list(directory.iterdir())
+    except OSError:
+        return []
+
+
+def _orphan(pattern: re.Pattern[str], name: str) -> bool:
+    match = pattern.match(name)
+    return match is not None and not pid_alive(int(match.group(1)))
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, killed but not yet reaped by its parent, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]

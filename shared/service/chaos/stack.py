@@ -1,0 +1,158 @@
+"""The stack a chaos scenario runs against: nats-server and services as separate
+processes, as deployed, that the scenario can kill, stop, restart and measure.
+
+Every process is started and stopped by PID; logs go to files in the stack's directory
+(the runners' request lines are how duplicated executions are counted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dcodex.shared.client import DcodexClient
+from dcodex.shared.service.nats_server import EmbeddedNats
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    index: int
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+
+@dataclass
+class Stack:
+    """nats-server (unless given a URL) and `dcodex service NAME` processes."""
+
+    directory: Path
+    url: str = ""
+    service_args: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    nats: EmbeddedNats | None = None
+    services: list[ServiceProcess] = field(default_factory=list)
+    _port: int = 0
+
+    def start_nats(self) -> str:
+        self.nats = EmbeddedNats(store_dir=self.directory / "jetstream", port=self._port or -1)
+        self.url = self.nats.start()
+        self._port = int(self.url.rsplit(":", 1)[1])
+        return self.url
+
+    def stop_nats(self) -> None:
+        if self.nats is not None:
+            self.nats.stop()
+            self.nats = None
+
+    def start(self, name: str) -> ServiceProcess:
+        index = sum(1 for s in self.services if s.name == name)
+        log = self.directory / f"{name}-{index}.log"
+        argv = [
+            sys.executable, "-m", "dcodex.shared.cli.main", "service", name,
+            "--nats-url", self.url, "--metrics-port", "0",
+            "--log-format", "json", "--log-level", "info",
+            *self.service_args.get(name, ()),
+        ]  # fmt: skip
+        with log.open("wb") as out:
+            process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        service = ServiceProcess(name, index, process, log)
+        self.services.append(service)
+        return service
+
+    def alive(self, name: str) -> list[ServiceProcess]:
+        return [s for s in self.services if s.name == name and s.alive]
+
+    async def wait_ready(self, counts: dict[str, int], timeout: float = 60.0) -> None:
+        """Until `counts[name]` instances of each service answer `$SRV.PING`."""
+        deadline = time.monotonic() + timeout
+        async with await DcodexClient.connect(self.url, timeout=5) as client:
+            while time.monotonic() < deadline:
+                answers = Counter(a["name"] for a in await client.ping(wait_s=0.3))
+                if all(answers[f"dcodex-{n}"] >= c for n, c in counts.items()):
+                    return
+                await asyncio.sleep(0.2)
+        raise TimeoutError(f"services {counts} were not all up within {timeout:g} s")
+
+    def kill(self, service: ServiceProcess, signum: int = signal.SIGKILL) -> None:
+        if service.alive:
+            service.process.send_signal(signum)
+
+    def stop_all(self, grace_s: float = 20.0) -> None:
+        for service in reversed(self.services):
+            if service.alive:
+                service.process.send_signal(signal.SIGTERM)
+        for service in self.services:
+            try:
+                service.process.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                service.process.kill()
+                service.process.wait()
+        self.stop_nats()
+
+
+# ------------------------------------------------------------------ what the host sees
+
+
+def rss_bytes(pid: int) -> int:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def open_fds(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return 0
+
+
+def processes_with(marker: str) -> list[int]:
+    """Pids of the processes whose command line holds `marker` (the chaos programs')."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as file:
+                if marker.encode() in file.read():
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+def runs_by_program(logs: list[Path]) -> Counter[str]:
+    """How many times each program ran to an answer, from the runners' request lines
+    (keyed by cache key, or by execution id for runs that bypass the cache)."""
+    runs: Counter[str] = Counter()
+    for log in logs:
+        with contextlib.suppress(OSError), log.open(errors="replace") as lines:
+            for line in lines:
+                if '"endpoint": "run"' not in line and '"endpoint":"run"' not in line:
+                    continue
+                with contextlib.suppress(ValueError):
+                    fields = json.loads(line)
+                    if fields.get("event") == "request" and fields.get("code") == 200:
+                        key = fields.get("cache_key") or fields.get("execution_id")
+                        if key:
+                            runs[str(key)] += 1
+    return runs
