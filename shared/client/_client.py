@@ -49,7 +49,15 @@ from dcodex.shared.contract import (
     PurgeReply,
 )
 from dcodex.shared.errors import UNAVAILABLE, DcodexError, from_validation_error
-from dcodex.shared.subjects import EXECUTE, RUN
+from dcodex.shared.subjects import (
+    CACHE_PURGE,
+    CACHE_STATS,
+    COMPILE,
+    EXECUTE,
+    LANGUAGES,
+    RUN,
+    output_subject,
+)
 
 DEFAULT_TIMEOUT_S = 120.0
 
@@ -205,9 +213,8 @@ class DcodexClient:
         if on_case is None:
             reply = await self._ask(via, parsed, encoding, request_id)
             return JudgeResult.model_validate(reply)
-        parsed = parsed.model_copy(
-            update={"stream": True, "execution_id": parsed.execution_id or bus.new_id()}
-        )
+        execution_id = parsed.execution_id or bus.new_id()
+        parsed = parsed.model_copy(update={"stream": True, "execution_id": execution_id})
 
         async def on_event(msg: Msg) -> None:
             payload = decode(msg.data, encoding)
@@ -215,7 +222,7 @@ class DcodexClient:
                 on_case(CaseEvent.model_validate(payload).case)
 
         subscription = await self.nc.subscribe(
-            f"{self.prefix}.output.{parsed.execution_id}", cb=on_event
+            output_subject(self.prefix, execution_id), cb=on_event
         )
         try:
             await self.nc.flush()  # subscribed before the first case can end
@@ -225,18 +232,18 @@ class DcodexClient:
         return JudgeResult.model_validate(reply)
 
     async def compile(self, language: str, code: str) -> CompileResult:
-        reply = await self._ask("compile", CompileRequest(language=language, code=code))
+        reply = await self._ask(COMPILE.suffix, CompileRequest(language=language, code=code))
         return CompileResult.model_validate(reply)
 
     async def languages(self) -> LanguagesReply:
-        return LanguagesReply.model_validate(await self._ask("languages", {}))
+        return LanguagesReply.model_validate(await self._ask(LANGUAGES.suffix, {}))
 
     async def cache_stats(self) -> CacheStats:
-        return CacheStats.model_validate(await self._ask("cache.stats", {}))
+        return CacheStats.model_validate(await self._ask(CACHE_STATS.suffix, {}))
 
     async def purge(self, key: str | None = None) -> PurgeReply:
         payload = {} if key is None else {"key": key}
-        return PurgeReply.model_validate(await self._ask("cache.purge", payload))
+        return PurgeReply.model_validate(await self._ask(CACHE_PURGE.suffix, payload))
 
     async def ping(self, wait_s: float = 0.5) -> list[dict[str, Any]]:
         """Every service instance that answers `$SRV.PING` within `wait_s` (raw answers)."""
