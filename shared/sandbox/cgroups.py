@@ -73,8 +73,8 @@ class SlotCgroup:
         if cpu is None:
             return False
         quota = -1 if cores is None else max(1000, round(cores * _CFS_PERIOD_US))
-        _write(cpu / "cpu.cfs_period_us", _CFS_PERIOD_US)
-        _write(cpu / "cpu.cfs_quota_us", quota)
+        write_int(cpu / "cpu.cfs_period_us", _CFS_PERIOD_US)
+        write_int(cpu / "cpu.cfs_quota_us", quota)
         self.cores = cores
         return cores is not None
 
@@ -96,24 +96,24 @@ class SlotCgroup:
         # memory+swap may never be below memory: lift it, set memory, then bound it too.
         swap_accounting = (memory / "memory.memsw.limit_in_bytes").exists()
         if swap_accounting:
-            _write(memory / "memory.memsw.limit_in_bytes", -1)
-        _write(memory / "memory.limit_in_bytes", memory_bytes)
+            write_int(memory / "memory.memsw.limit_in_bytes", -1)
+        write_int(memory / "memory.limit_in_bytes", memory_bytes)
         if swap_accounting:
-            _write(memory / "memory.memsw.limit_in_bytes", memory_bytes)
-        _write(memory / "memory.max_usage_in_bytes", 0)
+            write_int(memory / "memory.memsw.limit_in_bytes", memory_bytes)
+        write_int(memory / "memory.max_usage_in_bytes", 0)
         # One for the namespace's reaper, which lives in the cgroup too (the helper not).
-        _write(self.directories["pids"] / "pids.max", processes + 1)
-        _write(self.directories["cpuacct"] / "cpuacct.usage", 0)
+        write_int(self.directories["pids"] / "pids.max", processes + 1)
+        write_int(self.directories["cpuacct"] / "cpuacct.usage", 0)
         self._baseline = _Baseline(self._oom_kills(), self._fork_failures())
 
     def cpu_seconds(self) -> float:
-        return _read_int(self.directories["cpuacct"] / "cpuacct.usage") / 1e9
+        return read_int(self.directories["cpuacct"] / "cpuacct.usage") / 1e9
 
     def usage(self) -> CgroupUsage:
         """The counters of the run since `prepare` (call once everything has exited)."""
         return CgroupUsage(
             cpu_time_ms=self.cpu_seconds() * 1000,
-            peak_memory_bytes=_read_int(self.directories["memory"] / "memory.max_usage_in_bytes"),
+            peak_memory_bytes=read_int(self.directories["memory"] / "memory.max_usage_in_bytes"),
             oom_killed=self._oom_kills() > self._baseline.oom_kills,
             process_limit_hit=self._fork_failures() > self._baseline.fork_failures,
         )
@@ -125,10 +125,10 @@ class SlotCgroup:
 
     def _oom_kills(self) -> int:
         text = (self.directories["memory"] / "memory.oom_control").read_text()
-        return _field(text, "oom_kill")
+        return field(text, "oom_kill")
 
     def _fork_failures(self) -> int:
-        return _field((self.directories["pids"] / "pids.events").read_text(), "max")
+        return field((self.directories["pids"] / "pids.events").read_text(), "max")
 
 
 def create_slot_cgroup(name: str, cores: float | None = None) -> SlotCgroup | None:
@@ -188,15 +188,19 @@ def slot_cgroup_name(service: str, index: int) -> str:
     return f"dcodex-{service}-{os.getpid()}-{index}"
 
 
-def _write(path: Path, value: int) -> None:
+# Reading and writing cgroup files, of either version (cgroups_v2.py uses them too).
+
+
+def write_int(path: Path, value: int) -> None:
     path.write_text(str(value))
 
 
-def _read_int(path: Path) -> int:
+def read_int(path: Path) -> int:
     return int(path.read_text().split()[0])
 
 
-def _field(text: str, name: str) -> int:
+def field(text: str, name: str) -> int:
+    """The value of `name` in a flat-keyed file (`memory.events`, `cpu.stat`, ...)."""
     for line in text.splitlines():
         key, _, value = line.partition(" ")
         if key == name:

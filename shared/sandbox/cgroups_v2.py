@@ -28,6 +28,9 @@ from pathlib import Path
 
 from dcodex.shared.sandbox.cgroup_mounts import ensure_writable_cgroupfs
 from dcodex.shared.sandbox.cgroups import CgroupUsage
+from dcodex.shared.sandbox.cgroups import field as _field
+from dcodex.shared.sandbox.cgroups import read_int as _read_int
+from dcodex.shared.sandbox.cgroups import write_int as _write
 
 # The controllers the layers need; `cpu` (the cores cap) is taken when offered.
 REQUIRED = ("memory", "pids")
@@ -255,19 +258,3 @@ def _words(path: Path) -> list[str]:
         return path.read_text().split()
     except OSError:
         return []
-
-
-def _write(path: Path, value: int) -> None:
-    path.write_text(str(value))
-
-
-def _read_int(path: Path) -> int:
-    return int(path.read_text().split()[0])
-
-
-def _field(text: str, name: str) -> int:
-    for line in text.splitlines():
-        key, _, value = line.partition(" ")
-        if key == name:
-            return int(value)
-    return 0
