@@ -624,6 +624,9 @@ static void run_as_reaper(void) {
 /* What ends the run when the wall clock passes or our parent dies (both SIGALRM): the
    reaper (its namespace dies with it) or, without namespaces, the program's group. */
 static volatile pid_t run_target = 0;
+/* Our parent at start (the runner). Not simply 1 once it dies: in a container the
+   runner itself is often pid 1. */
+static pid_t supervisor = 0;
 
 static void end_run(int signal_number) {
     (void)signal_number;
@@ -637,7 +640,7 @@ static void guard_run(pid_t target) {
                                                .tv_usec = (cfg.wall_ms % 1000) * 1000}};
         setitimer(ITIMER_REAL, &timer, NULL);
     }
-    if (getppid() == 1) end_run(0); /* the parent died before we asked to be told */
+    if (getppid() != supervisor) end_run(0); /* it died before we asked to be told */
 }
 
 static void map_user(pid_t child) {
@@ -894,6 +897,7 @@ int main(int argc, char **argv) {
     struct sigaction on_alarm = {.sa_handler = end_run};
     sigemptyset(&on_alarm.sa_mask);
     sigaction(SIGALRM, &on_alarm, NULL);
+    supervisor = getppid();
     prctl(PR_SET_PDEATHSIG, SIGALRM); /* a supervisor killed -9 ends the run too */
     if (cfg.namespaces) {
         run_namespaced();
