@@ -24,7 +24,7 @@ RECIPE=1
 SUITE=${DEBIAN_SUITE:-bookworm}
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 CACHE=${DCODEX_BUILD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dcodex-build}/vm
-PACKAGES="linux-image-amd64 kmod busybox-static procps util-linux python3 python3-venv gcc g++ libc6-dev"
+PACKAGES="linux-image-amd64 kmod busybox-static procps util-linux python3 python3-venv gcc g++ libc6-dev libseccomp-dev"
 MODULES="virtio_mmio virtio_blk virtio_console ext4 9pnet_virtio 9p"
 
 fail() { echo "vm-run: $*" >&2; exit 125; }
