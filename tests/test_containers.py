@@ -155,7 +155,8 @@ def run_bucket_job(daemon: Dockerd, nats: NatsServers) -> None:
     )  # fmt: skip
 
 
-@pytest.fixture(scope="session")
+# Module-scoped: its tenant login (an environment variable) must not outlive these tests.
+@pytest.fixture(scope="module")
 def container_stack(
     daemon: Dockerd, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ContainerStack]:
