@@ -202,4 +202,6 @@ async def test_in_a_container_the_runner_takes_its_own_subtree(pool: SlotPool) -
     async with pool.acquire() as slot:
         result = await python("print(open('/proc/self/cgroup').read())", slot)
     assert result.exit_code == 0, result.stderr
-    assert result.stdout.decode().strip().startswith("0::/dcodex-v2-"), result.stdout
+    # The run has a cgroup namespace of its own (docs/security.md): it sees its slot's
+    # cgroup as the root and no host path.
+    assert result.stdout.decode().strip() == "0::/", result.stdout
