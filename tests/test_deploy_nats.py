@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 
 import nats
 import nats.errors
@@ -33,14 +34,18 @@ SENTINEL = "dcodex.sentinel"
 C_PROGRAM = '#include <stdio.h>\nint main(void){char s[64]; if(scanf("%63s",s)==1) puts(s);}'
 
 
-@pytest.fixture(scope="module")
-def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServers]:
+@contextmanager
+def secured_stack(
+    tmp_path_factory: pytest.TempPathFactory, tenant_role: str
+) -> Iterator[NatsServers]:
     """A nats-server with the roles, the buckets made by the setup role, and each
-    service logged in as its own role."""
+    service logged in as its own role; readiness is checked as the tenant `tenant_role`."""
     servers = NatsServers(tmp_path_factory.mktemp("secured-nats"))
     servers.start()
     services = ServiceProcesses(
-        servers.url("client"), tmp_path_factory.mktemp("secured-logs"), tenant=tenant_of("client")
+        servers.url(tenant_role),
+        tmp_path_factory.mktemp("secured-logs"),
+        tenant=tenant_of(tenant_role),
     )
     try:
         create_buckets(servers.url("setup"), replicas=1)
@@ -51,6 +56,12 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServers]:
     finally:
         services.stop_all()
         servers.stop()
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServers]:
+    with secured_stack(tmp_path_factory, "client") as servers:
+        yield servers
 
 
 def create_buckets(url: str, replicas: int) -> str:

@@ -30,10 +30,9 @@ from dcodex.shared.codec import CONTENT_TYPE_HEADER, JSON, MSGPACK, encode
 from dcodex.shared.contract import OutputEvent
 from dcodex.shared.errors import DcodexError
 from dcodex.shared.subjects import inbox_prefix
-from tests.conftest import ServiceProcesses
 from tests.deploy_support import NatsServers, tenant_of
 from tests.test_cli import bus, flat, shown
-from tests.test_deploy_nats import create_buckets
+from tests.test_deploy_nats import secured_stack
 
 pytestmark = pytest.mark.bus
 
@@ -45,19 +44,8 @@ SENTINEL = "dcodex.tenancy.sentinel"  # a subject no tenant may publish to
 
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServers]:
-    servers = NatsServers(tmp_path_factory.mktemp("tenancy-nats"))
-    servers.start()
-    logs = tmp_path_factory.mktemp("tenancy-logs")
-    services = ServiceProcesses(servers.url(VICTIM), logs, tenant=tenant_of(VICTIM))
-    try:
-        create_buckets(servers.url("setup"), replicas=1)
-        for name in SERVICES:
-            services.start(name, "--nats-url", servers.url(name))
-        services.wait_ready()
+    with secured_stack(tmp_path_factory, VICTIM) as servers:
         yield servers
-    finally:
-        services.stop_all()
-        servers.stop()
 
 
 @pytest.fixture

@@ -31,6 +31,7 @@ from dcodex.shared.contract import (
 from dcodex.shared.errors import NOT_FOUND, DcodexError
 from dcodex.shared.judge.plan import Toolchains, case_keys, case_limits, case_name, check_request
 from dcodex.shared.judge.verdicts import (
+    empty_result,
     first_failure,
     overall_verdict,
     skipped,
@@ -94,15 +95,7 @@ class CacheJudge:
         for case in held.values():
             events.event(CaseEvent(seq=case.index, case=case))
         to_run = self._to_run(request, held)
-        base = JudgeResult(
-            execution_id=request.execution_id,
-            status="ok",
-            verdict="ok",
-            language=language.id,
-            language_version=language.version,
-            cases=[],
-            summary=summarize([]),
-        )
+        base = empty_result(request.execution_id, language.id, language.version, [])
         ran: dict[int, CaseResult] = {}
         if to_run:
             base = await self._run(request, to_run, limits, call)

@@ -41,6 +41,7 @@ from dcodex.shared.judge.plan import (
 )
 from dcodex.shared.judge.verdicts import (
     case_result,
+    empty_result,
     failed,
     overall_verdict,
     skipped,
@@ -145,15 +146,8 @@ class Judge:
     async def _judge(self, plan: Plan, request_id: str, events: EventPublisher) -> JudgeResult:
         request = plan.request
         language = plan.language
-        reply = JudgeResult(
-            execution_id=plan.execution_id,
-            status="ok",
-            verdict="ok",
-            language=language.id,
-            language_version=language.version,
-            cases=[],
-            summary=summarize([]),
-            isolation=self.runner.slots.isolation.layers,
+        reply = empty_result(
+            plan.execution_id, language.id, language.version, self.runner.slots.isolation.layers
         )
         program = Program(language, language.version, request.code)
         if language.compiled:

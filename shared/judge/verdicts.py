@@ -8,6 +8,7 @@ from dcodex.shared.contract import (
     PASSING_VERDICTS,
     CaseResult,
     ExecutionResult,
+    JudgeResult,
     JudgeSummary,
     Verdict,
 )
@@ -90,4 +91,20 @@ def summarize(cases: Sequence[CaseResult]) -> JudgeSummary:
         slowest_wall_time_ms=slowest.wall_time_ms if slowest is not None else 0.0,
         peak_memory_bytes=max((case.peak_memory_bytes for case in ran), default=0),
         cache_hits=sum(case.cache_hit for case in cases),
+    )
+
+
+def empty_result(
+    execution_id: str | None, language: str, language_version: str, isolation: list[str]
+) -> JudgeResult:
+    """A judgement before any case is in: `ok`, no cases, an empty summary."""
+    return JudgeResult(
+        execution_id=execution_id,
+        status="ok",
+        verdict="ok",
+        language=language,
+        language_version=language_version,
+        cases=[],
+        summary=summarize([]),
+        isolation=isolation,
     )
