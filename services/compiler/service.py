@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import os
 
+import nats.errors
 import nats.js.errors
 import structlog
 from nats.aio.client import Client as NATS
@@ -27,7 +28,7 @@ from dcodex.shared.contract import (
     RunStatus,
     RunStatusRequest,
 )
-from dcodex.shared.errors import BAD_REQUEST, DcodexError
+from dcodex.shared.errors import BAD_REQUEST, UNAVAILABLE, DcodexError
 from dcodex.shared.judge.plan import check_reserved, decoded_files
 from dcodex.shared.languages.probe import available_languages
 from dcodex.shared.languages.registry import CompileOptions, Language, Registry
@@ -163,7 +164,17 @@ class Compiler:
             return result
         # The diagnostics (warnings) travel with the artifact, for the next lookup.
         meta = ObjectMeta(name=digest, description=compilation.output)
-        await self.artifacts.put(digest, compilation.binary, meta=meta)
+        try:
+            await self.artifacts.put(digest, compilation.binary, meta=meta)
+        except (nats.errors.Error, TimeoutError) as exc:
+            # The Object Store is how the binary reaches the runner: without it the
+            # program cannot run. A full JetStream store answers no write (it times out).
+            log.warning("artifact_not_stored", bucket=ARTIFACT_BUCKET, error=repr(exc))
+            raise DcodexError(
+                UNAVAILABLE,
+                f"the compiled program could not be stored in {ARTIFACT_BUCKET} "
+                f"(JetStream store full or unavailable: {exc!r}); try again later",
+            ) from exc
         artifact = ArtifactRef(bucket=ARTIFACT_BUCKET, name=digest, size=len(compilation.binary))
         return result.model_copy(update={"artifact": artifact})
 

@@ -22,6 +22,7 @@ from typing import Any
 from dcodex.shared.client import DcodexClient
 from dcodex.shared.errors import UNAVAILABLE
 from dcodex.shared.sandbox.leftovers import find_leftovers
+from dcodex.shared.service.chaos import disk, slow_consumer
 from dcodex.shared.service.chaos.stack import (
     Stack,
     open_fds,
@@ -85,6 +86,10 @@ class Scenario:
     counts: dict[str, int]
     fault: Fault | None = None
     service_args: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    prepare: Callable[[Stack], None] | None = None  # before nats-server starts
+    # What counts as a program run twice: the same cache key (identical requests share
+    # one run), or only the same request (when results cannot be kept, by design).
+    duplicates_by: str = "cache_key"
 
 
 TWO_OF_EACH = {"compiler": 2, "runner": 2, "cache": 2}
@@ -121,6 +126,21 @@ SCENARIOS = {
             "SIGTERM of a runner with runs in flight (a new one replaces it)",
             TWO_OF_EACH,
             sigterm_then_replace,
+        ),
+        Scenario(
+            "disk-full",
+            "the JetStream store's disk full under load; freed, nats-server restarted",
+            TWO_OF_EACH,
+            disk.fill_the_store,
+            prepare=disk.store_on_small_tmpfs,
+            duplicates_by="execution_id",  # results that cannot be kept are run again
+        ),
+        Scenario(
+            "slow-consumer",
+            "a subscriber that never reads a big run's output subject, under load",
+            TWO_OF_EACH,
+            slow_consumer.stall_a_subscriber,
+            prepare=slow_consumer.low_write_deadline,
         ),
     )
 }
@@ -201,7 +221,13 @@ async def _load(scenario: Scenario, profile: Profile, url: str | None, where: Pa
             raise ValueError(f"{scenario.name} injects a fault: it needs a stack of its own")
         stack.url = url
     else:
-        stack.start_nats()
+        try:
+            if scenario.prepare is not None:
+                scenario.prepare(stack)  # undone by stack.stop_all
+            stack.start_nats()
+        except BaseException:
+            stack.cleanups.close()
+            raise
         for service, count in scenario.counts.items():
             for _ in range(count):
                 stack.start(service)
@@ -211,8 +237,9 @@ async def _load(scenario: Scenario, profile: Profile, url: str | None, where: Pa
             await stack.wait_ready(scenario.counts)
         outcomes = await _drive(stack, scenario, profile, marker, report)
         report.tally(outcomes)
+        report.wrong += stack.problems
     finally:
-        await _finish(stack, report, marker, own_stack=url is None)
+        await _finish(stack, report, marker, url is None, scenario.duplicates_by)
     report.seconds = round(time.monotonic() - started, 1)
     return report
 
@@ -259,12 +286,14 @@ def _rss_by_service(stack: Stack) -> dict[str, float]:
     }
 
 
-async def _finish(stack: Stack, report: Report, marker: str, own_stack: bool) -> None:
+async def _finish(
+    stack: Stack, report: Report, marker: str, own_stack: bool, by: str = "cache_key"
+) -> None:
     if not own_stack:
         return
     pids = [s.pid for s in stack.services]
     await asyncio.to_thread(stack.stop_all)
-    runs = runs_by_program([s.log for s in stack.services if s.name == "runner"])
+    runs = runs_by_program([s.log for s in stack.services if s.name == "runner"], by)
     report.duplicated_executions = sum(count - 1 for count in runs.values() if count > 1)
     await asyncio.sleep(0.5)
     report.leaked_processes = len(processes_with(marker))

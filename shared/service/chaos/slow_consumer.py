@@ -1,0 +1,160 @@
+"""`slow-consumer`: a subscriber that never reads a run's live output subject.
+
+The stalled subscriber speaks the NATS protocol on a raw socket with a small receive
+buffer: it subscribes to `dcodex.output.<id>` and then never reads (nats-py would: its
+reader drains the socket whatever the application does, and its own pending limits
+are the client's, not the server's). The run prints more than the kernel's buffers
+hold, so the server's writes to that connection block; past the server's
+`write_deadline` it counts a slow consumer and closes that connection. The run's
+requester, the runner and every other client must not notice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+import urllib.request
+from typing import Any
+from urllib.parse import urlsplit
+
+from dcodex.shared.bus.request import new_id
+from dcodex.shared.client import DcodexClient
+from dcodex.shared.contract import ExecutionResult
+from dcodex.shared.service.chaos.stack import Stack
+from dcodex.shared.subjects import DEFAULT_PREFIX, output_subject
+
+# The server's default is 10 s: 2 s keeps the scenario short, and is still far above
+# what a client that reads ever takes.
+WRITE_DEADLINE = "2s"
+LINES, WIDTH = 2000, 100  # 200,000 bytes of output (the output ceiling is 256 KiB)
+RECEIVE_BUFFER = 4096
+DETECTED_WITHIN_S = 20.0
+
+
+def low_write_deadline(stack: Stack) -> None:
+    """The scenario's `prepare`: the server's write deadline, and its monitoring port."""
+    config = stack.directory / "nats-slow-consumer.conf"
+    config.write_text(f'write_deadline: "{WRITE_DEADLINE}"\nhttp: "127.0.0.1:-1"\n')
+    stack.nats_args = ("--config", str(config))
+
+
+class StalledSubscriber:
+    """A NATS connection subscribed to `subject` that reads nothing after subscribing."""
+
+    def __init__(self, url: str, subject: str) -> None:
+        where = urlsplit(url)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # Before connecting: the window it advertises stays this small.
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        self.sock.settimeout(5)
+        try:
+            self.sock.connect((where.hostname or "127.0.0.1", where.port or 4222))
+            self._read_until(b"\r\n")  # INFO
+            connect = {"verbose": False, "pedantic": False, "name": "dcodex-chaos-stalled"}
+            self.sock.sendall(
+                f"CONNECT {json.dumps(connect)}\r\nSUB {subject} 1\r\nPING\r\n".encode()
+            )
+            self._read_until(b"PONG\r\n")  # the subscription is in place
+        except BaseException:
+            self.sock.close()
+            raise
+
+    def _read_until(self, end: bytes) -> None:
+        seen = b""
+        while end not in seen:
+            data = self.sock.recv(4096)
+            if not data:
+                raise ConnectionError(f"the server closed the connection before {end!r}")
+            seen += data
+
+    def closed_by_server(self) -> bool:
+        """Whether the server has closed this connection (what it had sent is read first)."""
+        self.sock.settimeout(2)
+        try:
+            while self.sock.recv(65536):
+                pass
+        except TimeoutError:
+            return False  # still open: the server has not given up on it
+        except OSError:
+            return True  # reset
+        return True  # end of stream
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def varz(stack: Stack) -> dict[str, Any]:
+    assert stack.nats is not None and stack.nats.monitoring_url
+    with urllib.request.urlopen(f"{stack.nats.monitoring_url}/varz", timeout=5) as reply:
+        data: dict[str, Any] = json.loads(reply.read())
+    return data
+
+
+def _request(execution_id: str) -> dict[str, Any]:
+    code = f"for i in range({LINES}):\n    print('x' * {WIDTH - 1}, flush=True)\n"
+    return {
+        "language": "python",
+        "code": code,
+        "execution_id": execution_id,
+        "limits": {"output_bytes": LINES * WIDTH + 4096},
+        "cache": False,
+    }
+
+
+async def _live(client: DcodexClient, request: dict[str, Any]) -> tuple[ExecutionResult, float]:
+    started = time.monotonic()
+    async with client.live(request) as run:
+        result = await run.wait()
+    return result, time.monotonic() - started
+
+
+async def stall_a_subscriber(stack: Stack) -> str:
+    """The fault: a big streamed run with a stalled subscriber on its output subject."""
+    runners = len(stack.alive("runner"))
+    before = varz(stack).get("slow_consumers", 0)
+    async with await DcodexClient.connect(stack.url, timeout=60) as client:
+        _, alone_s = await _live(client, _request(new_id()))  # what it costs unwatched
+        execution_id = new_id()
+        subject = output_subject(DEFAULT_PREFIX, execution_id)
+        stalled = await asyncio.to_thread(StalledSubscriber, stack.url, subject)
+        try:
+            result, watched_s = await _live(client, _request(execution_id))
+            detected_s = await _detected(stack, before)
+            closed = await asyncio.to_thread(stalled.closed_by_server)
+        finally:
+            stalled.close()
+    if result.status != "ok" or len(result.stdout) != LINES * WIDTH:
+        stack.problems.append(
+            f"slow-consumer: the requester got {result.status}, {len(result.stdout)} bytes"
+        )
+    stats = varz(stack).get("slow_consumer_stats", {})
+    if detected_s is None:
+        stack.problems.append("slow-consumer: the server never counted a slow consumer")
+    elif stats.get("clients", 0) - before != 1:
+        stack.problems.append(f"slow-consumer: connections cut as slow consumers: {stats}")
+    if not closed:
+        stack.problems.append("slow-consumer: the server kept the stalled connection")
+    assert stack.nats is not None
+    logged = "Slow Consumer Detected" in stack.nats.log_path.read_text(errors="replace")
+    if not logged:
+        stack.problems.append("slow-consumer: no 'Slow Consumer Detected' in the server's log")
+    if len(stack.alive("runner")) != runners:
+        stack.problems.append("slow-consumer: a runner died")
+    return (
+        f"a {LINES * WIDTH:,}-byte streamed run with a subscriber that never reads: answered "
+        f"in {watched_s:.2f} s ({alone_s:.2f} s without it); the server cut that subscriber "
+        f"(write deadline {WRITE_DEADLINE}) "
+        + (f"{detected_s:.1f} s after the answer" if detected_s is not None else "never")
+    )
+
+
+async def _detected(stack: Stack, before: int) -> float | None:
+    """Seconds until the server counts one more slow consumer than `before` (None: never)."""
+    started = time.monotonic()
+    while time.monotonic() - started < DETECTED_WITHIN_S:
+        if (await asyncio.to_thread(varz, stack)).get("slow_consumers", 0) > before:
+            return time.monotonic() - started
+        await asyncio.sleep(0.2)
+    return None
