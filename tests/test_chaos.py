@@ -5,10 +5,13 @@ answer (docs/reliability.md)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
+from dcodex.shared.service.chaos.disk import PrivateTmpfs, fill
 from dcodex.shared.service.chaos.scenarios import ALL, SHORT, run_scenario
 from tests.conftest import dcodex_argv
 
@@ -30,6 +33,19 @@ async def test_scenario_loses_and_leaks_nothing(scenario: str) -> None:
         refused = report.errors_by_code.get("503", 0)
         assert report.correct + refused == report.sent, figures
         assert scenario == "restart-nats" or refused == 0, figures
+    elif scenario == "disk-full":
+        # Results are returned though they cannot be kept; a C program never compiled
+        # before gets a 503 (its binary cannot reach a runner), nothing else. The fault
+        # checks that writes really failed, were logged, and caching came back with what
+        # was stored before (report.wrong, asserted empty above).
+        assert set(report.errors_by_code) <= {"503"}, figures
+        assert report.correct + report.errors_by_code.get("503", 0) == report.sent, figures
+        assert "ENOSPC" in report.fault and "caching worked again" in report.fault, figures
+    elif scenario == "slow-consumer":
+        # The server cut the stalled subscriber (counted in /varz, logged, connection
+        # closed: checked by the fault); every requester got its right answer.
+        assert report.correct == report.sent and not report.errors_by_code, figures
+        assert "the server cut that subscriber" in report.fault, figures
     elif scenario == "overload":
         # The excess refused at once, the rest completed, served again after (in wrong).
         assert set(report.errors_by_code) == {"503"}, figures
@@ -51,3 +67,20 @@ def test_the_command_prints_a_table_and_json() -> None:
     document = json.loads(done.stdout[done.stdout.index("[\n") :])
     assert document[0]["scenario"] == "load" and document[0]["sent"] == 8
     assert document[0]["lost"] == 0 and document[0]["passed"] is True
+
+
+def test_the_store_tmpfs_fills_and_leaves_nothing_mounted(tmp_path: Path) -> None:
+    """disk-full's filesystem: full at its size, seen only inside its namespace, gone
+    with its holder."""
+    store = tmp_path / "jetstream"
+    tmpfs = PrivateTmpfs(store, 4 * 2**20)
+    tmpfs.start()
+    try:
+        assert tmpfs.holder is not None
+        holder = tmpfs.holder.pid
+        inside = Path(f"/proc/{holder}/root") / store.relative_to("/")
+        assert fill(inside) == 4 * 2**20
+        assert not os.path.ismount(store) and not any(store.iterdir())  # the host sees none
+    finally:
+        tmpfs.stop()
+    assert not Path(f"/proc/{holder}").exists()
