@@ -293,8 +293,12 @@ async def _finish(
         return
     pids = [s.pid for s in stack.services]
     await asyncio.to_thread(stack.stop_all)
-    runs = runs_by_program([s.log for s in stack.services if s.name == "runner"], by)
+    logs = [s.log for s in stack.services if s.name == "runner"]
+    runs = runs_by_program(logs, by)
     report.duplicated_executions = sum(count - 1 for count in runs.values() if count > 1)
+    if by != "cache_key":
+        again = sum(n - 1 for n in runs_by_program(logs, "cache_key").values() if n > 1)
+        report.notes.append(f"identical requests run again (their result was not kept): {again}")
     await asyncio.sleep(0.5)
     report.leaked_processes = len(processes_with(marker))
     leftovers = find_leftovers()
