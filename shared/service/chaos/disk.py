@@ -15,6 +15,7 @@ restarts. Reads go on working. So the recovery is: free the space, restart nats-
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import signal
@@ -149,8 +150,8 @@ async def fill_the_store(stack: Stack) -> str:
     async with await DcodexClient.connect(stack.url, timeout=60) as client:
         probe, probe_s = await _timed(client, _program("full"))
         compiled = await _compile_refused(client)
-    if probe.stdout != "full\n" or probe.cache_hit:
-        stack.problems.append(f"disk-full: a request on a full disk got {probe.status}")
+    if not _answered(probe, "full\n", hit=False):
+        stack.problems.append(f"disk-full: a fresh request on a full disk got {probe}")
     if compiled:
         stack.problems.append(f"disk-full: a new C program on a full disk: {compiled}")
     await asyncio.sleep(max(0.0, HOLD_S - (time.monotonic() - started)))
@@ -169,11 +170,11 @@ async def fill_the_store(stack: Stack) -> str:
     await stack.wait_ready(Counter(s.name for s in stack.services if s.alive))
     async with await DcodexClient.connect(stack.url, timeout=60) as client:
         again = await _cached_twice(client, "after", RECOVERY_S)
-        kept = await client.execute(before) if before is not None else None
+        kept = (await _timed(client, before))[0] if before is not None else None
     if again is None:
         stack.problems.append(f"disk-full: caching did not work again within {RECOVERY_S:g} s")
-    if before is not None and (kept is None or not kept.cache_hit):
-        stack.problems.append("disk-full: what was cached before the disk filled was lost")
+    if kept is not None and not _answered(kept, "before\n", hit=True):
+        stack.problems.append(f"disk-full: what was cached before the fill got {kept}")
     return (
         f"filled the store's {STORE_BYTES // MiB} MiB tmpfs ({filled // MiB} MiB more) for "
         f"{HOLD_S:g} s: nats-server failed {enospc} writes (ENOSPC), the cache logged "
@@ -200,10 +201,20 @@ async def _compile_refused(client: DcodexClient) -> str:
     return f"answered {result.status}, yet its binary could not be stored"
 
 
-async def _timed(client: DcodexClient, request: dict[str, object]) -> tuple[ExecutionResult, float]:
+async def _timed(
+    client: DcodexClient, request: dict[str, object]
+) -> tuple[ExecutionResult | str, float]:
+    """What `request` got (its result, or the error), and how long it took."""
     started = time.monotonic()
-    result = await client.execute(request)
-    return result, time.monotonic() - started
+    try:
+        got: ExecutionResult | str = await client.execute(request)
+    except DcodexError as exc:
+        got = f"{exc.code} {exc.message}"
+    return got, time.monotonic() - started
+
+
+def _answered(got: ExecutionResult | str, stdout: str, hit: bool) -> bool:
+    return isinstance(got, ExecutionResult) and (got.stdout, got.cache_hit) == (stdout, hit)
 
 
 async def _cached_twice(
@@ -213,10 +224,11 @@ async def _cached_twice(
     deadline = time.monotonic() + within_s
     while True:
         request = _program(text)
-        first = await client.execute(request)
-        second = await client.execute(request)
-        if first.stdout == second.stdout == f"{text}\n" and second.cache_hit:
-            return request
+        with contextlib.suppress(DcodexError):  # tried again until the deadline
+            first = await client.execute(request)
+            second = await client.execute(request)
+            if first.stdout == second.stdout == f"{text}\n" and second.cache_hit:
+                return request
         if time.monotonic() >= deadline:
             return None
         await asyncio.sleep(1.0)
