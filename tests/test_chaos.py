@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from dcodex.shared.service.chaos.disk import PrivateTmpfs, fill
+from dcodex.shared.service.chaos.disk import TMPFS, PrivateTmpfs, fill
 from dcodex.shared.service.chaos.scenarios import ALL, SHORT, run_scenario
+from dcodex.shared.service.chaos.stack import processes_with
 from tests.conftest import dcodex_argv
 
 pytestmark = [pytest.mark.bus, pytest.mark.timeout(600)]
@@ -41,6 +42,8 @@ async def test_scenario_loses_and_leaks_nothing(scenario: str) -> None:
         assert set(report.errors_by_code) <= {"503"}, figures
         assert report.correct + report.errors_by_code.get("503", 0) == report.sent, figures
         assert "ENOSPC" in report.fault and "caching worked again" in report.fault, figures
+        # Its store's holder is gone, and with it the tmpfs (never mounted on the host).
+        assert processes_with(TMPFS) == [], figures
     elif scenario == "slow-consumer":
         # The server cut the stalled subscriber (counted in /varz, logged, connection
         # closed: checked by the fault); every requester got its right answer.

@@ -39,6 +39,7 @@ CONFIG = "jetstream { max_file_store: 1GB }\n"
 HOLD_S = 8.0  # how long the disk stays full while the load goes on
 RECOVERY_S = 30.0
 FILLER = "dcodex-chaos-filler"
+TMPFS = "dcodex-chaos-store"  # the tmpfs's name in mountinfo (and in its holder's command)
 # What the cache logs when a bucket write (or read) fails: services/cache/buckets.py.
 UNAVAILABLE_EVENTS = ("results_bucket_unavailable", "inflight_bucket_unavailable")
 
@@ -55,7 +56,7 @@ class PrivateTmpfs:
         self.path.mkdir(parents=True, exist_ok=True)
         # The holder mounts, then lives as long as the process that started it.
         script = (
-            'mount -t tmpfs -o size="$1" dcodex-chaos "$2" || exit 1\n'
+            f'mount -t tmpfs -o size="$1" {TMPFS} "$2" || exit 1\n'
             'while kill -0 "$3" 2>/dev/null; do sleep 1; done\n'
         )
         argv = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh"]
@@ -79,7 +80,7 @@ class PrivateTmpfs:
         except OSError:
             return False
         mine = f" {self.path} "
-        return any(mine in line and "dcodex-chaos" in line for line in mounts.splitlines())
+        return any(mine in line and TMPFS in line for line in mounts.splitlines())
 
     def prefix(self) -> tuple[str, ...]:
         """The command that runs a program inside the namespace (where the tmpfs is)."""
