@@ -161,11 +161,12 @@ async def test_request_id_is_carried_to_every_downstream_call(client: DcodexClie
 
 
 async def test_services_are_discoverable_with_the_micro_protocol(client: DcodexClient) -> None:
-    expected = {  # with each tenant's entry (docs/tenancy.md)
+    expected = {  # with each tenant's entry and status subject (docs/tenancy.md)
         "dcodex-cache": {
             "dcodex.execute",
             "dcodex.execute.*",
             "dcodex.status.execute",
+            "dcodex.status.execute.*",
             "dcodex.cache.stats",
             "dcodex.cache.purge",
             "dcodex.judge",
@@ -174,6 +175,7 @@ async def test_services_are_discoverable_with_the_micro_protocol(client: DcodexC
             "dcodex.run",
             "dcodex.run.*",
             "dcodex.status.run",
+            "dcodex.status.run.*",
             "dcodex.languages",
             "dcodex.judge.run",
         },
