@@ -123,7 +123,7 @@ def short_lease_pair(nats_url: str, tmp_path: Path) -> Iterator[Stack]:
         stack.services.stop_all()
 
 
-async def test_followers_run_it_themselves_when_the_leading_replica_dies(
+async def test_followers_adopt_the_run_of_a_leading_replica_that_dies(
     short_lease_pair: Stack,
 ) -> None:
     stack = short_lease_pair
@@ -152,8 +152,9 @@ async def test_followers_run_it_themselves_when_the_leading_replica_dies(
     assert metric(port, LEASES, outcome="lost") == 1, (
         "the survivor waited until the dead leader's lease ended"
     )
-    assert metric(port, LEASES, outcome="led") == 1, "then ran it once for all its requests"
-    assert stack.executions() == 2, "the dead leader's run and the survivor's one run"
+    assert metric(port, LEASES, outcome="led") == 1, "then took the lease over"
+    assert metric(port, LEASES, outcome="adopted") == 1, "and the dead leader's run with it"
+    assert stack.executions() == 1, "the program ran again"
 
 
 async def lease_holder(watcher: Any) -> int:
@@ -207,3 +208,41 @@ async def test_without_the_lease_bucket_requests_still_run_and_it_heals(pair: St
             await asyncio.sleep(0.1)
         assert leases(pair, "led") == 1
         await client.nc.jetstream().key_value(INFLIGHT_BUCKET)  # it exists again
+
+
+async def test_hits_come_from_memory_and_a_purge_empties_every_replicas_memory(
+    pair: Stack,
+) -> None:
+    """A result served once is then a hit from memory on each replica; after a purge
+    through either replica, neither serves the old result from memory again."""
+    code = f"import random\nprint(random.random())  # {uuid.uuid4().hex}"
+    request = {"language": "python", "code": code}
+    async with await connect(pair) as client:
+        first = await client.execute(request)
+        hits = await until_both_replicas_hit_memory(pair, client, request)
+        assert {(r.stdout, r.cache_hit) for r in hits} == {(first.stdout, True)}
+        assert len({r.execution_id for r in hits}) == len(hits), "each hit is its own"
+
+        assert (await client.purge()).purged >= 1
+        again = await client.execute(request)
+        assert again.cache_hit is False and again.stdout != first.stdout, "it ran again"
+        after = await until_both_replicas_hit_memory(pair, client, request)
+        assert {r.stdout for r in after} == {again.stdout}, "a purged result was served"
+    assert pair.executions() == 2
+
+
+MEMORY_HITS = "dcodex_cache_memory_hits_total"
+
+
+async def until_both_replicas_hit_memory(
+    stack: Stack, client: DcodexClient, request: dict[str, Any]
+) -> list[ExecutionResult]:
+    """The same request sent until each replica has served it from memory since the call."""
+    before = [metric(port, MEMORY_HITS) for port in stack.cache_ports]
+    results: list[ExecutionResult] = []
+    while len(results) < 60:
+        results.append(await client.execute(request))
+        now = [metric(port, MEMORY_HITS) for port in stack.cache_ports]
+        if all(n > b for n, b in zip(now, before, strict=True)):
+            return results
+    raise AssertionError(f"not both replicas served from memory: {before} -> {now}")

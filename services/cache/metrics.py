@@ -11,7 +11,7 @@ from dcodex.shared.service.metrics import ServiceMetrics
 from dcodex.shared.subjects import CACHE
 
 OUTCOMES = ("hit", "miss", "coalesced", "bypass")
-LEASE_OUTCOMES = ("led", "followed", "lost", "unavailable")
+LEASE_OUTCOMES = ("led", "followed", "lost", "adopted", "unavailable")
 
 
 class CacheMetrics(ServiceMetrics):
@@ -34,12 +34,19 @@ class CacheMetrics(ServiceMetrics):
             "dcodex_cache_leases_total",
             "Runs coordinated through dcodex-inflight: led (this replica ran it), followed "
             "(shared another replica's run), lost (that lease ended without an outcome), "
+            "adopted (took the result of a dead replica's run from its runner), "
             "unavailable (no lease bucket: ran without one)",
             ["outcome"],
             registry=self.registry,
         )
         for outcome in LEASE_OUTCOMES:
             self.leases.labels(outcome)
+        self.memory_hits = Counter(
+            "dcodex_cache_memory_hits_total",
+            "Hits served from this replica's memory, without a JetStream read (a part of "
+            'dcodex_cache_lookups_total{outcome="hit"})',
+            registry=self.registry,
+        )
         self.not_stored = Counter(
             "dcodex_cache_not_stored_total",
             "Results not stored, by reason (verdict, isolation, too_large, unavailable)",

@@ -20,8 +20,10 @@ from nats.aio.client import Client as NATS
 from nats.micro.service import EndpointStats
 from pydantic import BaseModel
 
+from dcodex.services.cache.hot import HotResults
 from dcodex.services.cache.inflight import (
     INFLIGHT_BUCKET,
+    Abandoned,
     Finished,
     HeldLease,
     Inflight,
@@ -31,17 +33,18 @@ from dcodex.services.cache.inflight import (
 from dcodex.services.cache.judge import CacheJudge
 from dcodex.services.cache.keys import cache_key
 from dcodex.services.cache.metrics import CacheMetrics
-from dcodex.services.cache.replicas import gather_counts, summed
+from dcodex.services.cache.replicas import gather, gather_counts, summed
 from dcodex.services.cache.results import (
     RESULTS_BUCKET,
     BucketUnavailable,
     ResultStore,
     pack,
     unpack,
+    unpack_stored,
 )
 from dcodex.shared import bus
-from dcodex.shared.bus.watch import watched_request
-from dcodex.shared.codec import MSGPACK
+from dcodex.shared.bus.watch import followed, watched_request
+from dcodex.shared.codec import CONTENT_TYPE_HEADER, JSON, MSGPACK, REQUEST_ID_HEADER, encode
 from dcodex.shared.contract import (
     UNCACHEABLE_STATUSES,
     CacheStats,
@@ -66,6 +69,7 @@ from dcodex.shared.service.live_runs import LiveRuns
 from dcodex.shared.service.single_flight import SingleFlight
 from dcodex.shared.subjects import (
     CACHE,
+    CACHE_FORGET,
     CACHE_PURGE,
     CACHE_STATS,
     EXECUTE,
@@ -113,6 +117,8 @@ class Cache:
         self.nc = nc
         self.store = store
         self.inflight = inflight
+        # Results served or stored lately, for hits without a JetStream read.
+        self.hot = HotResults(settings.cache_memory_bytes)
         self._languages: LanguagesReply | None = None
         self._languages_at = 0.0
         # Per key: the one run's outcome, shared by the requests that arrive while it runs.
@@ -138,6 +144,12 @@ class Cache:
             ),
             micro.Endpoint(CACHE_STATS.endpoint, subject(CACHE_STATS), self.stats),
             micro.Endpoint(CACHE_PURGE.endpoint, subject(CACHE_PURGE), self.purge),
+            micro.Endpoint(
+                CACHE_FORGET.endpoint,
+                subject(CACHE_FORGET),
+                self.forget,
+                broadcast=CACHE_FORGET.broadcast,
+            ),
             micro.Endpoint(
                 EXECUTE_STATUS.endpoint,
                 subject(EXECUTE_STATUS),
@@ -218,6 +230,12 @@ class Cache:
         self, key: str, request: ExecuteRequest, call: micro.Call, compiled: bool
     ) -> ExecutionResult:
         assert request.execution_id is not None
+        hot = self.hot.get(key)
+        if hot is not None:
+            self._count("hit")
+            self.metrics.memory_hits.inc()
+            result = hot.model_copy(update={"execution_id": request.execution_id})
+            return await self._replayed(result, request, call, compiled)
         try:
             stored = await self.store.get(key)
         except BucketUnavailable:
@@ -227,7 +245,9 @@ class Cache:
             note(passthrough=True)
         if stored is not None:
             self._count("hit")
-            result = unpack(stored, request.execution_id, key)
+            result, stored_at = unpack_stored(stored, request.execution_id, key)
+            if stored_at is not None:
+                self._keep_hot(key, result, len(stored), stored_at)
             return await self._replayed(result, request, call, compiled)
         outcome, shared = await self._in_flight.run(
             key, lambda: self._coalesced_run(key, request, call)
@@ -247,16 +267,21 @@ class Cache:
 
     async def _coalesced_run(self, key: str, request: ExecuteRequest, call: micro.Call) -> Outcome:
         """Run `request`, or share the run another replica holds the lease on."""
+        assert request.execution_id is not None  # execute() always sets it
+        abandoned = Abandoned()  # the execution a lease that ended without an outcome named
         for _ in range(LEASE_ROUNDS):
             try:
-                lease = await self.inflight.claim(key)
+                naming = abandoned.execution_id or request.execution_id
+                lease = await self.inflight.claim(key, naming)
                 if isinstance(lease, Finished):
                     # Just stored by another run (after our lookup missed it), unless it
                     # was purged or expired since: then it is ours to run again.
                     stored = await self._stored(key)
                     if stored is not None:
-                        return Outcome(unpack(stored, request.execution_id or "", key), True, False)
-                    lease = await self.inflight.claim(key, share_finished=False)
+                        return Outcome(unpack(stored, request.execution_id, key), True, False)
+                    lease = await self.inflight.claim(
+                        key, request.execution_id, share_finished=False
+                    )
                 if isinstance(lease, Lease):
                     self.metrics.leases.labels("led").inc()
                     return await self._lead(lease, key, request, call)
@@ -265,16 +290,18 @@ class Cache:
             except InflightUnavailable:
                 self.metrics.leases.labels("unavailable").inc()
                 break
-            if finished is not None:
+            if isinstance(finished, Finished):
                 self.metrics.leases.labels("followed").inc()
                 return self._followed(finished)
             # The lease ended without an outcome (its replica died or gave up). It may
-            # have stored the result first; if not, claim the lease again.
+            # have stored the result first; if not, claim the lease, naming the run it
+            # named: the new leader asks the runners for that run before running again.
             self.metrics.leases.labels("lost").inc()
-            log.info("lease_lost", key=key)
+            log.info("lease_lost", key=key, abandoned_execution_id=finished.execution_id)
             stored = await self._stored(key)
             if stored is not None:
-                return Outcome(unpack(stored, request.execution_id or "", key), True, False)
+                return Outcome(unpack(stored, request.execution_id, key), True, False)
+            abandoned = finished
         result, kept = await self._run_and_store(key, request, call)
         return Outcome(result, kept, True)
 
@@ -282,19 +309,47 @@ class Cache:
         self, lease: Lease, key: str, request: ExecuteRequest, call: micro.Call
     ) -> Outcome:
         """Run under `lease` (renewed as long as the run lasts), then end it with the
-        outcome for the replicas waiting on it."""
+        outcome for the replicas waiting on it. A lease taken over from a dead replica
+        names that replica's run: its result is taken when a runner still has it."""
         held = HeldLease(self.inflight, lease)
         try:
             async with held:  # renewal stops before the lease is ended below
-                result, kept = await self._run_and_store(key, request, call)
+                adopted = await self._adopted(lease.execution_id, request, call)
+                if adopted is None:
+                    outcome = await self._run_and_store(key, request, call)
+                else:
+                    outcome = adopted, await self._store(key, adopted)
         except DcodexError as exc:
             await self.inflight.finish(held.lease, Finished(error=exc))
             raise
         except BaseException:
             await self.inflight.release(held.lease)
             raise
+        result, kept = outcome
         await self.inflight.finish(held.lease, Finished(result, kept))
-        return Outcome(result, kept, True)
+        return Outcome(result, kept, ran_here=adopted is None)
+
+    async def _adopted(
+        self, execution_id: str, request: ExecuteRequest, call: micro.Call
+    ) -> ExecutionResult | None:
+        """The result of `execution_id`, the run a dead replica led, if a runner still
+        has it (under way, or finished a moment ago); None when it is not another's run
+        or no runner has it: then it is run again."""
+        if execution_id == request.execution_id:
+            return None
+        reply = await followed(
+            self.nc,
+            self.settings.subject(RUN_STATUS),
+            execution_id,
+            request_id=call.request_id,
+            timeout=self.settings.request_timeout_seconds,
+            tenant=call.tenant,
+        )
+        if reply is None:
+            return None
+        self.metrics.leases.labels("adopted").inc()
+        log.info("run_adopted", adopted_execution_id=execution_id)
+        return ExecutionResult.model_validate(reply)
 
     @staticmethod
     def _followed(finished: Finished) -> Outcome:
@@ -340,7 +395,13 @@ class Cache:
             await self.store.put(key, packed)
         except BucketUnavailable:
             return self._not_stored("unavailable")
+        hit = result.model_copy(update={"cache_hit": True, "cache_key": key})
+        self._keep_hot(key, hit, len(packed), time.time())
         return True
+
+    def _keep_hot(self, key: str, result: ExecutionResult, size: int, stored_at: float) -> None:
+        """In memory until its stored copy expires (the bucket's max age from its put)."""
+        self.hot.put(key, result, size, stored_at + self.settings.cache_ttl_seconds)
 
     def _not_stored(self, reason: str, **fields: object) -> bool:
         self.metrics.not_stored.labels(reason).inc()
@@ -430,7 +491,30 @@ class Cache:
 
     async def purge(self, call: micro.Call) -> BaseModel:
         request = PurgeRequest.model_validate(call.payload)
-        return PurgeReply(purged=await self._bucket_call(self.store.purge(request.key)))
+        purged = await self._bucket_call(self.store.purge(request.key))
+        await self._forget_everywhere(request, call.request_id)
+        return PurgeReply(purged=purged)
+
+    async def _forget_everywhere(self, request: PurgeRequest, request_id: str) -> None:
+        """Every replica's memory drops what was purged before the purge is answered:
+        no replica serves a purged result from memory afterwards."""
+        self.hot.forget(request.key)
+        replicas = await gather_counts(self.nc, NAME, self.settings.subject(EXECUTE))
+        headers = {CONTENT_TYPE_HEADER: JSON, REQUEST_ID_HEADER: request_id}
+        answers = await gather(
+            self.nc,
+            self.settings.subject(CACHE_FORGET),
+            encode(request, JSON),
+            headers=headers,
+            expected=len(replicas),
+        )
+        if len(answers) < len(replicas):
+            log.warning("replicas_not_forgotten", replicas=len(replicas), answered=len(answers))
+
+    async def forget(self, call: micro.Call) -> BaseModel:
+        """Drop the purged results from this replica's memory (`dcodex.cache.forget`)."""
+        request = PurgeRequest.model_validate(call.payload)
+        return PurgeReply(purged=self.hot.forget(request.key))
 
     @staticmethod
     async def _bucket_call(work: Awaitable[T]) -> T:
