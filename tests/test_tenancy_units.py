@@ -9,9 +9,9 @@ from dcodex.shared.bus.connect import ConnectOptions
 from dcodex.shared.cli.terminal import visible
 from dcodex.shared.contract import EffectiveLimits
 from dcodex.shared.errors import DcodexError
+from dcodex.shared.service.executions import owned_key
 from dcodex.shared.service.live_runs import LiveRuns
 from dcodex.shared.service.micro import reply_allowed
-from dcodex.shared.service.executions import owned_key
 from dcodex.shared.subjects import (
     EXECUTE,
     RUN,
