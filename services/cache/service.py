@@ -20,6 +20,7 @@ from nats.aio.client import Client as NATS
 from nats.micro.service import EndpointStats
 from pydantic import BaseModel
 
+from dcodex.services.cache.hot import HotResults
 from dcodex.services.cache.inflight import (
     INFLIGHT_BUCKET,
     Abandoned,
@@ -32,17 +33,18 @@ from dcodex.services.cache.inflight import (
 from dcodex.services.cache.judge import CacheJudge
 from dcodex.services.cache.keys import cache_key
 from dcodex.services.cache.metrics import CacheMetrics
-from dcodex.services.cache.replicas import gather_counts, summed
+from dcodex.services.cache.replicas import gather, gather_counts, summed
 from dcodex.services.cache.results import (
     RESULTS_BUCKET,
     BucketUnavailable,
     ResultStore,
     pack,
     unpack,
+    unpack_stored,
 )
 from dcodex.shared import bus
 from dcodex.shared.bus.watch import followed, watched_request
-from dcodex.shared.codec import MSGPACK
+from dcodex.shared.codec import CONTENT_TYPE_HEADER, JSON, MSGPACK, REQUEST_ID_HEADER, encode
 from dcodex.shared.contract import (
     UNCACHEABLE_STATUSES,
     CacheStats,
@@ -60,13 +62,14 @@ from dcodex.shared.logging import note
 from dcodex.shared.service import micro
 from dcodex.shared.service.config import Settings, check_sizes
 from dcodex.shared.service.events import EventPublisher, replay
-from dcodex.shared.service.executions import Executions
+from dcodex.shared.service.executions import Executions, owned_key
 from dcodex.shared.service.health import Check
 from dcodex.shared.service.lifecycle import Service
 from dcodex.shared.service.live_runs import LiveRuns
 from dcodex.shared.service.single_flight import SingleFlight
 from dcodex.shared.subjects import (
     CACHE,
+    CACHE_FORGET,
     CACHE_PURGE,
     CACHE_STATS,
     EXECUTE,
@@ -114,11 +117,13 @@ class Cache:
         self.nc = nc
         self.store = store
         self.inflight = inflight
+        # Results served or stored lately, for hits without a JetStream read.
+        self.hot = HotResults(settings.cache_memory_bytes)
         self._languages: LanguagesReply | None = None
         self._languages_at = 0.0
         # Per key: the one run's outcome, shared by the requests that arrive while it runs.
         self._in_flight: SingleFlight[str, Outcome] = SingleFlight()
-        # Per execution id: the requests this replica answers (dcodex.status.execute).
+        # Per execution id: the requests this replica answers (dcodex.status.execute[.<tenant>]).
         self.executions = Executions()
         self.counts: collections.Counter[str] = collections.Counter()
         self.live_runs = LiveRuns()
@@ -140,22 +145,42 @@ class Cache:
             micro.Endpoint(CACHE_STATS.endpoint, subject(CACHE_STATS), self.stats),
             micro.Endpoint(CACHE_PURGE.endpoint, subject(CACHE_PURGE), self.purge),
             micro.Endpoint(
+                CACHE_FORGET.endpoint,
+                subject(CACHE_FORGET),
+                self.forget,
+                broadcast=CACHE_FORGET.broadcast,
+            ),
+            micro.Endpoint(
                 EXECUTE_STATUS.endpoint,
                 subject(EXECUTE_STATUS),
                 self.status,
+                broadcast=EXECUTE_STATUS.broadcast,
+            ),
+            micro.Endpoint(
+                EXECUTE_STATUS.tenant_endpoint,
+                f"{subject(EXECUTE_STATUS)}.*",
+                self.status,
+                per_tenant=True,
+                counted_as=EXECUTE_STATUS.endpoint,
                 broadcast=EXECUTE_STATUS.broadcast,
             ),
             micro.Endpoint(JUDGE.endpoint, subject(JUDGE), self.judging.judge),
         ]
 
     async def status(self, call: micro.Call) -> BaseModel:
-        """What became of an execution this replica has; silence when it has none by that id."""
+        """What became of an execution this replica has; silence when it has none by that id.
+
+        Clients ask here: on `dcodex.status.execute.<tenant>` (only that tenant may ask
+        there) for that tenant's executions only, on `dcodex.status.execute` for those of
+        no tenant. The tenant is the subject's, never the payload's.
+        """
         asked = RunStatusRequest.model_validate(call.payload)
-        # Clients ask here: a tenant's executions are never told (nor asked for).
-        status = None if asked.tenant is not None else self.executions.status(asked.execution_id)
+        if asked.tenant not in (None, call.tenant):
+            raise micro.NoReply  # another tenant's (or, on the plain subject, any tenant's)
+        status = self.executions.status(owned_key(asked.execution_id, call.tenant))
         if status is None:
             raise micro.NoReply
-        return status
+        return status.model_copy(update={"execution_id": asked.execution_id})
 
     async def execute(self, call: micro.Call) -> BaseModel:
         request = ExecuteRequest.model_validate(call.payload)
@@ -171,9 +196,9 @@ class Cache:
             with self.live_runs.claim(call.tenant, execution_id):
                 return await self._execute(request, call, language, limits)
 
-        # A tenant's executions are its own: kept under a key no status question can name.
-        key = execution_id if call.tenant is None else f"{call.tenant}/{execution_id}"
-        return await self.executions.once(key, fingerprint, work)
+        # A tenant's executions are its own: kept under the tenant's key, which only
+        # that tenant's status subject names.
+        return await self.executions.once(owned_key(execution_id, call.tenant), fingerprint, work)
 
     async def _execute(
         self,
@@ -205,6 +230,12 @@ class Cache:
         self, key: str, request: ExecuteRequest, call: micro.Call, compiled: bool
     ) -> ExecutionResult:
         assert request.execution_id is not None
+        hot = self.hot.get(key)
+        if hot is not None:
+            self._count("hit")
+            self.metrics.memory_hits.inc()
+            result = hot.model_copy(update={"execution_id": request.execution_id})
+            return await self._replayed(result, request, call, compiled)
         try:
             stored = await self.store.get(key)
         except BucketUnavailable:
@@ -214,7 +245,9 @@ class Cache:
             note(passthrough=True)
         if stored is not None:
             self._count("hit")
-            result = unpack(stored, request.execution_id, key)
+            result, stored_at = unpack_stored(stored, request.execution_id, key)
+            if stored_at is not None:
+                self._keep_hot(key, result, len(stored), stored_at)
             return await self._replayed(result, request, call, compiled)
         outcome, shared = await self._in_flight.run(
             key, lambda: self._coalesced_run(key, request, call)
@@ -362,7 +395,13 @@ class Cache:
             await self.store.put(key, packed)
         except BucketUnavailable:
             return self._not_stored("unavailable")
+        hit = result.model_copy(update={"cache_hit": True, "cache_key": key})
+        self._keep_hot(key, hit, len(packed), time.time())
         return True
+
+    def _keep_hot(self, key: str, result: ExecutionResult, size: int, stored_at: float) -> None:
+        """In memory until its stored copy expires (the bucket's max age from its put)."""
+        self.hot.put(key, result, size, stored_at + self.settings.cache_ttl_seconds)
 
     def _not_stored(self, reason: str, **fields: object) -> bool:
         self.metrics.not_stored.labels(reason).inc()
@@ -452,7 +491,30 @@ class Cache:
 
     async def purge(self, call: micro.Call) -> BaseModel:
         request = PurgeRequest.model_validate(call.payload)
-        return PurgeReply(purged=await self._bucket_call(self.store.purge(request.key)))
+        purged = await self._bucket_call(self.store.purge(request.key))
+        await self._forget_everywhere(request, call.request_id)
+        return PurgeReply(purged=purged)
+
+    async def _forget_everywhere(self, request: PurgeRequest, request_id: str) -> None:
+        """Every replica's memory drops what was purged before the purge is answered:
+        no replica serves a purged result from memory afterwards."""
+        self.hot.forget(request.key)
+        replicas = await gather_counts(self.nc, NAME, self.settings.subject(EXECUTE))
+        headers = {CONTENT_TYPE_HEADER: JSON, REQUEST_ID_HEADER: request_id}
+        answers = await gather(
+            self.nc,
+            self.settings.subject(CACHE_FORGET),
+            encode(request, JSON),
+            headers=headers,
+            expected=len(replicas),
+        )
+        if len(answers) < len(replicas):
+            log.warning("replicas_not_forgotten", replicas=len(replicas), answered=len(answers))
+
+    async def forget(self, call: micro.Call) -> BaseModel:
+        """Drop the purged results from this replica's memory (`dcodex.cache.forget`)."""
+        request = PurgeRequest.model_validate(call.payload)
+        return PurgeReply(purged=self.hot.forget(request.key))
 
     @staticmethod
     async def _bucket_call(work: Awaitable[T]) -> T:
