@@ -134,37 +134,12 @@ class Cache:
     def endpoints(self) -> list[micro.Endpoint]:
         subject = self.settings.subject
         return [
-            micro.Endpoint(EXECUTE.endpoint, subject(EXECUTE), self.execute),
-            micro.Endpoint(
-                EXECUTE.tenant_endpoint,
-                f"{subject(EXECUTE)}.*",
-                self.execute,
-                per_tenant=True,
-                counted_as=EXECUTE.endpoint,
-            ),
-            micro.Endpoint(CACHE_STATS.endpoint, subject(CACHE_STATS), self.stats),
-            micro.Endpoint(CACHE_PURGE.endpoint, subject(CACHE_PURGE), self.purge),
-            micro.Endpoint(
-                CACHE_FORGET.endpoint,
-                subject(CACHE_FORGET),
-                self.forget,
-                broadcast=CACHE_FORGET.broadcast,
-            ),
-            micro.Endpoint(
-                EXECUTE_STATUS.endpoint,
-                subject(EXECUTE_STATUS),
-                self.status,
-                broadcast=EXECUTE_STATUS.broadcast,
-            ),
-            micro.Endpoint(
-                EXECUTE_STATUS.tenant_endpoint,
-                f"{subject(EXECUTE_STATUS)}.*",
-                self.status,
-                per_tenant=True,
-                counted_as=EXECUTE_STATUS.endpoint,
-                broadcast=EXECUTE_STATUS.broadcast,
-            ),
-            micro.Endpoint(JUDGE.endpoint, subject(JUDGE), self.judging.judge),
+            *micro.endpoints_of(EXECUTE, subject(EXECUTE), self.execute),
+            *micro.endpoints_of(CACHE_STATS, subject(CACHE_STATS), self.stats),
+            *micro.endpoints_of(CACHE_PURGE, subject(CACHE_PURGE), self.purge),
+            *micro.endpoints_of(CACHE_FORGET, subject(CACHE_FORGET), self.forget),
+            *micro.endpoints_of(EXECUTE_STATUS, subject(EXECUTE_STATUS), self.status),
+            *micro.endpoints_of(JUDGE, subject(JUDGE), self.judging.judge),
         ]
 
     async def status(self, call: micro.Call) -> BaseModel:

@@ -67,14 +67,10 @@ class Compiler:
         self.metrics.toolchains({lang.id: lang.version for lang in registry.languages})
 
     def endpoints(self) -> list[micro.Endpoint]:
+        subject = self.settings.subject
         return [
-            micro.Endpoint(COMPILE.endpoint, self.settings.subject(COMPILE), self.compile),
-            micro.Endpoint(
-                COMPILE_STATUS.endpoint,
-                self.settings.subject(COMPILE_STATUS),
-                self.status,
-                broadcast=COMPILE_STATUS.broadcast,
-            ),
+            *micro.endpoints_of(COMPILE, subject(COMPILE), self.compile),
+            *micro.endpoints_of(COMPILE_STATUS, subject(COMPILE_STATUS), self.status),
         ]
 
     async def status(self, call: micro.Call) -> BaseModel:

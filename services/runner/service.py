@@ -96,28 +96,12 @@ class Runner:
         self.metrics.expect_downstream([settings.subject(COMPILE)])
 
     def endpoints(self) -> list[micro.Endpoint]:
-        run = self.settings.subject(RUN)
+        subject = self.settings.subject
         return [
-            micro.Endpoint(RUN.endpoint, run, self.run),
-            micro.Endpoint(
-                RUN.tenant_endpoint, f"{run}.*", self.run, per_tenant=True, counted_as=RUN.endpoint
-            ),
-            micro.Endpoint(LANGUAGES.endpoint, self.settings.subject(LANGUAGES), self.languages),
-            micro.Endpoint(
-                RUN_STATUS.endpoint,
-                self.settings.subject(RUN_STATUS),
-                self.status,
-                broadcast=RUN_STATUS.broadcast,
-            ),
-            micro.Endpoint(
-                RUN_STATUS.tenant_endpoint,
-                f"{self.settings.subject(RUN_STATUS)}.*",
-                self.status,
-                per_tenant=True,
-                counted_as=RUN_STATUS.endpoint,
-                broadcast=RUN_STATUS.broadcast,
-            ),
-            micro.Endpoint(JUDGE_RUN.endpoint, self.settings.subject(JUDGE_RUN), self.judge),
+            *micro.endpoints_of(RUN, subject(RUN), self.run),
+            *micro.endpoints_of(LANGUAGES, subject(LANGUAGES), self.languages),
+            *micro.endpoints_of(RUN_STATUS, subject(RUN_STATUS), self.status),
+            *micro.endpoints_of(JUDGE_RUN, subject(JUDGE_RUN), self.judge),
         ]
 
     async def status(self, call: micro.Call) -> BaseModel:

@@ -38,7 +38,7 @@ from dcodex.shared.errors import (
     from_validation_error,
 )
 from dcodex.shared.logging import begin_request
-from dcodex.shared.subjects import inbox_prefix
+from dcodex.shared.subjects import Subject, inbox_prefix
 
 log = structlog.get_logger("dcodex.bus")
 
@@ -73,6 +73,23 @@ class Endpoint:
     # Every instance gets each request (a queue group of its own), not just one of them:
     # for questions only the instance that knows the answer replies to (NoReply elsewhere).
     broadcast: bool = False
+
+
+def endpoints_of(subject: Subject, on: str, handler: Handler) -> list[Endpoint]:
+    """The endpoint of `subject`, served on `on` (its prefixed subject), and its twin on
+    `<on>.*` when the subject is also served per tenant (counted as the plain one)."""
+    plain = Endpoint(subject.endpoint, on, handler, broadcast=subject.broadcast)
+    if not subject.per_tenant:
+        return [plain]
+    tenant = Endpoint(
+        subject.tenant_endpoint,
+        f"{on}.*",
+        handler,
+        per_tenant=True,
+        counted_as=subject.endpoint,
+        broadcast=subject.broadcast,
+    )
+    return [plain, tenant]
 
 
 class NoReply(Exception):
