@@ -22,6 +22,7 @@ from typing import Any
 from dcodex.shared.client import DcodexClient
 from dcodex.shared.errors import UNAVAILABLE
 from dcodex.shared.sandbox.leftovers import find_leftovers
+from dcodex.shared.service.chaos import cluster
 from dcodex.shared.service.chaos.stack import (
     Stack,
     open_fds,
@@ -85,6 +86,7 @@ class Scenario:
     counts: dict[str, int]
     fault: Fault | None = None
     service_args: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    stack: type[Stack] = Stack  # or a stack on a NATS cluster (chaos/cluster.py)
 
 
 TWO_OF_EACH = {"compiler": 2, "runner": 2, "cache": 2}
@@ -121,6 +123,10 @@ SCENARIOS = {
             "SIGTERM of a runner with runs in flight (a new one replaces it)",
             TWO_OF_EACH,
             sigterm_then_replace,
+        ),
+        *(
+            Scenario(n, s, cluster.COUNTS, f, stack=cluster.ClusterStack)
+            for n, s, f in cluster.FAULTS
         ),
     )
 }
@@ -195,7 +201,7 @@ async def run_scenario(
 async def _load(scenario: Scenario, profile: Profile, url: str | None, where: Path) -> Report:
     report = Report(scenario.name)
     marker = f"dcodex-chaos-{uuid.uuid4().hex[:12]}"
-    stack = Stack(where, service_args=scenario.service_args)
+    stack = scenario.stack(where, service_args=scenario.service_args)
     if url is not None:
         if scenario.fault is not None:
             raise ValueError(f"{scenario.name} injects a fault: it needs a stack of its own")
@@ -211,6 +217,7 @@ async def _load(scenario: Scenario, profile: Profile, url: str | None, where: Pa
             await stack.wait_ready(scenario.counts)
         outcomes = await _drive(stack, scenario, profile, marker, report)
         report.tally(outcomes)
+        report.wrong += stack.problems
     finally:
         await _finish(stack, report, marker, own_stack=url is None)
     report.seconds = round(time.monotonic() - started, 1)
@@ -244,7 +251,7 @@ async def _drive(
     await asyncio.gather(*(client_loop() for _ in range(profile.clients)))
     if fault_task is not None:
         report.fault = await fault_task
-        if stack.nats is not None:  # ours: the replacements are up before we measure
+        if stack.owns_nats:  # ours: the replacements are up before we measure
             await stack.wait_ready(scenario.counts)
     await asyncio.sleep(1.0)  # runs cut off by the fault end; fds settle
     report.rss_end_mb = _rss_by_service(stack)

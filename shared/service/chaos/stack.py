@@ -48,7 +48,13 @@ class Stack:
     service_args: dict[str, tuple[str, ...]] = field(default_factory=dict)
     nats: EmbeddedNats | None = None
     services: list[ServiceProcess] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # what a fault found wrong
     _port: int = 0
+
+    @property
+    def owns_nats(self) -> bool:
+        """Whether this stack started the NATS it runs on (and so may fault it)."""
+        return self.nats is not None
 
     def start_nats(self) -> str:
         self.nats = EmbeddedNats(store_dir=self.directory / "jetstream", port=self._port or -1)
