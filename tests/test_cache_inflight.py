@@ -13,6 +13,7 @@ import nats
 import pytest
 
 from dcodex.services.cache.inflight import (
+    Abandoned,
     Finished,
     HeldLease,
     Inflight,
@@ -30,10 +31,14 @@ from dcodex.shared.service.config import Settings
 pytestmark = pytest.mark.bus
 
 
-def test_a_running_lease_names_its_holder() -> None:
-    value = running_value(holder())
-    assert decode(value) is True
+def test_a_running_lease_names_its_holder_and_the_run_it_waits_for() -> None:
+    value = running_value(holder(), "run-1")
+    assert decode(value) == Abandoned("run-1")  # what a follower adopts should it end now
     assert msgpack.unpackb(value)["holder"]["pid"] > 0
+
+
+def test_a_running_lease_of_an_older_replica_names_no_run() -> None:
+    assert decode(msgpack.packb({"state": "running", "holder": holder()})) is True
 
 
 def test_a_finished_lease_carries_the_result_and_whether_it_was_kept() -> None:
@@ -87,8 +92,8 @@ async def test_a_follower_gets_every_leaders_outcome(replicas: tuple[Inflight, I
     leader, follower = replicas
     for round in range(100):
         key = uuid.uuid4().hex
-        lease = await leader.claim(key)
-        assert isinstance(lease, Lease) and await follower.claim(key) is None
+        lease = await leader.claim(key, "leader-run")
+        assert isinstance(lease, Lease) and await follower.claim(key, "follower-run") is None
         finishing = asyncio.ensure_future(finish_soon(leader, lease, (round % 10) / 1000))
         assert await follower.wait(key) == Finished(RESULT, kept=True)
         await finishing
@@ -106,23 +111,24 @@ async def test_a_finished_or_released_lease_can_be_claimed_again(
 
     first, second = replicas
     key = uuid.uuid4().hex
-    lease = await first.claim(key)
+    lease = await first.claim(key, "first-run")
     assert isinstance(lease, Lease)
     await first.finish(lease, Finished(RESULT, kept=False))
-    again = await second.claim(key)
-    assert isinstance(again, Lease) and await first.claim(key) is None
+    again = await second.claim(key, "second-run")
+    assert isinstance(again, Lease) and await first.claim(key, "first-run") is None
     await second.release(again)
-    assert await second.wait(key) is None
-    assert await first.claim(key) is not None
+    assert await second.wait(key) == Abandoned()  # released: the lease is gone, not seen
+    assert await first.claim(key, "first-run") is not None
 
 
 async def test_the_lease_of_a_replica_that_never_finishes_expires(nats_url: str) -> None:
     key = uuid.uuid4().hex
     async with inflight_on(nats_url, 1) as dead, inflight_on(nats_url, 1) as waiting:
-        assert await dead.claim(key) is not None
-        assert await waiting.claim(key) is None
-        assert await waiting.wait(key) is None, "the lease ended without an outcome"
-        assert await waiting.claim(key) is not None
+        assert await dead.claim(key, "dead-run") is not None
+        assert await waiting.claim(key, "waiting-run") is None
+        # Ended without an outcome; it named the run its leader asked for.
+        assert await waiting.wait(key) == Abandoned("dead-run")
+        assert await waiting.claim(key, "waiting-run") is not None
 
 
 async def test_a_just_finished_and_stored_run_is_shared_not_run_again(
@@ -132,10 +138,10 @@ async def test_a_just_finished_and_stored_run_is_shared_not_run_again(
     finds the finished lease: it shares that result rather than running it again."""
     first, second = replicas
     key = uuid.uuid4().hex
-    lease = await first.claim(key)
+    lease = await first.claim(key, "first-run")
     assert isinstance(lease, Lease)
     await first.finish(lease, Finished(RESULT, kept=True))
-    assert await second.claim(key) == Finished(RESULT, kept=True)
+    assert await second.claim(key, "second-run") == Finished(RESULT, kept=True)
 
 
 async def test_a_held_lease_outlives_its_length_until_finished(nats_url: str) -> None:
@@ -143,12 +149,12 @@ async def test_a_held_lease_outlives_its_length_until_finished(nats_url: str) ->
     keeps the follower waiting, and the follower gets the outcome."""
     key = uuid.uuid4().hex
     async with inflight_on(nats_url, 1) as leader, inflight_on(nats_url, 1) as follower:
-        lease = await leader.claim(key)
+        lease = await leader.claim(key, "leader-run")
         assert isinstance(lease, Lease)
         waiting = asyncio.ensure_future(follower.wait(key))
         async with HeldLease(leader, lease) as held:
             await asyncio.sleep(3)
             assert not waiting.done(), "the lease expired while its run went on"
-            assert await follower.claim(key) is None
+            assert await follower.claim(key, "follower-run") is None
         await leader.finish(held.lease, Finished(RESULT, kept=True))
         assert await waiting == Finished(RESULT, kept=True)

@@ -55,6 +55,15 @@ class InflightUnavailable(Exception):
 class Lease:
     key: str
     revision: int
+    execution_id: str  # what its leader asked the runners for: named in the lease's value
+
+
+@dataclass(frozen=True)
+class Abandoned:
+    """A lease that ended without an outcome (released, or its leader died); the
+    execution its leader had asked the runners for, when the lease named one."""
+
+    execution_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -74,8 +83,9 @@ def holder() -> dict[str, Any]:
     return {"host": socket.gethostname(), "pid": os.getpid()}
 
 
-def running_value(who: dict[str, Any]) -> bytes:
-    packed: bytes = msgpack.packb({"state": "running", "holder": who, "since": time.time()})
+def running_value(who: dict[str, Any], execution_id: str) -> bytes:
+    value = {"state": "running", "holder": who, "since": time.time(), "execution_id": execution_id}
+    packed: bytes = msgpack.packb(value)
     return packed
 
 
@@ -89,8 +99,10 @@ def finished_value(finished: Finished) -> bytes:
     return packed
 
 
-def decode(value: bytes | None) -> Finished | bool:
-    """A lease's value: its outcome, True while running, False when it holds neither."""
+def decode(value: bytes | None) -> Finished | Abandoned | bool:
+    """A lease's value: its outcome; while running, the execution it waits for
+    (`Abandoned`, should it end now), or True when it names none; False when it holds
+    neither."""
     try:
         data = msgpack.unpackb(value or b"", raw=False)
     except (ValueError, msgpack.UnpackException):
@@ -98,7 +110,8 @@ def decode(value: bytes | None) -> Finished | bool:
     if not isinstance(data, dict):
         return False
     if data.get("state") == "running":
-        return True
+        execution_id = data.get("execution_id")
+        return Abandoned(execution_id) if isinstance(execution_id, str) else True
     if data.get("state") != "finished":
         return False
     if "error" in data:
@@ -127,14 +140,17 @@ class Inflight:
     async def open(self) -> bool:
         return await self._bucket.open()
 
-    async def claim(self, key: str, share_finished: bool = True) -> Lease | Finished | None:
-        """The lease on `key` if no replica is running it; None while one is; the
-        outcome of a finished run that stored its result (`share_finished`: the caller
-        checks the result is still stored, and else claims again without sharing)."""
+    async def claim(
+        self, key: str, execution_id: str, share_finished: bool = True
+    ) -> Lease | Finished | None:
+        """The lease on `key`, naming `execution_id`, if no replica is running it; None
+        while one is; the outcome of a finished run that stored its result
+        (`share_finished`: the caller checks the result is still stored, and else claims
+        again without sharing)."""
         kv = await self._bucket.kv()
-        value = running_value(self._holder)
+        value = running_value(self._holder, execution_id)
         try:
-            return Lease(key, await kv.create(key, value))
+            return Lease(key, await kv.create(key, value), execution_id)
         except nats.js.errors.KeyWrongLastSequenceError:
             pass  # the key exists: a running lease, or a finished one nobody waits for now
         except (nats.errors.Error, TimeoutError) as exc:
@@ -142,14 +158,14 @@ class Inflight:
         try:
             entry = await kv.get(key)
             state = decode(entry.value)
-            if state is True or entry.revision is None:
+            if state is True or isinstance(state, Abandoned) or entry.revision is None:
                 return None
             if share_finished and isinstance(state, Finished) and state.kept and state.result:
                 # Just finished and stored: share it (running it again would run the
                 # program twice for the request that missed the store a moment ago).
                 return state
             # Finished otherwise (or unreadable): take it over, unless another replica just did.
-            return Lease(key, await kv.update(key, value, last=entry.revision))
+            return Lease(key, await kv.update(key, value, last=entry.revision), execution_id)
         except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyWrongLastSequenceError):
             return None  # it changed under us: wait on whatever holds it now
         except (nats.errors.Error, TimeoutError) as exc:
@@ -159,10 +175,9 @@ class Inflight:
         """`lease` written again (its age starts over); None when it is no longer ours."""
         try:
             kv = await self._bucket.kv()
-            return Lease(
-                lease.key,
-                await kv.update(lease.key, running_value(self._holder), last=lease.revision),
-            )
+            value = running_value(self._holder, lease.execution_id)
+            revision = await kv.update(lease.key, value, last=lease.revision)
+            return Lease(lease.key, revision, lease.execution_id)
         except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.KeyNotFoundError):
             log.warning("lease_lost_while_running", key=lease.key, lease_s=self.lease_s)
             return None
@@ -192,9 +207,9 @@ class Inflight:
         except (nats.errors.Error, TimeoutError, InflightUnavailable) as exc:
             log.debug("lease_not_released", key=lease.key, error=repr(exc))
 
-    async def wait(self, key: str) -> Finished | None:
-        """The outcome of the run another replica holds `key` for; None if its lease ends
-        without one (released, or expired because that replica died)."""
+    async def wait(self, key: str) -> Finished | Abandoned:
+        """The outcome of the run another replica holds `key` for, or `Abandoned` if its
+        lease ends without one (released, or expired because that replica died)."""
         kv = await self._bucket.kv()
         try:
             watcher = await kv.watch(key, inactive_threshold=max(10.0, 4 * self.poll_s))
@@ -210,7 +225,8 @@ class Inflight:
 
     async def _outcome(
         self, kv: KeyValue, watcher: KeyValue.KeyWatcher, key: str
-    ) -> Finished | None:
+    ) -> Finished | Abandoned:
+        last_seen = Abandoned()  # the execution the lease last named
         while True:
             try:
                 entry = await watcher.updates(timeout=self.poll_s)  # type: ignore[no-untyped-call]
@@ -221,14 +237,16 @@ class Inflight:
                 # initial values, which can come before a value already on its way: ask.
                 entry = await self._current(kv, key)
                 if entry is None:
-                    return None
+                    return last_seen
             if entry.operation in (KV_DEL, KV_PURGE):
-                return None
+                return last_seen
             state = decode(entry.value)
             if state is False:
-                return None
+                return last_seen
             if isinstance(state, Finished):
                 return state
+            if isinstance(state, Abandoned):
+                last_seen = state
 
     @staticmethod
     async def _current(kv: KeyValue, key: str) -> KeyValue.Entry | None:

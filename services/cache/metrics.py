@@ -11,7 +11,7 @@ from dcodex.shared.service.metrics import ServiceMetrics
 from dcodex.shared.subjects import CACHE
 
 OUTCOMES = ("hit", "miss", "coalesced", "bypass")
-LEASE_OUTCOMES = ("led", "followed", "lost", "unavailable")
+LEASE_OUTCOMES = ("led", "followed", "lost", "adopted", "unavailable")
 
 
 class CacheMetrics(ServiceMetrics):
@@ -34,6 +34,7 @@ class CacheMetrics(ServiceMetrics):
             "dcodex_cache_leases_total",
             "Runs coordinated through dcodex-inflight: led (this replica ran it), followed "
             "(shared another replica's run), lost (that lease ended without an outcome), "
+            "adopted (took the result of a dead replica's run from its runner), "
             "unavailable (no lease bucket: ran without one)",
             ["outcome"],
             registry=self.registry,

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from dcodex.services.cache.inflight import (
     INFLIGHT_BUCKET,
+    Abandoned,
     Finished,
     HeldLease,
     Inflight,
@@ -40,7 +41,7 @@ from dcodex.services.cache.results import (
     unpack,
 )
 from dcodex.shared import bus
-from dcodex.shared.bus.watch import watched_request
+from dcodex.shared.bus.watch import followed, watched_request
 from dcodex.shared.codec import MSGPACK
 from dcodex.shared.contract import (
     UNCACHEABLE_STATUSES,
@@ -233,16 +234,21 @@ class Cache:
 
     async def _coalesced_run(self, key: str, request: ExecuteRequest, call: micro.Call) -> Outcome:
         """Run `request`, or share the run another replica holds the lease on."""
+        assert request.execution_id is not None  # execute() always sets it
+        abandoned = Abandoned()  # the execution a lease that ended without an outcome named
         for _ in range(LEASE_ROUNDS):
             try:
-                lease = await self.inflight.claim(key)
+                naming = abandoned.execution_id or request.execution_id
+                lease = await self.inflight.claim(key, naming)
                 if isinstance(lease, Finished):
                     # Just stored by another run (after our lookup missed it), unless it
                     # was purged or expired since: then it is ours to run again.
                     stored = await self._stored(key)
                     if stored is not None:
-                        return Outcome(unpack(stored, request.execution_id or "", key), True, False)
-                    lease = await self.inflight.claim(key, share_finished=False)
+                        return Outcome(unpack(stored, request.execution_id, key), True, False)
+                    lease = await self.inflight.claim(
+                        key, request.execution_id, share_finished=False
+                    )
                 if isinstance(lease, Lease):
                     self.metrics.leases.labels("led").inc()
                     return await self._lead(lease, key, request, call)
@@ -251,16 +257,18 @@ class Cache:
             except InflightUnavailable:
                 self.metrics.leases.labels("unavailable").inc()
                 break
-            if finished is not None:
+            if isinstance(finished, Finished):
                 self.metrics.leases.labels("followed").inc()
                 return self._followed(finished)
             # The lease ended without an outcome (its replica died or gave up). It may
-            # have stored the result first; if not, claim the lease again.
+            # have stored the result first; if not, claim the lease, naming the run it
+            # named: the new leader asks the runners for that run before running again.
             self.metrics.leases.labels("lost").inc()
-            log.info("lease_lost", key=key)
+            log.info("lease_lost", key=key, abandoned_execution_id=finished.execution_id)
             stored = await self._stored(key)
             if stored is not None:
-                return Outcome(unpack(stored, request.execution_id or "", key), True, False)
+                return Outcome(unpack(stored, request.execution_id, key), True, False)
+            abandoned = finished
         result, kept = await self._run_and_store(key, request, call)
         return Outcome(result, kept, True)
 
@@ -268,19 +276,47 @@ class Cache:
         self, lease: Lease, key: str, request: ExecuteRequest, call: micro.Call
     ) -> Outcome:
         """Run under `lease` (renewed as long as the run lasts), then end it with the
-        outcome for the replicas waiting on it."""
+        outcome for the replicas waiting on it. A lease taken over from a dead replica
+        names that replica's run: its result is taken when a runner still has it."""
         held = HeldLease(self.inflight, lease)
         try:
             async with held:  # renewal stops before the lease is ended below
-                result, kept = await self._run_and_store(key, request, call)
+                adopted = await self._adopted(lease.execution_id, request, call)
+                if adopted is None:
+                    outcome = await self._run_and_store(key, request, call)
+                else:
+                    outcome = adopted, await self._store(key, adopted)
         except DcodexError as exc:
             await self.inflight.finish(held.lease, Finished(error=exc))
             raise
         except BaseException:
             await self.inflight.release(held.lease)
             raise
+        result, kept = outcome
         await self.inflight.finish(held.lease, Finished(result, kept))
-        return Outcome(result, kept, True)
+        return Outcome(result, kept, ran_here=adopted is None)
+
+    async def _adopted(
+        self, execution_id: str, request: ExecuteRequest, call: micro.Call
+    ) -> ExecutionResult | None:
+        """The result of `execution_id`, the run a dead replica led, if a runner still
+        has it (under way, or finished a moment ago); None when it is not another's run
+        or no runner has it: then it is run again."""
+        if execution_id == request.execution_id:
+            return None
+        reply = await followed(
+            self.nc,
+            self.settings.subject(RUN_STATUS),
+            execution_id,
+            request_id=call.request_id,
+            timeout=self.settings.request_timeout_seconds,
+            tenant=call.tenant,
+        )
+        if reply is None:
+            return None
+        self.metrics.leases.labels("adopted").inc()
+        log.info("run_adopted", adopted_execution_id=execution_id)
+        return ExecutionResult.model_validate(reply)
 
     @staticmethod
     def _followed(finished: Finished) -> Outcome:

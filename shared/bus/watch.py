@@ -79,6 +79,28 @@ async def watched_request(
         await asyncio.gather(asking, watching, return_exceptions=True)
 
 
+async def followed(
+    nc: NATS,
+    status_subject: str,
+    execution_id: str,
+    *,
+    request_id: str,
+    timeout: float,
+    heartbeat_s: float = HEARTBEAT_S,
+    tenant: str | None = None,
+) -> dict[str, Any] | None:
+    """The result of an execution someone else asked for (and stopped waiting for),
+    watched on the status subject until it finishes; None when nobody has it, or it
+    does not finish within `timeout`."""
+    try:
+        return await asyncio.wait_for(
+            _watch(nc, "", status_subject, execution_id, request_id, heartbeat_s, tenant),
+            timeout,
+        )
+    except (RunLost, TimeoutError):
+        return None
+
+
 async def _watch(
     nc: NATS,
     subject: str,
