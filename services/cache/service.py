@@ -366,6 +366,7 @@ class Cache:
 
     def _not_stored(self, reason: str, **fields: object) -> bool:
         self.metrics.not_stored.labels(reason).inc()
+        note(not_stored=reason)  # `dcodex chaos` tells a program run again uncached by it
         log.debug("result_not_stored", reason=reason, **fields)
         return False
 

@@ -25,10 +25,10 @@ from dcodex.shared.sandbox.leftovers import find_leftovers
 from dcodex.shared.service.chaos import cluster
 from dcodex.shared.service.chaos.stack import (
     Stack,
+    duplicated_runs,
     open_fds,
     processes_with,
     rss_bytes,
-    runs_by_program,
 )
 from dcodex.shared.service.chaos.workload import Job, Outcome, Workload, perform
 
@@ -42,6 +42,9 @@ class Profile:
     deadline_s: float  # the client's timeout: past it a request counts as lost
 
 
+# Past its count of requests, a scenario goes on sending (each client one request per
+# this many seconds, at most) until its fault is over: a fault happens under load.
+AFTER_COUNT_PACE_S = 0.25
 SHORT = Profile(requests=40, clients=4, deadline_s=60)
 LONG = Profile(requests=2000, clients=16, deadline_s=60)
 
@@ -242,7 +245,9 @@ async def _drive(
     async def client_loop() -> None:
         nonlocal sent, fault_task
         async with await DcodexClient.connect(stack.url, timeout=profile.deadline_s) as client:
-            while sent < profile.requests:
+            while sent < profile.requests or (fault_task is not None and not fault_task.done()):
+                if sent >= profile.requests:  # the fault is still under way: so is the load
+                    await asyncio.sleep(AFTER_COUNT_PACE_S)
                 sent += 1
                 if sent == fault_at and scenario.fault is not None:
                     fault_task = asyncio.ensure_future(scenario.fault(stack))
@@ -271,8 +276,12 @@ async def _finish(stack: Stack, report: Report, marker: str, own_stack: bool) ->
         return
     pids = [s.pid for s in stack.services]
     await asyncio.to_thread(stack.stop_all)
-    runs = runs_by_program([s.log for s in stack.services if s.name == "runner"])
-    report.duplicated_executions = sum(count - 1 for count in runs.values() if count > 1)
+    report.duplicated_executions, uncached = duplicated_runs(
+        [s.log for s in stack.services if s.name == "runner"],
+        [s.log for s in stack.services if s.name == "cache"],
+    )
+    if uncached:
+        report.notes.append(f"{uncached} programs ran again uncached: bucket unavailable")
     await asyncio.sleep(0.5)
     report.leaked_processes = len(processes_with(marker))
     leftovers = find_leftovers()
