@@ -173,6 +173,17 @@ CACHE_PURGE = Subject(
     PurgeRequest,
     PurgeReply,
 )
+CACHE_FORGET = Subject(
+    "cacheForget",
+    "cache.forget",
+    "forget",
+    CACHE,
+    "Drop results from every cache replica's memory (sent by the replica that purges; "
+    "every replica hears it and answers).",
+    PurgeRequest,
+    PurgeReply,
+    broadcast=True,
+)
 
 JUDGE = Subject(
     "judge",
@@ -203,6 +214,7 @@ SUBJECTS: tuple[Subject, ...] = (
     LANGUAGES,
     CACHE_STATS,
     CACHE_PURGE,
+    CACHE_FORGET,
     JUDGE,
     JUDGE_RUN,
 )

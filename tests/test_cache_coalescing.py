@@ -208,3 +208,41 @@ async def test_without_the_lease_bucket_requests_still_run_and_it_heals(pair: St
             await asyncio.sleep(0.1)
         assert leases(pair, "led") == 1
         await client.nc.jetstream().key_value(INFLIGHT_BUCKET)  # it exists again
+
+
+async def test_hits_come_from_memory_and_a_purge_empties_every_replicas_memory(
+    pair: Stack,
+) -> None:
+    """A result served once is then a hit from memory on each replica; after a purge
+    through either replica, neither serves the old result from memory again."""
+    code = f"import random\nprint(random.random())  # {uuid.uuid4().hex}"
+    request = {"language": "python", "code": code}
+    async with await connect(pair) as client:
+        first = await client.execute(request)
+        hits = await until_both_replicas_hit_memory(pair, client, request)
+        assert {(r.stdout, r.cache_hit) for r in hits} == {(first.stdout, True)}
+        assert len({r.execution_id for r in hits}) == len(hits), "each hit is its own"
+
+        assert (await client.purge()).purged >= 1
+        again = await client.execute(request)
+        assert again.cache_hit is False and again.stdout != first.stdout, "it ran again"
+        after = await until_both_replicas_hit_memory(pair, client, request)
+        assert {r.stdout for r in after} == {again.stdout}, "a purged result was served"
+    assert pair.executions() == 2
+
+
+MEMORY_HITS = "dcodex_cache_memory_hits_total"
+
+
+async def until_both_replicas_hit_memory(
+    stack: Stack, client: DcodexClient, request: dict[str, Any]
+) -> list[ExecutionResult]:
+    """The same request sent until each replica has served it from memory since the call."""
+    before = [metric(port, MEMORY_HITS) for port in stack.cache_ports]
+    results: list[ExecutionResult] = []
+    while len(results) < 60:
+        results.append(await client.execute(request))
+        now = [metric(port, MEMORY_HITS) for port in stack.cache_ports]
+        if all(n > b for n, b in zip(now, before, strict=True)):
+            return results
+    raise AssertionError(f"not both replicas served from memory: {before} -> {now}")

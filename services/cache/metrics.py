@@ -41,6 +41,12 @@ class CacheMetrics(ServiceMetrics):
         )
         for outcome in LEASE_OUTCOMES:
             self.leases.labels(outcome)
+        self.memory_hits = Counter(
+            "dcodex_cache_memory_hits_total",
+            "Hits served from this replica's memory, without a JetStream read (a part of "
+            'dcodex_cache_lookups_total{outcome="hit"})',
+            registry=self.registry,
+        )
         self.not_stored = Counter(
             "dcodex_cache_not_stored_total",
             "Results not stored, by reason (verdict, isolation, too_large, unavailable)",

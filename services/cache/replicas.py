@@ -23,20 +23,36 @@ LONGEST_S = 2.0
 
 async def gather_counts(nc: NATS, service: str, execute_subject: str) -> list[dict[str, int]]:
     """The counts each replica of `service` serving `execute_subject` reports."""
+    answers = await gather(nc, f"$SRV.STATS.{service}")
+    return [c for c in (_counts_of(data, execute_subject) for data in answers) if c is not None]
+
+
+async def gather(
+    nc: NATS,
+    subject: str,
+    payload: bytes = b"",
+    *,
+    headers: dict[str, str] | None = None,
+    expected: int | None = None,
+) -> list[bytes]:
+    """The answers to one request every replica hears: until `expected` have come, or
+    none has come for `QUIET_S` (and at most for `LONGEST_S`)."""
     inbox = nc.new_inbox()
     subscription = await nc.subscribe(inbox)
-    found: list[dict[str, int]] = []
+    found: list[bytes] = []
     try:
-        await nc.publish(f"$SRV.STATS.{service}", b"", reply=inbox)
+        await nc.publish(subject, payload, reply=inbox, headers=headers)
         deadline = asyncio.get_running_loop().time() + LONGEST_S
         while (left := deadline - asyncio.get_running_loop().time()) > 0:
+            quiet = left if expected is not None else min(QUIET_S, left)
             try:
-                msg = await subscription.next_msg(timeout=min(QUIET_S, left))
+                msg = await subscription.next_msg(timeout=quiet)
             except nats.errors.TimeoutError:
                 break
-            counts = _counts_of(msg.data, execute_subject)
-            if counts is not None:
-                found.append(counts)
+            if msg.data:  # not an empty "no responders" status
+                found.append(msg.data)
+            if expected is not None and len(found) >= expected:
+                break
     finally:
         await subscription.unsubscribe()
     return found

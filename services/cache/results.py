@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import msgpack
 import nats.errors
 import nats.js.errors
@@ -85,14 +87,25 @@ class ResultStore:
         return before - (await self.state()).messages
 
 
-def pack(result: ExecutionResult) -> bytes:
+STORED_AT = "stored_at"  # wall-clock time of the put: when a copy in memory expires
+
+
+def pack(result: ExecutionResult, now: float | None = None) -> bytes:
     data = result.model_dump(mode="json", exclude={"execution_id", "cache_hit", "cache_key"})
+    data[STORED_AT] = time.time() if now is None else now
     packed: bytes = msgpack.packb(data, use_bin_type=True)
     return packed
 
 
 def unpack(data: bytes, execution_id: str, key: str) -> ExecutionResult:
+    return unpack_stored(data, execution_id, key)[0]
+
+
+def unpack_stored(data: bytes, execution_id: str, key: str) -> tuple[ExecutionResult, float | None]:
+    """The result (a hit, under `execution_id`) and when it was stored, if it says."""
     stored = msgpack.unpackb(data, raw=False)
-    return ExecutionResult.model_validate(
+    at = stored.pop(STORED_AT, None)
+    result = ExecutionResult.model_validate(
         {**stored, "execution_id": execution_id, "cache_hit": True, "cache_key": key}
     )
+    return result, at if isinstance(at, int | float) else None

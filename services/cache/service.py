@@ -20,6 +20,7 @@ from nats.aio.client import Client as NATS
 from nats.micro.service import EndpointStats
 from pydantic import BaseModel
 
+from dcodex.services.cache.hot import HotResults
 from dcodex.services.cache.inflight import (
     INFLIGHT_BUCKET,
     Abandoned,
@@ -32,17 +33,18 @@ from dcodex.services.cache.inflight import (
 from dcodex.services.cache.judge import CacheJudge
 from dcodex.services.cache.keys import cache_key
 from dcodex.services.cache.metrics import CacheMetrics
-from dcodex.services.cache.replicas import gather_counts, summed
+from dcodex.services.cache.replicas import gather, gather_counts, summed
 from dcodex.services.cache.results import (
     RESULTS_BUCKET,
     BucketUnavailable,
     ResultStore,
     pack,
     unpack,
+    unpack_stored,
 )
 from dcodex.shared import bus
 from dcodex.shared.bus.watch import followed, watched_request
-from dcodex.shared.codec import MSGPACK
+from dcodex.shared.codec import CONTENT_TYPE_HEADER, JSON, MSGPACK, REQUEST_ID_HEADER, encode
 from dcodex.shared.contract import (
     UNCACHEABLE_STATUSES,
     CacheStats,
@@ -67,6 +69,7 @@ from dcodex.shared.service.live_runs import LiveRuns
 from dcodex.shared.service.single_flight import SingleFlight
 from dcodex.shared.subjects import (
     CACHE,
+    CACHE_FORGET,
     CACHE_PURGE,
     CACHE_STATS,
     EXECUTE,
@@ -114,6 +117,8 @@ class Cache:
         self.nc = nc
         self.store = store
         self.inflight = inflight
+        # Results served or stored lately, for hits without a JetStream read.
+        self.hot = HotResults(settings.cache_memory_bytes)
         self._languages: LanguagesReply | None = None
         self._languages_at = 0.0
         # Per key: the one run's outcome, shared by the requests that arrive while it runs.
@@ -139,6 +144,12 @@ class Cache:
             ),
             micro.Endpoint(CACHE_STATS.endpoint, subject(CACHE_STATS), self.stats),
             micro.Endpoint(CACHE_PURGE.endpoint, subject(CACHE_PURGE), self.purge),
+            micro.Endpoint(
+                CACHE_FORGET.endpoint,
+                subject(CACHE_FORGET),
+                self.forget,
+                broadcast=CACHE_FORGET.broadcast,
+            ),
             micro.Endpoint(
                 EXECUTE_STATUS.endpoint,
                 subject(EXECUTE_STATUS),
@@ -205,6 +216,12 @@ class Cache:
         self, key: str, request: ExecuteRequest, call: micro.Call, compiled: bool
     ) -> ExecutionResult:
         assert request.execution_id is not None
+        hot = self.hot.get(key)
+        if hot is not None:
+            self._count("hit")
+            self.metrics.memory_hits.inc()
+            result = hot.model_copy(update={"execution_id": request.execution_id})
+            return await self._replayed(result, request, call, compiled)
         try:
             stored = await self.store.get(key)
         except BucketUnavailable:
@@ -214,7 +231,9 @@ class Cache:
             note(passthrough=True)
         if stored is not None:
             self._count("hit")
-            result = unpack(stored, request.execution_id, key)
+            result, stored_at = unpack_stored(stored, request.execution_id, key)
+            if stored_at is not None:
+                self._keep_hot(key, result, len(stored), stored_at)
             return await self._replayed(result, request, call, compiled)
         outcome, shared = await self._in_flight.run(
             key, lambda: self._coalesced_run(key, request, call)
@@ -362,7 +381,13 @@ class Cache:
             await self.store.put(key, packed)
         except BucketUnavailable:
             return self._not_stored("unavailable")
+        hit = result.model_copy(update={"cache_hit": True, "cache_key": key})
+        self._keep_hot(key, hit, len(packed), time.time())
         return True
+
+    def _keep_hot(self, key: str, result: ExecutionResult, size: int, stored_at: float) -> None:
+        """In memory until its stored copy expires (the bucket's max age from its put)."""
+        self.hot.put(key, result, size, stored_at + self.settings.cache_ttl_seconds)
 
     def _not_stored(self, reason: str, **fields: object) -> bool:
         self.metrics.not_stored.labels(reason).inc()
@@ -453,7 +478,30 @@ class Cache:
 
     async def purge(self, call: micro.Call) -> BaseModel:
         request = PurgeRequest.model_validate(call.payload)
-        return PurgeReply(purged=await self._bucket_call(self.store.purge(request.key)))
+        purged = await self._bucket_call(self.store.purge(request.key))
+        await self._forget_everywhere(request, call.request_id)
+        return PurgeReply(purged=purged)
+
+    async def _forget_everywhere(self, request: PurgeRequest, request_id: str) -> None:
+        """Every replica's memory drops what was purged before the purge is answered:
+        no replica serves a purged result from memory afterwards."""
+        self.hot.forget(request.key)
+        replicas = await gather_counts(self.nc, NAME, self.settings.subject(EXECUTE))
+        headers = {CONTENT_TYPE_HEADER: JSON, REQUEST_ID_HEADER: request_id}
+        answers = await gather(
+            self.nc,
+            self.settings.subject(CACHE_FORGET),
+            encode(request, JSON),
+            headers=headers,
+            expected=len(replicas),
+        )
+        if len(answers) < len(replicas):
+            log.warning("replicas_not_forgotten", replicas=len(replicas), answered=len(answers))
+
+    async def forget(self, call: micro.Call) -> BaseModel:
+        """Drop the purged results from this replica's memory (`dcodex.cache.forget`)."""
+        request = PurgeRequest.model_validate(call.payload)
+        return PurgeReply(purged=self.hot.forget(request.key))
 
     @staticmethod
     async def _bucket_call(work: Awaitable[T]) -> T:

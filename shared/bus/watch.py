@@ -66,17 +66,23 @@ async def watched_request(
             observe=observe,
         )
     )
-    watching = asyncio.ensure_future(
-        _watch(nc, subject, status_subject, execution_id, request_id, heartbeat_s, tenant)
-    )
+    watching: asyncio.Future[dict[str, Any]] | None = None
     try:
+        # Most answers come within the first heartbeat: watching starts after it.
+        done, _ = await asyncio.wait({asking}, timeout=heartbeat_s)
+        if asking in done:
+            return asking.result()
+        watching = asyncio.ensure_future(
+            _watch(nc, subject, status_subject, execution_id, request_id, heartbeat_s, tenant)
+        )
         done, _ = await asyncio.wait({asking, watching}, return_when=asyncio.FIRST_COMPLETED)
         # The reply wins when both are there: it is the one the runner meant to send.
         return asking.result() if asking in done else watching.result()
     finally:
-        for task in (asking, watching):
+        tasks = [task for task in (asking, watching) if task is not None]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(asking, watching, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def followed(
@@ -110,27 +116,29 @@ async def _watch(
     heartbeat_s: float,
     tenant: str | None,
 ) -> dict[str, Any]:
+    """Asks at once, then every `heartbeat_s`: the result once finished, or `RunLost`."""
     misses = 0
     while True:
-        await asyncio.sleep(heartbeat_s)
         if not nc.is_connected:
             misses = 0  # we cannot hear anyone now; the count starts again once back
-            continue
-        status = await ask_status(
-            nc, status_subject, execution_id, request_id, min(heartbeat_s, ANSWER_S), tenant
-        )
-        if status is None:
-            misses += 1
-            if misses >= MISSES:
-                raise RunLost(
-                    UNAVAILABLE,
-                    f"execution {execution_id} was lost: whoever ran it on {subject} stopped "
-                    "before answering (the program may have run); nothing answers for it now",
-                )
-            continue
-        misses = 0
-        if status.state == "finished" and status.result is not None:
-            return status.result.model_dump(mode="json")
+        else:
+            status = await ask_status(
+                nc, status_subject, execution_id, request_id, min(heartbeat_s, ANSWER_S), tenant
+            )
+            if status is None:
+                misses += 1
+                if misses >= MISSES:
+                    raise RunLost(
+                        UNAVAILABLE,
+                        f"execution {execution_id} was lost: whoever ran it on {subject} "
+                        "stopped before answering (the program may have run); nothing "
+                        "answers for it now",
+                    )
+            else:
+                misses = 0
+                if status.state == "finished" and status.result is not None:
+                    return status.result.model_dump(mode="json")
+        await asyncio.sleep(heartbeat_s)
 
 
 async def ask_status(

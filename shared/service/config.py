@@ -128,6 +128,12 @@ class Settings(BaseModel):
     cache_max_result_bytes: int = Field(
         512 * KiB, gt=0, description="largest stored result; bigger ones are not cached"
     )
+    cache_memory_bytes: int = Field(
+        32 * MiB,
+        ge=0,
+        description="results each cache replica also keeps in memory, for hits without a "
+        "JetStream read; 0 turns the memory tier off",
+    )
     request_timeout_seconds: float = Field(
         90.0, gt=0, description="how long the cache waits for a runner"
     )
