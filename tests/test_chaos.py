@@ -79,11 +79,13 @@ def test_a_program_run_again_uncached_is_told_from_a_duplicated_run(tmp_path: Pa
         run("k2", "c", "t1"), run("k2", "d", "t2"),  # c's result could not be stored
         run("k3", "e", "t1"), run("k3", "f", "t2"),  # f should have been a hit
         run("k4", "g", "t1"), run("k4", "g", "t2"),  # one request run twice
+        run("k5", "h", "t1"), run("k5", "i", "t1"),  # i could not take h's lease
     )  # fmt: skip
     cache = lines(
         tmp_path / "cache.log",
         {"endpoint": "execute", "execution_id": "b", "passthrough": True},
         {"endpoint": "execute", "execution_id": "c", "not_stored": "unavailable"},
         {"endpoint": "execute", "execution_id": "g", "passthrough": True},
+        {"endpoint": "execute", "execution_id": "i", "lease": "unavailable"},
     )
-    assert duplicated_runs([runner], [cache]) == (2, 2)
+    assert duplicated_runs([runner], [cache]) == (2, 3)

@@ -275,6 +275,7 @@ class Cache:
                 finished = await self.inflight.wait(key)
             except InflightUnavailable:
                 self.metrics.leases.labels("unavailable").inc()
+                note(lease="unavailable")  # coalesced on this replica only (dcodex chaos)
                 break
             if isinstance(finished, Finished):
                 self.metrics.leases.labels("followed").inc()

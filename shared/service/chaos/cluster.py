@@ -9,7 +9,8 @@ dcodex-buckets Job does, and the services and clients are given all three URLs.
 A node is stopped with SIGKILL: a node lost without a word, as a crashed machine or an
 OOM-killed pod. Nothing is handed over; the other two must notice the silence and
 elect new leaders, which is the costlier case: a nats-server stopped with SIGTERM
-steps down from the leaderships it holds before it exits. It is restarted on the same ports and store, and catches up.
+steps down from the leaderships it holds before it exits. The node is restarted on
+the same ports and store, and catches up.
 """
 
 from __future__ import annotations

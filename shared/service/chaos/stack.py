@@ -183,14 +183,15 @@ def _request_lines(log: Path, endpoint: str) -> list[dict[str, Any]]:
 def duplicated_runs(runner_logs: list[Path], cache_logs: list[Path]) -> tuple[int, int]:
     """Programs run again, from the runners' request lines by cache key: (duplicated,
     uncached). A run again is *uncached*, not duplicated, when the cache said it could
-    not use its bucket for it: its lookup passed through (`passthrough`), or the run
+    not use its buckets for it: its lookup passed through (`passthrough`), it could not
+    take a lease to share another replica's run (`lease: unavailable`), or the run
     before could not be stored (`not_stored: unavailable`), as during a leader election
-    of the bucket's stream. The same request (execution id) run twice is always
+    of a bucket's stream. The same request (execution id) run twice is always
     duplicated."""
     passed, unstored = set(), set()
     for log in cache_logs:
         for fields in _request_lines(log, "execute"):
-            if fields.get("passthrough"):
+            if fields.get("passthrough") or fields.get("lease") == "unavailable":
                 passed.add(fields.get("execution_id"))
             if fields.get("not_stored") == "unavailable":
                 unstored.add(fields.get("execution_id"))
