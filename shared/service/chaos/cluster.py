@@ -141,15 +141,19 @@ class NatsCluster:
         meta leader is elected): services that start earlier cannot make their buckets."""
         shutil.rmtree(self.directory, ignore_errors=True)  # a store of an earlier run
         self.nodes = [NatsNode(f"n{i}", self.directory / f"n{i}") for i in range(self.size)]
-        for node in self.nodes:
-            node.start(self.routes())
-        for node in self.nodes:
-            self._wait_listening(node, timeout)
-        deadline = time.monotonic() + timeout
-        while not all(self.leader_known(node) for node in self.nodes):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the NATS cluster elected no meta leader within {timeout} s")
-            time.sleep(0.1)
+        try:
+            for node in self.nodes:
+                node.start(self.routes())
+            for node in self.nodes:
+                self._wait_listening(node, timeout)
+            deadline = time.monotonic() + timeout
+            while not all(self.leader_known(node) for node in self.nodes):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the NATS cluster elected no meta leader in {timeout} s")
+                time.sleep(0.1)
+        except BaseException:
+            self.stop()  # the nodes that did start
+            raise
         return self.url
 
     @staticmethod
