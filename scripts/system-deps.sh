@@ -11,6 +11,8 @@ command -v g++ >/dev/null || missing+=(g++)
 [ -f /usr/include/seccomp.h ] || missing+=(libseccomp-dev)
 [ -x /usr/bin/python3 ] || missing+=(python3)
 command -v bwrap >/dev/null || missing+=(bubblewrap)
+# unshare and nsenter: `dcodex chaos disk-full` puts the JetStream store on a tmpfs of its own.
+{ command -v unshare >/dev/null && command -v nsenter >/dev/null; } || missing+=(util-linux)
 # Go and Java, two of the registry's languages (shared/languages/languages.toml).
 command -v go >/dev/null || missing+=(golang-go)
 { command -v javac >/dev/null && command -v jar >/dev/null; } || missing+=(default-jdk-headless)

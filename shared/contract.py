@@ -251,7 +251,10 @@ class RunStatusRequest(Request):
     tenant: str | None = Field(
         None,
         pattern=EXECUTION_ID_PATTERN,
-        description="the tenant whose run it is (the services ask; only on dcodex.status.run)",
+        description=(
+            "the tenant whose run it is (the services ask, on dcodex.status.run); on a "
+            "tenant's status subject the tenant is the subject's, and another gets silence"
+        ),
     )
 
 

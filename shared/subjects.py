@@ -67,7 +67,8 @@ class Subject:
     request: type[BaseModel] | None
     reply: type[BaseModel]
     # Also served per tenant on `<prefix>.<suffix>.<tenant>` (docs/tenancy.md): the
-    # subjects that start runs, whose live subjects then belong to that tenant.
+    # subjects that start runs, whose live subjects then belong to that tenant, and the
+    # status subjects that watch them (answering only for that tenant's executions).
     per_tenant: bool = False
     # Heard by every instance of the service (not one of a queue group); only the one
     # concerned answers, the others stay silent.
@@ -104,6 +105,7 @@ EXECUTE_STATUS = Subject(
     "What became of an execution (every cache replica hears it; the one that has it answers).",
     RunStatusRequest,
     RunStatus,
+    per_tenant=True,
     broadcast=True,
 )
 RUN = Subject(
@@ -124,6 +126,7 @@ RUN_STATUS = Subject(
     "What became of a run (every runner hears it; the one that has it answers).",
     RunStatusRequest,
     RunStatus,
+    per_tenant=True,
     broadcast=True,
 )
 COMPILE = Subject(
@@ -230,6 +233,13 @@ INPUT = "input"
 
 # A tenant is one subject token (it is also the tenant's inbox prefix `_INBOX_<tenant>`).
 TENANT_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+def execution_subjects(prefix: str, key: str, tenant: str | None = None) -> tuple[str, str]:
+    """Where a client asks for an execution (`key`: "execute" or "run") and where it
+    watches it (docs/reliability.md): a tenant's own subjects when it has one."""
+    entry, status = {EXECUTE.key: (EXECUTE, EXECUTE_STATUS), RUN.key: (RUN, RUN_STATUS)}[key]
+    return entry.for_tenant(prefix, tenant), status.for_tenant(prefix, tenant)
 
 
 def output_subject(prefix: str, execution_id: str, tenant: str | None = None) -> str:

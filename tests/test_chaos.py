@@ -5,13 +5,15 @@ answer (docs/reliability.md)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from dcodex.shared.service.chaos.disk import TMPFS, PrivateTmpfs, fill
 from dcodex.shared.service.chaos.scenarios import ALL, SHORT, run_scenario
-from dcodex.shared.service.chaos.stack import duplicated_runs
+from dcodex.shared.service.chaos.stack import duplicated_runs, processes_with
 from tests.conftest import dcodex_argv
 
 pytestmark = [pytest.mark.bus, pytest.mark.timeout(600)]
@@ -41,6 +43,21 @@ async def test_scenario_loses_and_leaks_nothing(scenario: str) -> None:
         assert "restarted after" in report.fault, figures
         if scenario == "cluster-leader-stop":
             assert "leads KV_dcodex-results" in report.fault, figures
+    elif scenario == "disk-full":
+        # Results are returned though they cannot be kept; a C program never compiled
+        # before gets a 503 (its binary cannot reach a runner), nothing else. The fault
+        # checks that writes really failed, were logged, and caching came back with what
+        # was stored before (report.wrong, asserted empty above).
+        assert set(report.errors_by_code) <= {"503"}, figures
+        assert report.correct + report.errors_by_code.get("503", 0) == report.sent, figures
+        assert "ENOSPC" in report.fault and "caching worked again" in report.fault, figures
+        # Its store's holder is gone, and with it the tmpfs (never mounted on the host).
+        assert processes_with(TMPFS) == [], figures
+    elif scenario == "slow-consumer":
+        # The server cut the stalled subscriber (counted in /varz, logged, connection
+        # closed: checked by the fault); every requester got its right answer.
+        assert report.correct == report.sent and not report.errors_by_code, figures
+        assert "the server cut that subscriber" in report.fault, figures
     elif scenario == "overload":
         # The excess refused at once, the rest completed, served again after (in wrong).
         assert set(report.errors_by_code) == {"503"}, figures
@@ -89,3 +106,20 @@ def test_a_program_run_again_uncached_is_told_from_a_duplicated_run(tmp_path: Pa
         {"endpoint": "execute", "execution_id": "i", "lease": "unavailable"},
     )
     assert duplicated_runs([runner], [cache]) == (2, 3)
+
+
+def test_the_store_tmpfs_fills_and_leaves_nothing_mounted(tmp_path: Path) -> None:
+    """disk-full's filesystem: full at its size, seen only inside its namespace, gone
+    with its holder."""
+    store = tmp_path / "jetstream"
+    tmpfs = PrivateTmpfs(store, 4 * 2**20)
+    tmpfs.start()
+    try:
+        assert tmpfs.holder is not None
+        holder = tmpfs.holder.pid
+        inside = Path(f"/proc/{holder}/root") / store.relative_to("/")
+        assert fill(inside) == 4 * 2**20
+        assert not os.path.ismount(store) and not any(store.iterdir())  # the host sees none
+    finally:
+        tmpfs.stop()
+    assert not Path(f"/proc/{holder}").exists()

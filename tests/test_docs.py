@@ -43,6 +43,14 @@ def test_the_readme_subjects_table_is_the_table_of_subjects() -> None:
     assert set(documented) == {s.on(DEFAULT_PREFIX) for s in SUBJECTS} | per_execution
 
 
+def test_the_readme_names_each_subjects_tenant_form() -> None:
+    """A subject served per tenant (docs/tenancy.md) is named in its tenant form too."""
+    readme = (ROOT / "README.md").read_text()
+    for subject in SUBJECTS:
+        tenant_form = f"`{subject.on(DEFAULT_PREFIX)}.<tenant>`"
+        assert (tenant_form in readme) == subject.per_tenant, tenant_form
+
+
 @pytest.mark.parametrize("name", list(Settings.model_fields))
 def test_every_setting_is_in_the_configuration_page(name: str) -> None:
     page = (ROOT / "docs" / "configuration.md").read_text()

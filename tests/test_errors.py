@@ -161,19 +161,22 @@ async def test_request_id_is_carried_to_every_downstream_call(client: DcodexClie
 
 
 async def test_services_are_discoverable_with_the_micro_protocol(client: DcodexClient) -> None:
-    expected = {  # with each tenant's entry (docs/tenancy.md)
+    expected = {  # with each tenant's entry and status subject (docs/tenancy.md)
         "dcodex-cache": {
             "dcodex.execute",
             "dcodex.execute.*",
             "dcodex.status.execute",
+            "dcodex.status.execute.*",
             "dcodex.cache.stats",
             "dcodex.cache.purge",
+            "dcodex.cache.forget",
             "dcodex.judge",
         },
         "dcodex-runner": {
             "dcodex.run",
             "dcodex.run.*",
             "dcodex.status.run",
+            "dcodex.status.run.*",
             "dcodex.languages",
             "dcodex.judge.run",
         },
@@ -185,8 +188,10 @@ async def test_services_are_discoverable_with_the_micro_protocol(client: DcodexC
         assert info["name"] == name
         assert {endpoint["subject"] for endpoint in info["endpoints"]} == subjects
         for endpoint in info["endpoints"]:
-            # A status subject is heard by every instance: a queue group of its own.
-            broadcast = endpoint["subject"].startswith("dcodex.status.")
+            # A status subject (a tenant's too) and the cache's forget are heard by
+            # every instance: a queue group of its own.
+            subject = endpoint["subject"]
+            broadcast = subject.startswith("dcodex.status.") or subject == "dcodex.cache.forget"
             assert (endpoint["queue_group"] == "q") != broadcast, endpoint
     runner = json.loads((await client.nc.request("$SRV.INFO.dcodex-runner", b"", timeout=5)).data)
     assert "rlimits" in runner["metadata"]["isolation"]

@@ -1,16 +1,21 @@
 """Faults injected for real (docs/reliability.md): a nats-server restart, SIGTERM and
-kill -9 of a runner, a lease shorter than its run. Each test starts its own
-nats-server and services as processes, as deployed, and stops them by PID."""
+kill -9 of a runner, a lease shorter than its run, and a tenant's requests (logged in
+with the shipped NATS config) through a dead cache or runner and a lost reply. Each
+test starts its own nats-server and services as processes, as deployed, and stops
+them by PID."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +23,14 @@ import pytest
 from nats.aio.msg import Msg
 
 from dcodex.shared.bus.watch import ask_status
-from dcodex.shared.client import DcodexClient
+from dcodex.shared.client import DcodexClient, SyncDcodexClient
 from dcodex.shared.contract import ExecutionResult
 from dcodex.shared.errors import UNAVAILABLE, DcodexError
 from dcodex.shared.sandbox.leftovers import find_leftovers
 from dcodex.shared.service.nats_server import EmbeddedNats
-from tests.conftest import ServiceProcesses, pid_alive
+from tests.conftest import SERVICE_NAMES, ServiceProcesses, pid_alive
+from tests.deploy_support import NatsServers, tenant_of
+from tests.test_deploy_nats import create_buckets
 
 pytestmark = pytest.mark.bus
 
@@ -328,3 +335,245 @@ async def test_a_slow_consumer_on_output_subjects_slows_nobody(
     finally:
         writer.close()
     assert {(r.status, len(r.stdout)) for r in results} == {("ok", 4000 * 64)}
+
+
+# ------------------------------------------------------------------ a tenant's requests
+
+TENANT_ROLE = "client"  # a tenant of deploy/nats/values.yaml
+
+
+@dataclass
+class SecuredStack:
+    """The shipped NATS config in a real nats-server, each service logged in as its
+    own role, processes started and stopped here by PID; clients log in as a tenant."""
+
+    servers: NatsServers
+    services: ServiceProcesses
+
+    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        return self.services.start(name, "--nats-url", self.servers.url(name), *args)
+
+    async def ready(self, names: tuple[str, ...] = SERVICE_NAMES) -> None:
+        await asyncio.to_thread(self.services.wait_ready, names)
+
+    def kill(self, process: subprocess.Popen[bytes]) -> None:
+        """kill -9, by PID."""
+        process.kill()
+        process.wait()
+        for group in self.services.processes.values():
+            if process in group:
+                group.remove(process)
+
+    @property
+    def tenant_url(self) -> str:
+        return self.servers.url(TENANT_ROLE)
+
+    @property
+    def tenant(self) -> str:
+        return tenant_of(TENANT_ROLE)
+
+
+@pytest.fixture
+def secured(tmp_path: Path) -> Iterator[SecuredStack]:
+    servers = NatsServers(tmp_path / "nats")
+    servers.start()
+    tenant = tenant_of(TENANT_ROLE)
+    services = ServiceProcesses(servers.url(TENANT_ROLE), tmp_path, tenant=tenant)
+    try:
+        create_buckets(servers.url("setup"), replicas=1)
+        yield SecuredStack(servers, services)
+    finally:
+        services.stop_all()
+        servers.stop()
+
+
+def lost(error: DcodexError) -> bool:
+    """The 503 of an execution nobody has any more (`dcodex.shared.bus.watch`)."""
+    return error.code == UNAVAILABLE and "was lost" in error.message
+
+
+@pytest.mark.parametrize("how", ["execute", "stream"])
+async def test_kill_9_of_the_cache_replica_holding_a_tenants_request(
+    secured: SecuredStack, how: str
+) -> None:
+    """The tenant's client watches its request on its own status subject: when the
+    replica holding it dies it gets the "lost" 503 within seconds, not after its
+    timeout, and the other replica serves the tenant's next request."""
+    for name in SERVICE_NAMES:
+        secured.start(name)
+    await secured.ready()
+    marker = f"dcodex-fault-{uuid.uuid4().hex[:12]}"
+    request = sleeper(20, marker, wall_s=30)
+    async with await DcodexClient.connect(
+        secured.tenant_url, tenant=secured.tenant, timeout=60
+    ) as client:
+        if how == "stream":
+            run = client.live(request)
+            await run.start()
+            running = asyncio.ensure_future(run.wait())
+        else:
+            running = asyncio.ensure_future(client.execute(request))
+        assert await until(lambda: bool(processes_with(marker)), 20), "it never started"
+        # Only now a second replica: the first one surely holds the request.
+        holder = secured.services.processes["cache"][0]
+        secured.start("cache")
+        await secured.ready(("cache",))
+        killed_at = time.monotonic()
+        secured.kill(holder)
+        with pytest.raises(DcodexError) as failed:
+            await running
+        waited = time.monotonic() - killed_at
+        assert lost(failed.value), failed.value
+        assert waited < 20, f"answered {waited:.1f} s after the kill: its timeout was waited out"
+        after = await client.execute({"language": "python", "code": "print('after')"})
+        assert (after.status, after.stdout) == ("ok", "after\n")
+        if how == "stream":
+            await run.close()
+
+
+async def test_kill_9_of_the_runner_holding_a_tenants_direct_run(secured: SecuredStack) -> None:
+    """A tenant's run on `dcodex.run.<tenant>` (no cache in between), from the blocking
+    client: watched on `dcodex.status.run.<tenant>`, a dead runner is a 503 within
+    seconds, and the runner that replaces it serves the tenant."""
+    secured.start("compiler")
+    runner = secured.start("runner")
+    await secured.ready(("compiler", "runner"))
+    marker = f"dcodex-fault-{uuid.uuid4().hex[:12]}"
+    client = await asyncio.to_thread(
+        SyncDcodexClient.connect, secured.tenant_url, tenant=secured.tenant, timeout=60
+    )
+    try:
+        running = asyncio.ensure_future(
+            asyncio.to_thread(client.run, sleeper(20, marker, wall_s=30))
+        )
+        assert await until(lambda: bool(processes_with(marker)), 20), "it never started"
+        killed_at = time.monotonic()
+        secured.kill(runner)
+        with pytest.raises(DcodexError) as failed:
+            await running
+        waited = time.monotonic() - killed_at
+        assert lost(failed.value), failed.value
+        assert waited < 20, f"answered {waited:.1f} s after the kill: its timeout was waited out"
+        secured.start("runner")
+        await secured.ready(("runner",))
+        after = await asyncio.to_thread(client.run, {"language": "python", "code": "print(2)"})
+        assert (after.status, after.stdout) == ("ok", "2\n")
+    finally:
+        await asyncio.to_thread(client.close)
+    assert await until(lambda: not processes_with(marker), 5), "it outlived its runner"
+
+
+class CuttableProxy:
+    """A loopback TCP relay in front of the NATS server. `cut()` closes the connections
+    through it and refuses new ones until `restore()`: the client behind it is away
+    (its subscriptions gone from the server) while the services go on."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.open = True
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._relays: set[asyncio.Task[Any]] = set()
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        self.cut()
+        for relay in self._relays:
+            relay.cancel()
+        await asyncio.gather(*self._relays, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    def cut(self) -> None:
+        self.open = False
+        for writer in list(self._writers):
+            writer.close()
+        self._writers.clear()
+
+    def restore(self) -> None:
+        self.open = True
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        relay = asyncio.current_task()
+        assert relay is not None
+        self._relays.add(relay)
+        try:
+            if not self.open:
+                return
+            upstream_reader, upstream_writer = await asyncio.open_connection(
+                "127.0.0.1", self.target_port
+            )
+            self._writers |= {writer, upstream_writer}
+            await asyncio.gather(
+                self._pipe(reader, upstream_writer),
+                self._pipe(upstream_reader, writer),
+                return_exceptions=True,
+            )
+        except asyncio.CancelledError:
+            pass  # closed: ending quietly is the point
+        finally:
+            writer.close()
+            self._relays.discard(relay)
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        finally:
+            writer.close()
+            self._writers.discard(writer)
+
+
+def answered_in_log(log: str, execution_id: str) -> bool:
+    """Whether a service's log has the `request` line of `execution_id` (written once
+    its reply was sent)."""
+    for line in log.splitlines():
+        with contextlib.suppress(ValueError):
+            entry = json.loads(line)
+            if entry.get("event") == "request" and entry.get("execution_id") == execution_id:
+                return True
+    return False
+
+
+async def test_a_tenants_reply_lost_on_the_way_is_fetched_again(secured: SecuredStack) -> None:
+    """The cache answers while the tenant's connection is away: nobody receives that
+    reply. Back, the client asks its status subject and gets the result from there,
+    in seconds, instead of waiting out its timeout."""
+    for name in SERVICE_NAMES:
+        secured.start(name)
+    await secured.ready()
+    proxy = CuttableProxy(secured.servers.nodes[0].port)
+    proxy_port = await proxy.start()
+    url = secured.tenant_url.replace(f":{secured.servers.nodes[0].port}", f":{proxy_port}")
+    marker = f"dcodex-fault-{uuid.uuid4().hex[:12]}"
+    execution_id = uuid.uuid4().hex
+    try:
+        async with await DcodexClient.connect(url, tenant=secured.tenant, timeout=60) as client:
+            request = sleeper(2, marker) | {"execution_id": execution_id}
+            running = asyncio.ensure_future(client.execute(request))
+            assert await until(lambda: bool(processes_with(marker)), 20), "it never started"
+            proxy.cut()
+            replied = await until(
+                lambda: answered_in_log(secured.services.log("cache"), execution_id), 30
+            )
+            assert replied, "the cache never answered"
+            assert not running.done()
+            back_at = time.monotonic()
+            proxy.restore()
+            result = await running
+            waited = time.monotonic() - back_at
+    finally:
+        await proxy.close()
+    assert (result.status, result.stdout, result.execution_id) == (
+        "ok",
+        "begun\ndone\n",
+        execution_id,
+    )
+    assert waited < 20, f"answered {waited:.1f} s after reconnecting: its timeout was waited out"

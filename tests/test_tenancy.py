@@ -27,7 +27,7 @@ from nats.aio.msg import Msg
 
 from dcodex.shared.client import DcodexClient, ExecutionResult, LiveRun
 from dcodex.shared.codec import CONTENT_TYPE_HEADER, JSON, MSGPACK, encode
-from dcodex.shared.contract import OutputEvent
+from dcodex.shared.contract import OutputEvent, RunStatus, RunStatusRequest
 from dcodex.shared.errors import DcodexError
 from dcodex.shared.subjects import inbox_prefix
 from tests.deploy_support import NatsServers, tenant_of
@@ -123,12 +123,18 @@ async def attacker(secured: NatsServers) -> AsyncIterator[Attacker]:
 Attack = Callable[[str], Awaitable[None]]
 
 
-async def victim_run(victim: DcodexClient, attack: Attack) -> tuple[str, ExecutionResult]:
+async def victim_run(
+    victim: DcodexClient, attack: Attack, wall_s: float | None = None
+) -> tuple[str, ExecutionResult]:
     """The victim's interactive run, attacked once it has started (the attack gets its
     execution id); then the victim types a secret. Asserts that the run saw exactly
-    what the victim typed, and that its live events are its program's own."""
+    what the victim typed, and that its live events are its program's own. `wall_s`:
+    its wall clock, for an attack that takes longer than the default's."""
     secret = f"secret-{uuid.uuid4().hex}"
-    async with victim.interactive({"language": "python", "code": ECHO}) as run:
+    request: dict[str, Any] = {"language": "python", "code": ECHO}
+    if wall_s is not None:
+        request["limits"] = {"wall_time_s": wall_s}
+    async with victim.interactive(request) as run:
         await run.send("first\n")  # waits for the program to start
         await attack(run.execution_id)
         await run.send(f"{secret}\n")
@@ -171,6 +177,11 @@ READS = [
     "$O.>",
     "$JS.>",
     "$JS.API.>",
+    # The status subjects: subscribing would show the victim's questions (its ids).
+    "dcodex.status.>",
+    "dcodex.status.execute.admin",
+    "dcodex.status.run.admin",
+    "dcodex.status.*.admin",
 ]
 
 
@@ -300,6 +311,12 @@ async def test_forged_events_and_hijacked_service_subjects_are_refused(
             "dcodex.languages",
             "dcodex.cache.purge",
             "dcodex.input.*.*",
+            # Answering for the victim's runs: a forged "finished" would be its result.
+            "dcodex.status.execute",
+            "dcodex.status.execute.*",
+            f"dcodex.status.execute.{tenant_of(VICTIM)}",
+            f"dcodex.status.run.{tenant_of(VICTIM)}",
+            f"dcodex.status.run.{tenant_of(ATTACKER)}",
             "$SRV.PING",
             "$SRV.INFO.dcodex-cache",
         ):
@@ -308,6 +325,95 @@ async def test_forged_events_and_hijacked_service_subjects_are_refused(
 
     secret, _ = await victim_run(victim, forge)
     assert all(refusals.values()), [k for k, refused in refusals.items() if not refused]
+    assert_got_nothing(attacker, secret)
+
+
+async def status_answer(
+    nc: NATS, via: str, tenant: str, execution_id: str, named: str | None = None
+) -> RunStatus | None:
+    """What `dcodex.status.<via>.<tenant>` answers for `execution_id` (with `named` as the
+    payload's tenant); None for silence. No responders at all is a failure: the test
+    would prove nothing if no service heard the question."""
+    body = RunStatusRequest(execution_id=execution_id, tenant=named).model_dump_json()
+    try:
+        msg = await nc.request(f"dcodex.status.{via}.{tenant}", body.encode(), timeout=2)
+    except nats.errors.TimeoutError:
+        return None
+    return RunStatus.model_validate_json(msg.data)
+
+
+async def test_a_tenant_is_told_of_its_own_executions_and_of_nobody_elses(
+    victim: DcodexClient, attacker_client: DcodexClient, attacker: Attacker
+) -> None:
+    """The status subjects tell what became of an execution by its id, result and all
+    (docs/reliability.md). The victim asks on its own and is told; the attacker may
+    neither ask nor listen on the victim's, and on its own, with the victim's id (and
+    naming the victim in the payload), hears nothing, during the run and after it."""
+    told: dict[str, RunStatus | None] = {}
+    refusals: dict[tuple[str, str], bool] = {}
+    victim_tenant, own = tenant_of(VICTIM), tenant_of(ATTACKER)
+
+    async def ask(key: str, nc: NATS, via: str, tenant: str, *args: Any) -> None:
+        told[key] = await status_answer(nc, via, tenant, *args)
+
+    async def ask_everywhere(execution_id: str) -> None:
+        # At once: each silence takes the 2 s a question waits, within the run's wall clock.
+        await asyncio.gather(
+            *(
+                question
+                for via in ("execute", "run")
+                for question in (
+                    ask(f"victim {via}", victim.nc, via, victim_tenant, execution_id),
+                    *(
+                        ask(
+                            f"attacker {via} naming {named}",
+                            attacker.nc,
+                            via,
+                            own,
+                            execution_id,
+                            named,
+                        )
+                        for named in (None, victim_tenant)
+                    ),
+                )
+            )
+        )
+        for subject in (
+            f"dcodex.status.execute.{victim_tenant}",
+            f"dcodex.status.run.{victim_tenant}",
+            "dcodex.status.execute",
+            "dcodex.status.run",
+            "dcodex.status.compile",
+        ):
+            refusals[("pub", subject)] = await attacker.refused("pub", subject)
+        for subject in (f"dcodex.status.execute.{victim_tenant}", "dcodex.status.>"):
+            for queue in ("", "q"):
+                refusals[("sub", subject + queue)] = await attacker.refused("sub", subject, queue)
+
+    secret, result = await victim_run(victim, ask_everywhere, wall_s=15)
+    assert all(refusals.values()), [k for k, refused in refusals.items() if not refused]
+    # Under way: the victim hears "running" from the cache and from the runner.
+    assert {k: s.state for k, s in told.items() if s is not None} == {
+        "victim execute": "running",
+        "victim run": "running",
+    }, told
+    # Finished (its result, with the secret, is kept for whoever asks again).
+    told.clear()
+    await ask_everywhere(result.execution_id)
+    assert {k for k, s in told.items() if s is not None} == {"victim execute", "victim run"}, told
+    for via in ("execute", "run"):
+        mine = told[f"victim {via}"]
+        assert mine is not None and mine.result is not None, via
+        assert (mine.state, secret in mine.result.stdout) == ("finished", True)
+    # The attacker's own execution is told on its own subject (the same question works).
+    ran = await attacker_client.execute(
+        {"language": "python", "code": "print('own')", "cache": False}
+    )
+    for via in ("execute", "run"):
+        answer = await status_answer(attacker.nc, via, own, ran.execution_id)
+        assert answer is not None and answer.result is not None, via
+        assert (answer.state, answer.result.stdout) == ("finished", "own\n")
+    await attacker.nc.flush()
     assert_got_nothing(attacker, secret)
 
 

@@ -9,9 +9,16 @@ from dcodex.shared.bus.connect import ConnectOptions
 from dcodex.shared.cli.terminal import visible
 from dcodex.shared.contract import EffectiveLimits
 from dcodex.shared.errors import DcodexError
+from dcodex.shared.service.executions import owned_key
 from dcodex.shared.service.live_runs import LiveRuns
 from dcodex.shared.service.micro import reply_allowed
-from dcodex.shared.subjects import EXECUTE, RUN, input_subject, output_subject
+from dcodex.shared.subjects import (
+    EXECUTE,
+    RUN,
+    execution_subjects,
+    input_subject,
+    output_subject,
+)
 
 
 def test_a_tenants_subjects_carry_its_name() -> None:
@@ -19,6 +26,24 @@ def test_a_tenants_subjects_carry_its_name() -> None:
     assert RUN.for_tenant("dcodex", None) == "dcodex.run"
     assert output_subject("dcodex", "id1", "acme") == "dcodex.output.acme.id1"
     assert input_subject("dcodex", "id1") == "dcodex.input.id1"
+
+
+def test_a_tenant_asks_and_watches_on_its_own_subjects() -> None:
+    assert execution_subjects("dcodex", "execute", "acme") == (
+        "dcodex.execute.acme",
+        "dcodex.status.execute.acme",
+    )
+    assert execution_subjects("dcodex", "run", "acme") == (
+        "dcodex.run.acme",
+        "dcodex.status.run.acme",
+    )
+    assert execution_subjects("dcodex", "run") == ("dcodex.run", "dcodex.status.run")
+
+
+def test_a_tenants_executions_are_kept_apart() -> None:
+    keys = {owned_key("id1", None), owned_key("id1", "acme"), owned_key("id1", "other")}
+    assert len(keys) == 3
+    assert owned_key("id1", None) == "id1"  # the plain subjects' ids as they always were
 
 
 def test_a_tenant_gets_its_own_inbox_prefix() -> None:

@@ -62,7 +62,7 @@ from dcodex.shared.logging import note
 from dcodex.shared.service import micro
 from dcodex.shared.service.config import Settings, check_sizes
 from dcodex.shared.service.events import EventPublisher, replay
-from dcodex.shared.service.executions import Executions
+from dcodex.shared.service.executions import Executions, owned_key
 from dcodex.shared.service.health import Check
 from dcodex.shared.service.lifecycle import Service
 from dcodex.shared.service.live_runs import LiveRuns
@@ -123,7 +123,7 @@ class Cache:
         self._languages_at = 0.0
         # Per key: the one run's outcome, shared by the requests that arrive while it runs.
         self._in_flight: SingleFlight[str, Outcome] = SingleFlight()
-        # Per execution id: the requests this replica answers (dcodex.status.execute).
+        # Per execution id: the requests this replica answers (dcodex.status.execute[.<tenant>]).
         self.executions = Executions()
         self.counts: collections.Counter[str] = collections.Counter()
         self.live_runs = LiveRuns()
@@ -156,17 +156,31 @@ class Cache:
                 self.status,
                 broadcast=EXECUTE_STATUS.broadcast,
             ),
+            micro.Endpoint(
+                EXECUTE_STATUS.tenant_endpoint,
+                f"{subject(EXECUTE_STATUS)}.*",
+                self.status,
+                per_tenant=True,
+                counted_as=EXECUTE_STATUS.endpoint,
+                broadcast=EXECUTE_STATUS.broadcast,
+            ),
             micro.Endpoint(JUDGE.endpoint, subject(JUDGE), self.judging.judge),
         ]
 
     async def status(self, call: micro.Call) -> BaseModel:
-        """What became of an execution this replica has; silence when it has none by that id."""
+        """What became of an execution this replica has; silence when it has none by that id.
+
+        Clients ask here: on `dcodex.status.execute.<tenant>` (only that tenant may ask
+        there) for that tenant's executions only, on `dcodex.status.execute` for those of
+        no tenant. The tenant is the subject's, never the payload's.
+        """
         asked = RunStatusRequest.model_validate(call.payload)
-        # Clients ask here: a tenant's executions are never told (nor asked for).
-        status = None if asked.tenant is not None else self.executions.status(asked.execution_id)
+        if asked.tenant not in (None, call.tenant):
+            raise micro.NoReply  # another tenant's (or, on the plain subject, any tenant's)
+        status = self.executions.status(owned_key(asked.execution_id, call.tenant))
         if status is None:
             raise micro.NoReply
-        return status
+        return status.model_copy(update={"execution_id": asked.execution_id})
 
     async def execute(self, call: micro.Call) -> BaseModel:
         request = ExecuteRequest.model_validate(call.payload)
@@ -182,9 +196,9 @@ class Cache:
             with self.live_runs.claim(call.tenant, execution_id):
                 return await self._execute(request, call, language, limits)
 
-        # A tenant's executions are its own: kept under a key no status question can name.
-        key = execution_id if call.tenant is None else f"{call.tenant}/{execution_id}"
-        return await self.executions.once(key, fingerprint, work)
+        # A tenant's executions are its own: kept under the tenant's key, which only
+        # that tenant's status subject names.
+        return await self.executions.once(owned_key(execution_id, call.tenant), fingerprint, work)
 
     async def _execute(
         self,

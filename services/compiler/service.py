@@ -178,7 +178,17 @@ class Compiler:
             return result
         # The diagnostics (warnings) travel with the artifact, for the next lookup.
         meta = ObjectMeta(name=digest, description=compilation.output)
-        await self.artifacts.put(digest, compilation.binary, meta=meta)
+        try:
+            await self.artifacts.put(digest, compilation.binary, meta=meta)
+        except (nats.errors.Error, TimeoutError) as exc:
+            # The Object Store is how the binary reaches the runner: without it the
+            # program cannot run. A full JetStream store answers no write (it times out).
+            log.warning("artifact_not_stored", bucket=ARTIFACT_BUCKET, error=repr(exc))
+            raise DcodexError(
+                UNAVAILABLE,
+                f"the compiled program could not be stored in {ARTIFACT_BUCKET} "
+                f"(JetStream store full or unavailable: {exc!r}); try again later",
+            ) from exc
         artifact = ArtifactRef(bucket=ARTIFACT_BUCKET, name=digest, size=len(compilation.binary))
         return result.model_copy(update={"artifact": artifact})
 

@@ -52,7 +52,7 @@ from dcodex.shared.service.artifacts import (
 )
 from dcodex.shared.service.config import Settings, check_sizes
 from dcodex.shared.service.events import EventPublisher
-from dcodex.shared.service.executions import Executions
+from dcodex.shared.service.executions import Executions, owned_key
 from dcodex.shared.service.health import object_store_check
 from dcodex.shared.service.lifecycle import Service
 from dcodex.shared.service.live_runs import LiveRuns
@@ -109,13 +109,29 @@ class Runner:
                 self.status,
                 broadcast=RUN_STATUS.broadcast,
             ),
+            micro.Endpoint(
+                RUN_STATUS.tenant_endpoint,
+                f"{self.settings.subject(RUN_STATUS)}.*",
+                self.status,
+                per_tenant=True,
+                counted_as=RUN_STATUS.endpoint,
+                broadcast=RUN_STATUS.broadcast,
+            ),
             micro.Endpoint(JUDGE_RUN.endpoint, self.settings.subject(JUDGE_RUN), self.judge),
         ]
 
     async def status(self, call: micro.Call) -> BaseModel:
-        """What became of a run this runner has; silence when it has none by that id."""
+        """What became of a run this runner has; silence when it has none by that id.
+
+        On `dcodex.status.run.<tenant>` (only that tenant may ask there) the tenant is the
+        subject's; on `dcodex.status.run` (only the services may ask there) the cache
+        names the tenant of the run it watches.
+        """
         asked = RunStatusRequest.model_validate(call.payload)
-        status = self.executions.status(run_key(asked.execution_id, asked.tenant))
+        if call.tenant is not None and asked.tenant not in (None, call.tenant):
+            raise micro.NoReply  # a tenant asking for another's: never looked up
+        tenant = call.tenant if call.tenant is not None else asked.tenant
+        status = self.executions.status(owned_key(asked.execution_id, tenant))
         if status is None:
             raise micro.NoReply
         return status.model_copy(update={"execution_id": asked.execution_id})
@@ -151,7 +167,7 @@ class Runner:
                 return await self._run(request, call, language, limits, execution_id)
 
         # A tenant's runs are its own: kept under the tenant's key.
-        result = await self.executions.once(run_key(execution_id, call.tenant), fingerprint, work)
+        result = await self.executions.once(owned_key(execution_id, call.tenant), fingerprint, work)
         # Through the cache the reply gets the cache's key (a joined run's too).
         return result.model_copy(update={"cache_key": call.cache_key})
 
@@ -396,11 +412,6 @@ class Runner:
                 ) from exc
             self.local_artifacts.put(compiled.digest, data, compiled.compile_output)
         return data
-
-
-def run_key(execution_id: str, tenant: str | None) -> str:
-    """Where a run is kept: ids are unique per tenant (docs/tenancy.md)."""
-    return execution_id if tenant is None else f"{tenant}/{execution_id}"
 
 
 async def start(settings: Settings) -> Service:

@@ -53,9 +53,8 @@ from dcodex.shared.subjects import (
     CACHE_PURGE,
     CACHE_STATS,
     COMPILE,
-    EXECUTE,
     LANGUAGES,
-    RUN,
+    execution_subjects,
     output_subject,
 )
 
@@ -266,24 +265,13 @@ class DcodexClient:
     ) -> dict[str, Any]:
         payload, execution_id = with_execution_id(request)
         deadline = time.monotonic() + self.timeout
-        subject = f"{self.prefix}.{self._entry(name)}"
+        entry, status = execution_subjects(self.prefix, name, self.tenant)
 
         async def attempt(left: float) -> dict[str, Any]:
-            if self.tenant is not None:
-                # The status subjects answer for executions of no tenant: a tenant's
-                # client is not watched (a lost reply costs it its timeout).
-                return await bus.request(
-                    self.nc,
-                    subject,
-                    payload,
-                    request_id=request_id or bus.new_id(),
-                    timeout=left,
-                    encoding=encoding,
-                )
             return await watched_request(
                 self.nc,
-                subject,
-                f"{self.prefix}.status.{name}",
+                entry,
+                status,
                 payload,
                 execution_id=execution_id,
                 request_id=request_id or bus.new_id(),
@@ -292,11 +280,6 @@ class DcodexClient:
             )
 
         return await retry_unreceived(attempt, deadline)
-
-    def _entry(self, name: str) -> str:
-        """`execute` or `run`, on this client's tenant's subject when it has one."""
-        subject = {"execute": EXECUTE, "run": RUN}[name]
-        return subject.for_tenant(self.prefix, self.tenant).removeprefix(self.prefix + ".")
 
     async def _ask(
         self,

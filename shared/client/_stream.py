@@ -34,7 +34,7 @@ from dcodex.shared.contract import (
     StdinEvent,
 )
 from dcodex.shared.errors import DcodexError
-from dcodex.shared.subjects import EXECUTE, RUN, input_subject, output_subject
+from dcodex.shared.subjects import execution_subjects, input_subject, output_subject
 
 log = structlog.get_logger("dcodex.client")
 
@@ -76,32 +76,19 @@ class LiveRun:
             output_subject(self._prefix, self.execution_id, self._tenant), cb=self._on_event
         )
         await self._nc.flush()  # subscribed on the server before the run can begin
-        subject = {"execute": EXECUTE, "run": RUN}[self._subject].for_tenant(
-            self._prefix, self._tenant
+        # Watched like `execute` (docs/reliability.md): a lost reply or replica costs
+        # seconds; a tenant's on its own status subject.
+        subject, status = execution_subjects(self._prefix, self._subject, self._tenant)
+        asking = watched_request(
+            self._nc,
+            subject,
+            status,
+            self.request,
+            execution_id=self.execution_id,
+            request_id=bus.new_id(),
+            timeout=self._timeout,
+            encoding=self._encoding,
         )
-        if self._tenant is not None:
-            # The status subjects answer for executions of no tenant: not watched.
-            asking = bus.request(
-                self._nc,
-                subject,
-                self.request,
-                request_id=bus.new_id(),
-                timeout=self._timeout,
-                encoding=self._encoding,
-            )
-        else:
-            # Watched like `execute` (docs/reliability.md): a lost reply or replica
-            # costs seconds.
-            asking = watched_request(
-                self._nc,
-                subject,
-                f"{self._prefix}.status.{self._subject}",
-                self.request,
-                execution_id=self.execution_id,
-                request_id=bus.new_id(),
-                timeout=self._timeout,
-                encoding=self._encoding,
-            )
         self._reply = asyncio.ensure_future(asking)
         return self
 

@@ -37,6 +37,15 @@ class _Finished:
         return 512 + len(result.stdout) + len(result.stderr) + len(result.compile_output or "")
 
 
+def owned_key(execution_id: str, tenant: str | None) -> str:
+    """Where an execution is kept: ids are unique per tenant (docs/tenancy.md).
+
+    A tenant's key can never be an id of no tenant, nor another tenant's: ids and
+    tenants are single tokens without `/`.
+    """
+    return execution_id if tenant is None else f"{tenant}/{execution_id}"
+
+
 def reused_id(execution_id: str) -> DcodexError:
     """An execution id this instance has, asked for with a different request (409).
 

@@ -41,20 +41,24 @@ class EmbeddedNats:
         host: str = "127.0.0.1",
         port: int = -1,
         extra_args: tuple[str, ...] = (),
+        prefix: tuple[str, ...] = (),
     ) -> None:
         self._owned_dir = tempfile.TemporaryDirectory(prefix="dcodex-nats-")
         self.store_dir = store_dir or Path(self._owned_dir.name) / "jetstream"
         self.host = host
         self.port = port
         self.extra_args = extra_args
+        self.prefix = prefix  # a command that runs the server, e.g. in a namespace of its own
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
+        self.monitoring_url = ""  # with a monitoring port (`-m`, or `http` in a config)
         self.log_path = Path(self._owned_dir.name) / "nats-server.log"
 
     def start(self, timeout: float = 15.0) -> str:
         ports_dir = Path(self._owned_dir.name) / "ports"
         ports_dir.mkdir(exist_ok=True)
         argv = [
+            *self.prefix,
             nats_server_binary(),
             "--jetstream",
             "--store_dir", str(self.store_dir),
@@ -77,8 +81,10 @@ class EmbeddedNats:
                 log = self.log_path.read_text(errors="replace")
                 raise RuntimeError(f"nats-server exited at start:\n{log}")
             if ports_file.exists():
-                urls = json.loads(ports_file.read_text() or "{}").get("nats") or []
+                ports = json.loads(ports_file.read_text() or "{}")
+                urls = ports.get("nats") or []
                 if urls and accepts_connections(urls[0]):
+                    self.monitoring_url = str((ports.get("monitoring") or [""])[0])
                     return str(urls[0])
             time.sleep(0.02)
         self.stop()

@@ -272,11 +272,16 @@ def asyncapi(prefix: str) -> dict[str, Any]:
                 f"{subject.key}Tenant",
                 f"{subject.suffix}.{{tenant}}",
                 subject.service.micro_name,
-                f"{subject.summary.rstrip('.')}, for one tenant: its run's live subjects "
-                "are the tenant's.",
+                f"{subject.summary.rstrip('.')}, for one tenant: "
+                + (
+                    "only that tenant's executions are told."
+                    if subject.broadcast
+                    else "its run's live subjects are the tenant's."
+                ),
                 request_name,
                 subject.reply.__name__,
                 per_tenant=True,
+                broadcast=subject.broadcast,
             )
 
     channels["reply"] = {

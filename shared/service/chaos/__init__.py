@@ -1,7 +1,8 @@
 """`dcodex chaos`: reliability scenarios with figures (docs/reliability.md).
 
 Runs load, overload and faults under load (kill -9 of a runner, a compiler or a cache
-replica; a nats-server restart; SIGTERM of a runner) against a stack of separate
+replica; a nats-server restart; SIGTERM of a runner; a full disk under the JetStream
+store; a slow consumer on an output subject) against a stack of separate
 processes it starts (or, for load and overload, the one at --url), and prints a table
 and JSON: requests sent, answered, answered correctly, lost, duplicated executions,
 p50/p99, errors by code, leaked processes / temp directories / fds, service RSS.

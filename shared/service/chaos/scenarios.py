@@ -22,13 +22,14 @@ from typing import Any
 from dcodex.shared.client import DcodexClient
 from dcodex.shared.errors import UNAVAILABLE
 from dcodex.shared.sandbox.leftovers import find_leftovers
-from dcodex.shared.service.chaos import cluster
+from dcodex.shared.service.chaos import cluster, disk, slow_consumer
 from dcodex.shared.service.chaos.stack import (
     Stack,
     duplicated_runs,
     open_fds,
     processes_with,
     rss_bytes,
+    runs_by_program,
 )
 from dcodex.shared.service.chaos.workload import Job, Outcome, Workload, perform
 
@@ -89,6 +90,10 @@ class Scenario:
     counts: dict[str, int]
     fault: Fault | None = None
     service_args: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    prepare: Callable[[Stack], None] | None = None  # before nats-server starts
+    # What counts as a program run twice: the same cache key (identical requests share
+    # one run), or only the same request (when results cannot be kept, by design).
+    duplicates_by: str = "cache_key"
     stack: type[Stack] = Stack  # or a stack on a NATS cluster (chaos/cluster.py)
 
 
@@ -126,6 +131,21 @@ SCENARIOS = {
             "SIGTERM of a runner with runs in flight (a new one replaces it)",
             TWO_OF_EACH,
             sigterm_then_replace,
+        ),
+        Scenario(
+            "disk-full",
+            "the JetStream store's disk full under load; freed, nats-server restarted",
+            TWO_OF_EACH,
+            disk.fill_the_store,
+            prepare=disk.store_on_small_tmpfs,
+            duplicates_by="execution_id",  # results that cannot be kept are run again
+        ),
+        Scenario(
+            "slow-consumer",
+            "a subscriber that never reads a big run's output subject, under load",
+            TWO_OF_EACH,
+            slow_consumer.stall_a_subscriber,
+            prepare=slow_consumer.low_write_deadline,
         ),
         *(
             Scenario(n, s, cluster.COUNTS, f, stack=cluster.ClusterStack)
@@ -210,7 +230,13 @@ async def _load(scenario: Scenario, profile: Profile, url: str | None, where: Pa
             raise ValueError(f"{scenario.name} injects a fault: it needs a stack of its own")
         stack.url = url
     else:
-        stack.start_nats()
+        try:
+            if scenario.prepare is not None:
+                scenario.prepare(stack)  # undone by stack.stop_all
+            stack.start_nats()
+        except BaseException:
+            stack.cleanups.close()
+            raise
         for service, count in scenario.counts.items():
             for _ in range(count):
                 stack.start(service)
@@ -222,7 +248,7 @@ async def _load(scenario: Scenario, profile: Profile, url: str | None, where: Pa
         report.tally(outcomes)
         report.wrong += stack.problems
     finally:
-        await _finish(stack, report, marker, own_stack=url is None)
+        await _finish(stack, report, marker, url is None, scenario.duplicates_by)
     report.seconds = round(time.monotonic() - started, 1)
     return report
 
@@ -271,17 +297,24 @@ def _rss_by_service(stack: Stack) -> dict[str, float]:
     }
 
 
-async def _finish(stack: Stack, report: Report, marker: str, own_stack: bool) -> None:
+async def _finish(
+    stack: Stack, report: Report, marker: str, own_stack: bool, by: str = "cache_key"
+) -> None:
     if not own_stack:
         return
     pids = [s.pid for s in stack.services]
     await asyncio.to_thread(stack.stop_all)
-    report.duplicated_executions, uncached = duplicated_runs(
-        [s.log for s in stack.services if s.name == "runner"],
-        [s.log for s in stack.services if s.name == "cache"],
-    )
-    if uncached:
-        report.notes.append(f"{uncached} programs ran again uncached: bucket unavailable")
+    logs = [s.log for s in stack.services if s.name == "runner"]
+    if by == "cache_key":
+        caches = [s.log for s in stack.services if s.name == "cache"]
+        report.duplicated_executions, uncached = duplicated_runs(logs, caches)
+        if uncached:
+            report.notes.append(f"{uncached} programs ran again uncached: bucket unavailable")
+    else:
+        runs = runs_by_program(logs, by)
+        report.duplicated_executions = sum(count - 1 for count in runs.values() if count > 1)
+        again = sum(n - 1 for n in runs_by_program(logs, "cache_key").values() if n > 1)
+        report.notes.append(f"identical requests run again (their result was not kept): {again}")
     await asyncio.sleep(0.5)
     report.leaked_processes = len(processes_with(marker))
     leftovers = find_leftovers()

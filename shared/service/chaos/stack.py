@@ -48,9 +48,14 @@ class Stack:
     directory: Path
     url: str = ""
     service_args: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    nats_args: tuple[str, ...] = ()  # more nats-server arguments (a config file)
+    nats_prefix: tuple[str, ...] = ()  # a command that runs nats-server (in a namespace)
+    # Undone by stop_all, after the processes: what a scenario set up around the stack.
+    cleanups: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    # What a scenario's fault found wrong (beside the requests' outcomes).
+    problems: list[str] = field(default_factory=list)
     nats: EmbeddedNats | None = None
     services: list[ServiceProcess] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)  # what a fault found wrong
     _port: int = 0
 
     @property
@@ -59,7 +64,12 @@ class Stack:
         return self.nats is not None
 
     def start_nats(self) -> str:
-        self.nats = EmbeddedNats(store_dir=self.directory / "jetstream", port=self._port or -1)
+        self.nats = EmbeddedNats(
+            store_dir=self.directory / "jetstream",
+            port=self._port or -1,
+            extra_args=self.nats_args,
+            prefix=self.nats_prefix,
+        )
         self.url = self.nats.start()
         self._port = int(self.url.rsplit(":", 1)[1])
         return self.url
@@ -113,6 +123,7 @@ class Stack:
                 service.process.kill()
                 service.process.wait()
         self.stop_nats()
+        self.cleanups.close()
 
 
 # ------------------------------------------------------------------ what the host sees
@@ -148,9 +159,10 @@ def processes_with(marker: str) -> list[int]:
     return found
 
 
-def runs_by_program(logs: list[Path]) -> Counter[str]:
+def runs_by_program(logs: list[Path], by: str = "cache_key") -> Counter[str]:
     """How many times each program ran to an answer, from the runners' request lines
-    (keyed by cache key, or by execution id for runs that bypass the cache)."""
+    (keyed by cache key, or by execution id for runs that bypass the cache; `by`
+    "execution_id": how many times each request ran)."""
     runs: Counter[str] = Counter()
     for log in logs:
         with contextlib.suppress(OSError), log.open(errors="replace") as lines:
@@ -160,7 +172,7 @@ def runs_by_program(logs: list[Path]) -> Counter[str]:
                 with contextlib.suppress(ValueError):
                     fields = json.loads(line)
                     if fields.get("event") == "request" and fields.get("code") == 200:
-                        key = fields.get("cache_key") or fields.get("execution_id")
+                        key = fields.get(by) or fields.get("execution_id")
                         if key:
                             runs[str(key)] += 1
     return runs
