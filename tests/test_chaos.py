@@ -13,7 +13,7 @@ import pytest
 
 from dcodex.shared.service.chaos.disk import TMPFS, PrivateTmpfs, fill
 from dcodex.shared.service.chaos.scenarios import ALL, SHORT, run_scenario
-from dcodex.shared.service.chaos.stack import processes_with
+from dcodex.shared.service.chaos.stack import duplicated_runs, processes_with
 from tests.conftest import dcodex_argv
 
 pytestmark = [pytest.mark.bus, pytest.mark.timeout(600)]
@@ -34,6 +34,15 @@ async def test_scenario_loses_and_leaks_nothing(scenario: str) -> None:
         refused = report.errors_by_code.get("503", 0)
         assert report.correct + refused == report.sent, figures
         assert scenario == "restart-nats" or refused == 0, figures
+    elif scenario.startswith("cluster-"):
+        # A node of the NATS cluster lost: requests caught in the election window may
+        # get a clear 503, every other one the right result; the cached result
+        # survived (its check is in `wrong`), and the node was restarted.
+        assert set(report.errors_by_code) <= {"503"}, figures
+        assert report.correct + report.errors_by_code.get("503", 0) == report.sent, figures
+        assert "restarted after" in report.fault, figures
+        if scenario == "cluster-leader-stop":
+            assert "leads KV_dcodex-results" in report.fault, figures
     elif scenario == "disk-full":
         # Results are returned though they cannot be kept; a C program never compiled
         # before gets a 503 (its binary cannot reach a runner), nothing else. The fault
@@ -70,6 +79,33 @@ def test_the_command_prints_a_table_and_json() -> None:
     document = json.loads(done.stdout[done.stdout.index("[\n") :])
     assert document[0]["scenario"] == "load" and document[0]["sent"] == 8
     assert document[0]["lost"] == 0 and document[0]["passed"] is True
+
+
+def test_a_program_run_again_uncached_is_told_from_a_duplicated_run(tmp_path: Path) -> None:
+    def lines(path: Path, *fields: dict[str, object]) -> Path:
+        path.write_text("".join(json.dumps({"event": "request", **f}) + "\n" for f in fields))
+        return path
+
+    def run(key: str, execution_id: str, at: str) -> dict[str, object]:
+        return {"endpoint": "run", "code": 200, "cache_key": key, "execution_id": execution_id,
+                "timestamp": at}  # fmt: skip
+
+    runner = lines(
+        tmp_path / "runner.log",
+        run("k1", "a", "t1"), run("k1", "b", "t2"),  # b's lookup passed through
+        run("k2", "c", "t1"), run("k2", "d", "t2"),  # c's result could not be stored
+        run("k3", "e", "t1"), run("k3", "f", "t2"),  # f should have been a hit
+        run("k4", "g", "t1"), run("k4", "g", "t2"),  # one request run twice
+        run("k5", "h", "t1"), run("k5", "i", "t1"),  # i could not take h's lease
+    )  # fmt: skip
+    cache = lines(
+        tmp_path / "cache.log",
+        {"endpoint": "execute", "execution_id": "b", "passthrough": True},
+        {"endpoint": "execute", "execution_id": "c", "not_stored": "unavailable"},
+        {"endpoint": "execute", "execution_id": "g", "passthrough": True},
+        {"endpoint": "execute", "execution_id": "i", "lease": "unavailable"},
+    )
+    assert duplicated_runs([runner], [cache]) == (2, 3)
 
 
 def test_the_store_tmpfs_fills_and_leaves_nothing_mounted(tmp_path: Path) -> None:

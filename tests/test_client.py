@@ -12,12 +12,12 @@ from pathlib import Path
 import nkeys
 import pytest
 
-from dcodex.shared.bus.connect import ConnectOptions
+from dcodex.shared.bus.connect import ConnectOptions, open_connection
 from dcodex.shared.client import DcodexClient, SyncDcodexClient
 from dcodex.shared.errors import DcodexError
 from dcodex.shared.service.nats_server import EmbeddedNats
 from dcodex.shared.version import version
-from tests.conftest import ServiceProcesses
+from tests.conftest import ServiceProcesses, free_port
 from tests.test_cli import assert_no_traceback, dcodex, shown
 from tests.tls_support import issue_tls_files
 
@@ -63,6 +63,21 @@ async def test_nobody_listening_says_how_to_start_one() -> None:
     assert raised.value.message == (
         "no NATS server is reachable at nats://127.0.0.1:1: start one with `dcodex up`"
     )
+
+
+async def test_a_url_may_name_several_servers_of_a_cluster(nats_url: str) -> None:
+    # The first is down (a node of the cluster that is lost): the second is used.
+    dead = f"nats://127.0.0.1:{free_port()}"
+    options = ConnectOptions(url=f"{dead}, {nats_url}", connect_timeout_s=5)
+    assert options.servers() == [dead, nats_url]
+    nc = await open_connection(options)
+    try:
+        assert nc.is_connected
+        assert nc.connected_url is not None and nc.connected_url.port == int(
+            nats_url.split(":")[-1]
+        )
+    finally:
+        await nc.close()
 
 
 async def test_url_defaults_to_dcodex_nats_url(

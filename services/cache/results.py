@@ -56,6 +56,11 @@ class ResultStore:
         kv = await self._bucket.kv()
         try:
             await kv.put(key, value)
+        except (nats.errors.NoRespondersError, nats.js.errors.NoStreamResponseError) as exc:
+            # Nobody takes writes right now: on a cluster, the stream is electing a
+            # leader. Its replicas still serve reads, so the bucket is not given up
+            # (a bucket that is really gone is noticed by the next read).
+            raise BucketUnavailable(f"{RESULTS_BUCKET} takes no writes: {exc!r}") from exc
         except (nats.errors.Error, TimeoutError) as exc:
             raise self._bucket.lost(exc) from exc
 

@@ -264,6 +264,7 @@ class Cache:
                 finished = await self.inflight.wait(key)
             except InflightUnavailable:
                 self.metrics.leases.labels("unavailable").inc()
+                note(lease="unavailable")  # coalesced on this replica only (dcodex chaos)
                 break
             if isinstance(finished, Finished):
                 self.metrics.leases.labels("followed").inc()
@@ -380,6 +381,7 @@ class Cache:
 
     def _not_stored(self, reason: str, **fields: object) -> bool:
         self.metrics.not_stored.labels(reason).inc()
+        note(not_stored=reason)  # `dcodex chaos` tells a program run again uncached by it
         log.debug("result_not_stored", reason=reason, **fields)
         return False
 

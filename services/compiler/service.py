@@ -47,6 +47,15 @@ from dcodex.shared.version import version
 NAME = COMPILER.micro_name
 # Compiler slots use uids above the runner's, so the two never share a process count.
 UID_OFFSET = 1000
+# What the artifact store raises when it does not answer (no leader, no connection).
+STORE_AWAY = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    nats.js.errors.ServiceUnavailableError,
+    nats.js.errors.NoStreamResponseError,
+)
+STORE_AWAY_MESSAGE = "the artifact store did not answer; try again"
 
 log = structlog.get_logger("dcodex.compiler")
 
@@ -109,10 +118,15 @@ class Compiler:
         check_reserved(request.files, (language.source, language.binary))
         digest = compile_digest(language, request.code, options, files)
         with structlog.contextvars.bound_contextvars(language=language.id, digest=digest[:16]):
-            result, shared = await self._in_flight.run(
-                digest,
-                lambda: self._lookup_or_compile(digest, language, request.code, options, files),
-            )
+            try:
+                result, shared = await self._in_flight.run(
+                    digest,
+                    lambda: self._lookup_or_compile(digest, language, request.code, options, files),
+                )
+            except STORE_AWAY as exc:
+                # NATS is away, or the store's stream is electing a leader (a node of the
+                # cluster was lost): a 503 to try again, as the runner says, not a 500.
+                raise DcodexError(UNAVAILABLE, STORE_AWAY_MESSAGE) from exc
             if shared:
                 result = result.model_copy(update={"cached": True})
             outcome = "cached" if result.cached else result.status

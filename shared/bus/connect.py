@@ -69,7 +69,12 @@ def default_url() -> str:
 
 @dataclass(frozen=True)
 class ConnectOptions:
-    """Where the NATS server is and how to authenticate to it; all but `url` optional."""
+    """Where the NATS server is and how to authenticate to it; all but `url` optional.
+
+    `url` may name several servers of one cluster, comma-separated
+    (`nats://a:4222,nats://b:4222`): the connection starts on any of them that answers
+    and, once made, moves to another when its server goes away.
+    """
 
     url: str = DEFAULT_URL
     user: str | None = None
@@ -107,6 +112,10 @@ class ConnectOptions:
         values |= {name: value for name, value in overrides.items() if value is not None}
         values.setdefault("url", default_url())
         return cls(**values)
+
+    def servers(self) -> list[str]:
+        """The URLs in `url`, one per server."""
+        return [part.strip() for part in self.url.split(",") if part.strip()] or [self.url]
 
     def nats_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of `nats.connect` for these credentials and TLS files."""
@@ -164,7 +173,7 @@ async def open_connection(
         kwargs = options.nats_kwargs()
         nc = await asyncio.wait_for(
             nats.connect(
-                options.url,
+                options.servers(),
                 name=name,
                 connect_timeout=min(2.0, options.connect_timeout_s),
                 max_reconnect_attempts=-1,

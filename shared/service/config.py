@@ -28,7 +28,9 @@ KiB = 1024
 class Settings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    nats_url: str = Field(DEFAULT_URL, description="NATS server URL")
+    nats_url: str = Field(
+        DEFAULT_URL, description="NATS server URL (several of a cluster: comma-separated)"
+    )
     # How a service logs in: the same options (and DCODEX_NATS_* variables) as a client.
     nats_user: str | None = Field(None, description="NATS user name")
     nats_password: str | None = Field(None, description="NATS password")

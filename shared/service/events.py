@@ -10,11 +10,17 @@ from __future__ import annotations
 import asyncio
 import codecs
 
+import nats.errors
+import structlog
 from nats.aio.client import Client as NATS
 from pydantic import BaseModel
 
 from dcodex.shared.codec import Encoding, encode
 from dcodex.shared.contract import ExecutionResult, OutputEvent, ResultEvent
+
+FLUSH_S = 2  # a flush answered later than this is waiting for a reconnection
+
+log = structlog.get_logger("dcodex.events")
 
 
 class EventPublisher:
@@ -47,9 +53,7 @@ class EventPublisher:
                 if rest := decoder.decode(b"", final=True):
                     self.publish(stream, rest)
             self._send(ResultEvent(seq=self.seq, result=result))
-            if self._last_send is not None:
-                await self._last_send
-            await self.nc.flush()
+            await self.drain()
 
     def event(self, event: BaseModel) -> None:
         """Publish an event of another kind (judge mode's `case` and `judged`), in order."""
@@ -61,7 +65,13 @@ class EventPublisher:
         if self.enabled:
             if self._last_send is not None:
                 await self._last_send
-            await self.nc.flush()
+            try:
+                await self.nc.flush(timeout=FLUSH_S)
+            except nats.errors.FlushTimeoutError:
+                # The connection is moving to another server (a NATS node was lost): what
+                # was published waits in the client's buffer and goes first on the new
+                # connection, still before the reply. Failing here would lose the result.
+                log.warning("events_flush_timeout", subject=self.subject)
 
     def _send(self, event: BaseModel) -> None:
         self.seq += 1

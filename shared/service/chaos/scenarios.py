@@ -22,9 +22,10 @@ from typing import Any
 from dcodex.shared.client import DcodexClient
 from dcodex.shared.errors import UNAVAILABLE
 from dcodex.shared.sandbox.leftovers import find_leftovers
-from dcodex.shared.service.chaos import disk, slow_consumer
+from dcodex.shared.service.chaos import cluster, disk, slow_consumer
 from dcodex.shared.service.chaos.stack import (
     Stack,
+    duplicated_runs,
     open_fds,
     processes_with,
     rss_bytes,
@@ -42,6 +43,9 @@ class Profile:
     deadline_s: float  # the client's timeout: past it a request counts as lost
 
 
+# Past its count of requests, a scenario goes on sending (each client one request per
+# this many seconds, at most) until its fault is over: a fault happens under load.
+AFTER_COUNT_PACE_S = 0.25
 SHORT = Profile(requests=40, clients=4, deadline_s=60)
 LONG = Profile(requests=2000, clients=16, deadline_s=60)
 
@@ -90,6 +94,7 @@ class Scenario:
     # What counts as a program run twice: the same cache key (identical requests share
     # one run), or only the same request (when results cannot be kept, by design).
     duplicates_by: str = "cache_key"
+    stack: type[Stack] = Stack  # or a stack on a NATS cluster (chaos/cluster.py)
 
 
 TWO_OF_EACH = {"compiler": 2, "runner": 2, "cache": 2}
@@ -141,6 +146,10 @@ SCENARIOS = {
             TWO_OF_EACH,
             slow_consumer.stall_a_subscriber,
             prepare=slow_consumer.low_write_deadline,
+        ),
+        *(
+            Scenario(n, s, cluster.COUNTS, f, stack=cluster.ClusterStack)
+            for n, s, f in cluster.FAULTS
         ),
     )
 }
@@ -215,7 +224,7 @@ async def run_scenario(
 async def _load(scenario: Scenario, profile: Profile, url: str | None, where: Path) -> Report:
     report = Report(scenario.name)
     marker = f"dcodex-chaos-{uuid.uuid4().hex[:12]}"
-    stack = Stack(where, service_args=scenario.service_args)
+    stack = scenario.stack(where, service_args=scenario.service_args)
     if url is not None:
         if scenario.fault is not None:
             raise ValueError(f"{scenario.name} injects a fault: it needs a stack of its own")
@@ -262,7 +271,9 @@ async def _drive(
     async def client_loop() -> None:
         nonlocal sent, fault_task
         async with await DcodexClient.connect(stack.url, timeout=profile.deadline_s) as client:
-            while sent < profile.requests:
+            while sent < profile.requests or (fault_task is not None and not fault_task.done()):
+                if sent >= profile.requests:  # the fault is still under way: so is the load
+                    await asyncio.sleep(AFTER_COUNT_PACE_S)
                 sent += 1
                 if sent == fault_at and scenario.fault is not None:
                     fault_task = asyncio.ensure_future(scenario.fault(stack))
@@ -271,7 +282,7 @@ async def _drive(
     await asyncio.gather(*(client_loop() for _ in range(profile.clients)))
     if fault_task is not None:
         report.fault = await fault_task
-        if stack.nats is not None:  # ours: the replacements are up before we measure
+        if stack.owns_nats:  # ours: the replacements are up before we measure
             await stack.wait_ready(scenario.counts)
     await asyncio.sleep(1.0)  # runs cut off by the fault end; fds settle
     report.rss_end_mb = _rss_by_service(stack)
@@ -294,9 +305,14 @@ async def _finish(
     pids = [s.pid for s in stack.services]
     await asyncio.to_thread(stack.stop_all)
     logs = [s.log for s in stack.services if s.name == "runner"]
-    runs = runs_by_program(logs, by)
-    report.duplicated_executions = sum(count - 1 for count in runs.values() if count > 1)
-    if by != "cache_key":
+    if by == "cache_key":
+        caches = [s.log for s in stack.services if s.name == "cache"]
+        report.duplicated_executions, uncached = duplicated_runs(logs, caches)
+        if uncached:
+            report.notes.append(f"{uncached} programs ran again uncached: bucket unavailable")
+    else:
+        runs = runs_by_program(logs, by)
+        report.duplicated_executions = sum(count - 1 for count in runs.values() if count > 1)
         again = sum(n - 1 for n in runs_by_program(logs, "cache_key").values() if n > 1)
         report.notes.append(f"identical requests run again (their result was not kept): {again}")
     await asyncio.sleep(0.5)

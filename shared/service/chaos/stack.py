@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from dcodex.shared.client import DcodexClient
 from dcodex.shared.service.nats_server import EmbeddedNats
@@ -55,6 +57,11 @@ class Stack:
     nats: EmbeddedNats | None = None
     services: list[ServiceProcess] = field(default_factory=list)
     _port: int = 0
+
+    @property
+    def owns_nats(self) -> bool:
+        """Whether this stack started the NATS it runs on (and so may fault it)."""
+        return self.nats is not None
 
     def start_nats(self) -> str:
         self.nats = EmbeddedNats(
@@ -169,3 +176,50 @@ def runs_by_program(logs: list[Path], by: str = "cache_key") -> Counter[str]:
                         if key:
                             runs[str(key)] += 1
     return runs
+
+
+def _request_lines(log: Path, endpoint: str) -> list[dict[str, Any]]:
+    """The request summary lines a service logged for `endpoint` (JSON logs)."""
+    found = []
+    with contextlib.suppress(OSError), log.open(errors="replace") as lines:
+        for line in lines:
+            if f'"endpoint": "{endpoint}"' not in line and f'"endpoint":"{endpoint}"' not in line:
+                continue
+            with contextlib.suppress(ValueError):
+                fields = json.loads(line)
+                if fields.get("event") == "request":
+                    found.append(fields)
+    return found
+
+
+def duplicated_runs(runner_logs: list[Path], cache_logs: list[Path]) -> tuple[int, int]:
+    """Programs run again, from the runners' request lines by cache key: (duplicated,
+    uncached). A run again is *uncached*, not duplicated, when the cache said it could
+    not use its buckets for it: its lookup passed through (`passthrough`), it could not
+    take a lease to share another replica's run (`lease: unavailable`), or the run
+    before could not be stored (`not_stored: unavailable`), as during a leader election
+    of a bucket's stream. The same request (execution id) run twice is always
+    duplicated."""
+    passed, unstored = set(), set()
+    for log in cache_logs:
+        for fields in _request_lines(log, "execute"):
+            if fields.get("passthrough") or fields.get("lease") == "unavailable":
+                passed.add(fields.get("execution_id"))
+            if fields.get("not_stored") == "unavailable":
+                unstored.add(fields.get("execution_id"))
+    runs: dict[str, list[tuple[str, str]]] = {}
+    for log in runner_logs:
+        for fields in _request_lines(log, "run"):
+            key = fields.get("cache_key") or fields.get("execution_id")
+            if fields.get("code") == 200 and key:
+                run = (str(fields.get("timestamp")), str(fields.get("execution_id")))
+                runs.setdefault(str(key), []).append(run)
+    duplicated = uncached = 0
+    for key_runs in runs.values():
+        key_runs.sort()
+        for (_, before), (_, again) in itertools.pairwise(key_runs):
+            if again != before and (again in passed or before in unstored):
+                uncached += 1
+            else:
+                duplicated += 1
+    return duplicated, uncached

@@ -133,6 +133,8 @@ async def perform(client: DcodexClient, job: Job) -> Outcome:
         outcome.correct = job.check(result)
         if not outcome.correct:
             outcome.detail = f"{result.status}: {result.stdout[:60]!r} {result.stderr[:120]!r}"
+            if result.compile_output:
+                outcome.detail += f" compile: {result.compile_output[:160]!r}"
     except DcodexError as exc:
         outcome.error_code = exc.code
         outcome.detail = exc.message[:200]
