@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The system packages DCodeX runs programs with: C and C++ compilers (which also build
 # the sandbox helper), libseccomp's headers (the helper's system call filter), the
-# Python 3 that runs user programs, Go and a JDK, and bubblewrap (only the benchmark
+# Python 3 that runs user programs, Rust, Go and a JDK, and bubblewrap (only the benchmark
 # uses it, as the yardstick for the sandbox's cost). Installs what is missing
 # when run as root on a Debian-like system; otherwise says what to install.
 set -euo pipefail
@@ -13,6 +13,10 @@ command -v g++ >/dev/null || missing+=(g++)
 command -v bwrap >/dev/null || missing+=(bubblewrap)
 # unshare and nsenter: `dcodex chaos disk-full` puts the JetStream store on a tmpfs of its own.
 { command -v unshare >/dev/null && command -v nsenter >/dev/null; } || missing+=(util-linux)
+# Rust: rustup's stable toolchain of the user who runs the services, or the system's
+# (Debian's rustc, which every user sees). The examples judge a Rust solution.
+compgen -G "$HOME/.rustup/toolchains/stable-*/bin/rustc" >/dev/null || [ -x /usr/bin/rustc ] \
+  || missing+=(rustc)
 # Go and Java, two of the registry's languages (shared/languages/languages.toml).
 command -v go >/dev/null || missing+=(golang-go)
 { command -v javac >/dev/null && command -v jar >/dev/null; } || missing+=(default-jdk-headless)
