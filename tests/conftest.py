@@ -35,6 +35,28 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.bus)
 
 
+# What needs root: sandboxes on slots of their own (`root`) and the services' default
+# isolation (`strict`: a uid per sandbox slot and the slots' cgroups), and the daemons
+# and guests of the container and VM tests.
+NEEDS_ROOT = ("bus", "containers", "vm", "root")
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Stop at once, saying why, rather than fail test after test as a plain user."""
+    if os.geteuid() == 0:
+        return
+    needing = [i for i in session.items if any(i.get_closest_marker(m) for m in NEEDS_ROOT)]
+    if needing:
+        pytest.exit(
+            f"{len(needing)} of the selected tests need root: the services run every sandbox "
+            "layer (`--isolation strict`: a uid per slot, the slots' cgroups), and the "
+            "container and VM tests start dockerd and qemu. Run `make test` as root, or "
+            'as this user only the unit subset: pytest -m "not bus and not vm and not '
+            'containers and not root"',
+            returncode=3,
+        )
+
+
 @pytest.fixture(autouse=True)
 def _bus_only_when_marked(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """A test not marked `bus` may not start a nats-server: keeps `-m "not bus"` honest."""

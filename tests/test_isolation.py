@@ -25,6 +25,9 @@ from dcodex.shared.sandbox.slots import SlotPool, open_slot_pool
 from dcodex.shared.sandbox.workspace import workspace
 from tests.conftest import ServiceProcesses, dcodex_argv, stop_process, wait_for_subject
 
+# Sandboxes on slots of their own: a uid per slot and its cgroups need root.
+pytestmark = pytest.mark.root
+
 LIMITS = EffectiveLimits(
     cpu_time_s=2,
     wall_time_s=5,

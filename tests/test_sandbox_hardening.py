@@ -36,6 +36,9 @@ from tests.conftest import dcodex_argv, stop_process, wait_for_subject
 from tests.test_isolation import WITHOUT_SYS_ADMIN
 from tests.test_sandbox_security import attack, processes_mentioning
 
+# Sandboxes on slots of their own: a uid per slot and its cgroups need root.
+pytestmark = pytest.mark.root
+
 MiB = 2**20
 LIMITS = EffectiveLimits(
     cpu_time_s=2,

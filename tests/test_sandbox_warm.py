@@ -26,6 +26,9 @@ from dcodex.shared.sandbox.warm import (
 )
 from dcodex.shared.sandbox.workspace import hand_over, workspace, write_file
 
+# Sandboxes on slots of their own: a uid per slot and its cgroups need root.
+pytestmark = pytest.mark.root
+
 MiB = 2**20
 LIMITS = EffectiveLimits(
     cpu_time_s=1.0,
