@@ -310,6 +310,8 @@ async def test_forged_events_and_hijacked_service_subjects_are_refused(
             "dcodex.compile",
             "dcodex.languages",
             "dcodex.cache.purge",
+            # Heard by every cache replica: a purge's word to their memory tiers.
+            "dcodex.cache.forget",
             "dcodex.input.*.*",
             # Answering for the victim's runs: a forged "finished" would be its result.
             "dcodex.status.execute",
@@ -441,6 +443,8 @@ async def test_no_jetstream_api_or_bucket_subject_for_a_tenant(
         f"$KV.dcodex-results.{key}",
         "$O.dcodex-artifacts.M.x",
         "dcodex.cache.purge",
+        # Emptying every replica's memory tier is the services' word alone.
+        "dcodex.cache.forget",
     ):
         assert await attacker.refused("pub", subject), subject
     # And with a reply subject, as a real JetStream request would be.
