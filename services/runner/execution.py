@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from dcodex.services.runner.verdict import decide_status
 from dcodex.shared.contract import EffectiveLimits, ExecutionResult
 from dcodex.shared.languages.registry import Language
+from dcodex.shared.sandbox.handover import HandedFile
 from dcodex.shared.sandbox.run import (
     LiveInput,
     OutputCallback,
@@ -90,8 +91,15 @@ async def execute_warm(
     on_output: OutputCallback | None = None,
     on_finished: Callable[[SandboxResult, ExecutionResult], None] | None = None,
 ) -> ExecutionResult:
-    """`execute`, in a sandbox started ahead whose interpreter is given the program."""
-    outcome = await warm.run(program.source, args, stdin.encode(), on_output)
+    """`execute`, in a sandbox started ahead: an interpreter given the source, or a
+    deferred sandbox given the binary (as a cold run's: mode 0500) and its argv."""
+    language = program.language
+    if program.binary is not None and language.binary:
+        binary = HandedFile(language.binary, program.binary, 0o500)
+        argv = language.run_argv(limits.memory_bytes, args)
+        outcome = await warm.run_program([binary], argv, stdin.encode(), on_output)
+    else:
+        outcome = await warm.run(program.source, args, stdin.encode(), on_output)
     result = to_result(outcome, limits, execution_id, program.language.id, program.language_version)
     result = result.model_copy(update={"isolation": warm.layers})
     if on_finished is not None:

@@ -20,7 +20,7 @@ from dcodex.services.runner.execution import Program, execute, execute_warm
 from dcodex.services.runner.interactive import input_feed
 from dcodex.services.runner.judge import Judge
 from dcodex.services.runner.metrics import RunnerMetrics
-from dcodex.services.runner.warm_pool import WarmPool, open_warm_pool
+from dcodex.services.runner.warm_pool import WarmPools, open_warm_pools
 from dcodex.shared import bus
 from dcodex.shared.bus.retry import retry_unreceived
 from dcodex.shared.bus.watch import RunLost, watched_request
@@ -80,10 +80,10 @@ class Runner:
         registry: Registry,
         artifacts: ObjectStore,
         slots: SlotPool,
-        warm: WarmPool | None = None,
+        warm: WarmPools | None = None,
     ) -> None:
         self.settings = settings
-        self.warm = warm
+        self.warm = warm or WarmPools()
         self.nc = nc
         self.registry = registry
         self.artifacts = artifacts
@@ -279,13 +279,18 @@ class Runner:
         live: LiveInput | None,
     ) -> WarmSandbox | None:
         """A warm sandbox started for exactly this run's language and limits, if one is
-        ready; None sends the run the cold way (interactive runs always go that way)."""
-        warm = self.warm
+        ready; None sends the run the cold way (interactive runs always go that way).
+        A compiled program gets a deferred (native) one, an interpreted one an interpreter."""
+        native = program.binary is not None
+        warm = self.warm.native if native else self.warm.interpreter
         if warm is None or live is not None or limits != warm.spec.limits:
             return None
-        if program.language.run != warm.language_run:
+        if not warm.serves(program.language):
             return None
-        if handover(warm.spec.source_name, request.code, request.args) is None:
+        if native:
+            if any("\0" in arg for arg in request.args):
+                return None  # the cold way says what becomes of it
+        elif handover(warm.spec.source_name, request.code, request.args) is None:
             return None
         return warm.take()
 
@@ -420,7 +425,7 @@ async def start(settings: Settings) -> Service:
     )
     registry = await available_languages(settings.languages_file, slots.probe_slot())
     artifacts = await open_artifact_store(nc.jetstream())
-    warm = open_warm_pool(settings, registry, slots)
+    warm = open_warm_pools(settings, registry, slots)
     runner = Runner(settings, nc, registry, artifacts, slots, warm)
     running = await micro.start_micro_service(
         nc,
@@ -443,6 +448,6 @@ async def start(settings: Settings) -> Service:
         running,
         runner.metrics.registry,
         details={"isolation": " ".join(layers)},
-        on_stopped=[warm.close, slots.close] if warm is not None else [slots.close],
+        on_stopped=[warm.close, slots.close],
         ready_checks=[object_store_check(artifacts, ARTIFACT_BUCKET)],
     )

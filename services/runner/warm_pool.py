@@ -1,8 +1,13 @@
-"""The runner's warm interpreters (`--warm-interpreters`): which language, which slots.
+"""The runner's warm sandboxes: which languages, which limits, which slots.
 
-The sandbox keeps them (`dcodex.shared.sandbox.warm`); this picks the Python of the
-registry, the runner's default limits (a run asking for others goes the cold way) and
-slots of their own, with uids above the runner's and the compiler's.
+The sandbox keeps them (`dcodex.shared.sandbox.warm`); this picks what each kind
+serves, at the runner's default limits (a run asking for others goes the cold way), on
+slots of their own with uids above the runner's and the compiler's:
+
+- `interpreter` (`--warm-interpreters`): the registry's Python, its interpreter started;
+- `native` (`--warm-native`): compiled programs of the first compiled language (C) and
+  of every language whose runs look the same to the program (environment, read-only
+  paths, address space: C++), set up to the program's exec (a deferred sandbox).
 """
 
 from __future__ import annotations
@@ -12,29 +17,33 @@ from pathlib import Path
 
 import structlog
 
-from dcodex.shared.languages.registry import Registry
+from dcodex.shared.languages.registry import Language, Registry
 from dcodex.shared.sandbox.isolation import SANDBOX_WORKDIR
 from dcodex.shared.sandbox.slots import SlotPool
 from dcodex.shared.sandbox.warm import WarmPool as SandboxWarmPool
 from dcodex.shared.sandbox.warm import WarmSandbox, WarmSpec, warm_argv
 from dcodex.shared.service.config import Settings
 
-# Warm slots run as sandbox_uid_base + 2000 + N (the compiler's are + 1000 + N).
+# Warm slots run as sandbox_uid_base + offset + N (the compiler's are + 1000 + N).
 WARM_UID_OFFSET = 2000
+NATIVE_UID_OFFSET = 3000
 
 log = structlog.get_logger("dcodex.runner")
 
 
 @dataclass
 class WarmPool:
-    """The pool, and the language run it stands for."""
+    """A pool, and the languages it serves."""
 
     pool: SandboxWarmPool
-    language_run: tuple[str, ...]
+    languages: frozenset[str]
 
     @property
     def spec(self) -> WarmSpec:
         return self.pool.spec
+
+    def serves(self, language: Language) -> bool:
+        return language.id in self.languages
 
     def take(self) -> WarmSandbox | None:
         return self.pool.take()
@@ -43,17 +52,37 @@ class WarmPool:
         self.pool.close()
 
 
-def open_warm_pool(settings: Settings, registry: Registry, slots: SlotPool) -> WarmPool | None:
-    """Start `settings.warm_interpreters` warm Python sandboxes (None: off, or not here)."""
-    size = settings.warm_interpreters
-    if size == 0:
-        return None
+@dataclass
+class WarmPools:
+    """The runner's warm sandboxes by kind (None: that kind is off)."""
+
+    interpreter: WarmPool | None = None
+    native: WarmPool | None = None
+
+    def close(self) -> None:
+        for pool in (self.interpreter, self.native):
+            if pool is not None:
+                pool.close()
+
+
+def open_warm_pools(settings: Settings, registry: Registry, slots: SlotPool) -> WarmPools:
+    """Start the warm sandboxes `settings` asks for, where the host allows them."""
     if not slots.isolation.namespaces:
         # Without namespaces a run's HOME and files are its own host directory, which a
-        # sandbox started ahead cannot know; such hosts run Python the cold way.
-        log.info("warm_interpreters_off", reason="no namespaces")
-        return None
-    for language in registry.languages:
+        # sandbox started ahead cannot know; such hosts run everything the cold way.
+        if settings.warm_interpreters or settings.warm_native:
+            log.info("warm_sandboxes_off", reason="no namespaces")
+        return WarmPools()
+    return WarmPools(
+        interpreter=_interpreter_pool(settings, registry, slots),
+        native=_native_pool(settings, registry, slots),
+    )
+
+
+def _interpreter_pool(settings: Settings, registry: Registry, slots: SlotPool) -> WarmPool | None:
+    """`settings.warm_interpreters` warm Python sandboxes (None: off, or no Python)."""
+    size = settings.warm_interpreters
+    for language in registry.languages if size else []:
         argv = warm_argv(language.run, language.source)
         if argv is None or language.compiled:
             continue
@@ -64,14 +93,52 @@ def open_warm_pool(settings: Settings, registry: Registry, slots: SlotPool) -> W
             limits=settings.default_limits(),
             read_only=language.mounts,
         )
-        warm_slots = SlotPool(
-            size,
-            settings.sandbox_uid_base + WARM_UID_OFFSET,
-            isolation=slots.isolation,
-            service="runner-warm",
-        )
-        pool = SandboxWarmPool(spec, warm_slots, size)
-        pool.start()
         log.info("warm_interpreters", language=language.id, size=size)
-        return WarmPool(pool, language.run)
+        return _start(spec, settings, slots, WARM_UID_OFFSET, "runner-warm", [language])
     return None
+
+
+def _native_pool(settings: Settings, registry: Registry, slots: SlotPool) -> WarmPool | None:
+    """`settings.warm_native` deferred sandboxes for compiled programs (None: off)."""
+    size = settings.warm_native
+    compiled = [language for language in registry.languages if language.binary is not None]
+    if size == 0 or not compiled:
+        return None
+    spec = _native_spec(compiled[0], settings)
+    served = [language for language in compiled if _native_spec(language, settings) == spec]
+    log.info("warm_native", languages=[language.id for language in served], size=size)
+    return _start(spec, settings, slots, NATIVE_UID_OFFSET, "runner-native", served)
+
+
+def _native_spec(language: Language, settings: Settings) -> WarmSpec:
+    """What a run of `language`'s binary at the default limits is set up with."""
+    limits = settings.default_limits()
+    return WarmSpec(
+        argv=(),
+        source_name="",
+        env=language.sandbox_env(Path(SANDBOX_WORKDIR)),
+        limits=limits,
+        read_only=language.mounts,
+        deferred=True,
+        address_space=language.address_space(limits.memory_bytes),
+    )
+
+
+def _start(
+    spec: WarmSpec,
+    settings: Settings,
+    slots: SlotPool,
+    uid_offset: int,
+    service: str,
+    languages: list[Language],
+) -> WarmPool:
+    size = settings.warm_native if spec.deferred else settings.warm_interpreters
+    warm_slots = SlotPool(
+        size,
+        settings.sandbox_uid_base + uid_offset,
+        isolation=slots.isolation,
+        service=service,
+    )
+    pool = SandboxWarmPool(spec, warm_slots, size)
+    pool.start()
+    return WarmPool(pool, frozenset(language.id for language in languages))

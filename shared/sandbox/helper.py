@@ -110,11 +110,14 @@ def helper_options(
     sweep_uid: bool = True,
     address_space: int | None = None,
     wall_backstop: bool = True,
+    deferred: bool = False,
 ) -> list[str]:
     """The helper's options for one run (see the usage in sandbox_exec.c);
     `address_space` replaces the memory limit as RLIMIT_AS (for runtimes such as the JVM).
     `wall_backstop`: the helper ends the run itself past its wall clock (plus a margin),
-    counted from its start: not for a warm sandbox, which waits for its run first."""
+    counted from its start: not for a warm sandbox, which waits for its run first.
+    `deferred`: the program's files and argv come later, on its stdin (`handover.py`);
+    `program` is then empty."""
     cpu = max(1, math.ceil(limits.cpu_time_s))  # the verdict compares the exact CPU time
     argv = [
         "--status-fd", str(status_fd),
@@ -149,6 +152,7 @@ def helper_options(
             argv += ["--output", name]
         argv += ["--output-bytes", str(limits.file_size_bytes)]
         argv += ["--deadline-ms", str(math.ceil(limits.wall_time_s * 1000))]
+        argv += ["--deferred"] if deferred else []
     return [*argv, "--", *program]
 
 

@@ -138,9 +138,12 @@ def start_sandboxed(
     outputs: Sequence[str] = (),
     address_space: int | None = None,
     wall_backstop: bool = True,
+    deferred: bool = False,
 ) -> StartedSandbox:
     """Start `argv` as `run_sandboxed` does, without supervising it yet: its stdin,
     output and wall-clock limit begin with `StartedSandbox.finish` (see `warm.py`).
+    `deferred` (namespaces only): everything is set up but the program, whose files and
+    argv (`argv` is then empty) come first on its stdin (`handover.py`).
     Call from the event loop that will supervise it."""
     loop = asyncio.get_running_loop()
     slot = slot or Slot(index=0, uid=None, gid=None)
@@ -151,7 +154,9 @@ def start_sandboxed(
         env = clean_env(working_directory(slot, cwd))
     if cgroup is not None:
         cgroup.prepare(limits.memory_bytes, limits.processes)
-    program = [_executable(argv[0], env), *argv[1:]]
+    if deferred and not isolation.namespaces:
+        raise ValueError("a deferred sandbox needs namespaces")
+    program = program_argv(argv, env) if argv else []
 
     def options(status_fd: int) -> list[str]:
         return helper_options(
@@ -167,6 +172,7 @@ def start_sandboxed(
             sweep_uid=not slot.shared_uid,
             address_space=address_space,
             wall_backstop=wall_backstop,
+            deferred=deferred,
         )
 
     spawned = _spawn(options, cwd, env)
@@ -294,6 +300,11 @@ def _spawn(options: Callable[[int], list[str]], cwd: Path, env: Mapping[str, str
     for fd in ours:
         os.set_blocking(fd, False)
     return _Spawned(proc, status_r, stdin_w, stdout_r, stderr_r)
+
+
+def program_argv(argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
+    """`argv` as the helper execs it: its program looked up as `_executable` does."""
+    return [_executable(argv[0], env), *argv[1:]]
 
 
 def _executable(name: str, env: Mapping[str, str]) -> str:

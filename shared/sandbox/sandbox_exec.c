@@ -31,6 +31,9 @@
  *                         and remove its IPC objects (the uid is the run's alone)
  *   --no-seccomp          no system call filter (the sandbox benchmark's comparison only)
  *   --wall-ms N           kill the run after N ms, whatever the supervisor does
+ *   --deferred            with namespaces: a sandbox started ahead of its run (no ARGV);
+ *                         the program's files and argv come first on its stdin, see
+ *                         `take_handover`; --deadline-ms then counts from the handover
  *
  * The run also ends when the supervisor dies (kill -9 of the runner): the helper asks
  * for a parent-death signal, and both it and the wall clock kill everything the run
@@ -84,7 +87,7 @@ struct config {
     int status_fd;
     long long cpu_soft, cpu_hard, as, fsize, nofile, stack, nproc, uid, gid, disk;
     long long output_bytes, deadline_ms, wall_ms;
-    int namespaces, userns, no_seccomp, sweep;
+    int namespaces, userns, no_seccomp, sweep, deferred;
     const char *workdir;
     const char *outputs[MAX_LIST];
     int output_count;
@@ -246,6 +249,114 @@ static void fresh_keyrings(void) {
     if (cfg.uid >= 0) syscall(SYS_keyctl, KEYCTL_CLEAR, KEY_SPEC_USER_KEYRING);
 }
 
+/* --- deferred exec: a sandbox started ahead, given its program later ---------------- */
+
+/* Marks a failure of the handover (not of exec) on the program's error pipe. */
+#define HANDOVER_FAILED 0x10000
+/* The handover's description (names, modes, sizes, argv) is small; the files are not. */
+#define HANDOVER_MAX_META (1 << 20)
+#define HANDOVER_LENGTH_DIGITS 10
+
+static void handover_failed(int error) {
+    int failure = error | HANDOVER_FAILED;
+    (void)!write(exec_error_fd, &failure, sizeof failure);
+    _exit(127);
+}
+
+/* Exactly `count` bytes of stdin, never more (what follows is the run's own stdin);
+   0, or -1 at EOF or an error. */
+static int read_exact(char *buffer, size_t count) {
+    while (count > 0) {
+        ssize_t n = read(0, buffer, count);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return -1;
+        buffer += n;
+        count -= (size_t)n;
+    }
+    return 0;
+}
+
+/* A whole decimal (or, base 8, octal) number in [0, max]; else -1. */
+static long long parse_count(const char *text, int base, long long max) {
+    char *end = NULL;
+    errno = 0;
+    long long value = strtoll(text, &end, base);
+    if (errno != 0 || end == text || *end != '\0' || value < 0 || value > max) return -1;
+    return value;
+}
+
+/* A plain name in /box: not empty, not "." or "..", no "/". */
+static int plain_name(const char *name) {
+    return name[0] != '\0' && strchr(name, '/') == NULL && strcmp(name, ".") != 0 &&
+           strcmp(name, "..") != 0;
+}
+
+/* Write one handed-over file of `size` bytes from stdin into the working directory. */
+static void receive_file(const char *name, long long mode, long long size) {
+    if (!plain_name(name)) handover_failed(EINVAL);
+    /* A new file, never through a link or over anything there: as a cold run's copy. */
+    int fd = open(name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) handover_failed(errno);
+    char buffer[65536];
+    while (size > 0) {
+        size_t chunk = size < (long long)sizeof buffer ? (size_t)size : sizeof buffer;
+        if (read_exact(buffer, chunk) != 0) handover_failed(EPROTO); /* shorter than said */
+        ssize_t written = write(fd, buffer, chunk);
+        if (written != (ssize_t)chunk) handover_failed(written < 0 ? errno : ENOSPC);
+        size -= (long long)chunk;
+    }
+    /* The mode a cold run's copy gets, whatever the umask. */
+    if (fchmod(fd, (mode_t)(mode & 0755)) != 0) handover_failed(errno);
+    close(fd);
+}
+
+/*
+ * The handover, read from stdin by the program process (its uid, namespaces, rlimits,
+ * keyrings, no_new_privs and seccomp filter in place): HANDOVER_LENGTH_DIGITS decimal
+ * digits giving the length of a description, the description (NUL-separated fields:
+ * the number of files; per file its name, octal mode and size; then the argv, at least
+ * ARGV[0]), then the files' bytes one after the other. The run's own stdin follows.
+ * A sandbox whose stdin ends before anything was handed over ends quietly (unused).
+ */
+static void take_handover(void) {
+    char digits[HANDOVER_LENGTH_DIGITS + 1] = {0};
+    ssize_t first;
+    do first = read(0, digits, 1);
+    while (first < 0 && errno == EINTR);
+    if (first == 0) _exit(0); /* EOF: never used */
+    if (first < 0 || read_exact(digits + 1, HANDOVER_LENGTH_DIGITS - 1) != 0)
+        handover_failed(EPROTO);
+    long long length = parse_count(digits, 10, HANDOVER_MAX_META);
+    if (length <= 0) handover_failed(EPROTO);
+    char *meta = malloc((size_t)length + 1);
+    if (meta == NULL) handover_failed(ENOMEM);
+    if (read_exact(meta, (size_t)length) != 0) handover_failed(EPROTO);
+    meta[length] = '\0';
+    if (meta[length - 1] != '\0') handover_failed(EPROTO); /* every field ends in a NUL */
+    char *fields[4096];
+    int count = 0;
+    for (long long at = 0; at < length; at += (long long)strlen(meta + at) + 1) {
+        if (count == (int)(sizeof fields / sizeof *fields) - 1) handover_failed(E2BIG);
+        fields[count++] = meta + at;
+    }
+    fields[count] = NULL;
+    long long files = count > 0 ? parse_count(fields[0], 10, MAX_LIST) : -1;
+    if (files < 0 || count < 1 + 3 * files + 1) handover_failed(EPROTO);
+    /* Every size is checked before anything is written: a lie ends the run early. */
+    for (long long i = 0; i < files; i++) {
+        if (parse_count(fields[1 + 3 * i + 1], 8, 07777) < 0 ||
+            parse_count(fields[1 + 3 * i + 2], 10, 1LL << 40) < 0)
+            handover_failed(EPROTO);
+    }
+    for (long long i = 0; i < files; i++)
+        receive_file(fields[1 + 3 * i], parse_count(fields[1 + 3 * i + 1], 8, 07777),
+                     parse_count(fields[1 + 3 * i + 2], 10, 1LL << 40));
+    cfg.argv = &fields[1 + 3 * files];
+    /* Held back until now so that handed-over files are not bounded by it (a cold run's
+       are copied in by the reaper, outside the program's limits). */
+    limit(RLIMIT_FSIZE, cfg.fsize, cfg.fsize);
+}
+
 static void become_program(void) {
     /* When the run's memory cgroup is full, the OOM killer takes the program first
        (set while still privileged: /proc/self is root's once we change uid). */
@@ -257,7 +368,7 @@ static void become_program(void) {
     signal(SIGTERM, SIG_DFL);
     limit(RLIMIT_CORE, 0, 0);
     limit(RLIMIT_CPU, cfg.cpu_soft, cfg.cpu_hard);
-    limit(RLIMIT_FSIZE, cfg.fsize, cfg.fsize);
+    if (!cfg.deferred) limit(RLIMIT_FSIZE, cfg.fsize, cfg.fsize); /* else after the handover */
     limit(RLIMIT_NOFILE, cfg.nofile, cfg.nofile);
     limit(RLIMIT_STACK, cfg.stack, cfg.stack);
     limit(RLIMIT_NPROC, cfg.nproc, cfg.nproc);
@@ -275,6 +386,7 @@ static void become_program(void) {
             program_failed();
         }
     }
+    if (cfg.deferred) take_handover();
     limit(RLIMIT_AS, cfg.as, cfg.as);
     execv(cfg.argv[0], cfg.argv); /* no PATH search, no /bin/sh fallback on ENOEXEC */
     program_failed();
@@ -318,7 +430,10 @@ static void report_exit(int status, struct rusage *usage) {
 
 static void report_start_error(int failure) {
     char line[64];
-    snprintf(line, sizeof line, "error %d exec\n", failure);
+    if (failure & HANDOVER_FAILED)
+        snprintf(line, sizeof line, "error %d handover\n", failure & ~HANDOVER_FAILED);
+    else
+        snprintf(line, sizeof line, "error %d exec\n", failure);
     report(line);
 }
 
@@ -596,6 +711,8 @@ static void run_as_reaper(void) {
         report_start_error(failure);
         _exit(0);
     }
+    /* Started ahead, the run began with its handover: its outputs' deadline too. */
+    if (cfg.deferred) clock_gettime(CLOCK_MONOTONIC, &started);
     close_stdio();
     program_group = program;
     if (stop_requested) kill(-1, SIGKILL);
@@ -808,7 +925,7 @@ static int parse(int argc, char **argv) {
         int has_value = i + 1 < argc;
         if (strcmp(option, "--") == 0) {
             cfg.argv = &argv[i + 1];
-            return i + 1 < argc ? 0 : -1;
+            return i + 1 < argc || cfg.deferred ? 0 : -1;
         }
 #define NUMBER(name, field)                                           \
     if (strcmp(option, name) == 0 && has_value) {                     \
@@ -845,6 +962,8 @@ static int parse(int argc, char **argv) {
             cfg.outputs[cfg.output_count++] = argv[++i];
         } else if (strcmp(option, "--sweep-uid") == 0) {
             cfg.sweep = 1;
+        } else if (strcmp(option, "--deferred") == 0) {
+            cfg.deferred = 1;
         } else if (strcmp(option, "--no-seccomp") == 0) {
             cfg.no_seccomp = 1;
         } else {
@@ -889,7 +1008,8 @@ int main(int argc, char **argv) {
     int parsed = argc == 3 && strcmp(argv[1], "--config-fd") == 0
                      ? parse_from_fd(atoi(argv[2]))
                      : parse(argc, argv);
-    if (parsed != 0 || cfg.status_fd < 0 || (cfg.namespaces && !cfg.workdir)) {
+    if (parsed != 0 || cfg.status_fd < 0 || (cfg.namespaces && !cfg.workdir) ||
+        (cfg.deferred && !cfg.namespaces)) {
         fprintf(stderr, "usage: dcodex-exec --status-fd N [OPTION...] -- ARGV...\n");
         return 2;
     }

@@ -15,8 +15,14 @@ serves one run and is then gone: nothing of one run is there for another. Only t
 wall-clock limit and the output start with the handover; CPU time and memory count the
 interpreter's start-up as a cold run's do.
 
+Native programs (a compiled binary) get warm sandboxes too, one level lower: a
+*deferred* sandbox (`WarmSpec.deferred`) is set up to the program's `execv`, where it
+waits for the files and argv of its program (`handover.py`): the binary is written into
+/box and exec'd, every layer set up before as for a cold run.
+
 `WarmPool` keeps `size` of them started, on slots of their own (so they take no slot
-from cold runs), and starts the next one as soon as one is taken.
+from cold runs), and starts the next one as soon as one is taken; it serves either
+kind, by its spec.
 """
 
 from __future__ import annotations
@@ -34,7 +40,14 @@ from pathlib import Path
 import structlog
 
 from dcodex.shared.contract import EffectiveLimits
-from dcodex.shared.sandbox.run import OutputCallback, SandboxResult, StartedSandbox, start_sandboxed
+from dcodex.shared.sandbox.handover import HandedFile, deferred_handover
+from dcodex.shared.sandbox.run import (
+    OutputCallback,
+    SandboxResult,
+    StartedSandbox,
+    program_argv,
+    start_sandboxed,
+)
 from dcodex.shared.sandbox.slot import Slot
 from dcodex.shared.sandbox.slots import SlotPool
 from dcodex.shared.sandbox.workspace import hand_over
@@ -116,11 +129,14 @@ def handover(source_name: str, code: str, args: Sequence[str]) -> bytes | None:
 class WarmSpec:
     """What warm sandboxes are started with; a run may take one only if it asks the same."""
 
-    argv: tuple[str, ...]  # from `warm_argv`
-    source_name: str
+    argv: tuple[str, ...]  # from `warm_argv`; () when `deferred`
+    source_name: str  # the interpreter's source file ("" when `deferred`)
     env: Mapping[str, str]
     limits: EffectiveLimits
     read_only: tuple[str, ...] = ()
+    # Set up to the program's exec, which waits for a `deferred_handover` (native runs).
+    deferred: bool = False
+    address_space: int | None = None  # RLIMIT_AS when not the memory limit
 
 
 class WarmSandbox:
@@ -143,6 +159,8 @@ class WarmSandbox:
                 # It waits for its run: the helper's own wall clock would end it first.
                 # (Its parent-death signal still ends it with the runner.)
                 wall_backstop=False,
+                deferred=spec.deferred,
+                address_space=spec.address_space,
             )
         except BaseException:
             shutil.rmtree(self._workdir, ignore_errors=True)
@@ -155,11 +173,35 @@ class WarmSandbox:
     async def run(
         self, code: str, args: Sequence[str], stdin: bytes, on_output: OutputCallback | None
     ) -> SandboxResult:
-        if self.used.done():
-            raise RuntimeError("this warm sandbox was used up: each serves one run")
+        """Run Python `code` with `args` in a warm interpreter."""
+        if self.spec.deferred:
+            raise RuntimeError("a deferred sandbox runs a handed-over program: run_program")
         first = handover(self.spec.source_name, code, args)
         if first is None:
             raise ValueError("a program or argument with a NUL byte cannot be handed over")
+        return await self.run_handover(first, stdin, on_output)
+
+    async def run_program(
+        self,
+        files: Sequence[HandedFile],
+        argv: Sequence[str],
+        stdin: bytes,
+        on_output: OutputCallback | None,
+    ) -> SandboxResult:
+        """Run `argv` (looked up as a cold run's) in a deferred sandbox, `files` in /box."""
+        if not self.spec.deferred:
+            raise RuntimeError("only a deferred sandbox takes a program")
+        first = deferred_handover(files, program_argv(argv, self.spec.env))
+        if first is None:
+            raise ValueError("this program or its arguments cannot be handed over")
+        return await self.run_handover(first, stdin, on_output)
+
+    async def run_handover(
+        self, first: bytes, stdin: bytes, on_output: OutputCallback | None
+    ) -> SandboxResult:
+        """Send `first` (the handover), then the run's `stdin`, and supervise the run."""
+        if self.used.done():
+            raise RuntimeError("this warm sandbox was used up: each serves one run")
         try:
             return await self._started.finish(first + stdin, on_output)
         finally:
