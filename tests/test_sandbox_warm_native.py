@@ -330,7 +330,7 @@ def _description(*fields: bytes) -> bytes:
 
 # Handovers that lie, each with the errno the helper reports ("error N handover").
 LIES = {
-    "longer than sent": (b"%010d" % 500 + b"1\0main\0500\0", errno.EPROTO),
+    "longer than sent": (b"%010d" % 500 + b"1\x00main\x00500\x00", errno.EPROTO),
     "file longer than sent": (
         _description(b"1", b"main", b"500", b"1000", b"./main") + b"ab",
         errno.EPROTO,
@@ -391,7 +391,7 @@ def test_the_handover_names_only_plain_files() -> None:
             deferred_handover([HandedFile(name, b"", 0o400)], ["./main"])
     assert deferred_handover([], ["./main", "with\0nul"]) is None
     assert deferred_handover([HandedFile("main", b"BIN", 0o500)], ["./main", "x"]) == (
-        b"0000000022" + b"1\0main\0500\0003\0./main\0x\0" + b"BIN"
+        b"0000000022" + b"1\x00main\x00500\x003\x00./main\x00x\x00" + b"BIN"
     )
 
 
