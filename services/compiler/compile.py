@@ -9,7 +9,7 @@ is a compile error whose diagnostics end with a `[dcodex]` line naming the limit
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from signal import SIGXCPU, SIGXFSZ
@@ -17,8 +17,11 @@ from signal import SIGXCPU, SIGXFSZ
 from dcodex.services.compiler.pch import header_text, link_into
 from dcodex.shared.contract import EffectiveLimits
 from dcodex.shared.languages.registry import PCH_HEADER, CompileOptions, Language
+from dcodex.shared.sandbox.handover import HandedFile
+from dcodex.shared.sandbox.isolation import SANDBOX_WORKDIR
 from dcodex.shared.sandbox.run import SandboxResult, run_sandboxed, working_directory
 from dcodex.shared.sandbox.slot import Slot
+from dcodex.shared.sandbox.warm import WarmSandbox, WarmSpec
 from dcodex.shared.sandbox.workspace import (
     hand_over,
     read_output_file,
@@ -67,11 +70,16 @@ async def compile_source(
     options: CompileOptions | None = None,
     precompiled: Path | None = None,
     files: Sequence[tuple[str, bytes]] = (),
+    warm: WarmSandbox | None = None,
 ) -> Compilation:
     """Compile `code`; `precompiled` is a built header directory from the HeaderStore;
-    `files` (headers, other units) lie read-only beside the source."""
+    `files` (headers, other units) lie read-only beside the source. `warm`: a deferred
+    sandbox of `warm_compile_spec` to compile in (neither `precompiled` nor `files`)."""
     assert language.compile is not None and language.binary is not None
     chosen = options or language.options(None, None)
+    if warm is not None:
+        assert precompiled is None and not files
+        return await _compile_warm(language, code, settings, chosen, warm)
     with workspace(prefix="dcodex-compile-") as cwd:
         write_file(cwd, language.source, code.encode(), slot, mode=0o400)
         for name, data in files:
@@ -87,17 +95,61 @@ async def compile_source(
             read_only=language.mounts + ((str(precompiled),) if header and precompiled else ()),
             outputs=(language.binary,),  # from the sandbox's own working directory
         )
-        output = (outcome.stdout + outcome.stderr).decode("utf-8", errors="replace")
-        failure = _failure(outcome, output, settings)
+        name = language.binary
         largest = settings.max_artifact_bytes
-        binary = read_output_file(cwd, language.binary, largest) if failure is None else None
-        if failure is None and binary is None:
-            failure = _missing(outcome.skipped_outputs.get(language.binary), settings)
-        if binary is not None and len(binary) > settings.max_artifact_bytes:
-            failure, binary = _too_large(settings), None
-        if failure is not None:
-            return Compilation(False, _join(output, failure), outcome.wall_time_ms, None)
-        return Compilation(True, output, outcome.wall_time_ms, binary)
+        return _compilation(outcome, lambda: read_output_file(cwd, name, largest), name, settings)
+
+
+def warm_compile_spec(language: Language, settings: Settings) -> WarmSpec:
+    """What a compile of `language` (without a precompiled header or extra files) is
+    set up with: a deferred sandbox given the source and the compile command later."""
+    assert language.binary is not None
+    return WarmSpec(
+        argv=(),
+        source_name="",
+        env=language.sandbox_env(Path(SANDBOX_WORKDIR)),
+        limits=compile_limits(settings),
+        read_only=language.mounts,
+        deferred=True,
+        outputs=(language.binary,),
+    )
+
+
+async def _compile_warm(
+    language: Language, code: str, settings: Settings, options: CompileOptions, warm: WarmSandbox
+) -> Compilation:
+    """The compile in a sandbox set up ahead: handed the source (as a cold compile's,
+    mode 0400) and the compile command; its binary comes back as a cold compile's does."""
+    name = language.binary
+    assert name is not None
+    taken: list[bytes | None] = []
+
+    def collect(directory: Path) -> None:  # before the sandbox's directory is removed
+        taken.append(read_output_file(directory, name, settings.max_artifact_bytes))
+
+    source = HandedFile(language.source, code.encode(), 0o400)
+    argv = language.compile_argv(options)
+    outcome = await warm.run_program([source], argv, b"", None, collect=collect)
+    return _compilation(outcome, lambda: taken[0] if taken else None, name, settings)
+
+
+def _compilation(
+    outcome: SandboxResult,
+    read_binary: Callable[[], bytes | None],
+    name: str,
+    settings: Settings,
+) -> Compilation:
+    """What the compile's run amounts to: its binary, or why there is none."""
+    output = (outcome.stdout + outcome.stderr).decode("utf-8", errors="replace")
+    failure = _failure(outcome, output, settings)
+    binary = read_binary() if failure is None else None
+    if failure is None and binary is None:
+        failure = _missing(outcome.skipped_outputs.get(name), settings)
+    if binary is not None and len(binary) > settings.max_artifact_bytes:
+        failure, binary = _too_large(settings), None
+    if failure is not None:
+        return Compilation(False, _join(output, failure), outcome.wall_time_ms, None)
+    return Compilation(True, output, outcome.wall_time_ms, binary)
 
 
 def _place_header(precompiled: Path | None, cwd: Path, slot: Slot) -> str | None:

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from dcodex.services.compiler.compile import compile_source
 from dcodex.services.compiler.headers import PrecompiledHeaders
 from dcodex.services.compiler.metrics import CompilerMetrics
+from dcodex.services.compiler.warm_compiles import open_warm_compiles
 from dcodex.shared import bus
 from dcodex.shared.contract import (
     ArtifactRef,
@@ -35,6 +36,7 @@ from dcodex.shared.languages.registry import CompileOptions, Language, Registry
 from dcodex.shared.logging import note
 from dcodex.shared.sandbox.slot_cgroups import cgroup_version
 from dcodex.shared.sandbox.slots import SlotPool, open_slot_pool
+from dcodex.shared.sandbox.warm import WarmPool, WarmSandbox
 from dcodex.shared.service import micro
 from dcodex.shared.service.artifacts import ARTIFACT_BUCKET, compile_digest, open_artifact_store
 from dcodex.shared.service.config import Settings, check_sizes
@@ -62,9 +64,15 @@ log = structlog.get_logger("dcodex.compiler")
 
 class Compiler:
     def __init__(
-        self, settings: Settings, registry: Registry, artifacts: ObjectStore, slots: SlotPool
+        self,
+        settings: Settings,
+        registry: Registry,
+        artifacts: ObjectStore,
+        slots: SlotPool,
+        warm: WarmPool | None = None,
     ) -> None:
         self.settings = settings
+        self.warm = warm
         self.registry = registry
         self.artifacts = artifacts
         self.slots = slots
@@ -158,8 +166,12 @@ class Compiler:
             )
         precompiled = self.headers.for_source(language, options, code)
         async with self.slots.acquire() as slot:
+            # A warm compile holds a slot too, unused but for the count.
+            warm = self._warm_sandbox(language, precompiled is None and not files)
+            if warm is not None:
+                note(sandbox="warm")
             compilation = await compile_source(
-                language, code, self.settings, slot, options, precompiled, files
+                language, code, self.settings, slot, options, precompiled, files, warm
             )
         self.metrics.compile_seconds.labels(language.id).observe(compilation.time_ms / 1000)
         result = CompileResult(
@@ -187,6 +199,13 @@ class Compiler:
             ) from exc
         artifact = ArtifactRef(bucket=ARTIFACT_BUCKET, name=digest, size=len(compilation.binary))
         return result.model_copy(update={"artifact": artifact})
+
+    def _warm_sandbox(self, language: Language, plain: bool) -> WarmSandbox | None:
+        """A compile sandbox set up ahead for `language`, if one is ready and the compile
+        is `plain` (no precompiled header, no extra files); else the cold way."""
+        if self.warm is None or not plain or not self.warm.serves(language.id):
+            return None
+        return self.warm.take()
 
     async def _stored(self, digest: str) -> tuple[ArtifactRef, str] | None:
         """The stored artifact and the diagnostics of its compile, if there is one."""
@@ -218,7 +237,8 @@ async def start(settings: Settings) -> Service:
     )
     registry = await available_languages(settings.languages_file, slots.probe_slot())
     artifacts = await open_artifact_store(nc.jetstream(), max_bytes=None)
-    compiler = Compiler(settings, registry, artifacts, slots)
+    warm = open_warm_compiles(settings, registry, slots)
+    compiler = Compiler(settings, registry, artifacts, slots, warm)
     running = await micro.start_micro_service(
         nc,
         name=NAME,
@@ -237,6 +257,6 @@ async def start(settings: Settings) -> Service:
         nc,
         running,
         compiler.metrics.registry,
-        on_stopped=[slots.close],
+        on_stopped=[warm.close, slots.close] if warm is not None else [slots.close],
         ready_checks=[object_store_check(artifacts, ARTIFACT_BUCKET)],
     )

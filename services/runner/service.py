@@ -285,7 +285,7 @@ class Runner:
         warm = self.warm.native if native else self.warm.interpreter
         if warm is None or live is not None or limits != warm.spec.limits:
             return None
-        if not warm.serves(program.language):
+        if not warm.serves(program.language.id):
             return None
         if native:
             if any("\0" in arg for arg in request.args):

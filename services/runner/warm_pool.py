@@ -20,8 +20,7 @@ import structlog
 from dcodex.shared.languages.registry import Language, Registry
 from dcodex.shared.sandbox.isolation import SANDBOX_WORKDIR
 from dcodex.shared.sandbox.slots import SlotPool
-from dcodex.shared.sandbox.warm import WarmPool as SandboxWarmPool
-from dcodex.shared.sandbox.warm import WarmSandbox, WarmSpec, warm_argv
+from dcodex.shared.sandbox.warm import WarmPool, WarmSpec, start_warm_pool, warm_argv
 from dcodex.shared.service.config import Settings
 
 # Warm slots run as sandbox_uid_base + offset + N (the compiler's are + 1000 + N).
@@ -29,27 +28,6 @@ WARM_UID_OFFSET = 2000
 NATIVE_UID_OFFSET = 3000
 
 log = structlog.get_logger("dcodex.runner")
-
-
-@dataclass
-class WarmPool:
-    """A pool, and the languages it serves."""
-
-    pool: SandboxWarmPool
-    languages: frozenset[str]
-
-    @property
-    def spec(self) -> WarmSpec:
-        return self.pool.spec
-
-    def serves(self, language: Language) -> bool:
-        return language.id in self.languages
-
-    def take(self) -> WarmSandbox | None:
-        return self.pool.take()
-
-    def close(self) -> None:
-        self.pool.close()
 
 
 @dataclass
@@ -132,13 +110,11 @@ def _start(
     service: str,
     languages: list[Language],
 ) -> WarmPool:
-    size = settings.warm_native if spec.deferred else settings.warm_interpreters
-    warm_slots = SlotPool(
-        size,
-        settings.sandbox_uid_base + uid_offset,
+    return start_warm_pool(
+        spec,
+        settings.warm_native if spec.deferred else settings.warm_interpreters,
         isolation=slots.isolation,
+        uid_base=settings.sandbox_uid_base + uid_offset,
         service=service,
+        languages=[language.id for language in languages],
     )
-    pool = SandboxWarmPool(spec, warm_slots, size)
-    pool.start()
-    return WarmPool(pool, frozenset(language.id for language in languages))

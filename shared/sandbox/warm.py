@@ -33,7 +33,7 @@ import os
 import shutil
 import tempfile
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +41,7 @@ import structlog
 
 from dcodex.shared.contract import EffectiveLimits
 from dcodex.shared.sandbox.handover import HandedFile, deferred_handover
+from dcodex.shared.sandbox.isolation import Isolation
 from dcodex.shared.sandbox.run import (
     OutputCallback,
     SandboxResult,
@@ -137,6 +138,7 @@ class WarmSpec:
     # Set up to the program's exec, which waits for a `deferred_handover` (native runs).
     deferred: bool = False
     address_space: int | None = None  # RLIMIT_AS when not the memory limit
+    outputs: tuple[str, ...] = ()  # copied back from /box at the end (a compile's binary)
 
 
 class WarmSandbox:
@@ -161,6 +163,7 @@ class WarmSandbox:
                 wall_backstop=False,
                 deferred=spec.deferred,
                 address_space=spec.address_space,
+                outputs=spec.outputs,
             )
         except BaseException:
             shutil.rmtree(self._workdir, ignore_errors=True)
@@ -187,23 +190,32 @@ class WarmSandbox:
         argv: Sequence[str],
         stdin: bytes,
         on_output: OutputCallback | None,
+        collect: Callable[[Path], None] | None = None,
     ) -> SandboxResult:
-        """Run `argv` (looked up as a cold run's) in a deferred sandbox, `files` in /box."""
+        """Run `argv` (looked up as a cold run's) in a deferred sandbox, `files` in /box;
+        `collect` is given the host directory the spec's `outputs` were copied back to."""
         if not self.spec.deferred:
             raise RuntimeError("only a deferred sandbox takes a program")
         first = deferred_handover(files, program_argv(argv, self.spec.env))
         if first is None:
             raise ValueError("this program or its arguments cannot be handed over")
-        return await self.run_handover(first, stdin, on_output)
+        return await self.run_handover(first, stdin, on_output, collect)
 
     async def run_handover(
-        self, first: bytes, stdin: bytes, on_output: OutputCallback | None
+        self,
+        first: bytes,
+        stdin: bytes,
+        on_output: OutputCallback | None,
+        collect: Callable[[Path], None] | None = None,
     ) -> SandboxResult:
         """Send `first` (the handover), then the run's `stdin`, and supervise the run."""
         if self.used.done():
             raise RuntimeError("this warm sandbox was used up: each serves one run")
         try:
-            return await self._started.finish(first + stdin, on_output)
+            result = await self._started.finish(first + stdin, on_output)
+            if collect is not None:
+                collect(self._workdir)
+            return result
         finally:
             self.discard()
 
@@ -216,18 +228,25 @@ class WarmSandbox:
 
 
 class WarmPool:
-    """`size` warm sandboxes of `spec`, each on a slot of `slots`, kept started."""
+    """`size` warm sandboxes of `spec`, each on a slot of `slots`, kept started, for the
+    `languages` (ids) whose runs or compiles that spec fits."""
 
-    def __init__(self, spec: WarmSpec, slots: SlotPool, size: int) -> None:
+    def __init__(
+        self, spec: WarmSpec, slots: SlotPool, size: int, languages: Iterable[str] = ()
+    ) -> None:
         self.spec = spec
         self.slots = slots
         self.size = size
+        self.languages = frozenset(languages)
         self._ready: deque[WarmSandbox] = deque()
         self._keepers: list[asyncio.Task[None]] = []
         self._closed = False
 
     def start(self) -> None:
         self._keepers = [asyncio.create_task(self._keep()) for _ in range(self.size)]
+
+    def serves(self, language_id: str) -> bool:
+        return language_id in self.languages
 
     def take(self) -> WarmSandbox | None:
         """A started sandbox, or None when none is (all in use, or still starting)."""
@@ -271,3 +290,20 @@ class WarmPool:
                     with contextlib.suppress(ValueError):
                         self._ready.remove(warm)
                     warm.discard()
+
+
+def start_warm_pool(
+    spec: WarmSpec,
+    size: int,
+    *,
+    isolation: Isolation,
+    uid_base: int,
+    service: str,
+    languages: Iterable[str],
+) -> WarmPool:
+    """A started pool of `size` sandboxes of `spec` on slots of their own (uids from
+    `uid_base`, cgroups named after `service`)."""
+    slots = SlotPool(size, uid_base, isolation=isolation, service=service)
+    pool = WarmPool(spec, slots, size, languages)
+    pool.start()
+    return pool

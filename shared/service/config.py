@@ -101,6 +101,13 @@ class Settings(BaseModel):
         description="sandboxes for compiled C and C++ programs a runner keeps set up ahead "
         "of their runs, besides --max-concurrent-sandboxes (needs namespaces); 0 turns them off",
     )
+    warm_compiles: int = Field(
+        2,
+        ge=0,
+        le=64,
+        description="sandboxes for C and C++ compiles (without a precompiled header) a compiler "
+        "keeps set up ahead of them (needs namespaces); 0 turns them off",
+    )
     sandbox_cpu_cores: float = Field(
         1.0,
         ge=0,
