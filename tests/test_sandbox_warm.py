@@ -153,17 +153,17 @@ async def test_a_pool_gives_each_sandbox_to_one_run_and_keeps_them_started() -> 
     pool = WarmPool(spec(), slots, 2)
     pool.start()
     try:
-        taken = await _take(pool)
+        taken = await take_started(pool)
         first = await taken.run("open('/tmp/left', 'w').write('x'); print('first')", (), b"", None)
         assert first.stdout == b"first\n"
         with pytest.raises(Exception):  # noqa: B017  (used up: nothing runs twice)
             await taken.run("print('again')", (), b"", None)
         # The next one is a fresh sandbox: nothing of the first run is there.
-        second = await (await _take(pool)).run(
+        second = await (await take_started(pool)).run(
             "import os; print(os.path.exists('/tmp/left'))", (), b"", None
         )
         assert second.stdout == b"False\n", second
-        third, fourth = await _take(pool), await _take(pool)
+        third, fourth = await take_started(pool), await take_started(pool)
         assert third is not fourth
         assert pool.take() is None, "both are taken; a third is not started until one is used"
         results = await asyncio.gather(
@@ -174,7 +174,7 @@ async def test_a_pool_gives_each_sandbox_to_one_run_and_keeps_them_started() -> 
         pool.close()
 
 
-async def _take(pool: WarmPool) -> WarmSandbox:
+async def take_started(pool: WarmPool) -> WarmSandbox:
     for _ in range(500):
         taken = pool.take()
         if taken is not None:

@@ -12,33 +12,32 @@ import subprocess
 import textwrap
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 
 from dcodex.services.runner.verdict import decide_status
-from dcodex.shared.contract import EffectiveLimits
 from dcodex.shared.environment import clean_env
 from dcodex.shared.sandbox.handover import HandedFile, deferred_handover
 from dcodex.shared.sandbox.isolation import SANDBOX_WORKDIR
+from dcodex.shared.sandbox.probe import detect_isolation
 from dcodex.shared.sandbox.run import SandboxResult, run_sandboxed
 from dcodex.shared.sandbox.slots import SlotPool, open_slot_pool
-from dcodex.shared.sandbox.warm import WarmPool, WarmSandbox, WarmSpec
+from dcodex.shared.sandbox.warm import WarmPool, WarmSandbox, WarmSpec, start_warm_pool
 from dcodex.shared.sandbox.workspace import hand_over, workspace, write_file
-from tests.test_sandbox_hardening import SYSCALLS_C, errnos
+from tests.test_sandbox_hardening import SOCKET_HOG_C, SYSCALLS_C, errnos
 from tests.test_sandbox_security import processes_mentioning
+from tests.test_sandbox_warm import LIMITS as PYTHON_LIMITS
+from tests.test_sandbox_warm import MiB, take_started
 
 # Sandboxes on slots of their own: a uid per slot and its cgroups need root.
 pytestmark = pytest.mark.root
 
-MiB = 2**20
-LIMITS = EffectiveLimits(
-    cpu_time_s=1.0,
-    wall_time_s=2.0,
-    memory_bytes=128 * MiB,
-    output_bytes=64 * 1024,
-    processes=16,
-    file_size_bytes=1 * MiB,
+# A memory limit that kernel memory (socket buffers) passes before the address space;
+# a CPU limit well within the wall clock, even on a loaded machine.
+LIMITS = PYTHON_LIMITS.model_copy(
+    update={"memory_bytes": 48 * MiB, "cpu_time_s": 0.5, "wall_time_s": 3.0}
 )
 ENV = clean_env(Path(SANDBOX_WORKDIR))
 SPEC = WarmSpec((), "", ENV, LIMITS, deferred=True)
@@ -106,12 +105,10 @@ ENDINGS_C = {
     "stderr": '#include <stdio.h>\nint main(void) { fputs("to stderr\\n", stderr); return 1; }',
     "spin": "int main(void) { for (;;) {} }",
     "sleep": "#include <unistd.h>\nint main(void) { sleep(30); return 0; }",
-    "hog": """
+    "address space": """
         #include <stdlib.h>
-        #include <string.h>
-        int main(void) {
-            for (;;) { char *b = malloc(1 << 20); if (!b) return 7; memset(b, 1, 1 << 20); }
-        }""",
+        int main(void) { for (;;) if (!malloc(1 << 20)) return 7; }""",
+    "memory": SOCKET_HOG_C,
     "flood": '#include <stdio.h>\nint main(void) { for (;;) puts("xxxxxxxxxxxxxxxx"); }',
     "forks": """
         #include <stdio.h>
@@ -197,6 +194,19 @@ async def pool() -> AsyncIterator[SlotPool]:
         yield slots
     finally:
         slots.close()
+
+
+@asynccontextmanager
+async def one_warm(uid_base: int, disk_bytes: int) -> AsyncIterator[WarmPool]:
+    """A pool of one deferred sandbox: its runs, one after the other, share a uid."""
+    isolation = await detect_isolation("strict", disk_bytes=disk_bytes, probe_uid=uid_base)
+    pool = start_warm_pool(
+        SPEC, 1, isolation=isolation, uid_base=uid_base, service=f"wn{uid_base}", languages=()
+    )
+    try:
+        yield pool
+    finally:
+        pool.close()
 
 
 async def cold(
@@ -289,28 +299,20 @@ async def test_the_wall_clock_starts_with_the_handover(
 async def test_nothing_of_one_run_is_there_for_the_next(build: Callable[[str], bytes]) -> None:
     """One slot, so both runs have the same uid: files, IPC objects and processes of
     the first are gone for the second."""
-    slots = await open_slot_pool(
-        "strict", size=1, uid_base=UID_BASE + 10, disk_bytes=64 * MiB, max_queued=None,
-        service="wnshare",
-    )  # fmt: skip
-    pool = WarmPool(SPEC, slots, 1)
-    pool.start()
     token = uuid.uuid4().hex
-    try:
-        first = await (await _take(pool)).run_program(
+    async with one_warm(UID_BASE + 10, 64 * MiB) as pool:
+        first = await (await take_started(pool)).run_program(
             [HandedFile("main", build(LEAVE_C), 0o500)], ["./main", token], b"", None
         )
         assert first.exit_code == 0 and first.stdout.endswith(b"left\n"), first
         assert processes_mentioning(token) == []
-        second = await (await _take(pool)).run_program(
+        second = await (await take_started(pool)).run_program(
             [HandedFile("main", build(LOOK_C), 0o500)], ["./main"], b"", None
         )
         lines = second.stdout.decode()
         assert "box -1 tmp -1\n" in lines, lines
         assert f"shm -1 {errno.ENOENT} msg -1 {errno.ENOENT}\n" in lines, lines
         assert "processes 2\n" in lines, "the reaper and the program itself"
-    finally:
-        pool.close()
 
 
 async def test_the_system_call_filter_holds_in_a_warm_native_run(
@@ -355,27 +357,19 @@ LIES = {
 async def test_a_handover_that_lies_is_refused_and_the_pool_serves_on(
     build: Callable[[str], bytes],
 ) -> None:
-    slots = await open_slot_pool(
-        "strict", size=1, uid_base=UID_BASE + 20, disk_bytes=4 * MiB, max_queued=None,
-        service="wnlies",
-    )  # fmt: skip
-    pool = WarmPool(SPEC, slots, 1)
-    pool.start()
     hello = build('#include <stdio.h>\nint main(void) { puts("served"); }')
     too_big = _description(b"1", b"main", b"500", b"%d" % (6 * MiB), b"./main") + bytes(6 * MiB)
     huge = (too_big, errno.ENOSPC)
-    try:
+    async with one_warm(UID_BASE + 20, 4 * MiB) as pool:
         for name, (lie, code) in [*LIES.items(), ("beyond the disk", huge)]:
             with pytest.raises(OSError) as refused:
-                await (await _take(pool)).run_handover(lie, b"", None)
+                await (await take_started(pool)).run_handover(lie, b"", None)
             assert refused.value.errno == code, (name, refused.value)
             assert "handover" in str(refused.value), name
-            served = await (await _take(pool)).run_program(
+            served = await (await take_started(pool)).run_program(
                 [HandedFile("main", hello, 0o500)], ["./main"], b"", None
             )
             assert served.stdout == b"served\n", (name, served)
-    finally:
-        pool.close()
 
 
 async def test_an_unused_warm_sandbox_ends_quietly(pool: SlotPool) -> None:
@@ -393,12 +387,3 @@ def test_the_handover_names_only_plain_files() -> None:
     assert deferred_handover([HandedFile("main", b"BIN", 0o500)], ["./main", "x"]) == (
         b"0000000022" + b"1\x00main\x00500\x003\x00./main\x00x\x00" + b"BIN"
     )
-
-
-async def _take(pool: WarmPool) -> WarmSandbox:
-    for _ in range(500):
-        taken = pool.take()
-        if taken is not None:
-            return taken
-        await asyncio.sleep(0.01)
-    raise TimeoutError("no warm sandbox was started")
