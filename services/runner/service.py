@@ -40,6 +40,7 @@ from dcodex.shared.errors import INTERNAL, UNAVAILABLE, DcodexError
 from dcodex.shared.languages.probe import available_languages
 from dcodex.shared.languages.registry import Language, Registry
 from dcodex.shared.logging import note
+from dcodex.shared.sandbox.handover import deferred_handover
 from dcodex.shared.sandbox.run import LiveInput
 from dcodex.shared.sandbox.slot_cgroups import cgroup_version
 from dcodex.shared.sandbox.slots import Overloaded, SlotPool, open_slot_pool
@@ -288,8 +289,11 @@ class Runner:
         if not warm.serves(program.language.id):
             return None
         if native:
-            if any("\0" in arg for arg in request.args):
-                return None  # the cold way says what becomes of it
+            # Arguments that cannot be handed over (a NUL byte, too many): the cold way
+            # says what becomes of them.
+            argv = program.language.run_argv(limits.memory_bytes, request.args)
+            if deferred_handover([], argv) is None:
+                return None
         elif handover(warm.spec.source_name, request.code, request.args) is None:
             return None
         return warm.take()
