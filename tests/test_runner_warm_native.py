@@ -16,6 +16,7 @@ from tests.conftest import ServiceProcesses
 pytestmark = [pytest.mark.bus, pytest.mark.root]
 
 ECHO_C = """
+#warning "careful"
 #include <stdio.h>
 int main(int argc, char **argv) {
     char line[64];
@@ -36,6 +37,8 @@ async def test_compiled_runs_take_warm_native_sandboxes(
             {"language": "c", "code": code, "stdin": f"line {n}\n", "args": ["arg"]}
         )
         assert (result.status, result.stdout, result.exit_code) == ("ok", f"arg line {n}\n", 0)
+        # The compile's facts come along, as with a cold run (its diagnostics: the warning).
+        assert result.compile_time_ms is not None and "careful" in result.compile_output
         ours.add(result.execution_id)
     failed = await client.run({"language": "c", "code": ECHO_C, "stdin": "x\n", "args": ["a", "b"]})
     assert (failed.status, failed.exit_code, failed.stdout) == ("runtime_error", 5, "a x\n")

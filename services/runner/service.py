@@ -241,7 +241,7 @@ class Runner:
                 warm = self._warm_sandbox(program, request, limits, live)
                 if warm is not None:
                     note(sandbox="warm")
-                    return await execute_warm(
+                    result = await execute_warm(
                         warm,
                         program,
                         execution_id=execution_id,
@@ -251,16 +251,17 @@ class Runner:
                         on_output=events.output if events.enabled else None,
                         on_finished=self.metrics.sandbox_finished,
                     )
-                result = await execute(
-                    program,
-                    execution_id=execution_id,
-                    stdin=live or request.stdin,
-                    args=request.args,
-                    limits=limits,
-                    slot=slot,
-                    on_output=events.output if events.enabled else None,
-                    on_finished=self.metrics.sandbox_finished,
-                )
+                else:
+                    result = await execute(
+                        program,
+                        execution_id=execution_id,
+                        stdin=live or request.stdin,
+                        args=request.args,
+                        limits=limits,
+                        slot=slot,
+                        on_output=events.output if events.enabled else None,
+                        on_finished=self.metrics.sandbox_finished,
+                    )
         except Overloaded as exc:
             raise DcodexError(UNAVAILABLE, f"overloaded: {exc}") from exc
         if compiled is None:
