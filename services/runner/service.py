@@ -21,6 +21,7 @@ from dcodex.services.runner.interactive import input_feed
 from dcodex.services.runner.judge import Judge
 from dcodex.services.runner.metrics import RunnerMetrics
 from dcodex.services.runner.warm_pool import WarmPool, open_warm_pool
+from dcodex.services.runner.zygote import open_python_zygote
 from dcodex.shared import bus
 from dcodex.shared.bus.retry import retry_unreceived
 from dcodex.shared.bus.watch import RunLost, watched_request
@@ -44,6 +45,7 @@ from dcodex.shared.sandbox.run import LiveInput
 from dcodex.shared.sandbox.slot_cgroups import cgroup_version
 from dcodex.shared.sandbox.slots import Overloaded, SlotPool, open_slot_pool
 from dcodex.shared.sandbox.warm import WarmSandbox, handover
+from dcodex.shared.sandbox.zygote import ZygoteKeeper
 from dcodex.shared.service import micro
 from dcodex.shared.service.artifacts import (
     ARTIFACT_BUCKET,
@@ -81,9 +83,11 @@ class Runner:
         artifacts: ObjectStore,
         slots: SlotPool,
         warm: WarmPool | None = None,
+        zygote: ZygoteKeeper | None = None,
     ) -> None:
         self.settings = settings
         self.warm = warm
+        self.zygote = zygote
         self.nc = nc
         self.registry = registry
         self.artifacts = artifacts
@@ -259,6 +263,7 @@ class Runner:
                     slot=slot,
                     on_output=events.output if events.enabled else None,
                     on_finished=self.metrics.sandbox_finished,
+                    zygote=self.zygote,
                 )
         except Overloaded as exc:
             raise DcodexError(UNAVAILABLE, f"overloaded: {exc}") from exc
@@ -421,7 +426,8 @@ async def start(settings: Settings) -> Service:
     registry = await available_languages(settings.languages_file, slots.probe_slot())
     artifacts = await open_artifact_store(nc.jetstream())
     warm = open_warm_pool(settings, registry, slots)
-    runner = Runner(settings, nc, registry, artifacts, slots, warm)
+    zygote = open_python_zygote(settings, registry, slots.isolation)
+    runner = Runner(settings, nc, registry, artifacts, slots, warm, zygote)
     running = await micro.start_micro_service(
         nc,
         name=NAME,
@@ -443,6 +449,10 @@ async def start(settings: Settings) -> Service:
         running,
         runner.metrics.registry,
         details={"isolation": " ".join(layers)},
-        on_stopped=[warm.close, slots.close] if warm is not None else [slots.close],
+        on_stopped=[
+            *([warm.close] if warm is not None else []),
+            *([zygote.close] if zygote is not None else []),
+            slots.close,
+        ],
         ready_checks=[object_store_check(artifacts, ARTIFACT_BUCKET)],
     )

@@ -94,6 +94,11 @@ class Settings(BaseModel):
         description="Python sandboxes a runner keeps started ahead of their runs, besides "
         "--max-concurrent-sandboxes (needs namespaces); 0 turns them off",
     )
+    python_zygote: bool = Field(
+        True,
+        description="fork Python runs from a pre-initialised interpreter into fresh "
+        "sandboxes, every layer on (needs namespaces); --no-python-zygote starts each cold",
+    )
     sandbox_cpu_cores: float = Field(
         1.0,
         ge=0,
