@@ -27,6 +27,7 @@ from dcodex.shared.sandbox.run import SandboxResult, run_sandboxed
 from dcodex.shared.sandbox.slots import SlotPool, open_slot_pool
 from dcodex.shared.sandbox.workspace import hand_over, workspace, write_file
 from dcodex.shared.sandbox.zygote import ZygoteKeeper
+from tests.conftest import pid_alive
 from tests.test_sandbox_security import processes_mentioning
 from tests.test_sandbox_warm import PROBE
 
@@ -93,8 +94,9 @@ async def run(
         with workspace(prefix="dcodex-test-") as cwd:
             write_file(cwd, "main.py", textwrap.dedent(code).encode(), slot, mode=0o400)
             hand_over(cwd, slot)
+            argv = [*RUN, *args]
             result = await run_sandboxed(
-                [*RUN, *args], cwd=cwd, limits=limits, stdin=stdin, env=ENV, slot=slot, zygote=zygote
+                argv, cwd=cwd, limits=limits, stdin=stdin, env=ENV, slot=slot, zygote=zygote
             )
     assert result.zygote == (zygote is not None)
     return result
@@ -330,10 +332,10 @@ async def test_a_zygote_is_replaced_after_its_forks(pool: SlotPool) -> None:
         assert keeper.starts >= 3 and len(pids | {first}) >= 2
         # The first, retired, has gone once its runs were over.
         deadline = time.monotonic() + 5
-        while Path(f"/proc/{first}").exists() and time.monotonic() < deadline:
+        while pid_alive(first) and time.monotonic() < deadline:
             keeper.zygote()  # which also reaps those retired
             await asyncio.sleep(0.05)
-        assert not Path(f"/proc/{first}").exists()
+        assert not pid_alive(first)
     finally:
         keeper.close()
 
@@ -356,8 +358,10 @@ ESCAPES = {
     "print(libc.syscall(250, 0, 0, 0, 0), ctypes.get_errno())",
     "host-proc": "import os\nprint(sorted(p for p in os.listdir('/proc') if p.isdigit()),"
     " open('/proc/1/cmdline').read().count('/box'), os.getuid() != 0)",
-    "setuid-root": "import os\ntry:\n    os.setuid(0)\nexcept OSError as e:\n    print('setuid', e.errno)\n",
-    "other-uids-files": "import os\nprint([os.access(p, os.R_OK) for p in ('/etc/ssh', '/proc/1/environ')])",
+    "setuid-root": "import os\ntry:\n    os.setuid(0)\nexcept OSError as e:\n"
+    "    print('setuid', e.errno)\n",
+    "other-uids-files": "import os\n"
+    "print([os.access(p, os.R_OK) for p in ('/etc/ssh', '/proc/1/environ')])",
 }
 
 
