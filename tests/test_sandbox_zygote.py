@@ -25,11 +25,13 @@ from dcodex.shared.sandbox.helper import helper_library
 from dcodex.shared.sandbox.isolation import SANDBOX_WORKDIR
 from dcodex.shared.sandbox.run import SandboxResult, run_sandboxed
 from dcodex.shared.sandbox.slots import SlotPool, open_slot_pool
+from dcodex.shared.sandbox.warm import WarmPool, WarmSandbox
 from dcodex.shared.sandbox.workspace import hand_over, workspace, write_file
 from dcodex.shared.sandbox.zygote import ZygoteKeeper
 from tests.conftest import pid_alive
 from tests.test_sandbox_security import processes_mentioning
 from tests.test_sandbox_warm import PROBE
+from tests.test_sandbox_warm import spec as warm_spec
 
 # Sandboxes on slots of their own: a uid per slot and its cgroups need root.
 pytestmark = pytest.mark.root
@@ -430,3 +432,38 @@ async def test_limits_hold(pool: SlotPool, keeper: ZygoteKeeper, mode: str) -> N
     assert int(processes.stdout) < LIMITS.processes
     files = await run(pool, "open('/box/big', 'wb').write(b'x' * 2 * 2**20)\n", zygote)
     assert files.exit_code != 0  # past RLIMIT_FSIZE: SIGXFSZ is ignored, the write fails
+
+
+# --- warm sandboxes, forked from the zygote ----------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["traceback", "syntax-error", "stdin-and-args", "dunders"])
+async def test_a_warm_sandbox_forked_from_the_zygote_answers_as_a_cold_run(
+    pool: SlotPool, keeper: ZygoteKeeper, name: str
+) -> None:
+    code, stdin, args = textwrap.dedent(PROGRAMS[name]), b"olleh", ("a", "b c")
+    cold = await run(pool, code, None, stdin=stdin, args=args)
+    await ready(keeper)
+    async with pool.acquire() as slot:
+        sandbox = WarmSandbox(warm_spec(), slot, keeper)
+        await asyncio.sleep(0.2)  # it waits for its run, forked already
+        assert sandbox.alive
+        warm = await sandbox.run(code, args, stdin, None)
+    assert warm.zygote
+    assert (warm.stdout, warm.stderr, warm.exit_code) == (cold.stdout, cold.stderr, cold.exit_code)
+
+
+async def test_a_warm_pool_refills_from_the_zygote(pool: SlotPool, keeper: ZygoteKeeper) -> None:
+    await ready(keeper)
+    warm_pool = WarmPool(warm_spec(), pool, 1, keeper)
+    warm_pool.start()
+    try:
+        for number in range(3):
+            deadline = time.monotonic() + 5
+            while (sandbox := warm_pool.take()) is None:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.02)
+            result = await sandbox.run(f"print({number})", (), b"", None)
+            assert (result.stdout, result.zygote) == (f"{number}\n".encode(), True)
+    finally:
+        warm_pool.close()

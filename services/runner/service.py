@@ -425,8 +425,8 @@ async def start(settings: Settings) -> Service:
     )
     registry = await available_languages(settings.languages_file, slots.probe_slot())
     artifacts = await open_artifact_store(nc.jetstream())
-    warm = open_warm_pool(settings, registry, slots)
     zygote = open_python_zygote(settings, registry, slots.isolation)
+    warm = open_warm_pool(settings, registry, slots, zygote)
     runner = Runner(settings, nc, registry, artifacts, slots, warm, zygote)
     running = await micro.start_micro_service(
         nc,

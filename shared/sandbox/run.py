@@ -339,7 +339,7 @@ def _spawn_in_zygote(
     config = -1
     try:
         config = config_fd(options(3))
-        child = zygote.spawn(script[0], script[1:], (stdin_r, stdout_w, stderr_w, status_w, config))
+        child = zygote.spawn(script, (stdin_r, stdout_w, stderr_w, status_w, config))
     except ZygoteUnavailable as exc:
         log.warning("zygote_unavailable", error=str(exc))
         _close_fds(ours)

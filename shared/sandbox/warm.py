@@ -38,6 +38,7 @@ from dcodex.shared.sandbox.run import OutputCallback, SandboxResult, StartedSand
 from dcodex.shared.sandbox.slot import Slot
 from dcodex.shared.sandbox.slots import SlotPool
 from dcodex.shared.sandbox.workspace import hand_over
+from dcodex.shared.sandbox.zygote import ZygoteKeeper
 
 log = structlog.get_logger("dcodex.sandbox")
 
@@ -126,7 +127,7 @@ class WarmSpec:
 class WarmSandbox:
     """One started sandbox waiting for its program; `run` uses it up."""
 
-    def __init__(self, spec: WarmSpec, slot: Slot) -> None:
+    def __init__(self, spec: WarmSpec, slot: Slot, zygote: ZygoteKeeper | None = None) -> None:
         self.spec = spec
         self.layers = slot.isolation.layers  # what the run is isolated by, for its result
         self.used: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -143,6 +144,8 @@ class WarmSandbox:
                 # It waits for its run: the helper's own wall clock would end it first.
                 # (Its parent-death signal still ends it with the runner.)
                 wall_backstop=False,
+                # Forked from a ready zygote rather than started: no interpreter start-up.
+                zygote=zygote,
             )
         except BaseException:
             shutil.rmtree(self._workdir, ignore_errors=True)
@@ -176,10 +179,13 @@ class WarmSandbox:
 class WarmPool:
     """`size` warm sandboxes of `spec`, each on a slot of `slots`, kept started."""
 
-    def __init__(self, spec: WarmSpec, slots: SlotPool, size: int) -> None:
+    def __init__(
+        self, spec: WarmSpec, slots: SlotPool, size: int, zygote: ZygoteKeeper | None = None
+    ) -> None:
         self.spec = spec
         self.slots = slots
         self.size = size
+        self.zygote = zygote
         self._ready: deque[WarmSandbox] = deque()
         self._keepers: list[asyncio.Task[None]] = []
         self._closed = False
@@ -217,7 +223,7 @@ class WarmPool:
         while True:
             async with self.slots.acquire() as slot:
                 try:
-                    warm = WarmSandbox(self.spec, slot)
+                    warm = WarmSandbox(self.spec, slot, self.zygote)
                 except (OSError, RuntimeError) as exc:
                     log.warning("warm_sandbox_not_started", error=repr(exc))
                     await asyncio.sleep(RETRY_AFTER_S)

@@ -129,10 +129,12 @@ class Zygote:
                 self._ready = self._control.recv(16) == b"ready"
         return self._ready and self.alive
 
-    def spawn(self, name: str, args: Sequence[str], fds: Sequence[int]) -> ZygoteChild:
-        """Fork a run of script `name` with `args`; `fds` are its stdin, stdout, stderr,
-        status and options descriptors (the options say `--status-fd 3`)."""
-        payload = b"\0".join(os.fsencode(part) for part in (name, *args))
+    def spawn(self, script: Sequence[str], fds: Sequence[int]) -> ZygoteChild:
+        """Fork a run of `script` (the argv after the interpreter: a file name or `-c`
+        and code, then arguments); `fds` are its stdin, stdout, stderr, status and
+        options descriptors (the options say `--status-fd 3`)."""
+        parts = ["code", *script[1:]] if script[0] == "-c" else ["file", *script]
+        payload = b"\0".join(os.fsencode(part) for part in parts)
         try:
             self._control.settimeout(SPAWN_TIMEOUT_S)
             socket.send_fds(self._control, [payload], list(fds))
@@ -202,12 +204,15 @@ class ZygoteKeeper:
     def serves(self, program: Sequence[str], env: Mapping[str, str]) -> bool:
         """Whether `program` (an argv whose first item is a path) is a run this keeper's
         zygotes can fork: the interpreter, flags and environment they were started with,
-        then a script in the working directory."""
+        then a script in the working directory or `-c` and code (a warm sandbox's)."""
         count = len(self.interpreter)
         if tuple(program[:count]) != self.interpreter or len(program) <= count:
             return False
         script = program[count]
-        if "/" in script or script.startswith("-") or not script:
+        if script == "-c":
+            if len(program) <= count + 1:
+                return False
+        elif "/" in script or script.startswith("-") or not script:
             return False
         return dict(env) == self.env and not any("\0" in part for part in program)
 

@@ -27,7 +27,7 @@ _BASELINE = (frozenset(sys.modules), frozenset(sys.path_importer_cache))
 import ctypes  # noqa: E402  (after the baseline: dropped again before the program runs)
 import socket  # noqa: E402
 
-_Task = tuple[str, list[str]]
+_Task = tuple[str, str, list[str]]
 
 
 def _dcodex_zygote() -> _Task | None:
@@ -66,8 +66,8 @@ def _dcodex_zygote() -> _Task | None:
             _take_descriptors(fds)
             enter(4)  # the options on 4 (status on 3); returns only in the program
             _as_deep_as_a_cold_start()
-            name, *args = message.split(b"\0")
-            return os.fsdecode(name), [os.fsdecode(arg) for arg in args]
+            mode, target, *args = message.split(b"\0")
+            return mode.decode(), os.fsdecode(target), [os.fsdecode(arg) for arg in args]
         try:
             pidfd = os.pidfd_open(pid)
             socket.send_fds(control, [b"ok"], [pidfd])
@@ -127,7 +127,9 @@ def _take_descriptors(fds: list[int]) -> None:
         os.close(fd)
 
 
-def _dcodex_run(name: str, args: list[str]) -> None:
+def _dcodex_run(mode: str, target: str, args: list[str]) -> None:
+    """Run as `python3 -u TARGET ARGS` would (mode "file"), or `python3 -u -c TARGET
+    ARGS` (mode "code": a warm sandbox's loader)."""
     # Local names: `__main__`, which holds ours, is emptied for the program below.
     import os
     import sys
@@ -144,25 +146,33 @@ def _dcodex_run(name: str, args: list[str]) -> None:
     for entry in [entry for entry in sys.path_importer_cache if entry not in importers]:
         del sys.path_importer_cache[entry]
     builtins = sys.modules["builtins"]
-    path = os.path.join(os.getcwd(), name)
-    sys.path_importer_cache[path] = None  # as `python3 main.py` leaves it: no importer
-    sys.argv[:] = [name, *args]
-    sys.orig_argv[:] = [sys.executable, "-u", name, *args]
-    sys.path[0] = os.path.dirname(path)
-    loader = sys.modules["_frozen_importlib_external"].SourceFileLoader("__main__", path)
     main = sys.modules["__main__"].__dict__
     main.clear()
     # The names, in the order, of a cold start's `__main__`.
-    main.update(__name__="__main__", __doc__=None, __package__=None, __loader__=loader,
-                __spec__=None, __annotations__={}, __builtins__=builtins, __file__=path,
-                __cached__=None)  # fmt: skip
-    try:
-        with open(path, "rb") as file:
-            source = file.read()
-    except OSError as error:
-        print(f"{sys.executable}: can't open file {path!r}: [Errno {error.errno}] "
-              f"{error.strerror}", file=sys.stderr)  # fmt: skip
-        raise SystemExit(2) from None
+    main.update(__name__="__main__", __doc__=None, __package__=None)
+    if mode == "code":
+        sys.argv[:] = ["-c", *args]
+        sys.orig_argv[:] = [sys.executable, "-u", "-c", target, *args]
+        sys.path[0] = ""
+        main.update(__loader__=sys.modules["_frozen_importlib"].BuiltinImporter, __spec__=None,
+                    __annotations__={}, __builtins__=builtins)  # fmt: skip
+        path, source = "<string>", os.fsencode(target)
+    else:
+        path = os.path.join(os.getcwd(), target)
+        sys.path_importer_cache[path] = None  # as `python3 main.py` leaves it: no importer
+        sys.argv[:] = [target, *args]
+        sys.orig_argv[:] = [sys.executable, "-u", target, *args]
+        sys.path[0] = os.path.dirname(path)
+        loader = sys.modules["_frozen_importlib_external"].SourceFileLoader("__main__", path)
+        main.update(__loader__=loader, __spec__=None, __annotations__={},
+                    __builtins__=builtins, __file__=path, __cached__=None)  # fmt: skip
+        try:
+            with open(path, "rb") as file:
+                source = file.read()
+        except OSError as error:
+            print(f"{sys.executable}: can't open file {path!r}: [Errno {error.errno}] "
+                  f"{error.strerror}", file=sys.stderr)  # fmt: skip
+            raise SystemExit(2) from None
     try:
         code = compile(source, path, "exec", dont_inherit=True)
     except SyntaxError as error:
