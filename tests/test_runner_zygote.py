@@ -27,8 +27,8 @@ PROGRAMS = [
 
 
 @pytest.fixture(scope="module")
-def runners(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Two runners, zygote on and off, each on a prefix and uids of its own."""
+def runners(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Two runners, zygote on and off, each on a prefix and uids of its own; their logs."""
     logs = tmp_path_factory.mktemp("zygote-runners")
     started: list[subprocess.Popen[bytes]] = []
     try:
@@ -43,7 +43,7 @@ def runners(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             started.append(start_logged(argv, Path(logs) / f"{prefix}.log"))
         for prefix in ("zyg", "nozyg"):
             asyncio.run(wait_for_subject(nats_url, f"{prefix}.languages"))
-        yield
+        yield Path(logs)
     finally:
         for process in started:
             stop_process(process)
@@ -60,15 +60,16 @@ async def started_by(url: str, prefix: str) -> str:
 
 
 async def test_python_runs_are_forked_from_the_zygote_only_when_on(
-    nats_url: str, runners: None
+    nats_url: str, runners: Path
 ) -> None:
-    assert "'-c'" in await started_by(nats_url, "zyg")  # pid 1 is a fork of the zygote
+    # pid 1 is a fork of the zygote
+    assert "'-c'" in await started_by(nats_url, "zyg"), zygote_lines(runners)
     assert "dcodex-exec" in await started_by(nats_url, "nozyg")
 
 
 @pytest.mark.parametrize("code", PROGRAMS)
 async def test_answers_are_those_of_a_runner_without_it(
-    nats_url: str, runners: None, code: str
+    nats_url: str, runners: Path, code: str
 ) -> None:
     request = {"language": "python", "code": code, "stdin": "olleh\n", "args": ["x"]}
     await started_by(nats_url, "zyg")  # ready
@@ -80,7 +81,13 @@ async def test_answers_are_those_of_a_runner_without_it(
     assert answers[0] == answers[1]
 
 
-async def test_attacks_leave_the_runner_serving(nats_url: str, runners: None) -> None:
+def zygote_lines(logs: Path) -> list[str]:
+    """What the runner with a zygote logged of it (why a run went cold)."""
+    text = (logs / "zyg.log").read_text(errors="replace")
+    return [line for line in text.splitlines() if "zygote" in line]
+
+
+async def test_attacks_leave_the_runner_serving(nats_url: str, runners: Path) -> None:
     await started_by(nats_url, "zyg")
     attacks = [
         "import os, signal\nos.kill(-1, signal.SIGKILL)\n",
@@ -93,4 +100,4 @@ async def test_attacks_leave_the_runner_serving(nats_url: str, runners: None) ->
         )
         assert all(result.status != "ok" or result.exit_code != 0 for result in results[1:])
         after = await client.run({"language": "python", "code": WHO_STARTED_ME})
-    assert "'-c'" in after.stdout
+    assert "'-c'" in after.stdout, zygote_lines(runners)

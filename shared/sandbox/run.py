@@ -183,7 +183,7 @@ def start_sandboxed(
 
     spawned = None
     if zygote is not None and isolation.namespaces and zygote.serves(program, env):
-        spawned = _spawn_in_zygote(zygote, options, program[len(zygote.interpreter) :])
+        spawned = _spawn_in_zygote(zygote, options)
     if spawned is None:
         spawned = _spawn(options, cwd, env)
     return StartedSandbox(_Supervisor(loop, spawned, limits, isolation, cgroup), cgroup)
@@ -323,9 +323,7 @@ def _spawn(options: Callable[[int], list[str]], cwd: Path, env: Mapping[str, str
     return _Spawned(proc, status_r, stdin_w, stdout_r, stderr_r)
 
 
-def _spawn_in_zygote(
-    keeper: ZygoteKeeper, options: Callable[[int], list[str]], script: Sequence[str]
-) -> _Spawned | None:
+def _spawn_in_zygote(keeper: ZygoteKeeper, options: Callable[[int], list[str]]) -> _Spawned | None:
     """`_spawn`, by a fork of a ready zygote (None: none is, or it failed to fork).
     The child finds the streams on 0-2, the status on 3 and the options on 4."""
     zygote = keeper.zygote()
@@ -339,7 +337,7 @@ def _spawn_in_zygote(
     config = -1
     try:
         config = config_fd(options(3))
-        child = zygote.spawn(script, (stdin_r, stdout_w, stderr_w, status_w, config))
+        child = zygote.spawn((stdin_r, stdout_w, stderr_w, status_w, config))
     except ZygoteUnavailable as exc:
         log.warning("zygote_unavailable", error=str(exc))
         _close_fds(ours)

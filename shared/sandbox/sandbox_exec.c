@@ -965,6 +965,10 @@ ZYGOTE_API int dcodex_enter(int config_fd) {
     _exit(main(3, argv));
 }
 
+/* In the program: its argv, from the options (the zygote itself never sees a run's
+   arguments: what one run sent it, a later one could find in its memory). */
+ZYGOTE_API char **dcodex_program_argv(void) { return cfg.argv; }
+
 /* The zygote itself dies with the runner that started it (0, else -1: it is gone). */
 ZYGOTE_API int dcodex_zygote_init(int runner_pid) {
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) return -1;

@@ -129,15 +129,13 @@ class Zygote:
                 self._ready = self._control.recv(16) == b"ready"
         return self._ready and self.alive
 
-    def spawn(self, script: Sequence[str], fds: Sequence[int]) -> ZygoteChild:
-        """Fork a run of `script` (the argv after the interpreter: a file name or `-c`
-        and code, then arguments); `fds` are its stdin, stdout, stderr, status and
-        options descriptors (the options say `--status-fd 3`)."""
-        parts = ["code", *script[1:]] if script[0] == "-c" else ["file", *script]
-        payload = b"\0".join(os.fsencode(part) for part in parts)
+    def spawn(self, fds: Sequence[int]) -> ZygoteChild:
+        """Fork a run; `fds` are its stdin, stdout, stderr, status and options
+        descriptors (the options say `--status-fd 3` and hold the program's argv, read
+        only in the forked child: the zygote never sees what a run is)."""
         try:
             self._control.settimeout(SPAWN_TIMEOUT_S)
-            socket.send_fds(self._control, [payload], list(fds))
+            socket.send_fds(self._control, [b"run"], list(fds))
             reply, got, _flags, _address = socket.recv_fds(self._control, 256, 1)
         except OSError as exc:
             self.kill()

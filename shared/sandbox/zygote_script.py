@@ -5,8 +5,8 @@ reads it from SCRIPT_FD and runs it in `__main__`) under the
 system interpreter with the environment of a sandboxed Python run; it is never
 imported (see `zygote.py`). Start-up is exactly that of `python3 -u main.py`; it then
 loads the helper library (from a memory file: no host path shows in /proc/self/maps)
-and serves requests on its control socket (SOCK_SEQPACKET): the run's script name and
-arguments, with its stdin, stdout, stderr, status and options descriptors. Per request
+and serves requests on its control socket (SOCK_SEQPACKET): a run's stdin, stdout,
+stderr, status and options descriptors, nothing else of it. Per request
 it forks; the child calls `dcodex_enter` (sandbox_exec.c), which builds the sandbox
 exactly as the helper does for a cold run and returns only in the sandboxed program,
 which then runs the script as `python3 -u main.py` would. The zygote answers with a
@@ -48,7 +48,7 @@ def _dcodex_zygote() -> _Task | None:
         if stopping:
             return None
         try:
-            message, fds, _flags, _address = socket.recv_fds(control, 65536, 5)
+            message, fds, _flags, _address = socket.recv_fds(control, 16, 5)
         except TimeoutError:
             continue
         if not message:
@@ -66,14 +66,29 @@ def _dcodex_zygote() -> _Task | None:
             _take_descriptors(fds)
             enter(4)  # the options on 4 (status on 3); returns only in the program
             _as_deep_as_a_cold_start()
-            mode, target, *args = message.split(b"\0")
-            return mode.decode(), os.fsdecode(target), [os.fsdecode(arg) for arg in args]
+            return _task(library)
         try:
             pidfd = os.pidfd_open(pid)
             socket.send_fds(control, [b"ok"], [pidfd])
             os.close(pidfd)
         finally:
             _close(fds)
+
+
+def _task(library: ctypes.PyDLL) -> _Task:
+    """What to run, from the program's argv in its options (read by the helper's code
+    in this child: the zygote never holds a run's arguments)."""
+    get_argv = library.dcodex_program_argv
+    get_argv.restype = ctypes.POINTER(ctypes.c_char_p)
+    pointer = get_argv()
+    argv: list[str] = []
+    while (item := pointer[len(argv)]) is not None:
+        argv.append(os.fsdecode(item))
+    # The interpreter and its flags, as this zygote was started: `python3 -u`.
+    script = argv[sys.orig_argv.index("-c") :]
+    if script[0] == "-c":
+        return "code", script[1], script[2:]
+    return "file", script[0], script[1:]
 
 
 def _as_deep_as_a_cold_start() -> None:
