@@ -79,6 +79,7 @@ class Zygote:
     def __init__(self, interpreter: Sequence[str], env: Mapping[str, str]) -> None:
         self.started = time.monotonic()
         self.forks = 0
+        self.broken = False  # it failed a request: no more runs, its own go on
         self._ready = False
         self._control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         library = _memory_copy(Path(helper_library()).read_bytes(), "dcodex-zygote")
@@ -120,7 +121,7 @@ class Zygote:
 
     @property
     def alive(self) -> bool:
-        return self.process.poll() is None
+        return not self.broken and self.process.poll() is None
 
     def ready(self) -> bool:
         """Started and serving (it says so once, when its start-up is done)."""
@@ -138,7 +139,9 @@ class Zygote:
             socket.send_fds(self._control, [b"run"], list(fds))
             reply, got, _flags, _address = socket.recv_fds(self._control, 256, 1)
         except OSError as exc:
-            self.kill()
+            # Replaced, not killed: the runs it forked before are not its fault.
+            self.broken = True
+            self.retire()
             raise ZygoteUnavailable(f"the zygote did not answer: {exc!r}") from exc
         finally:
             with contextlib.suppress(OSError):
