@@ -425,8 +425,10 @@ async def start(settings: Settings) -> Service:
     )
     registry = await available_languages(settings.languages_file, slots.probe_slot())
     artifacts = await open_artifact_store(nc.jetstream())
+    # Warm sandboxes are not forked from the zygote: measured, that saved them little CPU
+    # and cost their runs latency (docs/performance.md, "Zygote").
+    warm = open_warm_pool(settings, registry, slots)
     zygote = open_python_zygote(settings, registry, slots.isolation)
-    warm = open_warm_pool(settings, registry, slots, zygote)
     runner = Runner(settings, nc, registry, artifacts, slots, warm, zygote)
     running = await micro.start_micro_service(
         nc,

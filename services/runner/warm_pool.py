@@ -17,7 +17,6 @@ from dcodex.shared.sandbox.isolation import SANDBOX_WORKDIR
 from dcodex.shared.sandbox.slots import SlotPool
 from dcodex.shared.sandbox.warm import WarmPool as SandboxWarmPool
 from dcodex.shared.sandbox.warm import WarmSandbox, WarmSpec, warm_argv
-from dcodex.shared.sandbox.zygote import ZygoteKeeper
 from dcodex.shared.service.config import Settings
 
 # Warm slots run as sandbox_uid_base + 2000 + N (the compiler's are + 1000 + N).
@@ -44,11 +43,8 @@ class WarmPool:
         self.pool.close()
 
 
-def open_warm_pool(
-    settings: Settings, registry: Registry, slots: SlotPool, zygote: ZygoteKeeper | None = None
-) -> WarmPool | None:
-    """Start `settings.warm_interpreters` warm Python sandboxes (None: off, or not here),
-    forked from `zygote` when it is ready (started cold when not)."""
+def open_warm_pool(settings: Settings, registry: Registry, slots: SlotPool) -> WarmPool | None:
+    """Start `settings.warm_interpreters` warm Python sandboxes (None: off, or not here)."""
     size = settings.warm_interpreters
     if size == 0:
         return None
@@ -74,7 +70,7 @@ def open_warm_pool(
             isolation=slots.isolation,
             service="runner-warm",
         )
-        pool = SandboxWarmPool(spec, warm_slots, size, zygote)
+        pool = SandboxWarmPool(spec, warm_slots, size)
         pool.start()
         log.info("warm_interpreters", language=language.id, size=size)
         return WarmPool(pool, language.run)

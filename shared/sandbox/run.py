@@ -223,10 +223,14 @@ async def _emptied(cgroup: SlotCgroupBackend) -> None:
     again before. (The reaper kills them all, but a pid namespace whose pid 1 died takes
     a moment to go; nothing should, but an OOM-killed reaper would.)"""
     deadline = time.monotonic() + _EMPTY_TIMEOUT_S
+    pause = _CPU_POLL_S / 40
     while cgroup.kill_all():
         if time.monotonic() > deadline:
             raise OSError(errno.EBUSY, "the run's processes would not end; slot left unclean")
-        await asyncio.sleep(_CPU_POLL_S / 4)
+        # Usually the reaper is just unmapping its memory (longer for a zygote's fork,
+        # whose memory is an interpreter's): look again soon, then less often.
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, _CPU_POLL_S / 4)
 
 
 class LiveInput:
