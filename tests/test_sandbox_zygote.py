@@ -157,6 +157,7 @@ INTERPRETER_PROBE = """
           sys.stdin.encoding, sys.stdout.encoding, sys.stderr.errors)
     print(open("/proc/self/oom_score_adj").read(), os.getpgrp() == os.getpid(), os.getsid(0))
     print(sys.excepthook, sys.displayhook, sys.breakpointhook, sys.getswitchinterval())
+    print(open("/proc/self/cmdline").read().split(chr(0)))
 """
 
 

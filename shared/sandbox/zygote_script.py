@@ -68,6 +68,7 @@ def _dcodex_zygote() -> _Task | None:
             _as_deep_as_a_cold_start()
             _never_freed()
             task = _task(library)
+            _show_the_programs_command_line(task)
             if task[0] == "code":
                 _unshare_memory()
             return task
@@ -77,6 +78,51 @@ def _dcodex_zygote() -> _Task | None:
             os.close(pidfd)
         finally:
             _close(fds)
+
+
+class _MemoryMap(ctypes.Structure):
+    """struct prctl_mm_map (linux/prctl.h)."""
+
+    _fields_ = [
+        *((name, ctypes.c_uint64) for name in (
+            "start_code", "end_code", "start_data", "end_data", "start_brk", "brk",
+            "start_stack", "arg_start", "arg_end", "env_start", "env_end", "auxv")),
+        ("auxv_size", ctypes.c_uint32),
+        ("exe_fd", ctypes.c_uint32),
+    ]  # fmt: skip
+
+
+def _show_the_programs_command_line(task: _Task) -> None:
+    """/proc/PID/cmdline of the program: its own argv, as a cold run's shows it, not the
+    zygote's. PR_SET_MM_MAP (checkpoint/restore's way, no capability needed) points the
+    kernel at a copy; where the kernel refuses, the zygote's shows."""
+    mode, target, args = task
+    argv = [sys.executable, "-u", *(["-c"] if mode == "code" else []), target, *args]
+    line = b"".join(os.fsencode(part) + b"\0" for part in argv)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.malloc.restype = libc.sbrk.restype = ctypes.c_void_p
+    libc.malloc.argtypes = [ctypes.c_size_t]
+    libc.sbrk.argtypes = [ctypes.c_ssize_t]
+    start = libc.malloc(len(line))  # never freed: the kernel reads it as long as we live
+    if not start:
+        return
+    ctypes.memmove(start, line, len(line))
+    with open("/proc/self/stat", "rb") as stat:
+        fields = [int(value) for value in stat.read().rsplit(b")", 1)[1].split()[1:]]
+    # Fields 26-28 and 45-51 of proc(5) (the list starts at field 4).
+    code, stack, data = fields[22:24], fields[24], fields[41:48]
+    brk = libc.sbrk(0) or data[2]
+    memory = _MemoryMap(code[0], code[1], data[0], data[1], data[2], brk, stack, start,
+                        start + len(line), data[5], data[6], 0, 0, 0xFFFFFFFF)  # fmt: skip
+    set_mm, set_mm_map = 35, 14  # PR_SET_MM, PR_SET_MM_MAP
+    libc.prctl.argtypes = [
+        ctypes.c_int,
+        ctypes.c_ulong,
+        ctypes.c_void_p,
+        ctypes.c_ulong,
+        ctypes.c_ulong,
+    ]
+    libc.prctl(set_mm, set_mm_map, ctypes.addressof(memory), ctypes.sizeof(memory), 0)
 
 
 def _task(library: ctypes.PyDLL) -> _Task:
