@@ -33,10 +33,12 @@ def encoding_of(headers: dict[str, str] | None) -> Encoding:
 
 
 def encode(payload: BaseModel | dict[str, Any], encoding: Encoding = JSON) -> bytes:
-    data = payload.model_dump(mode="json") if isinstance(payload, BaseModel) else payload
     if encoding == MSGPACK:
+        # Python values, not JSON's: bytes stay bytes (MessagePack's bin type).
+        data = payload.model_dump() if isinstance(payload, BaseModel) else payload
         packed: bytes = msgpack.packb(data, use_bin_type=True)
         return packed
+    data = payload.model_dump(mode="json") if isinstance(payload, BaseModel) else payload
     return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
 
 

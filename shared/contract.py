@@ -184,6 +184,11 @@ class CompileResult(Reply):
     compile_time_ms: float | None = Field(None, description="null when the artifact was reused")
     artifact: ArtifactRef | None = None
     cached: bool = Field(False, description="the artifact was found, not compiled")
+    binary: bytes | None = Field(
+        None,
+        description="the program just compiled, when small enough to travel in the reply "
+        "(MessagePack replies only): the runner then needs no Object Store read",
+    )
 
 
 class LanguageInfo(Reply):

@@ -101,7 +101,7 @@ def test_a_program_run_again_uncached_is_told_from_a_duplicated_run(tmp_path: Pa
     cache = lines(
         tmp_path / "cache.log",
         {"endpoint": "execute", "execution_id": "b", "passthrough": True},
-        {"endpoint": "execute", "execution_id": "c", "not_stored": "unavailable"},
+        {"event": "result_not_stored", "execution_id": "c", "reason": "unavailable"},
         {"endpoint": "execute", "execution_id": "g", "passthrough": True},
         {"endpoint": "execute", "execution_id": "i", "lease": "unavailable"},
     )

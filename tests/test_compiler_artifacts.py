@@ -3,11 +3,14 @@ kept in a bounded cache by runners."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import nats.js.errors
 import pytest
+from nats.js.object_store import ObjectStore
 
 from dcodex.services.runner.artifact_cache import ArtifactCache
 from dcodex.shared import bus
@@ -15,7 +18,7 @@ from dcodex.shared.client import DcodexClient, DcodexError
 from dcodex.shared.contract import CompileResult
 from dcodex.shared.languages.registry import Registry
 from dcodex.shared.service.artifacts import compile_digest, open_artifact_store
-from tests.conftest import ServiceProcesses, wait_for_subject
+from tests.conftest import ServiceProcesses, free_port, metric, wait_for_subject
 
 pytestmark = pytest.mark.bus
 
@@ -68,6 +71,7 @@ async def test_a_second_replica_finds_the_first_ones_artifact(
     await wait_for_subject(replicas.url, "replica.compile")
     first = await compile_on(replicas.url, "replica", language="c", code=code)
     assert first.status == "ok" and first.cached is False and first.artifact is not None
+    assert first.binary is None, "a JSON reply carries no bytes"
     replicas.stop(first_replica)
 
     replicas.start("compiler")
@@ -112,3 +116,37 @@ async def test_a_runner_holding_the_program_runs_it_without_asking_the_compiler(
         with pytest.raises(DcodexError) as refused:
             await client.run({**request, "optimization": "O0"})
         assert refused.value.code == 503
+
+
+async def test_a_program_just_compiled_reaches_the_runner_in_the_compile_reply(
+    replicas: ServiceProcesses,
+) -> None:
+    """The runner reads no Object Store for a binary it just had compiled; the store
+    gets the binary after the reply, for other runners and later compiles."""
+    code = f'#include <stdio.h>\nint main(void) {{ puts("inline {time.time_ns()}"); }}\n'
+    runner_port = free_port()
+    replicas.start("compiler")
+    replicas.start("runner", "--metrics-port", str(runner_port))
+    await wait_for_subject(replicas.url, "replica.compile")
+    await wait_for_subject(replicas.url, "replica.languages")
+    async with await DcodexClient.connect(replicas.url, prefix="replica") as client:
+        store = await open_artifact_store(client.nc.jetstream())
+        before = await stored_names(store)
+        result = await client.run({"language": "c", "code": code, "limits": {}})
+        assert result.status == "ok" and result.stdout.startswith("inline "), result
+        assert result.compile_time_ms is not None  # compiled for this run
+        lookups = "dcodex_runner_artifact_lookups_total"
+        assert metric(runner_port, lookups, outcome="miss") == 0, "it read the Object Store"
+        deadline = time.monotonic() + 10
+        while not (new := await stored_names(store) - before):
+            assert time.monotonic() < deadline, "the binary never reached the Object Store"
+            await asyncio.sleep(0.1)
+        (name,) = new
+        assert ((await store.get(name)).data or b"").startswith(b"\x7fELF")
+
+
+async def stored_names(store: ObjectStore) -> set[str]:
+    try:
+        return {info.name for info in await store.list()}
+    except nats.js.errors.NotFoundError:  # nothing stored yet
+        return set()

@@ -333,5 +333,7 @@ def test_in_a_user_namespace_the_stack_serves_and_contains(userns_daemon: Docker
     assert report["c"] == "ok 42", report
     assert report["shadow"].startswith("blocked"), report
     assert report["network"] == "blocked", report
-    assert report["fork_bomb"] in ("process_limit", "ok", "runtime_error"), report
+    # Contained either way: the process limit, or (every copy printing its traceback of
+    # the refused fork to the same stderr) the output limit first.
+    assert report["fork_bomb"] in ("process_limit", "output_limit", "ok", "runtime_error"), report
     assert report["after"] == "45", report

@@ -298,7 +298,15 @@ async def test_a_compile_whose_compiler_dies_is_compiled_again(
         compiler.wait()
         services.processes["compiler"].remove(compiler)
         services.start("compiler")
-        result = await running
+        try:
+            result = await asyncio.wait_for(running, 100)
+        except TimeoutError:
+            raise AssertionError(
+                "no result in 100 s; runner's log:\n"
+                + services.log("runner")[-6000:]
+                + "\nthe new compiler's log:\n"
+                + services.log("compiler", 1)[-6000:]
+            ) from None
     assert (result.status, result.exit_code) == ("ok", 0), result.compile_output
     assert "compile_lost" in services.log("runner")
 

@@ -9,6 +9,7 @@ While the bucket is unavailable requests pass through to the runners.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import time
 from collections.abc import Awaitable
@@ -88,6 +89,8 @@ PUT_HEADROOM = 4096  # bytes of a KV put besides the value: subject and headers
 DEFAULT_LEASE_S = 10.0
 # Leases a replica waits on, one after another, before it runs the request regardless.
 LEASE_ROUNDS = 3
+# How long a purge waits for the puts of results already answered.
+SETTLE_WAIT_S = 5.0
 
 log = structlog.get_logger("dcodex.cache")
 T = TypeVar("T")
@@ -129,6 +132,8 @@ class Cache:
         self.live_runs = LiveRuns()
         self.metrics = CacheMetrics(version())
         self.metrics.expect_downstream([settings.subject(RUN), settings.subject(LANGUAGES)])
+        # Results answered whose put (and lease's end) is still under way.
+        self._settling: set[asyncio.Future[None]] = set()
         self.judging = CacheJudge(settings, nc, store, self._runner_info, self._count)
 
     def endpoints(self) -> list[micro.Endpoint]:
@@ -289,20 +294,16 @@ class Cache:
         names that replica's run: its result is taken when a runner still has it."""
         held = HeldLease(self.inflight, lease)
         try:
-            async with held:  # renewal stops before the lease is ended below
+            async with held:  # renewal stops before the lease is ended
                 adopted = await self._adopted(lease.execution_id, request, call)
-                if adopted is None:
-                    outcome = await self._run_and_store(key, request, call)
-                else:
-                    outcome = adopted, await self._store(key, adopted)
+                result = adopted if adopted is not None else await self._run(request, call, key)
         except DcodexError as exc:
             await self.inflight.finish(held.lease, Finished(error=exc))
             raise
         except BaseException:
             await self.inflight.release(held.lease)
             raise
-        result, kept = outcome
-        await self.inflight.finish(held.lease, Finished(result, kept))
+        kept = self._store_after_reply(key, result, call, held)
         return Outcome(result, kept, ran_here=adopted is None)
 
     async def _adopted(
@@ -353,37 +354,83 @@ class Cache:
         self, key: str, request: ExecuteRequest, call: micro.Call
     ) -> tuple[ExecutionResult, bool]:
         result = await self._run(request, call, key)
-        return result, await self._store(key, result)
+        return result, self._store_after_reply(key, result, call)
 
-    async def _store(self, key: str, result: ExecutionResult) -> bool:
-        """Keep `result` under `key` if the policy allows; whether it was kept."""
+    def _store_after_reply(
+        self, key: str, result: ExecutionResult, call: micro.Call, held: HeldLease | None = None
+    ) -> bool:
+        """Whether `result` is to be kept under `key`. It is in this replica's memory at
+        once; the bucket's put, then the end of the lease with the outcome, happen once
+        the reply is on its way (two JetStream round trips the requester does not wait
+        for). Until then the lease stands: another replica asking for the same key
+        waits for the outcome, as it did while the program ran."""
+        packed = self._packed(result)
+        if packed is not None:
+            hit = result.model_copy(update={"cache_hit": True, "cache_key": key})
+            self._keep_hot(key, hit, len(packed), time.time())
+        settled = asyncio.get_running_loop().create_future()
+        self._settling.add(settled)
+
+        async def settle() -> None:
+            try:
+                kept = packed is not None and await self._put(key, result, packed)
+                if held is not None:
+                    await self.inflight.finish(held.lease, Finished(result, kept))
+            finally:
+                self._settling.discard(settled)
+                settled.set_result(None)
+
+        call.after_reply.append(settle)
+        return packed is not None
+
+    def _packed(self, result: ExecutionResult) -> bytes | None:
+        """`result` as stored, or None when the policy keeps it out of the bucket."""
         if result.status in UNCACHEABLE_STATUSES:
-            return self._not_stored("verdict")
+            self._not_stored("verdict")
+            return None
         if not result.separated_from_other_runs():
             # Under `rlimits` isolation an earlier run may have shaped this one.
-            return self._not_stored("isolation", layers=result.isolation)
+            self._not_stored("isolation", layers=result.isolation)
+            return None
         packed = pack(result)
         # Above the server's max payload a put would fail and look like a lost bucket.
         largest = min(self.settings.cache_max_result_bytes, self.nc.max_payload - PUT_HEADROOM)
         if len(packed) > largest:
-            return self._not_stored("too_large", size=len(packed))
+            self._not_stored("too_large", size=len(packed))
+            return None
+        return packed
+
+    async def _put(self, key: str, result: ExecutionResult, packed: bytes) -> bool:
+        """Whether the bucket took it; if not, memory forgets it too (a copy only)."""
         try:
             await self.store.put(key, packed)
         except BucketUnavailable:
-            return self._not_stored("unavailable")
-        hit = result.model_copy(update={"cache_hit": True, "cache_key": key})
-        self._keep_hot(key, hit, len(packed), time.time())
+            self.hot.forget(key)
+            self.metrics.not_stored.labels("unavailable").inc()
+            # After the reply, so a line of its own (`dcodex chaos` reads it).
+            log.info(
+                "result_not_stored",
+                reason="unavailable",
+                cache_key=key,
+                execution_id=result.execution_id,
+            )
+            return False
         return True
+
+    async def _settled(self) -> None:
+        """Until the puts of results already answered are done (a purge waits for them:
+        a put landing after it would bring a purged result back)."""
+        if self._settling:
+            await asyncio.wait(set(self._settling), timeout=SETTLE_WAIT_S)
 
     def _keep_hot(self, key: str, result: ExecutionResult, size: int, stored_at: float) -> None:
         """In memory until its stored copy expires (the bucket's max age from its put)."""
         self.hot.put(key, result, size, stored_at + self.settings.cache_ttl_seconds)
 
-    def _not_stored(self, reason: str, **fields: object) -> bool:
+    def _not_stored(self, reason: str, **fields: object) -> None:
         self.metrics.not_stored.labels(reason).inc()
         note(not_stored=reason)  # `dcodex chaos` tells a program run again uncached by it
         log.debug("result_not_stored", reason=reason, **fields)
-        return False
 
     def _count(self, outcome: str) -> None:
         self.counts[outcome] += 1
@@ -468,6 +515,9 @@ class Cache:
 
     async def purge(self, call: micro.Call) -> BaseModel:
         request = PurgeRequest.model_validate(call.payload)
+        # Every replica's answered puts land first, then the bucket is purged, then
+        # every replica's memory drops what was kept in between.
+        await self._forget_everywhere(request, call.request_id)
         purged = await self._bucket_call(self.store.purge(request.key))
         await self._forget_everywhere(request, call.request_id)
         return PurgeReply(purged=purged)
@@ -475,6 +525,7 @@ class Cache:
     async def _forget_everywhere(self, request: PurgeRequest, request_id: str) -> None:
         """Every replica's memory drops what was purged before the purge is answered:
         no replica serves a purged result from memory afterwards."""
+        await self._settled()
         self.hot.forget(request.key)
         replicas = await gather_counts(self.nc, NAME, self.settings.subject(EXECUTE))
         headers = {CONTENT_TYPE_HEADER: JSON, REQUEST_ID_HEADER: request_id}
@@ -491,6 +542,7 @@ class Cache:
     async def forget(self, call: micro.Call) -> BaseModel:
         """Drop the purged results from this replica's memory (`dcodex.cache.forget`)."""
         request = PurgeRequest.model_validate(call.payload)
+        await self._settled()
         return PurgeReply(purged=self.hot.forget(request.key))
 
     @staticmethod

@@ -7,6 +7,7 @@ miss, and identical compiles under way at once share one compiler run.
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 
 import nats.errors
@@ -21,6 +22,7 @@ from dcodex.services.compiler.compile import compile_source
 from dcodex.services.compiler.headers import PrecompiledHeaders
 from dcodex.services.compiler.metrics import CompilerMetrics
 from dcodex.shared import bus
+from dcodex.shared.codec import MSGPACK
 from dcodex.shared.contract import (
     ArtifactRef,
     CompileRequest,
@@ -48,6 +50,9 @@ NAME = COMPILER.micro_name
 # Compiler slots use uids above the runner's, so the two never share a process count.
 UID_OFFSET = 1000
 # What the artifact store raises when it does not answer (no leader, no connection).
+# A binary up to this size travels to the runner in the compile's reply (a C or C++
+# program is tens of KiB); larger ones only through the Object Store.
+INLINE_BINARY_BYTES = 256 * 1024
 STORE_AWAY = (
     nats.errors.TimeoutError,
     nats.errors.NoRespondersError,
@@ -93,16 +98,16 @@ class Compiler:
     async def compile(self, call: micro.Call) -> BaseModel:
         request = CompileRequest.model_validate(call.payload)
         if request.compile_id is None:
-            return await self._compile(request)
+            return await self._compile(request, call)
         self._compiling[request.compile_id] += 1
         try:
-            return await self._compile(request)
+            return await self._compile(request, call)
         finally:
             self._compiling[request.compile_id] -= 1
             if not self._compiling[request.compile_id]:
                 del self._compiling[request.compile_id]
 
-    async def _compile(self, request: CompileRequest) -> BaseModel:
+    async def _compile(self, request: CompileRequest, call: micro.Call) -> CompileResult:
         check_sizes(request.code, "", self.settings)
         language = self.registry.resolve(request.language)
         if not language.compiled:
@@ -121,7 +126,9 @@ class Compiler:
             try:
                 result, shared = await self._in_flight.run(
                     digest,
-                    lambda: self._lookup_or_compile(digest, language, request.code, options, files),
+                    lambda: self._lookup_or_compile(
+                        digest, language, request.code, options, files, call
+                    ),
                 )
             except STORE_AWAY as exc:
                 # NATS is away, or the store's stream is electing a leader (a node of the
@@ -133,6 +140,8 @@ class Compiler:
             self.metrics.compiles.labels(language.id, outcome).inc()
             note(outcome=outcome)
             log.debug("compiled", outcome=outcome, compile_time_ms=result.compile_time_ms)
+            if call.encoding != MSGPACK:
+                return result.model_copy(update={"binary": None})  # JSON carries no bytes
             return result
 
     async def _lookup_or_compile(
@@ -142,6 +151,7 @@ class Compiler:
         code: str,
         options: CompileOptions,
         files: list[tuple[str, bytes]],
+        call: micro.Call,
     ) -> CompileResult:
         found = await self._stored(digest)
         self.metrics.artifact_lookups.labels("miss" if found is None else "hit").inc()
@@ -170,23 +180,41 @@ class Compiler:
             compile_output=compilation.output,
             compile_time_ms=round(compilation.time_ms, 3),
         )
-        if compilation.binary is None:
+        binary = compilation.binary
+        if binary is None:
             return result
-        # The diagnostics (warnings) travel with the artifact, for the next lookup.
-        meta = ObjectMeta(name=digest, description=compilation.output)
+        artifact = ArtifactRef(bucket=ARTIFACT_BUCKET, name=digest, size=len(binary))
+        if call.encoding == MSGPACK and len(binary) <= INLINE_BINARY_BYTES:
+            # The binary goes to the runner in the reply; the store (for other runners
+            # and later compiles) gets it once the reply has gone.
+            call.after_reply.append(lambda: self._store_quietly(digest, binary, compilation.output))
+            return result.model_copy(update={"artifact": artifact, "binary": binary})
         try:
-            await self.artifacts.put(digest, compilation.binary, meta=meta)
+            await self._store(digest, binary, compilation.output)
         except (nats.errors.Error, TimeoutError) as exc:
-            # The Object Store is how the binary reaches the runner: without it the
+            # The Object Store is how a large binary reaches the runner: without it the
             # program cannot run. A full JetStream store answers no write (it times out).
-            log.warning("artifact_not_stored", bucket=ARTIFACT_BUCKET, error=repr(exc))
             raise DcodexError(
                 UNAVAILABLE,
                 f"the compiled program could not be stored in {ARTIFACT_BUCKET} "
                 f"(JetStream store full or unavailable: {exc!r}); try again later",
             ) from exc
-        artifact = ArtifactRef(bucket=ARTIFACT_BUCKET, name=digest, size=len(compilation.binary))
         return result.model_copy(update={"artifact": artifact})
+
+    async def _store(self, digest: str, binary: bytes, warnings: str) -> None:
+        # The diagnostics (warnings) travel with the artifact, for the next lookup.
+        meta = ObjectMeta(name=digest, description=warnings)
+        try:
+            await self.artifacts.put(digest, binary, meta=meta)
+        except (nats.errors.Error, TimeoutError) as exc:
+            log.warning("artifact_not_stored", bucket=ARTIFACT_BUCKET, error=repr(exc))
+            raise
+
+    async def _store_quietly(self, digest: str, binary: bytes, warnings: str) -> None:
+        """After the reply: a failure is logged (`artifact_not_stored`) and the next
+        compile of the same source compiles again."""
+        with contextlib.suppress(nats.errors.Error, TimeoutError):
+            await self._store(digest, binary, warnings)
 
     async def _stored(self, digest: str) -> tuple[ArtifactRef, str] | None:
         """The stored artifact and the diagnostics of its compile, if there is one."""

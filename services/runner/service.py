@@ -389,6 +389,9 @@ class Runner:
     async def artifact(self, compiled: CompileResult) -> bytes:
         if compiled.artifact is None:
             raise DcodexError(INTERNAL, "the compiler reported success but no artifact")
+        if compiled.binary is not None:  # just compiled: it came in the reply
+            self.local_artifacts.put(compiled.digest, compiled.binary, compiled.compile_output)
+            return compiled.binary
         data = self.local_artifacts.get(compiled.digest)
         self.metrics.artifact_lookups.labels("miss" if data is None else "hit").inc()
         if data is None:

@@ -1,15 +1,15 @@
 """The `dcodex` command.
 
-`dcodex bus ...` (the client side) is built in; the server commands (`up`, `service`,
-`schemas`, `bench`) come from the `dcodex.commands` entry points and are imported only
-when used, so `pip install dcodex` alone gives a working client CLI.
+Every command comes from the `dcodex.commands` entry points and is imported only when
+used: `dcodex bus ...` (the client side, which `pip install dcodex` alone runs) and the
+server commands (`up`, `service`, `schemas`, `bench`, `chaos`), which need the server
+extra. So a service process (`dcodex service NAME`) never imports the client CLI.
 """
 
 from __future__ import annotations
 
 import click
 
-from dcodex.shared.cli.bus import bus
 from dcodex.shared.cli.plugins import COMMANDS, EntryPointGroup
 from dcodex.shared.version import version
 
@@ -22,9 +22,6 @@ from dcodex.shared.version import version
 @click.version_option(version(), prog_name="dcodex")
 def main() -> None:
     """DCodeX: run untrusted code under hard limits, over NATS."""
-
-
-main.add_command(bus)
 
 
 if __name__ == "__main__":

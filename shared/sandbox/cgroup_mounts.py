@@ -14,8 +14,6 @@ mount would show every cgroup of the node.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +84,10 @@ def ensure_writable_cgroupfs() -> bool:
         return True
     if os.geteuid() != 0 or not at_cgroup_namespace_root():
         return False
+    # Imported here: only a container with read-only cgroup mounts gets this far, and
+    # ctypes costs every runner memory it would otherwise keep idle.
+    import ctypes.util
+
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     for mount in stale:
         # A bind remount changes this mount's flags only; the others are kept (in a

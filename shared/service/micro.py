@@ -55,6 +55,10 @@ class Call:
     # The tenant whose subject the request came on (docs/tenancy.md): the NATS server
     # let only that tenant publish there. None on the plain subjects.
     tenant: str | None = None
+    # Work the handler leaves for after its reply is sent (the cache stores a result
+    # there): off the requester's critical path, yet still part of the request, so a
+    # stopping service finishes it (`RunningService.stop`) like any request under way.
+    after_reply: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
 
 Handler = Callable[[Call], Awaitable[BaseModel]]
@@ -289,6 +293,7 @@ class _Answerer:
             log.debug("request_received", endpoint=self.endpoint.name, size=len(request.data))
             error: DcodexError | None = None
             failure: Exception | None = None
+            call: Call | None = None
             try:
                 payload = decode(request.data, encoding) if request.data else {}
                 call = Call(
@@ -303,6 +308,7 @@ class _Answerer:
                 body = encode(reply, encoding)
             except NoReply:
                 self.running.counts[self.endpoint.name].requests -= 1  # not ours to answer
+                await _after_reply(call)
                 return
             except Exception as exc:
                 error, failure = as_dcodex_error(exc), exc
@@ -313,6 +319,7 @@ class _Answerer:
             self._record(error, elapsed_ns)
             summary |= {"endpoint": self.endpoint.name, "duration_ms": round(elapsed_ns / 1e6, 3)}
             _log_request(summary, error, failure)
+            await _after_reply(call)
 
     def _tenant(self, request: MicroRequest) -> str | None:
         """The last token of a per-tenant subject: the server let only its tenant send."""
@@ -328,6 +335,16 @@ class _Answerer:
         if self.observer is not None:
             code = 200 if error is None else error.code
             self.observer(self.endpoint.counted_as or self.endpoint.name, code, elapsed_ns / 1e9)
+
+
+async def _after_reply(call: Call | None) -> None:
+    """The handler's work left for after the reply (whatever the reply was); a failure
+    there is logged: the requester has its answer already."""
+    for work in call.after_reply if call is not None else ():
+        try:
+            await work()
+        except Exception:
+            log.exception("after_reply_failed")
 
 
 def _log_request(

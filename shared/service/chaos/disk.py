@@ -27,8 +27,7 @@ from pathlib import Path
 
 from dcodex.shared.client import DcodexClient
 from dcodex.shared.contract import ExecutionResult
-from dcodex.shared.errors import UNAVAILABLE, DcodexError
-from dcodex.shared.service.artifacts import ARTIFACT_BUCKET
+from dcodex.shared.errors import DcodexError
 from dcodex.shared.service.chaos.stack import Stack
 
 MiB = 2**20
@@ -150,7 +149,7 @@ async def fill_the_store(stack: Stack) -> str:
     started = time.monotonic()
     async with await DcodexClient.connect(stack.url, timeout=60) as client:
         probe, probe_s = await _timed(client, _program("full"))
-        compiled = await _compile_refused(client)
+        compiled = await _compiled_on_full_disk(client)
     if not _answered(probe, "full\n", hit=False):
         stack.problems.append(f"disk-full: a fresh request on a full disk got {probe}")
     if compiled:
@@ -189,17 +188,20 @@ def _program(text: str) -> dict[str, object]:
     return {"language": "python", "code": f"print({text!r})  # {uuid.uuid4().hex}"}
 
 
-async def _compile_refused(client: DcodexClient) -> str:
-    """A C program never compiled before, on the full disk: its binary cannot be stored
-    for the runner, so it must get a clear 503 ("" when it did)."""
-    code = f"int main(void) {{ return 0; }} /* {uuid.uuid4().hex} */\n"
+async def _compiled_on_full_disk(client: DcodexClient) -> str:
+    """A C program never compiled before, on the full disk: its binary cannot be stored,
+    yet it runs (the binary reaches the runner in the compile's reply); "" when it did."""
+    code = (
+        f'#include <stdio.h>\nint main(void) {{ puts("built"); return 0; }} '
+        f"/* {uuid.uuid4().hex} */\n"
+    )
     try:
         result = await client.execute({"language": "c", "code": code})
     except DcodexError as exc:
-        if exc.code == UNAVAILABLE and ARTIFACT_BUCKET in exc.message:
-            return ""
         return f"{exc.code} {exc.message}"
-    return f"answered {result.status}, yet its binary could not be stored"
+    if result.status != "ok" or result.stdout != "built\n":
+        return f"answered {result.status}: {result.stdout!r} {result.stderr[-200:]!r}"
+    return ""
 
 
 async def _timed(

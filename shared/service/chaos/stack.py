@@ -178,6 +178,19 @@ def runs_by_program(logs: list[Path], by: str = "cache_key") -> Counter[str]:
     return runs
 
 
+def _unstored_lines(log: Path) -> list[dict[str, Any]]:
+    """The cache's lines for results it could not put in its bucket."""
+    found = []
+    with contextlib.suppress(OSError), log.open(errors="replace") as lines:
+        for line in lines:
+            if "result_not_stored" in line:
+                with contextlib.suppress(ValueError):
+                    fields = json.loads(line)
+                    if fields.get("event") == "result_not_stored":
+                        found.append(fields)
+    return found
+
+
 def _request_lines(log: Path, endpoint: str) -> list[dict[str, Any]]:
     """The request summary lines a service logged for `endpoint` (JSON logs)."""
     found = []
@@ -197,16 +210,15 @@ def duplicated_runs(runner_logs: list[Path], cache_logs: list[Path]) -> tuple[in
     uncached). A run again is *uncached*, not duplicated, when the cache said it could
     not use its buckets for it: its lookup passed through (`passthrough`), it could not
     take a lease to share another replica's run (`lease: unavailable`), or the run
-    before could not be stored (`not_stored: unavailable`), as during a leader election
-    of a bucket's stream. The same request (execution id) run twice is always
-    duplicated."""
+    before could not be stored (its `result_not_stored` line, logged after the reply),
+    as during a leader election of a bucket's stream. The same request (execution id)
+    run twice is always duplicated."""
     passed, unstored = set(), set()
     for log in cache_logs:
         for fields in _request_lines(log, "execute"):
             if fields.get("passthrough") or fields.get("lease") == "unavailable":
                 passed.add(fields.get("execution_id"))
-            if fields.get("not_stored") == "unavailable":
-                unstored.add(fields.get("execution_id"))
+        unstored |= {fields.get("execution_id") for fields in _unstored_lines(log)}
     runs: dict[str, list[tuple[str, str]]] = {}
     for log in runner_logs:
         for fields in _request_lines(log, "run"):
