@@ -139,6 +139,22 @@ async def test_a_limit_verdict_moves_exactly_its_counters(
     assert moved(hits_before, limit_hits(observed)) == {limit: 1}
 
 
+async def test_python_runs_are_counted_by_how_they_started(observed: Observed) -> None:
+    # Limits of their own: no warm sandbox takes them, the zygote forks them.
+    before = {how: observed.metric("runner", "dcodex_sandbox_starts_total", how=how)
+              for how in ("zygote", "exec")}  # fmt: skip
+    for _ in range(3):
+        result = await execute(observed, "python", unique("print(1)"), limits={"processes": 9})
+        assert result.stdout == "1\n"
+    started = await execute(observed, "bash", unique("echo 1"))
+    assert started.stdout == "1\n"
+    after = {how: observed.metric("runner", "dcodex_sandbox_starts_total", how=how)
+             for how in ("zygote", "exec")}  # fmt: skip
+    assert after["zygote"] - before["zygote"] >= 1  # the zygote may still have been starting
+    assert after["exec"] - before["exec"] >= 1  # bash
+    assert sum(after.values()) - sum(before.values()) == 4
+
+
 async def test_a_fork_past_the_process_limit_counts_processes(observed: Observed) -> None:
     code = """
 import os, time

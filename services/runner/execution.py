@@ -23,6 +23,7 @@ from dcodex.shared.sandbox.run import (
 from dcodex.shared.sandbox.slot import Slot
 from dcodex.shared.sandbox.warm import WarmSandbox
 from dcodex.shared.sandbox.workspace import hand_over, workspace, write_file, write_read_only
+from dcodex.shared.sandbox.zygote import ZygoteKeeper
 
 
 @dataclass(frozen=True)
@@ -50,9 +51,11 @@ async def execute(
     on_output: OutputCallback | None = None,
     on_finished: Callable[[SandboxResult, ExecutionResult], None] | None = None,
     files: Sequence[tuple[str, bytes]] = (),
+    zygote: ZygoteKeeper | None = None,
 ) -> ExecutionResult:
     """`on_finished` learns the sandbox's facts beside the verdict (for metrics);
-    `files` lie read-only beside the program (judge mode's extra files)."""
+    `files` lie read-only beside the program (judge mode's extra files); a run `zygote`
+    serves is forked from it (`dcodex.shared.sandbox.zygote`)."""
     language = program.language
     with workspace(prefix="dcodex-run-") as cwd:
         if program.binary is not None and language.binary:
@@ -72,6 +75,7 @@ async def execute(
             read_only=language.mounts,
             on_output=on_output,
             address_space=language.address_space(limits.memory_bytes),
+            zygote=zygote,
         )
     result = to_result(outcome, limits, execution_id, language.id, program.language_version)
     result = result.model_copy(update={"isolation": slot.isolation.layers})

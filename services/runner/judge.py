@@ -50,6 +50,7 @@ from dcodex.shared.judge.verdicts import (
 )
 from dcodex.shared.languages.registry import Language, Registry
 from dcodex.shared.sandbox.slots import Overloaded, SlotPool
+from dcodex.shared.sandbox.zygote import ZygoteKeeper
 from dcodex.shared.service import micro
 from dcodex.shared.service.config import Settings
 from dcodex.shared.service.events import EventPublisher
@@ -67,6 +68,7 @@ class RunnerParts(Protocol):
     registry: Registry
     slots: SlotPool
     metrics: RunnerMetrics
+    zygote: ZygoteKeeper | None
 
     def refuse_when_overloaded(self) -> None: ...
 
@@ -228,6 +230,7 @@ class Judge:
                 slot=slot,
                 on_finished=self.runner.metrics.sandbox_finished,
                 files=plan.files,
+                zygote=self.runner.zygote,
             )
         self.runner.metrics.observe(result)  # a case is an execution like any other
         checked = await self._check(plan, index, result, checker)

@@ -78,6 +78,15 @@ class RunnerMetrics(ServiceMetrics):
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        self.sandbox_starts = Counter(
+            "dcodex_sandbox_starts_total",
+            "Sandboxed runs by how their program started: forked from the Python zygote "
+            "(zygote) or exec'd by the helper (exec, warm sandboxes too)",
+            ["how"],
+            registry=registry,
+        )
+        for how in ("zygote", "exec"):
+            self.sandbox_starts.labels(how)
         self.queue_wait_seconds = Histogram(
             "dcodex_queue_wait_seconds",
             "Time a run waited for a free sandbox",
@@ -123,6 +132,7 @@ class RunnerMetrics(ServiceMetrics):
         for limit in limits_hit(outcome, result.status):
             self.limit_hits.labels(limit).inc()
         self.run_seconds.labels(result.language).observe(outcome.wall_time_ms / 1000)
+        self.sandbox_starts.labels("zygote" if outcome.zygote else "exec").inc()
 
     def observe(self, result: ExecutionResult) -> None:
         """Every execution the runner answers, sandboxed or not (compile errors)."""

@@ -21,6 +21,7 @@ from dcodex.services.runner.interactive import input_feed
 from dcodex.services.runner.judge import Judge
 from dcodex.services.runner.metrics import RunnerMetrics
 from dcodex.services.runner.warm_pool import WarmPools, open_warm_pools
+from dcodex.services.runner.zygote import open_python_zygote
 from dcodex.shared import bus
 from dcodex.shared.bus.retry import retry_unreceived
 from dcodex.shared.bus.watch import RunLost, watched_request
@@ -45,6 +46,7 @@ from dcodex.shared.sandbox.run import LiveInput
 from dcodex.shared.sandbox.slot_cgroups import cgroup_version
 from dcodex.shared.sandbox.slots import Overloaded, SlotPool, open_slot_pool
 from dcodex.shared.sandbox.warm import WarmSandbox, handover
+from dcodex.shared.sandbox.zygote import ZygoteKeeper
 from dcodex.shared.service import micro
 from dcodex.shared.service.artifacts import (
     ARTIFACT_BUCKET,
@@ -82,9 +84,11 @@ class Runner:
         artifacts: ObjectStore,
         slots: SlotPool,
         warm: WarmPools | None = None,
+        zygote: ZygoteKeeper | None = None,
     ) -> None:
         self.settings = settings
         self.warm = warm or WarmPools()
+        self.zygote = zygote
         self.nc = nc
         self.registry = registry
         self.artifacts = artifacts
@@ -261,6 +265,7 @@ class Runner:
                         slot=slot,
                         on_output=events.output if events.enabled else None,
                         on_finished=self.metrics.sandbox_finished,
+                        zygote=self.zygote,
                     )
         except Overloaded as exc:
             raise DcodexError(UNAVAILABLE, f"overloaded: {exc}") from exc
@@ -433,8 +438,11 @@ async def start(settings: Settings) -> Service:
     )
     registry = await available_languages(settings.languages_file, slots.probe_slot())
     artifacts = await open_artifact_store(nc.jetstream())
+    # Warm sandboxes are not forked from the zygote: measured, that saved them little CPU
+    # and cost their runs latency (docs/performance.md, "Zygote").
     warm = open_warm_pools(settings, registry, slots)
-    runner = Runner(settings, nc, registry, artifacts, slots, warm)
+    zygote = open_python_zygote(settings, registry, slots.isolation)
+    runner = Runner(settings, nc, registry, artifacts, slots, warm, zygote)
     running = await micro.start_micro_service(
         nc,
         name=NAME,
@@ -456,6 +464,10 @@ async def start(settings: Settings) -> Service:
         running,
         runner.metrics.registry,
         details={"isolation": " ".join(layers)},
-        on_stopped=[warm.close, slots.close],
+        on_stopped=[
+            warm.close,
+            *([zygote.close] if zygote is not None else []),
+            slots.close,
+        ],
         ready_checks=[object_store_check(artifacts, ARTIFACT_BUCKET)],
     )

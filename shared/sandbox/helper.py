@@ -51,7 +51,23 @@ def helper_binary() -> str:
     return str(binary)
 
 
-def _build_helper(binary: Path) -> None:
+@functools.cache
+def helper_library() -> str:
+    """The same helper as a shared library, for the Python zygote (`zygote.py`), which
+    calls its `dcodex_enter` in a forked interpreter instead of exec'ing the binary.
+    Only its two entry points are visible: the helper's own `main` never binds to the
+    interpreter's."""
+    source = _HELPER_SOURCE.read_bytes()
+    digest = hashlib.sha256(source).hexdigest()[:16]
+    directory = Path(os.environ.get("DCODEX_CACHE_DIR") or Path.home() / ".cache" / "dcodex")
+    library = directory / f"dcodex-exec-{digest}.so"
+    if not library.is_file():
+        directory.mkdir(parents=True, exist_ok=True)
+        _build_helper(library, ["-shared", "-fPIC", "-fvisibility=hidden"])
+    return str(library)
+
+
+def _build_helper(binary: Path, flags: Sequence[str] = ()) -> None:
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         raise RuntimeError("the sandbox helper needs a C compiler (cc or gcc) to be built")
@@ -59,7 +75,7 @@ def _build_helper(binary: Path) -> None:
     partial = binary.with_name(f"{binary.name}.{os.getpid()}.partial")
     subprocess.run(
         # libseccomp (Debian: libseccomp-dev) builds the system call filter.
-        [compiler, "-O2", "-Wall", "-o", str(partial), str(_HELPER_SOURCE), "-lseccomp"],
+        [compiler, "-O2", "-Wall", *flags, "-o", str(partial), str(_HELPER_SOURCE), "-lseccomp"],
         check=True,
         capture_output=True,
     )

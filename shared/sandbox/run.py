@@ -29,7 +29,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
+
+import structlog
 
 from dcodex.shared.contract import EffectiveLimits
 from dcodex.shared.environment import clean_env
@@ -38,6 +40,9 @@ from dcodex.shared.sandbox.helper import config_fd, helper_binary, helper_comman
 from dcodex.shared.sandbox.isolation import SANDBOX_WORKDIR, Isolation
 from dcodex.shared.sandbox.slot import Slot
 from dcodex.shared.sandbox.slot_cgroups import SlotCgroupBackend
+from dcodex.shared.sandbox.zygote import ZygoteKeeper, ZygoteUnavailable
+
+log = structlog.get_logger("dcodex.sandbox")
 
 KillReason = Literal["output", "wall_time", "cpu_time"]
 Stream = Literal["stdout", "stderr"]
@@ -76,6 +81,8 @@ class SandboxResult:
     # Expected outputs the helper did not copy back, and why ("too-large", "hard-linked",
     # "not-a-regular-file", "deadline"...).
     skipped_outputs: Mapping[str, str] = field(default_factory=dict)
+    # Forked from a pre-initialised interpreter (`zygote.py`) rather than exec'd.
+    zygote: bool = False
 
 
 def working_directory(slot: Slot | None, cwd: Path) -> Path:
@@ -97,6 +104,7 @@ async def run_sandboxed(
     read_only: Sequence[str] = (),
     outputs: Sequence[str] = (),
     address_space: int | None = None,
+    zygote: ZygoteKeeper | None = None,
 ) -> SandboxResult:
     """Run `argv` to completion under `limits` and report how it ended.
 
@@ -113,6 +121,8 @@ async def run_sandboxed(
     `on_output` is called on the event loop with each chunk of output that is kept;
     it must be quick and must not raise (the loop would only log the exception).
     On cancellation everything the program started is killed and reaped first.
+    With `zygote`, a run it serves (in namespaces) is forked from a ready zygote of it
+    rather than exec'd; with none ready, or should it fail to fork, it runs cold.
     """
     started = start_sandboxed(
         argv,
@@ -123,6 +133,7 @@ async def run_sandboxed(
         read_only=read_only,
         outputs=outputs,
         address_space=address_space,
+        zygote=zygote,
     )
     return await started.finish(stdin, on_output)
 
@@ -139,6 +150,7 @@ def start_sandboxed(
     address_space: int | None = None,
     wall_backstop: bool = True,
     deferred: bool = False,
+    zygote: ZygoteKeeper | None = None,
 ) -> StartedSandbox:
     """Start `argv` as `run_sandboxed` does, without supervising it yet: its stdin,
     output and wall-clock limit begin with `StartedSandbox.finish` (see `warm.py`).
@@ -175,7 +187,11 @@ def start_sandboxed(
             deferred=deferred,
         )
 
-    spawned = _spawn(options, cwd, env)
+    spawned = None
+    if zygote is not None and isolation.namespaces and zygote.serves(program, env):
+        spawned = _spawn_in_zygote(zygote, options)
+    if spawned is None:
+        spawned = _spawn(options, cwd, env)
     return StartedSandbox(_Supervisor(loop, spawned, limits, isolation, cgroup), cgroup)
 
 
@@ -213,10 +229,14 @@ async def _emptied(cgroup: SlotCgroupBackend) -> None:
     again before. (The reaper kills them all, but a pid namespace whose pid 1 died takes
     a moment to go; nothing should, but an OOM-killed reaper would.)"""
     deadline = time.monotonic() + _EMPTY_TIMEOUT_S
+    pause = _CPU_POLL_S / 40
     while cgroup.kill_all():
         if time.monotonic() > deadline:
             raise OSError(errno.EBUSY, "the run's processes would not end; slot left unclean")
-        await asyncio.sleep(_CPU_POLL_S / 4)
+        # Usually the reaper is just unmapping its memory (longer for a zygote's fork,
+        # whose memory is an interpreter's): look again soon, then less often.
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, _CPU_POLL_S / 4)
 
 
 class LiveInput:
@@ -260,13 +280,24 @@ class LiveInput:
 # --- starting the program -------------------------------------------------------------
 
 
+class _Helper(Protocol):
+    """The helper as the supervisor waits for it: a `Popen`, or a `ZygoteChild`."""
+
+    returncode: int | None
+
+    def poll(self) -> int | None: ...
+
+    def wait(self) -> int: ...
+
+
 @dataclass(frozen=True)
 class _Spawned:
-    proc: subprocess.Popen[bytes]  # the helper; the program is its only child
+    proc: _Helper  # the helper; the program is its only child
     status_fd: int  # the helper's reports: "pid N", then "exit ..." or "error ..."
     stdin_fd: int  # our (write) end of the program's stdin
     stdout_fd: int  # our (read) end of its stdout
     stderr_fd: int
+    zygote: bool = False  # forked by a zygote (`_spawn_in_zygote`)
 
 
 def _spawn(options: Callable[[int], list[str]], cwd: Path, env: Mapping[str, str]) -> _Spawned:
@@ -305,6 +336,35 @@ def _spawn(options: Callable[[int], list[str]], cwd: Path, env: Mapping[str, str
 def program_argv(argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
     """`argv` as the helper execs it: its program looked up as `_executable` does."""
     return [_executable(argv[0], env), *argv[1:]]
+
+
+def _spawn_in_zygote(keeper: ZygoteKeeper, options: Callable[[int], list[str]]) -> _Spawned | None:
+    """`_spawn`, by a fork of a ready zygote (None: none is, or it failed to fork).
+    The child finds the streams on 0-2, the status on 3 and the options on 4."""
+    zygote = keeper.zygote()
+    if zygote is None:
+        return None
+    stdin_r, stdin_w = os.pipe()
+    stdout_r, stdout_w = os.pipe()
+    stderr_r, stderr_w = os.pipe()
+    status_r, status_w = os.pipe()
+    ours = (status_r, stdin_w, stdout_r, stderr_r)
+    config = -1
+    try:
+        config = config_fd(options(3))
+        child = zygote.spawn((stdin_r, stdout_w, stderr_w, status_w, config))
+    except ZygoteUnavailable as exc:
+        log.warning("zygote_unavailable", error=str(exc))
+        _close_fds(ours)
+        return None
+    except BaseException:
+        _close_fds(ours)
+        raise
+    finally:
+        _close_fds((stdin_r, stdout_w, stderr_w, status_w, config))
+    for fd in ours:
+        os.set_blocking(fd, False)
+    return _Spawned(child, status_r, stdin_w, stdout_r, stderr_r, zygote=True)
 
 
 def _executable(name: str, env: Mapping[str, str]) -> str:
@@ -352,6 +412,7 @@ class _Supervisor:
         self._cgroup = cgroup
         self._cores = (cgroup.cores if cgroup else None) or float(os.cpu_count() or 1)
         self._helper = spawned.proc
+        self._zygote = spawned.zygote
         self._started = time.monotonic()
         self._limits = limits
         self._on_output: OutputCallback | None = None
@@ -634,6 +695,7 @@ class _Supervisor:
             memory_limit_hit=kernel.oom_killed if kernel else None,
             process_limit_hit=kernel.process_limit_hit if kernel else None,
             skipped_outputs=dict(self._skipped),
+            zygote=self._zygote,
         )
 
 

@@ -357,6 +357,10 @@ static void take_handover(void) {
     limit(RLIMIT_FSIZE, cfg.fsize, cfg.fsize);
 }
 
+/* Set by the zygote's entry (the end of this file): the program goes back into the
+   interpreter it was forked from instead of exec'ing one. */
+static void (*resume_program)(void) = NULL;
+
 static void become_program(void) {
     /* When the run's memory cgroup is full, the OOM killer takes the program first
        (set while still privileged: /proc/self is root's once we change uid). */
@@ -388,6 +392,7 @@ static void become_program(void) {
     }
     if (cfg.deferred) take_handover();
     limit(RLIMIT_AS, cfg.as, cfg.as);
+    if (resume_program != NULL) resume_program(); /* returns only on failure */
     execv(cfg.argv[0], cfg.argv); /* no PATH search, no /bin/sh fallback on ENOEXEC */
     program_failed();
 }
@@ -1025,4 +1030,67 @@ int main(int argc, char **argv) {
         run_plain();
     }
     return 0;
+}
+
+/* --- the zygote's entry (built as a shared library too, see zygote.py) ---------------- */
+
+/*
+ * A pre-initialised interpreter (the zygote) forks a child per run, which calls
+ * dcodex_enter with the run's options on a file descriptor, exactly as the helper's
+ * main gets them. Everything main does happens, by main itself: the child becomes the
+ * outer helper, its clone the namespace's reaper, and the reaper's child the program,
+ * with every layer (namespaces, new root, cgroups, uid, rlimits, keyrings,
+ * no_new_privs, seccomp, RLIMIT_AS). Only the last step differs: the program does not
+ * exec a new interpreter but returns from dcodex_enter into the one it was forked from,
+ * after doing what exec would (close-on-exec descriptors closed, signal handlers as the
+ * interpreter had them, dumpable again). Every other process of the chain _exits here.
+ */
+#include <setjmp.h>
+
+#define ZYGOTE_API __attribute__((visibility("default")))
+
+static sigjmp_buf back_to_interpreter;
+static struct sigaction interpreter_handlers[NSIG];
+
+/* Close what exec would: every descriptor marked close-on-exec (the reaper's handles
+   on /box and on the host's work directory among them). The zygote's children hold
+   only low-numbered descriptors: it was started with none but its own few. */
+static void close_cloexec_descriptors(void) {
+    for (int fd = 3; fd < 1024; fd++) {
+        int flags = fcntl(fd, F_GETFD);
+        if (flags >= 0 && (flags & FD_CLOEXEC)) close(fd);
+    }
+}
+
+static void resume_in_interpreter(void) {
+    close(exec_error_fd); /* the reaper takes EOF for "started", as after an exec */
+    exec_error_fd = -1;
+    close_cloexec_descriptors();
+    for (int signal_number = 1; signal_number < NSIG; signal_number++)
+        sigaction(signal_number, &interpreter_handlers[signal_number], NULL);
+    /* The uid change made us undumpable; a new program image would be dumpable again. */
+    prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+    siglongjmp(back_to_interpreter, 1);
+}
+
+/* Returns 0 in the sandboxed program; never returns in any other process. */
+ZYGOTE_API int dcodex_enter(int config_fd) {
+    for (int signal_number = 1; signal_number < NSIG; signal_number++)
+        sigaction(signal_number, NULL, &interpreter_handlers[signal_number]);
+    if (sigsetjmp(back_to_interpreter, 0) != 0) return 0;
+    resume_program = resume_in_interpreter;
+    char fd_text[24];
+    snprintf(fd_text, sizeof fd_text, "%d", config_fd);
+    char *argv[] = {"dcodex-exec", "--config-fd", fd_text, NULL};
+    _exit(main(3, argv));
+}
+
+/* In the program: its argv, from the options (the zygote itself never sees a run's
+   arguments: what one run sent it, a later one could find in its memory). */
+ZYGOTE_API char **dcodex_program_argv(void) { return cfg.argv; }
+
+/* The zygote itself dies with the runner that started it (0, else -1: it is gone). */
+ZYGOTE_API int dcodex_zygote_init(int runner_pid) {
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) return -1;
+    return getppid() == runner_pid ? 0 : -1;
 }

@@ -52,6 +52,7 @@ from dcodex.shared.sandbox.run import (
 from dcodex.shared.sandbox.slot import Slot
 from dcodex.shared.sandbox.slots import SlotPool
 from dcodex.shared.sandbox.workspace import hand_over
+from dcodex.shared.sandbox.zygote import ZygoteKeeper
 
 log = structlog.get_logger("dcodex.sandbox")
 
@@ -144,7 +145,7 @@ class WarmSpec:
 class WarmSandbox:
     """One started sandbox waiting for its program; `run` uses it up."""
 
-    def __init__(self, spec: WarmSpec, slot: Slot) -> None:
+    def __init__(self, spec: WarmSpec, slot: Slot, zygote: ZygoteKeeper | None = None) -> None:
         self.spec = spec
         self.layers = slot.isolation.layers  # what the run is isolated by, for its result
         self.used: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -164,6 +165,8 @@ class WarmSandbox:
                 deferred=spec.deferred,
                 address_space=spec.address_space,
                 outputs=spec.outputs,
+                # Forked from a ready zygote rather than started: no interpreter start-up.
+                zygote=zygote,
             )
         except BaseException:
             shutil.rmtree(self._workdir, ignore_errors=True)
@@ -232,12 +235,18 @@ class WarmPool:
     `languages` (ids) whose runs or compiles that spec fits."""
 
     def __init__(
-        self, spec: WarmSpec, slots: SlotPool, size: int, languages: Iterable[str] = ()
+        self,
+        spec: WarmSpec,
+        slots: SlotPool,
+        size: int,
+        languages: Iterable[str] = (),
+        zygote: ZygoteKeeper | None = None,
     ) -> None:
         self.spec = spec
         self.slots = slots
         self.size = size
         self.languages = frozenset(languages)
+        self.zygote = zygote
         self._ready: deque[WarmSandbox] = deque()
         self._keepers: list[asyncio.Task[None]] = []
         self._closed = False
@@ -278,7 +287,7 @@ class WarmPool:
         while True:
             async with self.slots.acquire() as slot:
                 try:
-                    warm = WarmSandbox(self.spec, slot)
+                    warm = WarmSandbox(self.spec, slot, self.zygote)
                 except (OSError, RuntimeError) as exc:
                     log.warning("warm_sandbox_not_started", error=repr(exc))
                     await asyncio.sleep(RETRY_AFTER_S)

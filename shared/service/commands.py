@@ -48,10 +48,12 @@ def settings_options(command: F) -> F:
     """Add one option per `Settings` field, with its `DCODEX_*` variable."""
     for name, field in reversed(Settings.model_fields.items()):
         default = field.default
+        # A yes/no setting is a pair of flags: --python-zygote/--no-python-zygote.
+        switch = field.annotation is bool
         command = click.option(
-            flag(name),
+            f"{flag(name)}/--no-{flag(name)[2:]}" if switch else flag(name),
             name,
-            type=_click_type(field),
+            type=None if switch else _click_type(field),
             default=default,
             envvar=env_var(name),
             show_default=default is not None,

@@ -108,6 +108,11 @@ class Settings(BaseModel):
         description="sandboxes for C and C++ compiles (without a precompiled header) a compiler "
         "keeps set up ahead of them (needs namespaces); 0 turns them off",
     )
+    python_zygote: bool = Field(
+        True,
+        description="fork Python runs from a pre-initialised interpreter into fresh "
+        "sandboxes, every layer on (needs namespaces); --no-python-zygote starts each cold",
+    )
     sandbox_cpu_cores: float = Field(
         1.0,
         ge=0,

@@ -1,0 +1,302 @@
+"""The Python zygote: an interpreter started once, forked into a fresh sandbox per run.
+
+This file runs as `python3 -u -c BOOT SCRIPT_FD CONTROL_FD LIBRARY_FD RUNNER_PID` (BOOT
+reads it from SCRIPT_FD and runs it in `__main__`) under the
+system interpreter with the environment of a sandboxed Python run; it is never
+imported (see `zygote.py`). Start-up is exactly that of `python3 -u main.py`; it then
+loads the helper library (from a memory file: no host path shows in /proc/self/maps)
+and serves requests on its control socket (SOCK_SEQPACKET): a run's stdin, stdout,
+stderr, status and options descriptors, nothing else of it. Per request
+it forks; the child calls `dcodex_enter` (sandbox_exec.c), which builds the sandbox
+exactly as the helper does for a cold run and returns only in the sandboxed program,
+which then runs the script as `python3 -u main.py` would. The zygote answers with a
+pidfd of the child (the outer helper, whose reports go to the status descriptor).
+
+Only the standard library, and nothing of it left behind for the program: the modules
+imported here are dropped from `sys.modules` before the program runs, and `__main__`
+is emptied.
+"""
+
+import os
+import sys
+
+# What start-up alone imported: the program finds exactly these (and no importer cache
+# entry of ours), as in a fresh `python3 -u main.py`.
+_BASELINE = (frozenset(sys.modules), frozenset(sys.path_importer_cache))
+
+import ctypes  # noqa: E402  (after the baseline: dropped again before the program runs)
+import socket  # noqa: E402
+
+_Task = tuple[str, str, list[str]]
+
+
+def _dcodex_zygote() -> _Task | None:
+    control = socket.socket(fileno=int(sys.argv[2]))
+    library_fd, runner_pid = int(sys.argv[3]), int(sys.argv[4])
+    # PyDLL: the GIL stays held across the call, which forks and returns in the program.
+    library = ctypes.PyDLL(f"/proc/self/fd/{library_fd}")
+    os.close(library_fd)
+    enter = library.dcodex_enter
+    enter.argtypes = [ctypes.c_int]
+    if library.dcodex_zygote_init(runner_pid) != 0:
+        raise SystemExit(1)  # the runner is gone already
+    control.settimeout(1.0)  # to reap children now and then, requests or not
+    control.send(b"ready")
+    stopping = False
+    while True:
+        _reap(block=stopping)
+        if stopping:
+            return None
+        try:
+            message, fds, _flags, _address = socket.recv_fds(control, 16, 5)
+        except TimeoutError:
+            continue
+        if not message:
+            # The runner retires us: the runs in flight end first (their helpers would
+            # die with us), then we go.
+            stopping = True
+            continue
+        if len(fds) != 5:
+            _close(fds)
+            control.send(b"error descriptors")
+            continue
+        pid = os.fork()
+        if pid == 0:
+            os.close(control.detach())
+            _take_descriptors(fds)
+            enter(4)  # the options on 4 (status on 3); returns only in the program
+            _as_deep_as_a_cold_start()
+            _never_freed()
+            task = _task(library)
+            _show_the_programs_command_line(task)
+            if task[0] == "code":
+                _unshare_memory()
+            return task
+        try:
+            pidfd = os.pidfd_open(pid)
+            socket.send_fds(control, [b"ok"], [pidfd])
+            os.close(pidfd)
+        finally:
+            _close(fds)
+
+
+class _MemoryMap(ctypes.Structure):
+    """struct prctl_mm_map (linux/prctl.h)."""
+
+    _fields_ = [
+        *((name, ctypes.c_uint64) for name in (
+            "start_code", "end_code", "start_data", "end_data", "start_brk", "brk",
+            "start_stack", "arg_start", "arg_end", "env_start", "env_end", "auxv")),
+        ("auxv_size", ctypes.c_uint32),
+        ("exe_fd", ctypes.c_uint32),
+    ]  # fmt: skip
+
+
+def _show_the_programs_command_line(task: _Task) -> None:
+    """/proc/PID/cmdline of the program: its own argv, as a cold run's shows it, not the
+    zygote's. PR_SET_MM_MAP (checkpoint/restore's way, no capability needed) points the
+    kernel at a copy; where the kernel refuses, the zygote's shows."""
+    mode, target, args = task
+    argv = [sys.executable, "-u", *(["-c"] if mode == "code" else []), target, *args]
+    line = b"".join(os.fsencode(part) + b"\0" for part in argv)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.malloc.restype = libc.sbrk.restype = ctypes.c_void_p
+    libc.malloc.argtypes = [ctypes.c_size_t]
+    libc.sbrk.argtypes = [ctypes.c_ssize_t]
+    start = libc.malloc(len(line))  # never freed: the kernel reads it as long as we live
+    if not start:
+        return
+    ctypes.memmove(start, line, len(line))
+    with open("/proc/self/stat", "rb") as stat:
+        fields = [int(value) for value in stat.read().rsplit(b")", 1)[1].split()[1:]]
+    # Fields 26-28 and 45-51 of proc(5) (the list starts at field 4).
+    code, stack, data = fields[22:24], fields[24], fields[41:48]
+    brk = libc.sbrk(0) or data[2]
+    memory = _MemoryMap(code[0], code[1], data[0], data[1], data[2], brk, stack, start,
+                        start + len(line), data[5], data[6], 0, 0, 0xFFFFFFFF)  # fmt: skip
+    set_mm, set_mm_map = 35, 14  # PR_SET_MM, PR_SET_MM_MAP
+    libc.prctl.argtypes = [
+        ctypes.c_int,
+        ctypes.c_ulong,
+        ctypes.c_void_p,
+        ctypes.c_ulong,
+        ctypes.c_ulong,
+    ]
+    libc.prctl(set_mm, set_mm_map, ctypes.addressof(memory), ctypes.sizeof(memory), 0)
+
+
+def _task(library: ctypes.PyDLL) -> _Task:
+    """What to run, from the program's argv in its options (read by the helper's code
+    in this child: the zygote never holds a run's arguments)."""
+    get_argv = library.dcodex_program_argv
+    get_argv.restype = ctypes.POINTER(ctypes.c_char_p)
+    pointer = get_argv()
+    argv: list[str] = []
+    while (item := pointer[len(argv)]) is not None:
+        argv.append(os.fsdecode(item))
+    # The interpreter and its flags, as this zygote was started: `python3 -u`.
+    script = argv[sys.orig_argv.index("-c") :]
+    if script[0] == "-c":
+        return "code", script[1], script[2:]
+    return "file", script[0], script[1:]
+
+
+def _unshare_memory() -> None:
+    """Copy now every page this child shares with the zygote, rather than one fault at a
+    time while its program runs: for a warm sandbox (mode "code", the loader), which
+    waits for its run, so that the run does not pay the copies (some 600 faults), nor
+    the faults that map the interpreter's code again.
+    MADV_POPULATE_WRITE (Linux 5.14) breaks copy-on-write of a whole mapping at once;
+    where the kernel lacks it, the faults come later as before."""
+    populate_read, populate_write = 22, 23
+    madvise = ctypes.CDLL(None, use_errno=True).madvise
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split()
+            if len(fields) > 5 and fields[5].startswith("[v"):
+                continue  # the kernel's vvar/vsyscall pages
+            start, end = (int(part, 16) for part in fields[0].split("-"))
+            if fields[1] == "rw-p":
+                madvise(start, end - start, populate_write)
+            elif fields[1].startswith("r"):
+                # Mapped in the zygote, not yet in this child (fork leaves file pages
+                # to fault in again): the interpreter's code, say.
+                madvise(start, end - start, populate_read)
+
+
+def _never_freed() -> None:
+    """Keep what is ours alive to the end: the program will not find it (it leaves
+    `sys.modules` below), and freeing it would write to every page it lies on, each a
+    copy-on-write fault of the zygote's memory (about a millisecond per run)."""
+    keep = ctypes.pythonapi.Py_IncRef
+    keep.argtypes = [ctypes.py_object]
+    modules = _BASELINE[0]
+    for name, module in list(sys.modules.items()):
+        if name not in modules:
+            keep(module)
+
+
+def _as_deep_as_a_cold_start() -> None:
+    """The program's code runs a few frames deep here (ours, and `exec`), at the top in
+    a cold run: give it the recursion depth a cold start has (`RecursionError` at the
+    same depth, `sys.getrecursionlimit()` unchanged). CPython 3.11 keeps the count in
+    its thread state, after three pointers and two ints; it is only touched where the
+    limit is found where it should be."""
+    if sys.version_info[:2] != (3, 11) or sys.implementation.name != "cpython":
+        return
+    get_state = ctypes.pythonapi.PyThreadState_Get
+    get_state.restype = ctypes.c_void_p
+    state = get_state()
+    if not state:
+        return
+    offset = 3 * ctypes.sizeof(ctypes.c_void_p) + 2 * ctypes.sizeof(ctypes.c_int)
+    remaining = ctypes.c_int.from_address(state + offset)
+    limit = ctypes.c_int.from_address(state + offset + ctypes.sizeof(ctypes.c_int))
+    if limit.value != sys.getrecursionlimit() or not 0 < remaining.value < limit.value:
+        return
+    # This frame is one deeper than `_dcodex_run`'s; the program's module frame, one
+    # `exec` below that, counts as the first level in a cold run.
+    depth = limit.value - remaining.value
+    remaining.value += depth - 1
+
+
+def _close(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
+def _reap(*, block: bool) -> None:
+    while True:
+        try:
+            pid, _status = os.waitpid(-1, 0 if block else os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _take_descriptors(fds: list[int]) -> None:
+    """stdin, stdout, stderr, status, options onto 0..4 (inheritable, as they would be)."""
+    staged = []
+    for index, fd in enumerate(fds):
+        os.dup2(fd, 64 + index)
+        os.close(fd)
+        staged.append(64 + index)
+    for index, fd in enumerate(staged):
+        os.dup2(fd, index)
+        os.close(fd)
+
+
+def _dcodex_run(mode: str, target: str, args: list[str]) -> None:
+    """Run as `python3 -u TARGET ARGS` would (mode "file"), or `python3 -u -c TARGET
+    ARGS` (mode "code": a warm sandbox's loader)."""
+    # Local names: `__main__`, which holds ours, is emptied for the program below.
+    import os
+    import sys
+
+    modules, importers = _BASELINE
+    for module in [module for module in sys.modules if module not in modules]:
+        del sys.modules[module]
+    # Start-up ran outside the sandbox: what it imported from a file the sandbox does
+    # not show (Debian's sitecustomize, under /etc) a cold run could not have imported.
+    for module, value in list(sys.modules.items()):
+        file = getattr(value, "__file__", None)
+        if isinstance(file, str) and not os.path.exists(file):
+            del sys.modules[module]
+    for entry in [entry for entry in sys.path_importer_cache if entry not in importers]:
+        del sys.path_importer_cache[entry]
+    builtins = sys.modules["builtins"]
+    main = sys.modules["__main__"].__dict__
+    main.clear()
+    # The names, in the order, of a cold start's `__main__`.
+    main.update(__name__="__main__", __doc__=None, __package__=None)
+    if mode == "code":
+        sys.argv[:] = ["-c", *args]
+        sys.orig_argv[:] = [sys.executable, "-u", "-c", target, *args]
+        sys.path[0] = ""
+        main.update(__loader__=sys.modules["_frozen_importlib"].BuiltinImporter, __spec__=None,
+                    __annotations__={}, __builtins__=builtins)  # fmt: skip
+        path, source = "<string>", os.fsencode(target)
+    else:
+        path = os.path.join(os.getcwd(), target)
+        sys.path_importer_cache[path] = None  # as `python3 main.py` leaves it: no importer
+        sys.argv[:] = [target, *args]
+        sys.orig_argv[:] = [sys.executable, "-u", target, *args]
+        sys.path[0] = os.path.dirname(path)
+        loader = sys.modules["_frozen_importlib_external"].SourceFileLoader("__main__", path)
+        main.update(__loader__=loader, __spec__=None, __annotations__={},
+                    __builtins__=builtins, __file__=path, __cached__=None)  # fmt: skip
+        try:
+            with open(path, "rb") as file:
+                source = file.read()
+        except OSError as error:
+            print(f"{sys.executable}: can't open file {path!r}: [Errno {error.errno}] "
+                  f"{error.strerror}", file=sys.stderr)  # fmt: skip
+            raise SystemExit(2) from None
+    try:
+        code = compile(source, path, "exec", dont_inherit=True)
+    except SyntaxError as error:
+        sys.excepthook(type(error), error.with_traceback(None), None)
+        raise SystemExit(1) from None
+    del source
+    try:
+        exec(code, main)
+    except SystemExit:
+        raise
+    except BaseException as error:
+        # The program's frames only, as `python3 main.py` shows them.
+        traceback = error.__traceback__
+        error = error.with_traceback(traceback.tb_next if traceback else None)
+        sys.excepthook(type(error), error, error.__traceback__)
+        if isinstance(error, KeyboardInterrupt):
+            import signal
+
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
+        raise SystemExit(1) from None
+
+
+_DCODEX_TASK = _dcodex_zygote()
+if _DCODEX_TASK is not None:
+    _dcodex_run(*_DCODEX_TASK)
