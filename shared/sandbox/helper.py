@@ -41,14 +41,7 @@ def helper_binary() -> str:
     It lives in `$DCODEX_CACHE_DIR` (default `~/.cache/dcodex`) under a name that
     includes a hash of its source, so an upgrade builds a fresh one.
     """
-    source = _HELPER_SOURCE.read_bytes()
-    digest = hashlib.sha256(source).hexdigest()[:16]
-    directory = Path(os.environ.get("DCODEX_CACHE_DIR") or Path.home() / ".cache" / "dcodex")
-    binary = directory / f"dcodex-exec-{digest}"
-    if not binary.is_file():
-        directory.mkdir(parents=True, exist_ok=True)
-        _build_helper(binary)
-    return str(binary)
+    return _built("")
 
 
 @functools.cache
@@ -57,14 +50,18 @@ def helper_library() -> str:
     calls its `dcodex_enter` in a forked interpreter instead of exec'ing the binary.
     Only its two entry points are visible: the helper's own `main` never binds to the
     interpreter's."""
-    source = _HELPER_SOURCE.read_bytes()
-    digest = hashlib.sha256(source).hexdigest()[:16]
+    return _built(".so", ["-shared", "-fPIC", "-fvisibility=hidden"])
+
+
+def _built(suffix: str, flags: Sequence[str] = ()) -> str:
+    """The helper's source built with `flags`, cached under a hash of the source."""
+    digest = hashlib.sha256(_HELPER_SOURCE.read_bytes()).hexdigest()[:16]
     directory = Path(os.environ.get("DCODEX_CACHE_DIR") or Path.home() / ".cache" / "dcodex")
-    library = directory / f"dcodex-exec-{digest}.so"
-    if not library.is_file():
+    built = directory / f"dcodex-exec-{digest}{suffix}"
+    if not built.is_file():
         directory.mkdir(parents=True, exist_ok=True)
-        _build_helper(library, ["-shared", "-fPIC", "-fvisibility=hidden"])
-    return str(library)
+        _build_helper(built, flags)
+    return str(built)
 
 
 def _build_helper(binary: Path, flags: Sequence[str] = ()) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import math
 import os
@@ -302,35 +303,22 @@ class _Spawned:
 
 def _spawn(options: Callable[[int], list[str]], cwd: Path, env: Mapping[str, str]) -> _Spawned:
     """Start the helper (`options` of its status fd) with pipes for every stream."""
-    # Own pipes rather than Popen's file objects: we want raw, non-blocking fds.
-    stdin_r, stdin_w = os.pipe()
-    stdout_r, stdout_w = os.pipe()
-    stderr_r, stderr_w = os.pipe()
-    status_r, status_w = os.pipe()
-    ours = (status_r, stdin_w, stdout_r, stderr_r)
-    config = -1
-    try:
-        config = config_fd(options(status_w))
-        proc = subprocess.Popen(
-            helper_command(config),
+
+    def start(fds: _ChildFds) -> _Helper:
+        return subprocess.Popen(
+            helper_command(fds.config),
             executable=helper_binary(),
-            stdin=stdin_r,
-            stdout=stdout_w,
-            stderr=stderr_w,
+            stdin=fds.stdin,
+            stdout=fds.stdout,
+            stderr=fds.stderr,
             cwd=cwd,
             env=dict(env),
             close_fds=True,
-            pass_fds=(status_w, config),
+            pass_fds=(fds.status, fds.config),
             start_new_session=True,  # the helper leads a session; the program a group
         )
-    except BaseException:
-        _close_fds(ours)
-        raise
-    finally:
-        _close_fds((stdin_r, stdout_w, stderr_w, status_w, config))
-    for fd in ours:
-        os.set_blocking(fd, False)
-    return _Spawned(proc, status_r, stdin_w, stdout_r, stderr_r)
+
+    return _piped(lambda fds: options(fds.status), start)
 
 
 def program_argv(argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
@@ -344,27 +332,52 @@ def _spawn_in_zygote(keeper: ZygoteKeeper, options: Callable[[int], list[str]]) 
     zygote = keeper.zygote()
     if zygote is None:
         return None
+
+    def start(fds: _ChildFds) -> _Helper:
+        return zygote.spawn((fds.stdin, fds.stdout, fds.stderr, fds.status, fds.config))
+
+    try:
+        spawned = _piped(lambda _fds: options(3), start)
+    except ZygoteUnavailable as exc:
+        log.warning("zygote_unavailable", error=str(exc))
+        return None
+    return dataclasses.replace(spawned, zygote=True)
+
+
+@dataclass(frozen=True)
+class _ChildFds:
+    """The child's ends of its pipes, and the options' memfd (`config`)."""
+
+    stdin: int
+    stdout: int
+    stderr: int
+    status: int
+    config: int = -1
+
+
+def _piped(
+    options: Callable[[_ChildFds], list[str]], start: Callable[[_ChildFds], _Helper]
+) -> _Spawned:
+    """`start(...)` the helper with a pipe for every stream and for its status, and its
+    `options(...)` in a memfd; the child's ends are closed here once it has them."""
+    # Own pipes rather than Popen's file objects: we want raw, non-blocking fds.
     stdin_r, stdin_w = os.pipe()
     stdout_r, stdout_w = os.pipe()
     stderr_r, stderr_w = os.pipe()
     status_r, status_w = os.pipe()
     ours = (status_r, stdin_w, stdout_r, stderr_r)
-    config = -1
+    fds = _ChildFds(stdin_r, stdout_w, stderr_w, status_w)
     try:
-        config = config_fd(options(3))
-        child = zygote.spawn((stdin_r, stdout_w, stderr_w, status_w, config))
-    except ZygoteUnavailable as exc:
-        log.warning("zygote_unavailable", error=str(exc))
-        _close_fds(ours)
-        return None
+        fds = dataclasses.replace(fds, config=config_fd(options(fds)))
+        proc = start(fds)
     except BaseException:
         _close_fds(ours)
         raise
     finally:
-        _close_fds((stdin_r, stdout_w, stderr_w, status_w, config))
+        _close_fds((stdin_r, stdout_w, stderr_w, status_w, fds.config))
     for fd in ours:
         os.set_blocking(fd, False)
-    return _Spawned(child, status_r, stdin_w, stdout_r, stderr_r, zygote=True)
+    return _Spawned(proc, status_r, stdin_w, stdout_r, stderr_r)
 
 
 def _executable(name: str, env: Mapping[str, str]) -> str:
