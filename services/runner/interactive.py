@@ -8,6 +8,7 @@ and, when it asked for a reply, answered with the error.
 
 from __future__ import annotations
 
+import functools
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,7 +25,13 @@ from dcodex.shared.errors import DcodexError, from_validation_error
 from dcodex.shared.sandbox.run import LiveInput
 
 InputEvent = Annotated[StdinEvent | EofEvent | SignalEvent, Field(discriminator="type")]
-_INPUT_EVENT: TypeAdapter[StdinEvent | EofEvent | SignalEvent] = TypeAdapter(InputEvent)
+
+
+@functools.cache
+def _input_event() -> TypeAdapter[StdinEvent | EofEvent | SignalEvent]:
+    """Built on the first interactive run: an idle runner keeps no validator it never uses."""
+    return TypeAdapter(InputEvent)
+
 
 log = structlog.get_logger("dcodex.runner")
 
@@ -55,7 +62,7 @@ async def input_feed(nc: NATS, subject: str, live: LiveInput | None) -> AsyncIte
 
 
 def apply(live: LiveInput, payload: dict[str, object]) -> None:
-    event = _INPUT_EVENT.validate_python(payload)
+    event = _input_event().validate_python(payload)
     if isinstance(event, StdinEvent):
         live.write(event.data.encode())
     elif isinstance(event, EofEvent):
