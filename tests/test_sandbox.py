@@ -262,6 +262,25 @@ async def test_environment_is_clean(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert json.loads(result.stdout) == clean_env(tmp_path)
 
 
+async def test_signals_the_service_ignores_are_not_ignored_by_the_program(
+    tmp_path: Path,
+) -> None:
+    """A service started in the background (SIGINT, SIGQUIT ignored) or under nohup
+    (SIGHUP) hands nothing of that to its programs: exec keeps ignored signals."""
+    ignored = (signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR2)
+    before = {number: signal.signal(number, signal.SIG_IGN) for number in ignored}
+    try:
+        code = (
+            "import signal; print([signal.getsignal(n) == signal.SIG_DFL for n in"
+            f" {[int(n) for n in ignored]}], signal.pthread_sigmask(signal.SIG_BLOCK, []))"
+        )
+        result = await run_py(code, tmp_path)
+    finally:
+        for number, handler in before.items():
+            signal.signal(number, handler)
+    assert result.stdout.strip() == b"[True, True, True] set()", result.stderr
+
+
 async def test_background_child_is_killed(tmp_path: Path) -> None:
     code = (
         "import pathlib, subprocess\n"

@@ -366,10 +366,14 @@ static void become_program(void) {
        (set while still privileged: /proc/self is root's once we change uid). */
     write_text("/proc/self/oom_score_adj", "1000");
     if (!cfg.namespaces && join_cgroups() != 0) program_failed();
-    signal(SIGPIPE, SIG_DFL);
-    signal(SIGUSR1, SIG_DFL);
-    signal(SIGINT, SIG_DFL);
-    signal(SIGTERM, SIG_DFL);
+    /* Every disposition the default, nothing blocked: exec keeps ignored signals and the
+       mask, and a service started in the background (SIGINT and SIGQUIT ignored) or
+       under nohup (SIGHUP) must not hand that on to the programs it runs. */
+    for (int signal_number = 1; signal_number < NSIG; signal_number++)
+        if (signal_number != SIGKILL && signal_number != SIGSTOP) signal(signal_number, SIG_DFL);
+    sigset_t nothing;
+    sigemptyset(&nothing);
+    sigprocmask(SIG_SETMASK, &nothing, NULL);
     limit(RLIMIT_CORE, 0, 0);
     limit(RLIMIT_CPU, cfg.cpu_soft, cfg.cpu_hard);
     if (!cfg.deferred) limit(RLIMIT_FSIZE, cfg.fsize, cfg.fsize); /* else after the handover */

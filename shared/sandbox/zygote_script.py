@@ -25,7 +25,30 @@ import sys
 _BASELINE = (frozenset(sys.modules), frozenset(sys.path_importer_cache))
 
 import ctypes  # noqa: E402  (after the baseline: dropped again before the program runs)
+import signal  # noqa: E402  (start-up imported it: in the baseline)
 import socket  # noqa: E402
+
+
+def _as_started_with_default_signals() -> None:
+    """Dispositions and mask as a `python3` started with every signal at its default
+    has them (the cold run's helper resets what it inherited): the runner may have been
+    started with some ignored (in the background SIGINT and SIGQUIT, under nohup SIGHUP),
+    and its children, this zygote among them, inherit that."""
+    python_sets: dict[int, signal._HANDLER] = {
+        signal.SIGINT: signal.default_int_handler,
+        signal.SIGPIPE: signal.SIG_IGN,
+        signal.SIGXFSZ: signal.SIG_IGN,
+    }
+    for number in signal.valid_signals():
+        if number not in (signal.SIGKILL, signal.SIGSTOP):
+            try:  # noqa: SIM105  (contextlib is not among start-up's modules)
+                signal.signal(number, python_sets.get(number, signal.SIG_DFL))
+            except (OSError, ValueError):
+                pass  # one the C library keeps for itself
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+
+
+_as_started_with_default_signals()
 
 _Task = tuple[str, str, list[str]]
 
