@@ -258,6 +258,7 @@ async def both_replicas_asked(client: DcodexClient) -> bool:
 
 # ------------------------------------------------------------------ kill -9 of a compiler
 
+# Seconds to compile (16 s here) even warm: the test must see the compile under way.
 SLOW_CPP = """#include <tuple>
 #include <utility>
 template <int N> struct S { int a[N % 7 + 1]; };
@@ -265,13 +266,13 @@ template <int... I> auto make(std::integer_sequence<int, I...>) {
     return std::make_tuple(S<I>{}...);
 }
 int main() {
-    auto t = make(std::make_integer_sequence<int, 150>{});
+    auto t = make(std::make_integer_sequence<int, 400>{});
     return std::get<5>(t).a[0] * 0;
 }
 """
 
 
-@pytest.mark.timeout(200)  # the phases below are bounded: 60 s to see it, 60 s to finish
+@pytest.mark.timeout(200)  # the phases below are bounded: 60 s to see it, 100 s to finish
 async def test_a_compile_whose_compiler_dies_is_compiled_again(
     services: ServiceProcesses,
 ) -> None:
@@ -304,10 +305,10 @@ async def test_a_compile_whose_compiler_dies_is_compiled_again(
         services.processes["compiler"].remove(compiler)
         services.start("compiler")
         try:
-            result = await asyncio.wait_for(running, 60)
+            result = await asyncio.wait_for(running, 100)
         except TimeoutError:
             raise AssertionError(
-                "no result in 60 s; runner's log:\n"
+X
                 + services.log("runner")[-6000:]
                 + "\nthe new compiler's log:\n"
                 + services.log("compiler", 1)[-6000:]
