@@ -308,7 +308,7 @@ async def test_a_compile_whose_compiler_dies_is_compiled_again(
             result = await asyncio.wait_for(running, 100)
         except TimeoutError:
             raise AssertionError(
-X
+                "no result in 100 s; runner's log:\n"
                 + services.log("runner")[-6000:]
                 + "\nthe new compiler's log:\n"
                 + services.log("compiler", 1)[-6000:]
