@@ -387,6 +387,10 @@ async def _respond(
         return None  # published without a reply subject: nobody to answer
     try:
         await request.respond(body, headers=headers)
+        # nats-py writes what is published from its flusher task: let it run now, so the
+        # reply leaves before whatever this loop does next (a run's clean-up, a sandbox
+        # started ahead) instead of after it. 1-3 ms less per run on a busy runner.
+        await asyncio.sleep(0)
     except nats.errors.MaxPayloadError:
         error = DcodexError(
             INTERNAL,
