@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -130,6 +131,63 @@ async def test_errors_read_as_a_cold_runs(pool: SlotPool) -> None:
         cold_run, warm_run = await cold(pool, code), await warm(pool, code)
         assert (warm_run.exit_code, warm_run.stdout) == (cold_run.exit_code, cold_run.stdout)
         assert warm_run.stderr == cold_run.stderr, (code, warm_run.stderr, cold_run.stderr)
+
+
+# Programs whose end shows something: a warm run finalises its interpreter for them, as
+# a cold run does (for the others it leaves without, which nothing can see).
+ENDINGS = {
+    "atexit": "import atexit\natexit.register(print, 'at exit')\nprint('main')",
+    "finaliser": "class A:\n    def __del__(self):\n        print('deleted')\na = A()",
+    "untracked": "class A:\n    __slots__ = ()\n"
+    "    def __del__(self):\n        print('gone')\na = A()",
+    "generator": "def g():\n    try:\n        yield 1\n    finally:\n        print('finally')\n"
+    "x = g()\nnext(x)",
+    "thread": "import threading, time\n"
+    "threading.Thread(target=lambda: (time.sleep(0.1), print('thread'))).start()",
+    "open file": "f = open(1, 'w', closefd=False)\nf.write('buffered, flushed at the end')",
+    "C stdio": "import ctypes\nctypes.CDLL(None).printf(b'from libc\\n')\nprint('python')",
+    "own stdout": "import sys\nclass Out:\n"
+    "    def write(self, s): self.s = getattr(self, 's', '') + s\n"
+    "    def flush(self): sys.__stdout__.write('flushed: ' + getattr(self, 's', ''))\n"
+    "sys.stdout = Out()\nprint('late')",
+    "exit 3": "import sys\nprint('x')\nsys.exit(3)",
+    "exit message": "import sys\nsys.exit('a message')",
+    "exit True": "raise SystemExit(True)",
+    "plain": "import json, math\nprint(json.dumps(math.pi))",
+}
+
+
+@pytest.mark.parametrize("code", ENDINGS.values(), ids=ENDINGS.keys())
+async def test_a_program_ends_as_in_a_cold_run(pool: SlotPool, code: str) -> None:
+    cold_run, warm_run = await cold(pool, code), await warm(pool, code)
+    assert cold_run.stdout or cold_run.stderr or cold_run.exit_code, "each shows something"
+    assert (warm_run.exit_code, warm_run.stdout) == (cold_run.exit_code, cold_run.stdout)
+    assert warm_run.stderr == cold_run.stderr
+
+
+def test_an_interpreter_is_finalised_only_when_that_shows_something(tmp_path: Path) -> None:
+    """`python3 -v` says when it finalises (its `# cleanup` lines): not after a program
+    that left nothing for it to run, and after every one that did."""
+
+    def finalised(code: str) -> bool:
+        cwd = tmp_path / str(len(list(tmp_path.iterdir())))
+        cwd.mkdir()
+        ran = subprocess.run(
+            ["/usr/bin/python3", "-v", "-u", "-c", LOADER],
+            input=handover("main.py", code, []),
+            cwd=cwd,
+            capture_output=True,
+            check=False,
+        )
+        return b"# cleanup" in ran.stderr
+
+    for code in ("print('hi')", ENDINGS["exit 3"], ENDINGS["plain"]):
+        assert not finalised(code), code
+    # A weakref's callback: CPython calls none of these at the end, but it could.
+    weakref = "import weakref\nclass A: pass\na = A()\nr = weakref.ref(a, print)"
+    for name, code in [*ENDINGS.items(), ("weakref", weakref)]:
+        if name not in ("plain", "exit 3", "exit True"):
+            assert finalised(code), name
 
 
 async def test_the_wall_clock_starts_with_the_run_not_with_the_sandbox(pool: SlotPool) -> None:
