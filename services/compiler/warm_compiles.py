@@ -15,7 +15,7 @@ import structlog
 from dcodex.services.compiler.compile import warm_compile_spec
 from dcodex.shared.languages.registry import Registry
 from dcodex.shared.sandbox.slots import SlotPool
-from dcodex.shared.sandbox.warm import WarmPool, start_warm_pool
+from dcodex.shared.sandbox.warm import WarmPool, first_and_alike, start_warm_pool
 from dcodex.shared.service.config import Settings
 
 # Warm compile slots run as sandbox_uid_base + 4000 + N (the runner's warm ones below).
@@ -33,8 +33,8 @@ def open_warm_compiles(settings: Settings, registry: Registry, slots: SlotPool) 
     if not slots.isolation.namespaces:
         log.info("warm_compiles_off", reason="no namespaces")
         return None
-    spec = warm_compile_spec(compiled[0], settings)
-    served = [lang.id for lang in compiled if warm_compile_spec(lang, settings) == spec]
+    spec, alike = first_and_alike(compiled, lambda language: warm_compile_spec(language, settings))
+    served = [language.id for language in alike]
     log.info("warm_compiles", languages=served, size=size)
     return start_warm_pool(
         spec,

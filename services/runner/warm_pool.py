@@ -20,7 +20,13 @@ import structlog
 from dcodex.shared.languages.registry import Language, Registry
 from dcodex.shared.sandbox.isolation import SANDBOX_WORKDIR
 from dcodex.shared.sandbox.slots import SlotPool
-from dcodex.shared.sandbox.warm import WarmPool, WarmSpec, start_warm_pool, warm_argv
+from dcodex.shared.sandbox.warm import (
+    WarmPool,
+    WarmSpec,
+    first_and_alike,
+    start_warm_pool,
+    warm_argv,
+)
 from dcodex.shared.service.config import Settings
 
 # Warm slots run as sandbox_uid_base + offset + N (the compiler's are + 1000 + N).
@@ -72,7 +78,7 @@ def _interpreter_pool(settings: Settings, registry: Registry, slots: SlotPool) -
             read_only=language.mounts,
         )
         log.info("warm_interpreters", language=language.id, size=size)
-        return _start(spec, settings, slots, WARM_UID_OFFSET, "runner-warm", [language])
+        return _start(spec, size, settings, slots, WARM_UID_OFFSET, "runner-warm", [language])
     return None
 
 
@@ -82,10 +88,9 @@ def _native_pool(settings: Settings, registry: Registry, slots: SlotPool) -> War
     compiled = [language for language in registry.languages if language.binary is not None]
     if size == 0 or not compiled:
         return None
-    spec = _native_spec(compiled[0], settings)
-    served = [language for language in compiled if _native_spec(language, settings) == spec]
+    spec, served = first_and_alike(compiled, lambda language: _native_spec(language, settings))
     log.info("warm_native", languages=[language.id for language in served], size=size)
-    return _start(spec, settings, slots, NATIVE_UID_OFFSET, "runner-native", served)
+    return _start(spec, size, settings, slots, NATIVE_UID_OFFSET, "runner-native", served)
 
 
 def _native_spec(language: Language, settings: Settings) -> WarmSpec:
@@ -104,6 +109,7 @@ def _native_spec(language: Language, settings: Settings) -> WarmSpec:
 
 def _start(
     spec: WarmSpec,
+    size: int,
     settings: Settings,
     slots: SlotPool,
     uid_offset: int,
@@ -112,7 +118,7 @@ def _start(
 ) -> WarmPool:
     return start_warm_pool(
         spec,
-        settings.warm_native if spec.deferred else settings.warm_interpreters,
+        size,
         isolation=slots.isolation,
         uid_base=settings.sandbox_uid_base + uid_offset,
         service=service,

@@ -15,6 +15,7 @@ import structlog
 
 from dcodex.shared.languages.registry import Registry
 from dcodex.shared.sandbox.isolation import SANDBOX_WORKDIR, Isolation
+from dcodex.shared.sandbox.warm import python_script_run
 from dcodex.shared.sandbox.zygote import ZygoteKeeper
 from dcodex.shared.service.config import Settings
 
@@ -34,9 +35,7 @@ def open_python_zygote(
         return None
     for language in registry.languages:
         run = language.run
-        if language.compiled or len(run) < 2 or run[-1] != language.source:
-            continue
-        if not Path(run[0]).name.startswith("python"):
+        if language.compiled or not python_script_run(run, language.source):
             continue
         env = language.sandbox_env(Path(SANDBOX_WORKDIR))
         interpreter = shutil.which(run[0], path=env["PATH"])

@@ -36,6 +36,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import structlog
 
@@ -55,6 +56,7 @@ from dcodex.shared.sandbox.workspace import hand_over
 from dcodex.shared.sandbox.zygote import ZygoteKeeper
 
 log = structlog.get_logger("dcodex.sandbox")
+T = TypeVar("T")
 
 # After a failed start, the next try waits this long (a broken host must not spin).
 RETRY_AFTER_S = 1.0
@@ -71,7 +73,7 @@ def _dcodex_warm():
         # replaced stream or C library buffer. Then leave without it (the exit status
         # is the same); else return, and it runs. Looked up without running any code
         # of the program's (no getattr on its objects).
-        import atexit, gc, itertools, os, sys
+        import atexit, gc, itertools
         from _weakref import CallableProxyType, ProxyType, ReferenceType
         if (sys.stdout is not streams[1] or sys.stderr is not streams[2] or sys.flags.inspect
                 or os.environ.get("PYTHONINSPECT") or atexit._ncallbacks()
@@ -89,7 +91,8 @@ def _dcodex_warm():
             standard.update((id(stream), id(buffer), id(getattr(buffer, "raw", None))))
         STARTUP_FINALIZED = ("posix", "ScandirIterator")  # start-up's own class
         own, mro = type.__dict__["__dict__"].__get__, type.__dict__["__mro__"].__get__
-        name = type.__dict__["__module__"].__get__, type.__dict__["__qualname__"].__get__
+        module_of = type.__dict__["__module__"].__get__
+        qualname_of = type.__dict__["__qualname__"].__get__
         objects = gc.get_objects()
         kinds = set(map(type, objects))
         def instances(of):
@@ -99,7 +102,7 @@ def _dcodex_warm():
             return  # anything with a finaliser but the standard streams
         # A class's finaliser also runs for instances gc does not track (no __dict__).
         for cls in instances({kind for kind in kinds if issubclass(kind, type)}):
-            if "__del__" in own(cls) and (name[0](cls), name[1](cls)) != STARTUP_FINALIZED:
+            if "__del__" in own(cls) and (module_of(cls), qualname_of(cls)) != STARTUP_FINALIZED:
                 return
         weak_types = (ReferenceType, ProxyType, CallableProxyType)
         weak = {kind for kind in kinds if issubclass(kind, weak_types)}
@@ -184,10 +187,16 @@ _dcodex_warm()
 """.replace("LENGTH_DIGITS", str(_LENGTH_DIGITS))
 
 
+def python_script_run(run: Sequence[str], source: str) -> bool:
+    """Whether `run` is a Python interpreter running the script `source` (`python3 -u
+    main.py`): what warm interpreters and the zygote can start ahead."""
+    return len(run) >= 2 and run[-1] == source and Path(run[0]).name.startswith("python")
+
+
 def warm_argv(run: Sequence[str], source: str) -> list[str] | None:
     """The warm interpreter's argv for a language run as `run` (`python3 -u main.py`):
     its source file replaced by the loader. None when `run` is not a Python one."""
-    if len(run) < 2 or run[-1] != source or not Path(run[0]).name.startswith("python"):
+    if not python_script_run(run, source):
         return None
     return [*run[:-1], "-c", LOADER]
 
@@ -374,6 +383,15 @@ class WarmPool:
                     with contextlib.suppress(ValueError):
                         self._ready.remove(warm)
                     warm.discard()
+
+
+def first_and_alike(
+    items: Sequence[T], spec_of: Callable[[T], WarmSpec]
+) -> tuple[WarmSpec, list[T]]:
+    """The spec of the first of `items`, and every item set up the same way: one pool of
+    that spec serves them all (C's and C++'s runs, say)."""
+    spec = spec_of(items[0])
+    return spec, [item for item in items if spec_of(item) == spec]
 
 
 def start_warm_pool(
