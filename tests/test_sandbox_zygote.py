@@ -30,7 +30,7 @@ from dcodex.shared.sandbox.workspace import hand_over, workspace, write_file
 from dcodex.shared.sandbox.zygote import ZygoteKeeper
 from tests.conftest import pid_alive
 from tests.test_sandbox_security import processes_mentioning
-from tests.test_sandbox_warm import PROBE
+from tests.test_sandbox_warm import ENDINGS, FINALISATION, LEFT_QUICKLY, PROBE
 from tests.test_sandbox_warm import spec as warm_spec
 
 # Sandboxes on slots of their own: a uid per slot and its cgroups need root.
@@ -89,6 +89,7 @@ async def run(
     stdin: bytes = b"",
     args: tuple[str, ...] = (),
     limits: EffectiveLimits = LIMITS,
+    run: tuple[str, ...] = RUN,
 ) -> SandboxResult:
     if zygote is not None:
         await ready(zygote)
@@ -96,7 +97,7 @@ async def run(
         with workspace(prefix="dcodex-test-") as cwd:
             write_file(cwd, "main.py", textwrap.dedent(code).encode(), slot, mode=0o400)
             hand_over(cwd, slot)
-            argv = [*RUN, *args]
+            argv = [*run, *args]
             result = await run_sandboxed(
                 argv, cwd=cwd, limits=limits, stdin=stdin, env=ENV, slot=slot, zygote=zygote
             )
@@ -231,6 +232,33 @@ async def test_output_and_exit_are_those_of_a_cold_run(
     assert (forked.stdout, forked.stderr) == (cold.stdout, cold.stderr)
     assert (forked.exit_code, forked.signal) == (cold.exit_code, cold.signal)
     assert cold.stdout or cold.stderr or cold.signal  # every program shows something
+
+
+@pytest.mark.parametrize("code", ENDINGS.values(), ids=ENDINGS.keys())
+async def test_a_program_ends_as_in_a_cold_run(
+    pool: SlotPool, keeper: ZygoteKeeper, code: str
+) -> None:
+    """What is left to run at a program's end (a finaliser, an atexit function, a
+    thread, a buffer...) runs, as in a cold run, whether or not the quick exit is taken."""
+    cold, forked = await both(pool, keeper, code)
+    assert (forked.stdout, forked.stderr) == (cold.stdout, cold.stderr)
+    assert forked.exit_code == cold.exit_code
+
+
+async def test_the_interpreter_is_finalised_only_when_that_shows_something(
+    pool: SlotPool,
+) -> None:
+    """`python3 -v` says when it finalises (its `# cleanup` lines): a zygote started
+    with it, after the same programs as a warm interpreter (test_sandbox_warm)."""
+    verbose = (PYTHON, "-v", "-u")
+    keeper = ZygoteKeeper(verbose, ENV)
+    keeper.start()
+    try:
+        for name, code in FINALISATION.items():
+            result = await run(pool, code, keeper, run=("python3", "-v", "-u", "main.py"))
+            assert (b"# cleanup" in result.stderr) == (name not in LEFT_QUICKLY), name
+    finally:
+        keeper.close()
 
 
 # --- nothing shared between runs -------------------------------------------------------

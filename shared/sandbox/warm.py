@@ -63,76 +63,13 @@ RETRY_AFTER_S = 1.0
 _LENGTH_DIGITS = 10
 
 # Runs inside the sandbox, as `python3 -u -c LOADER`. It imports nothing that start-up
-# has not imported already, and leaves nothing of itself in `__main__`.
-LOADER = r"""
+# has not imported already, and leaves nothing of itself in `__main__`. The program's
+# end is the quick exit's (`quick_exit_script.py`), taken as locals first.
+LOADER = (
+    Path(__file__).with_name("quick_exit_script.py").read_text()
+    + r"""
 def _dcodex_warm():
-    def leave(status, streams):
-        # The program is over. The interpreter's finalisation (every module torn down,
-        # every object freed: some 4 ms) shows nothing when nothing of the program's is
-        # left to run in it: no finaliser, weakref callback, thread, atexit function,
-        # replaced stream or C library buffer. Then leave without it (the exit status
-        # is the same); else return, and it runs. Looked up without running any code
-        # of the program's (no getattr on its objects).
-        import atexit, gc, itertools
-        from _weakref import CallableProxyType, ProxyType, ReferenceType
-        if (sys.stdout is not streams[1] or sys.stderr is not streams[2] or sys.flags.inspect
-                or os.environ.get("PYTHONINSPECT") or atexit._ncallbacks()
-                or "threading" in sys.modules or "_ctypes" in sys.modules):
-            return
-        native = os.path.join(os.path.dirname(os.__file__), "lib-dynload", "")
-        for module in list(sys.modules.values()):
-            file = module.__dict__.get("__file__") if type(module) is type(sys) else 0
-            if file is not None and (type(file) is not str or file.endswith(".so")
-                                     and not file.startswith(native)):
-                return  # not a module, or native code not the standard library's
-        standard = set()
-        for stream in streams:
-            buffer = getattr(stream, "buffer", None)
-            standard.update((id(stream), id(buffer), id(getattr(buffer, "raw", None))))
-        STARTUP_FINALIZED = ("posix", "ScandirIterator")  # start-up's own class
-        own, mro = type.__dict__["__dict__"].__get__, type.__dict__["__mro__"].__get__
-        module_of = type.__dict__["__module__"].__get__
-        qualname_of = type.__dict__["__qualname__"].__get__
-        objects = gc.get_objects()
-        kinds = set(map(type, objects))
-        def instances(of):
-            return itertools.compress(objects, map(of.__contains__, map(type, objects)))
-        finalized = {kind for kind in kinds if any("__del__" in own(b) for b in mro(kind))}
-        if any(id(instance) not in standard for instance in instances(finalized)):
-            return  # anything with a finaliser but the standard streams
-        # A class's finaliser also runs for instances gc does not track (no __dict__).
-        for cls in instances({kind for kind in kinds if issubclass(kind, type)}):
-            if "__del__" in own(cls) and (module_of(cls), qualname_of(cls)) != STARTUP_FINALIZED:
-                return
-        weak_types = (ReferenceType, ProxyType, CallableProxyType)
-        weak = {kind for kind in kinds if issubclass(kind, weak_types)}
-        if weak - {ReferenceType}:
-            return  # a proxy, or a subclass of ref (KeyedRef, WeakMethod)
-        silent = {(type(len), "ReferenceType._destroy"),  # abc's registries
-                  (type(leave), "WeakSet.__init__.<locals>._remove")}
-        for ref in instances(weak):
-            callback = ref.__callback__
-            if callback is None:
-                continue
-            kind = type(callback)
-            if kind not in (type(len), type(leave)):
-                return
-            if (kind, callback.__qualname__) not in silent:
-                return
-        try:
-            streams[1].flush()
-            streams[2].flush()
-        except BaseException:
-            return
-        os._exit(status)
-    def flush_io():
-        # As `python3 main.py` does once the program has run (CPython's `flush_io`),
-        # and `python3 -c` does not: the streams the program left flushed, errors ignored.
-        for stream in (sys.stderr, sys.stdout):
-            try:
-                stream.flush()
-            except BaseException:
-                pass
+    leave, flush_io = _dcodex_leave, _dcodex_flush_io
     import os, sys
     builtins = sys.modules["builtins"]
     def read(count):
@@ -185,6 +122,7 @@ def _dcodex_warm():
     leave(0, streams)
 _dcodex_warm()
 """.replace("LENGTH_DIGITS", str(_LENGTH_DIGITS))
+)
 
 
 def python_script_run(run: Sequence[str], source: str) -> bool:

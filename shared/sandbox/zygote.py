@@ -32,7 +32,11 @@ from dcodex.shared.sandbox.helper import helper_library
 
 log = structlog.get_logger("dcodex.sandbox")
 
-_SCRIPT = Path(__file__).with_name("zygote_script.py").read_text()
+# The quick exit's functions first: the script's runs end with them.
+_SCRIPT = "\n".join(
+    Path(__file__).with_name(name).read_text()
+    for name in ("quick_exit_script.py", "zygote_script.py")
+)
 # The zygote's command line, all a sandboxed program sees of it (/proc/1/cmdline): the
 # script itself comes on a descriptor.
 _BOOT = "import os,sys;_f=int(sys.argv[1]);_s=os.read(_f,1<<20);os.close(_f);exec(_s)"

@@ -28,6 +28,11 @@ import ctypes  # noqa: E402  (after the baseline: dropped again before the progr
 import signal  # noqa: E402  (start-up imported it: in the baseline)
 import socket  # noqa: E402
 
+TYPE_CHECKING = False  # mypy takes it for typing's
+if TYPE_CHECKING:
+    # Defined ahead of this script, in the same text (`zygote.py`).
+    from dcodex.shared.sandbox.quick_exit_script import _dcodex_flush_io, _dcodex_leave
+
 
 def _as_started_with_default_signals() -> None:
     """Dispositions and mask as a `python3` started with every signal at its default
@@ -259,6 +264,7 @@ def _dcodex_run(mode: str, target: str, args: list[str]) -> None:
     import sys
 
     modules, importers = _BASELINE
+    leave, flush_io = _dcodex_leave, _dcodex_flush_io
     for module in [module for module in sys.modules if module not in modules]:
         del sys.modules[module]
     # Start-up ran outside the sandbox: what it imported from a file the sandbox does
@@ -293,6 +299,7 @@ def _dcodex_run(mode: str, target: str, args: list[str]) -> None:
         try:
             with open(path, "rb") as file:
                 source = file.read()
+            del file  # closed, but a finaliser's object: the quick exit would not be taken
         except OSError as error:
             print(f"{sys.executable}: can't open file {path!r}: [Errno {error.errno}] "
                   f"{error.strerror}", file=sys.stderr)  # fmt: skip
@@ -303,9 +310,20 @@ def _dcodex_run(mode: str, target: str, args: list[str]) -> None:
         sys.excepthook(type(error), error.with_traceback(None), None)
         raise SystemExit(1) from None
     del source
+    # A warm sandbox's loader (mode "code") ends its program itself.
+    ending = mode == "file"
+    streams = (sys.stdin, sys.stdout, sys.stderr)
     try:
-        exec(code, main)
-    except SystemExit:
+        try:
+            exec(code, main)
+        finally:
+            if ending:
+                flush_io()
+    except SystemExit as exit:
+        status = exit.code
+        if ending and (status is None or (type(status) is int and 0 <= status < 256)):
+            del exit
+            leave(status or 0, streams)
         raise
     except BaseException as error:
         # The program's frames only, as `python3 main.py` shows them.
@@ -318,6 +336,8 @@ def _dcodex_run(mode: str, target: str, args: list[str]) -> None:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGINT)
         raise SystemExit(1) from None
+    if ending:
+        leave(0, streams)
 
 
 _DCODEX_TASK = _dcodex_zygote()
