@@ -213,6 +213,8 @@ async def test_kill_9_of_a_runner_ends_its_programs_and_fails_fast(
     assert await until(lambda: not processes_with(marker), 5), "it outlived its runner"
     orphans = [p for p in find_leftovers().directories if f"-{runner.pid}-" in p.name]
     assert orphans, "no work directory was left to clean up (the test proves nothing)"
+    # Its warm sandboxes' directories too (they wait for runs, so a kill always leaves some).
+    assert any(path.name.startswith(f"dcodex-warm-{runner.pid}-") for path in orphans)
     services.start("runner")
     await asyncio.to_thread(services.wait_ready, ("runner",))
     assert all(not path.exists() for path in orphans)

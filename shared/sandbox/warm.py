@@ -31,7 +31,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -52,7 +51,7 @@ from dcodex.shared.sandbox.run import (
 )
 from dcodex.shared.sandbox.slot import Slot
 from dcodex.shared.sandbox.slots import SlotPool
-from dcodex.shared.sandbox.workspace import hand_over
+from dcodex.shared.sandbox.workspace import hand_over, owned_directory
 from dcodex.shared.sandbox.zygote import ZygoteKeeper
 
 log = structlog.get_logger("dcodex.sandbox")
@@ -171,7 +170,7 @@ class WarmSandbox:
         self.spec = spec
         self.layers = slot.isolation.layers  # what the run is isolated by, for its result
         self.used: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._workdir = Path(tempfile.mkdtemp(prefix="dcodex-warm-"))
+        self._workdir = owned_directory("dcodex-warm-")
         try:
             hand_over(self._workdir, slot)
             self._started: StartedSandbox = start_sandboxed(

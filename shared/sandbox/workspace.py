@@ -18,14 +18,16 @@ from pathlib import Path
 from dcodex.shared.sandbox.slot import Slot
 
 
+def owned_directory(prefix: str) -> Path:
+    """A new private (0700) directory whose name carries our pid: if we are killed
+    before removing it, the next service to start removes it (leftovers.py)."""
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-"))
+
+
 @contextmanager
 def workspace(prefix: str) -> Iterator[Path]:
-    """A private (0700) directory, removed with all it holds at the end.
-
-    Its name carries our pid: if we are killed before removing it, the next service
-    to start removes it (leftovers.py).
-    """
-    path = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-"))
+    """An `owned_directory`, removed with all it holds at the end."""
+    path = owned_directory(prefix)
     try:
         yield path
     finally:
