@@ -74,12 +74,14 @@ async def compile_source(
 ) -> Compilation:
     """Compile `code`; `precompiled` is a built header directory from the HeaderStore;
     `files` (headers, other units) lie read-only beside the source. `warm`: a deferred
-    sandbox of `warm_compile_spec` to compile in (neither `precompiled` nor `files`)."""
+    sandbox of `warm_compile_spec` to compile in (no `files`; a `precompiled` header only
+    from the store that spec shows)."""
     assert language.compile is not None and language.binary is not None
     chosen = options or language.options(None, None)
     if warm is not None:
-        assert precompiled is None and not files
-        return await _compile_warm(language, code, settings, chosen, warm)
+        assert not files
+        header = str(precompiled / PCH_HEADER) if precompiled is not None else None
+        return await _compile_warm(language, code, settings, chosen, warm, header)
     with workspace(prefix="dcodex-compile-") as cwd:
         write_file(cwd, language.source, code.encode(), slot, mode=0o400)
         for name, data in files:
@@ -100,26 +102,36 @@ async def compile_source(
         return _compilation(outcome, lambda: read_output_file(cwd, name, largest), name, settings)
 
 
-def warm_compile_spec(language: Language, settings: Settings) -> WarmSpec:
-    """What a compile of `language` (without a precompiled header or extra files) is
-    set up with: a deferred sandbox given the source and the compile command later."""
+def warm_compile_spec(
+    language: Language, settings: Settings, header_store: Path | None = None
+) -> WarmSpec:
+    """What a compile of `language` (without extra files) is set up with: a deferred
+    sandbox given the source and the compile command later. `header_store`: the
+    HeaderStore's directory, shown read-only, so that a compile may use any header built
+    there (none holds anything of a tenant's: each is built from standard headers only)."""
     assert language.binary is not None
     return WarmSpec(
         argv=(),
         source_name="",
         env=language.sandbox_env(Path(SANDBOX_WORKDIR)),
         limits=compile_limits(settings),
-        read_only=language.mounts,
+        read_only=language.mounts + ((str(header_store),) if header_store is not None else ()),
         deferred=True,
         outputs=(language.binary,),
     )
 
 
 async def _compile_warm(
-    language: Language, code: str, settings: Settings, options: CompileOptions, warm: WarmSandbox
+    language: Language,
+    code: str,
+    settings: Settings,
+    options: CompileOptions,
+    warm: WarmSandbox,
+    header: str | None,
 ) -> Compilation:
     """The compile in a sandbox set up ahead: handed the source (as a cold compile's,
-    mode 0400) and the compile command; its binary comes back as a cold compile's does."""
+    mode 0400) and the compile command (using the precompiled `header`, where the
+    sandbox shows it); its binary comes back as a cold compile's does."""
     name = language.binary
     assert name is not None
     taken: list[bytes | None] = []
@@ -128,7 +140,7 @@ async def _compile_warm(
         taken.append(read_output_file(directory, name, settings.max_artifact_bytes))
 
     source = HandedFile(language.source, code.encode(), 0o400)
-    argv = language.compile_argv(options)
+    argv = language.compile_argv(options, header=header)
     outcome = await warm.run_program([source], argv, b"", None, collect=collect)
     return _compilation(outcome, lambda: taken[0] if taken else None, name, settings)
 

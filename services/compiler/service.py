@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
+from pathlib import Path
 
 import nats.errors
 import nats.js.errors
@@ -21,6 +22,7 @@ from pydantic import BaseModel
 from dcodex.services.compiler.compile import compile_source
 from dcodex.services.compiler.headers import PrecompiledHeaders
 from dcodex.services.compiler.metrics import CompilerMetrics
+from dcodex.services.compiler.pch import HeaderStore
 from dcodex.services.compiler.warm_compiles import open_warm_compiles
 from dcodex.shared import bus
 from dcodex.shared.codec import MSGPACK
@@ -75,6 +77,7 @@ class Compiler:
         artifacts: ObjectStore,
         slots: SlotPool,
         warm: WarmPool | None = None,
+        header_store: HeaderStore | None = None,
     ) -> None:
         self.settings = settings
         self.warm = warm
@@ -84,7 +87,7 @@ class Compiler:
         self._in_flight: SingleFlight[str, CompileResult] = SingleFlight()
         # Compiles under way by compile_id (dcodex.status.compile).
         self._compiling: collections.Counter[str] = collections.Counter()
-        self.headers = PrecompiledHeaders(settings, self.slots)
+        self.headers = PrecompiledHeaders(settings, self.slots, header_store)
         self.metrics = CompilerMetrics(settings, slots, version())
         self.metrics.toolchains({lang.id: lang.version for lang in registry.languages})
 
@@ -177,7 +180,7 @@ class Compiler:
         precompiled = self.headers.for_source(language, options, code)
         async with self.slots.acquire() as slot:
             # A warm compile holds a slot too, unused but for the count.
-            warm = self._warm_sandbox(language, precompiled is None and not files)
+            warm = self._warm_sandbox(language, bool(files), precompiled)
             if warm is not None:
                 note(sandbox="warm")
             compilation = await compile_source(
@@ -213,10 +216,15 @@ class Compiler:
             ) from exc
         return result.model_copy(update={"artifact": artifact})
 
-    def _warm_sandbox(self, language: Language, plain: bool) -> WarmSandbox | None:
+    def _warm_sandbox(
+        self, language: Language, files: bool, precompiled: Path | None
+    ) -> WarmSandbox | None:
         """A compile sandbox set up ahead for `language`, if one is ready and the compile
-        is `plain` (no precompiled header, no extra files); else the cold way."""
-        if self.warm is None or not plain or not self.warm.serves(language.id):
+        has no extra `files`, and its `precompiled` header (if any) is in the store the
+        warm sandboxes show (`start`); else the cold way."""
+        if self.warm is None or files or not self.warm.serves(language.id):
+            return None
+        if precompiled is not None and str(precompiled.parent) not in self.warm.spec.read_only:
             return None
         return self.warm.take()
 
@@ -265,8 +273,9 @@ async def start(settings: Settings) -> Service:
     )
     registry = await available_languages(settings.languages_file, slots.probe_slot())
     artifacts = await open_artifact_store(nc.jetstream(), max_bytes=None)
-    warm = open_warm_compiles(settings, registry, slots)
-    compiler = Compiler(settings, registry, artifacts, slots, warm)
+    headers = HeaderStore(settings.precompiled_headers)
+    warm = open_warm_compiles(settings, registry, slots, headers.root if headers.usable() else None)
+    compiler = Compiler(settings, registry, artifacts, slots, warm, headers)
     running = await micro.start_micro_service(
         nc,
         name=NAME,

@@ -4,11 +4,14 @@ A compile's sandbox is set up as a cold compile's (uid, cgroup, rlimits, namespa
 tmpfs root, read-only view, seccomp) up to the compiler's exec, and waits for the source
 and the compile command (`dcodex.shared.sandbox.warm`, deferred). It serves the first
 compiled language (C) and every language whose compiles look the same to the compiler
-(environment, read-only paths, output: C++), for compiles without a precompiled header
-or extra files (judge mode's), which go the cold way.
+(environment, read-only paths, output: C++), for compiles without extra files (judge
+mode's, which go the cold way). The precompiled headers' store is shown read-only in
+each, so that a C++ compile that has one uses it warm too.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import structlog
 
@@ -24,8 +27,11 @@ WARM_COMPILE_UID_OFFSET = 4000
 log = structlog.get_logger("dcodex.compiler")
 
 
-def open_warm_compiles(settings: Settings, registry: Registry, slots: SlotPool) -> WarmPool | None:
-    """Start `settings.warm_compiles` deferred compile sandboxes (None: off, or not here)."""
+def open_warm_compiles(
+    settings: Settings, registry: Registry, slots: SlotPool, header_store: Path | None = None
+) -> WarmPool | None:
+    """Start `settings.warm_compiles` deferred compile sandboxes (None: off, or not here);
+    `header_store` is the precompiled headers' directory, when they are on."""
     size = settings.warm_compiles
     compiled = [language for language in registry.languages if language.binary is not None]
     if size == 0 or not compiled:
@@ -33,7 +39,9 @@ def open_warm_compiles(settings: Settings, registry: Registry, slots: SlotPool) 
     if not slots.isolation.namespaces:
         log.info("warm_compiles_off", reason="no namespaces")
         return None
-    spec, alike = first_and_alike(compiled, lambda language: warm_compile_spec(language, settings))
+    spec, alike = first_and_alike(
+        compiled, lambda language: warm_compile_spec(language, settings, header_store)
+    )
     served = [language.id for language in alike]
     log.info("warm_compiles", languages=served, size=size)
     return start_warm_pool(
