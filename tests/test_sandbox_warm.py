@@ -84,6 +84,7 @@ async def warm(
 # What a program can see of itself and of its sandbox: the same cold and warm.
 PROBE = """
     import os, socket, sys
+    print(list(globals()))  # `__main__`'s names, in their order
     print(sys.argv, __name__, __file__, sys.path[0], os.getcwd())
     print(os.getuid(), os.getgid(), os.getpid(), sorted(os.listdir("/")))
     print(sorted(os.environ.items()))

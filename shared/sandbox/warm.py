@@ -90,8 +90,10 @@ def _dcodex_warm():
     loader = sys.modules["_frozen_importlib_external"].SourceFileLoader("__main__", path)
     main = sys.modules["__main__"].__dict__
     main.clear()
+    # The names, in the order, of a cold start's `__main__`.
     main.update(__name__="__main__", __doc__=None, __package__=None, __loader__=loader,
-                __spec__=None, __file__=path, __cached__=None, __builtins__=builtins)
+                __spec__=None, __annotations__={}, __builtins__=builtins, __file__=path,
+                __cached__=None)
     try:
         code = compile(source, path, "exec", dont_inherit=True)
     except SyntaxError as error:
