@@ -95,6 +95,7 @@ async def test_built_in_the_background_then_used_for_the_same_binary(tmp_path: P
         fast = await compile_source(cpp, HELLO, settings, slot, options, entry)
     assert plain.ok and fast.ok, fast.output
     assert fast.binary == plain.binary and fast.output == plain.output == ""
+    assert plain.binary is not None and b".note.gnu.gold-version" in plain.binary, "gold linked it"
     # A header evicted between lookup and compile only costs the speed-up.
     async with slots.acquire() as slot:
         gone = await compile_source(cpp, HELLO, settings, slot, options, tmp_path / "evicted")
