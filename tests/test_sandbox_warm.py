@@ -239,6 +239,30 @@ async def test_a_pool_gives_each_sandbox_to_one_run_and_keeps_them_started() -> 
         pool.close()
 
 
+async def test_the_next_sandbox_starts_after_what_the_run_wakes_next() -> None:
+    """A service's reply is written by nats-py's flusher task, woken as the reply is
+    sent, just after the run: the pool's next sandbox (a fork, milliseconds of the
+    loop) must not start before that, or every reply waits for it. Here the run's
+    caller wakes a callback in the flusher's place; the pool has not refilled yet when
+    it runs, and has soon after."""
+    slots = await open_slot_pool(
+        "strict", size=1, uid_base=62250, disk_bytes=64 * MiB, max_queued=None, service="warmnext"
+    )
+    pool = WarmPool(spec(), slots, 1)
+    pool.start()
+    refilled_first: list[bool] = []
+    try:
+        taken = await take_started(pool)
+        result = await taken.run("print('ran')", (), b"", None)
+        # Nothing awaited since the run ended, as in a service on its way to its reply.
+        asyncio.get_running_loop().call_soon(lambda: refilled_first.append(bool(pool._ready)))
+        next_one = await take_started(pool)
+        assert result.stdout == b"ran\n" and next_one is not taken
+        assert refilled_first == [False], "the next sandbox started before the reply's turn"
+    finally:
+        pool.close()
+
+
 async def take_started(pool: WarmPool) -> WarmSandbox:
     for _ in range(500):
         taken = pool.take()

@@ -59,6 +59,11 @@ T = TypeVar("T")
 
 # After a failed start, the next try waits this long (a broken host must not spin).
 RETRY_AFTER_S = 1.0
+# Turns of the event loop a pool lets pass after a run before it starts the next
+# sandbox (`WarmPool._keep_one`): one suffices when the run's task goes on to send its
+# reply without waiting on anything, as the services' do; each further one covers one
+# wait on the way.
+TURNS_BEFORE_REFILL = 3
 _LENGTH_DIGITS = 10
 
 # Runs inside the sandbox, as `python3 -u -c LOADER`. It imports nothing that start-up
@@ -318,6 +323,12 @@ class WarmPool:
                 self._ready.append(warm)
                 try:
                     await warm.used
+                    # The run's task is on its way to its reply, and nats-py writes a
+                    # reply in a task of its own, woken after this one: starting the
+                    # next sandbox now (the slot's cleanup, a fork: milliseconds of this
+                    # loop) would hold the reply back. Let them go first.
+                    for _ in range(TURNS_BEFORE_REFILL):
+                        await asyncio.sleep(0)
                 finally:
                     with contextlib.suppress(ValueError):
                         self._ready.remove(warm)
