@@ -4,6 +4,7 @@ answer (docs/reliability.md)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -13,7 +14,12 @@ import pytest
 
 from dcodex.shared.service.chaos.disk import TMPFS, PrivateTmpfs, fill
 from dcodex.shared.service.chaos.scenarios import ALL, SHORT, run_scenario
-from dcodex.shared.service.chaos.stack import duplicated_runs, processes_with
+from dcodex.shared.service.chaos.stack import (
+    duplicated_runs,
+    open_fds,
+    processes_with,
+    resting_fds,
+)
 from tests.conftest import dcodex_argv
 
 pytestmark = [pytest.mark.bus, pytest.mark.timeout(600)]
@@ -123,3 +129,28 @@ def test_the_store_tmpfs_fills_and_leaves_nothing_mounted(tmp_path: Path) -> Non
     finally:
         tmpfs.stop()
     assert not Path(f"/proc/{holder}").exists()
+
+
+async def test_fds_are_counted_at_rest_and_a_held_leak_still_counts() -> None:
+    """A warm pool's refill opens its pipes a moment after the reply: the count waits
+    for it. fds opened and kept (a leak) are in the count."""
+    script = (
+        "import os, sys, time\n"
+        "sys.stdout.write('up\\n'); sys.stdout.flush()\n"
+        "kept = []\n"
+        "for _ in range(3):\n"
+        "    time.sleep(0.3)\n"
+        "    kept.append(os.pipe())\n"
+        "time.sleep(60)\n"
+    )
+    process = await asyncio.create_subprocess_exec(
+        "/usr/bin/python3", "-c", script, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert process.stdout is not None and await process.stdout.readline() == b"up\n"
+        first = open_fds(process.pid)
+        rested = await resting_fds(process.pid)
+        assert rested == first + 6 == open_fds(process.pid)
+    finally:
+        process.kill()
+        await process.wait()

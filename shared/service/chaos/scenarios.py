@@ -26,8 +26,8 @@ from dcodex.shared.service.chaos import cluster, disk, slow_consumer
 from dcodex.shared.service.chaos.stack import (
     Stack,
     duplicated_runs,
-    open_fds,
     processes_with,
+    resting_fds,
     rss_bytes,
     runs_by_program,
 )
@@ -265,7 +265,7 @@ async def _drive(
         for outcome in [await perform(warm, workload.job()) for _ in range(3)]:
             if not outcome.correct:
                 report.notes.append(f"warm-up: {outcome.kind} {outcome.detail}")
-    fds = {s.pid: open_fds(s.pid) for s in stack.services if s.alive}
+    fds = await _resting_fds_by_pid(stack)
     report.rss_start_mb = _rss_by_service(stack)
 
     async def client_loop() -> None:
@@ -287,7 +287,7 @@ async def _drive(
     await asyncio.sleep(1.0)  # runs cut off by the fault end; fds settle
     report.rss_end_mb = _rss_by_service(stack)
     if stack.services:
-        report.leaked_fds = _fds_grown(stack, fds)
+        report.leaked_fds = await _fds_grown(stack, fds)
     return outcomes
 
 
@@ -349,7 +349,7 @@ async def _overload(profile: Profile, url: str | None, where: Path) -> Report:
         if url is None:
             await stack.wait_ready({"compiler": 1, "runner": 1, "cache": 1})
         report.rss_start_mb = _rss_by_service(stack)
-        fds = {s.pid: open_fds(s.pid) for s in stack.services if s.alive}
+        fds = await _resting_fds_by_pid(stack)
         burst = 5 * capacity
         sleepy = {
             "language": "python",
@@ -380,17 +380,21 @@ async def _overload(profile: Profile, url: str | None, where: Path) -> Report:
         await asyncio.sleep(1.0)  # fds settle
         report.rss_end_mb = _rss_by_service(stack)
         if url is None:
-            report.leaked_fds = _fds_grown(stack, fds)
+            report.leaked_fds = await _fds_grown(stack, fds)
     finally:
         await _finish(stack, report, marker, own_stack=url is None)
     report.seconds = round(time.monotonic() - started, 1)
     return report
 
 
-def _fds_grown(stack: Stack, before: dict[int, int]) -> int:
-    """Open fds each service holds beyond what it held before (those alive throughout)."""
-    return sum(
-        max(0, open_fds(s.pid) - before[s.pid])
-        for s in stack.services
-        if s.alive and s.pid in before
-    )
+async def _resting_fds_by_pid(stack: Stack) -> dict[int, int]:
+    alive = [s.pid for s in stack.services if s.alive]
+    counts = await asyncio.gather(*(resting_fds(pid) for pid in alive))
+    return dict(zip(alive, counts, strict=True))
+
+
+async def _fds_grown(stack: Stack, before: dict[int, int]) -> int:
+    """Open fds each service holds at rest beyond what it held before (those alive
+    throughout)."""
+    now = await _resting_fds_by_pid(stack)
+    return sum(max(0, now[pid] - count) for pid, count in before.items() if pid in now)

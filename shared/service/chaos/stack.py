@@ -144,6 +144,26 @@ def open_fds(pid: int) -> int:
         return 0
 
 
+RESTING_S = 0.5  # a warm pool's refill (fork, pipes) is over well within this
+RESTING_LIMIT_S = 5.0
+
+
+async def resting_fds(pid: int) -> int:
+    """Open fds of `pid` once the count has held still for RESTING_S.
+
+    A runner's warm pools refill after each run: a sandbox's pipes close and the next
+    one's open, so an instant's count can be a few short of the resting one. Counting
+    at rest makes the growth between two counts a leak, not the refill's timing."""
+    deadline = time.monotonic() + RESTING_LIMIT_S
+    count, since = open_fds(pid), time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - since < RESTING_S:
+        await asyncio.sleep(0.05)
+        now = open_fds(pid)
+        if now != count:
+            count, since = now, time.monotonic()
+    return count
+
+
 def processes_with(marker: str) -> list[int]:
     """Pids of the processes whose command line holds `marker` (the chaos programs')."""
     found = []
