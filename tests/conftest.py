@@ -93,15 +93,21 @@ class ServiceProcesses:
     extra_args: tuple[str, ...] = ()
     processes: dict[str, list[subprocess.Popen[bytes]]] = field(default_factory=dict)
     tenant: str | None = None  # of the `url`'s login, when it is a tenant's (docs/tenancy.md)
+    # Each start's log is a file of its own (a replacement's is not the dead one's):
+    # `name`-N.log, N counting the starts of `name`; by pid.
+    starts: dict[str, int] = field(default_factory=dict)
+    log_index: dict[int, int] = field(default_factory=dict)
 
     def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        index = len(self.processes.get(name, []))
+        index = self.starts.get(name, 0)
+        self.starts[name] = index + 1
         log = (self.log_dir / f"{name}-{index}.log").open("wb")
         argv = dcodex_argv(
             "service", name, "--nats-url", self.url, "--metrics-port", "0", *self.extra_args, *args
         )
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         self.processes.setdefault(name, []).append(process)
+        self.log_index[process.pid] = index
         return process
 
     def stop(self, process: subprocess.Popen[bytes]) -> None:
@@ -114,6 +120,7 @@ class ServiceProcesses:
         self.processes.clear()
 
     def log(self, name: str, index: int = 0) -> str:
+        """The log of `name`'s start number `index` (0 the first, 1 the one after...)."""
         return (self.log_dir / f"{name}-{index}.log").read_text(errors="replace")
 
     def wait_ready(self, names: tuple[str, ...] = SERVICE_NAMES, timeout: float = 30.0) -> None:
@@ -135,9 +142,9 @@ class ServiceProcesses:
     def _started(self, names: tuple[str, ...]) -> bool:
         """Whether each process of `names` started here has logged `service_started`."""
         return all(
-            "service_started" in self.log(name, index)
+            "service_started" in self.log(name, self.log_index[process.pid])
             for name in names
-            for index in range(len(self.processes.get(name, [])))
+            for process in self.processes.get(name, [])
         )
 
 

@@ -260,7 +260,8 @@ async def both_replicas_asked(client: DcodexClient) -> bool:
 
 # ------------------------------------------------------------------ kill -9 of a compiler
 
-# Seconds to compile (16 s here) even warm: the test must see the compile under way.
+# Seconds to compile (5-7 s here) even warm: the test must see the compile under way,
+# and the compile must end well within its 30 s limit (400 elements took 27-37 s).
 SLOW_CPP = """#include <tuple>
 #include <utility>
 template <int N> struct S { int a[N % 7 + 1]; };
@@ -268,7 +269,7 @@ template <int... I> auto make(std::integer_sequence<int, I...>) {
     return std::make_tuple(S<I>{}...);
 }
 int main() {
-    auto t = make(std::make_integer_sequence<int, 400>{});
+    auto t = make(std::make_integer_sequence<int, 250>{});
     return std::get<5>(t).a[0] * 0;
 }
 """
