@@ -93,21 +93,20 @@ class ServiceProcesses:
     extra_args: tuple[str, ...] = ()
     processes: dict[str, list[subprocess.Popen[bytes]]] = field(default_factory=dict)
     tenant: str | None = None  # of the `url`'s login, when it is a tenant's (docs/tenancy.md)
-    # Each start's log is a file of its own (a replacement's is not the dead one's):
-    # `name`-N.log, N counting the starts of `name`; by pid.
-    starts: dict[str, int] = field(default_factory=dict)
-    log_index: dict[int, int] = field(default_factory=dict)
+    # Each start's log, by pid: `name`-N.log, N counting the starts of `name` (a
+    # replacement's log is a file of its own, not the dead one's).
+    logs: dict[int, Path] = field(default_factory=dict)
 
     def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        index = self.starts.get(name, 0)
-        self.starts[name] = index + 1
-        log = (self.log_dir / f"{name}-{index}.log").open("wb")
+        index = sum(1 for path in self.logs.values() if path.name.startswith(f"{name}-"))
+        path = self.log_dir / f"{name}-{index}.log"
+        log = path.open("wb")
         argv = dcodex_argv(
             "service", name, "--nats-url", self.url, "--metrics-port", "0", *self.extra_args, *args
         )
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         self.processes.setdefault(name, []).append(process)
-        self.log_index[process.pid] = index
+        self.logs[process.pid] = path
         return process
 
     def stop(self, process: subprocess.Popen[bytes]) -> None:
@@ -142,7 +141,7 @@ class ServiceProcesses:
     def _started(self, names: tuple[str, ...]) -> bool:
         """Whether each process of `names` started here has logged `service_started`."""
         return all(
-            "service_started" in self.log(name, self.log_index[process.pid])
+            "service_started" in self.logs[process.pid].read_text(errors="replace")
             for name in names
             for process in self.processes.get(name, [])
         )

@@ -184,7 +184,7 @@ async def test_cpu_time_counts_every_process_of_the_tree(pool: SlotPool) -> None
 async def test_peak_memory_is_the_whole_tree(pool: SlotPool) -> None:
     # CPU and wall time to spare: zeroing 200 MB took over the usual 2 s of CPU in the
     # cgroup-v2 VM (tests/test_vm_cgroup_v2.py), where the CPU is emulated.
-    limits = EffectiveLimits(**{**LIMITS.__dict__, "cpu_time_s": 10, "wall_time_s": 30})
+    limits = LIMITS.model_copy(update={"cpu_time_s": 10, "wall_time_s": 30})
     code = """
         import os, time
         block = bytearray(100 * 2**20)  # touched: zeroed page by page

@@ -284,7 +284,7 @@ async def _drive(
         report.fault = await fault_task
         if stack.owns_nats:  # ours: the replacements are up before we measure
             await stack.wait_ready(scenario.counts)
-    await asyncio.sleep(1.0)  # runs cut off by the fault end; fds settle
+    await asyncio.sleep(1.0)  # runs cut off by the fault end
     report.rss_end_mb = _rss_by_service(stack)
     if stack.services:
         report.leaked_fds = await _fds_grown(stack, fds)
@@ -377,7 +377,6 @@ async def _overload(profile: Profile, url: str | None, where: Path) -> Report:
                 report.wrong.append(
                     f"no recovery after the burst: {after.error_code} {after.detail}"
                 )
-        await asyncio.sleep(1.0)  # fds settle
         report.rss_end_mb = _rss_by_service(stack)
         if url is None:
             report.leaked_fds = await _fds_grown(stack, fds)
