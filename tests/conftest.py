@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -178,6 +178,15 @@ def stack(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
 async def client(stack: ServiceProcesses) -> AsyncIterator[DcodexClient]:
     async with await DcodexClient.connect(stack.url) as connected:
         yield connected
+
+
+async def until(condition: Callable[[], bool], timeout: float) -> bool:
+    """Whether `condition` holds within `timeout` seconds (looked at every 0.1 s)."""
+    for _ in range(int(timeout * 10)):
+        if condition():
+            return True
+        await asyncio.sleep(0.1)
+    return condition()
 
 
 def pid_alive(pid: int) -> bool:

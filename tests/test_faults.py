@@ -28,7 +28,7 @@ from dcodex.shared.contract import ExecutionResult
 from dcodex.shared.errors import UNAVAILABLE, DcodexError
 from dcodex.shared.sandbox.leftovers import find_leftovers
 from dcodex.shared.service.nats_server import EmbeddedNats
-from tests.conftest import SERVICE_NAMES, ServiceProcesses, pid_alive
+from tests.conftest import SERVICE_NAMES, ServiceProcesses, pid_alive, until
 from tests.deploy_support import NatsServers, tenant_of
 from tests.test_deploy_nats import create_buckets
 
@@ -64,15 +64,6 @@ def sleeper(seconds: float, marker: str = "", wall_s: float = 20) -> dict[str, A
         "limits": {"wall_time_s": wall_s},
         "cache": False,
     }
-
-
-async def until(condition: Callable[[], bool], timeout: float) -> bool:
-    """Whether `condition` holds within `timeout` seconds (looked at every 0.1 s)."""
-    for _ in range(int(timeout * 10)):
-        if condition():
-            return True
-        await asyncio.sleep(0.1)
-    return condition()
 
 
 def processes_with(marker: str) -> list[int]:

@@ -24,7 +24,7 @@ from dcodex.shared.bus.discovery import EndpointStats, discover
 from dcodex.shared.client import DcodexClient
 from dcodex.shared.contract import ExecutionResult
 from dcodex.shared.errors import DcodexError
-from tests.conftest import ServiceProcesses, free_port, metric, scrape_text
+from tests.conftest import ServiceProcesses, free_port, metric, scrape_text, until
 
 pytestmark = pytest.mark.bus
 
@@ -245,10 +245,18 @@ async def test_one_request_id_in_the_log_lines_of_all_three_services(observed: O
     assert result.status == "ok"
 
     expected = {"cache": "execute", "runner": "run", "compiler": "compile"}
+
+    def traced(service: str) -> list[dict[str, object]]:
+        lines = observed.log_lines(service)
+        return [line for line in lines if line.get("request_id") == request_id]
+
+    def summarised(service: str) -> bool:
+        return any(line["event"] == "request" for line in traced(service))
+
+    # A service logs a request's summary once its reply has gone: the reply may be first.
+    await until(lambda: all(summarised(service) for service in expected), 10)
     for service, endpoint in expected.items():
-        lines = [
-            line for line in observed.log_lines(service) if line.get("request_id") == request_id
-        ]
+        lines = traced(service)
         summaries = [line for line in lines if line["event"] == "request"]
         assert len(summaries) == 1, (service, lines)
         summary = summaries[0]
