@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import textwrap
 import time
 import uuid
 
+import nats
 import pytest
 
+from dcodex.services.runner.interactive import input_feed
 from dcodex.shared.client import DcodexClient, Event, LiveRun
 from dcodex.shared.contract import OutputEvent, ResultEvent
+from dcodex.shared.errors import UNAVAILABLE, DcodexError
+from dcodex.shared.sandbox.run import LiveInput
+from dcodex.shared.service.nats_server import EmbeddedNats
 
 pytestmark = pytest.mark.bus
 
@@ -254,3 +261,23 @@ async def test_bad_input_events_are_refused_and_the_run_goes_on(client: DcodexCl
                 assert reply.headers and reply.headers.get("Nats-Service-Error-Code") == "400"
             await run.send("still listening\n")
     assert run.result is not None and run.result.stdout == "still listening\n"
+
+
+async def test_an_input_subscription_nats_does_not_confirm_is_a_503() -> None:
+    """A NATS server that stops answering (as one lost mid-election does) while an
+    interactive run subscribes to its input: the run does not start (input sent
+    meanwhile could miss it) and says 503, to be sent again, not an internal error."""
+    with EmbeddedNats() as server:  # stopped by its PID on the way out
+        assert server.process is not None and server.url is not None
+        nc = await nats.connect(server.url, allow_reconnect=False)
+        try:
+            os.kill(server.process.pid, signal.SIGSTOP)
+            try:
+                with pytest.raises(DcodexError) as refused:
+                    async with input_feed(nc, "dcodex.input.stopped", LiveInput()):
+                        raise AssertionError("the run started without its input subscription")
+            finally:
+                os.kill(server.process.pid, signal.SIGCONT)
+            assert refused.value.code == UNAVAILABLE
+        finally:
+            await nc.close()

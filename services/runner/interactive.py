@@ -8,12 +8,14 @@ and, when it asked for a reply, answered with the error.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
+import nats.errors
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -21,8 +23,9 @@ from pydantic import Field, TypeAdapter, ValidationError
 
 from dcodex.shared.codec import decode, encode, encoding_of
 from dcodex.shared.contract import EofEvent, SignalEvent, StdinEvent
-from dcodex.shared.errors import DcodexError, from_validation_error
+from dcodex.shared.errors import UNAVAILABLE, DcodexError, from_validation_error
 from dcodex.shared.sandbox.run import LiveInput
+from dcodex.shared.service.events import FLUSH_S
 
 InputEvent = Annotated[StdinEvent | EofEvent | SignalEvent, Field(discriminator="type")]
 
@@ -54,7 +57,17 @@ async def input_feed(nc: NATS, subject: str, live: LiveInput | None) -> AsyncIte
                 await nc.publish(msg.reply, body, headers=error.to_headers())
 
     subscription = await nc.subscribe(subject, cb=on_message)
-    await nc.flush()  # subscribed on the server before the program can ask for input
+    try:
+        # Subscribed on the server before the program can ask for input.
+        await nc.flush(timeout=FLUSH_S)
+    except nats.errors.FlushTimeoutError as exc:
+        # The connection is moving to another server (a NATS node was lost): input sent
+        # meanwhile could miss the run. It has not started: say so, to be sent again.
+        with contextlib.suppress(nats.errors.Error):
+            await subscription.unsubscribe()
+        raise DcodexError(
+            UNAVAILABLE, "NATS did not confirm the run's input subscription; try again"
+        ) from exc
     try:
         yield
     finally:
