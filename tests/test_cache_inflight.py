@@ -1,5 +1,5 @@
 """Leases in `dcodex-inflight`: their values and lease time without a bus, then the
-claim / wait / finish cycle on a real NATS server."""
+claim / wait / finish cycle on a real NATS server, and the claim sent with a lookup."""
 
 from __future__ import annotations
 
@@ -10,9 +10,12 @@ from collections.abc import AsyncIterator
 
 import msgpack
 import nats
+import nats.js.errors
 import pytest
+from nats.js.kv import KeyValue
 
 from dcodex.services.cache.inflight import (
+    INFLIGHT_BUCKET,
     Abandoned,
     Finished,
     HeldLease,
@@ -23,9 +26,12 @@ from dcodex.services.cache.inflight import (
     holder,
     running_value,
 )
-from dcodex.services.cache.service import lease_seconds
-from dcodex.shared.contract import ExecutionResult
+from dcodex.services.cache.results import ResultStore, pack
+from dcodex.services.cache.service import Cache, lease_seconds
+from dcodex.shared.codec import MSGPACK
+from dcodex.shared.contract import ExecuteRequest, ExecutionResult
 from dcodex.shared.errors import TIMEOUT, DcodexError
+from dcodex.shared.service import micro
 from dcodex.shared.service.config import Settings
 
 pytestmark = pytest.mark.bus
@@ -158,3 +164,50 @@ async def test_a_held_lease_outlives_its_length_until_finished(nats_url: str) ->
             assert await follower.claim(key, "follower-run") is None
         await leader.finish(held.lease, Finished(RESULT, kept=True))
         assert await waiting == Finished(RESULT, kept=True)
+
+
+async def lease_held(kv: KeyValue, key: str) -> bool:
+    with contextlib.suppress(nats.js.errors.KeyNotFoundError):
+        return isinstance(decode((await kv.get(key)).value), Abandoned)  # running, naming a run
+    return False
+
+
+async def test_the_lease_goes_out_with_the_lookup_and_a_hit_lets_it_go(nats_url: str) -> None:
+    """A miss needs the key's lease as well as the lookup: the claim is sent alongside
+    it, so both cost one round trip. When the lookup finds the result the lease is not
+    needed, and is ended (replicas waiting on it look the result up)."""
+    nc = await nats.connect(nats_url)
+    try:
+        settings = Settings()
+        store = ResultStore(nc.jetstream(), settings.cache_ttl_seconds, 64 * 1024 * 1024)
+        inflight = Inflight(nc.jetstream(), 60, 64 * 1024 * 1024, nc.max_payload - 4096)
+        assert await store.open() and await inflight.open()
+        cache = Cache(settings, nc, store, inflight)
+        leases = await nc.jetstream().key_value(INFLIGHT_BUCKET)
+        key = uuid.uuid4().hex
+        await store.put(key, pack(RESULT))
+        held_during_lookup: list[bool] = []
+        looked_up = store.get
+
+        async def lookup_answered_once_the_lease_shows(key: str) -> bytes | None:
+            for _ in range(50):  # up to 5 s
+                if await lease_held(leases, key):
+                    break
+                await asyncio.sleep(0.1)
+            held_during_lookup.append(await lease_held(leases, key))
+            return await looked_up(key)
+
+        store.get = lookup_answered_once_the_lease_shows  # type: ignore[method-assign]
+        request = ExecuteRequest(language="python", code="print('hi')", execution_id="asker")
+        call = micro.Call({}, "request", MSGPACK)
+        result = await cache._cached(key, request, call, compiled=False)
+        assert result.stdout == "hi\n" and result.execution_id == "asker"
+        assert held_during_lookup == [True], "the lease was claimed only after the lookup"
+        for _ in range(50):
+            if not await lease_held(leases, key):
+                break
+            await asyncio.sleep(0.1)
+        assert not await lease_held(leases, key), "a hit kept the lease it did not need"
+        assert isinstance(await inflight.claim(key, "next-run"), Lease)
+    finally:
+        await nc.close()

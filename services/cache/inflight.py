@@ -75,6 +75,10 @@ class Finished:
     error: DcodexError | None = None
 
 
+# What a claim gets: the lease; a just finished and stored run's outcome; or None
+# while another replica holds the lease.
+Claim = Lease | Finished | None
+
 # ------------------------------------------------------------------ lease values
 
 
@@ -140,9 +144,7 @@ class Inflight:
     async def open(self) -> bool:
         return await self._bucket.open()
 
-    async def claim(
-        self, key: str, execution_id: str, share_finished: bool = True
-    ) -> Lease | Finished | None:
+    async def claim(self, key: str, execution_id: str, share_finished: bool = True) -> Claim:
         """The lease on `key`, naming `execution_id`, if no replica is running it; None
         while one is; the outcome of a finished run that stored its result
         (`share_finished`: the caller checks the result is still stored, and else claims

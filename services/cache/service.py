@@ -25,6 +25,7 @@ from dcodex.services.cache.hot import HotResults
 from dcodex.services.cache.inflight import (
     INFLIGHT_BUCKET,
     Abandoned,
+    Claim,
     Finished,
     HeldLease,
     Inflight,
@@ -134,6 +135,8 @@ class Cache:
         self.metrics.expect_downstream([settings.subject(RUN), settings.subject(LANGUAGES)])
         # Results answered whose put (and lease's end) is still under way.
         self._settling: set[asyncio.Future[None]] = set()
+        # Leases claimed ahead of a lookup that found the result, being ended.
+        self._releasing: set[asyncio.Task[None]] = set()
         self.judging = CacheJudge(settings, nc, store, self._runner_info, self._count)
 
     def endpoints(self) -> list[micro.Endpoint]:
@@ -216,22 +219,25 @@ class Cache:
             self.metrics.memory_hits.inc()
             result = hot.model_copy(update={"execution_id": request.execution_id})
             return await self._replayed(result, request, call, compiled)
+        # The lease a miss needs goes out with the lookup: one round trip, not two.
+        ahead = self._claim_ahead(key, request.execution_id)
         try:
-            stored = await self.store.get(key)
-        except BucketUnavailable:
-            stored = None
-            self.counts["passthrough"] += 1
-            self.metrics.passthrough.inc()
-            note(passthrough=True)
+            stored = await self._looked_up(key)
+        except BaseException:
+            self._drop(ahead)
+            raise
         if stored is not None:
+            self._drop(ahead)
             self._count("hit")
             result, stored_at = unpack_stored(stored, request.execution_id, key)
             if stored_at is not None:
                 self._keep_hot(key, result, len(stored), stored_at)
             return await self._replayed(result, request, call, compiled)
         outcome, shared = await self._in_flight.run(
-            key, lambda: self._coalesced_run(key, request, call)
+            key, lambda: self._coalesced_run(key, request, call, ahead)
         )
+        if shared:  # another request of this replica ran it: the claim was not used
+            self._drop(ahead)
         ran_here = outcome.ran_here and not shared
         self._count("miss" if ran_here else "coalesced")
         # A shared result is a hit when it is now in the cache, as the next request's would be.
@@ -245,14 +251,57 @@ class Cache:
         # The one that ran streamed live from the runner; those that shared its run replay.
         return result if ran_here else await self._replayed(result, request, call, compiled)
 
-    async def _coalesced_run(self, key: str, request: ExecuteRequest, call: micro.Call) -> Outcome:
-        """Run `request`, or share the run another replica holds the lease on."""
+    async def _looked_up(self, key: str) -> bytes | None:
+        """The stored result of `key`; None when there is none, or the bucket is away."""
+        try:
+            return await self.store.get(key)
+        except BucketUnavailable:
+            self.counts["passthrough"] += 1
+            self.metrics.passthrough.inc()
+            note(passthrough=True)
+            return None
+
+    def _claim_ahead(self, key: str, execution_id: str) -> asyncio.Task[Claim] | None:
+        """The claim of `key`'s lease, sent now, alongside the lookup; None when a request
+        of this replica is running the key already (this one will share that run)."""
+        if self._in_flight.running(key):
+            return None
+        return asyncio.create_task(self.inflight.claim(key, execution_id))
+
+    def _drop(self, ahead: asyncio.Task[Claim] | None) -> None:
+        """End the lease a claim sent ahead takes, if it takes one, since the request
+        needs none (a hit, or shared in this replica). Replicas that waited on it look
+        the result up."""
+        if ahead is not None:
+            ahead.add_done_callback(self._release_unused)
+
+    def _release_unused(self, claimed: asyncio.Task[Claim]) -> None:
+        if claimed.cancelled() or claimed.exception() is not None:
+            return  # no lease taken (the bucket is away: `InflightUnavailable`)
+        lease = claimed.result()
+        if isinstance(lease, Lease):
+            releasing = asyncio.create_task(self.inflight.release(lease))
+            self._releasing.add(releasing)
+            releasing.add_done_callback(self._releasing.discard)
+
+    async def _coalesced_run(
+        self,
+        key: str,
+        request: ExecuteRequest,
+        call: micro.Call,
+        ahead: asyncio.Task[Claim] | None = None,
+    ) -> Outcome:
+        """Run `request`, or share the run another replica holds the lease on; `ahead`,
+        the first claim, already sent."""
         assert request.execution_id is not None  # execute() always sets it
         abandoned = Abandoned()  # the execution a lease that ended without an outcome named
         for _ in range(LEASE_ROUNDS):
             try:
                 naming = abandoned.execution_id or request.execution_id
-                lease = await self.inflight.claim(key, naming)
+                if ahead is not None:
+                    lease, ahead = await ahead, None
+                else:
+                    lease = await self.inflight.claim(key, naming)
                 if isinstance(lease, Finished):
                     # Just stored by another run (after our lookup missed it), unless it
                     # was purged or expired since: then it is ours to run again.

@@ -14,6 +14,10 @@ class SingleFlight(Generic[K, V]):
     def __init__(self) -> None:
         self._running: dict[K, asyncio.Future[V]] = {}
 
+    def running(self, key: K) -> bool:
+        """Whether a call for `key` is under way (a call now would share it)."""
+        return key in self._running
+
     async def run(self, key: K, work: Callable[[], Awaitable[V]]) -> tuple[V, bool]:
         """The value of `work()`, and whether it was shared from a call already running."""
         running = self._running.get(key)
