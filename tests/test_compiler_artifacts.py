@@ -4,6 +4,7 @@ kept in a bounded cache by runners."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from dcodex.shared.client import DcodexClient, DcodexError
 from dcodex.shared.contract import CompileResult
 from dcodex.shared.languages.registry import Registry
 from dcodex.shared.service.artifacts import compile_digest, open_artifact_store
-from tests.conftest import ServiceProcesses, free_port, metric, wait_for_subject
+from tests.conftest import ServiceProcesses, free_port, metric, until, wait_for_subject
 
 pytestmark = pytest.mark.bus
 
@@ -74,11 +75,22 @@ async def test_a_second_replica_finds_the_first_ones_artifact(
     assert first.binary is None, "a JSON reply carries no bytes"
     replicas.stop(first_replica)
 
-    replicas.start("compiler")
+    second_replica = replicas.start("compiler")
     await wait_for_subject(replicas.url, "replica.compile")
+    await asyncio.sleep(2)  # its warm compile sandboxes are up
+    sandboxes = descendants(second_replica.pid)
     second = await compile_on(replicas.url, "replica", language="c", code=code)
     assert second.cached is True and second.compile_time_ms is None
     assert second.artifact == first.artifact and second.digest == first.digest
+    # Each lookup has a compile started alongside (for a new program it would not wait
+    # for the lookup); the stored program ends it unfinished, and nothing of it is left.
+    again = await asyncio.gather(
+        *(compile_on(replicas.url, "replica", language="c", code=code) for _ in range(10))
+    )
+    assert {(result.cached, result.compile_time_ms) for result in again} == {(True, None)}
+    assert await until(lambda: len(descendants(second_replica.pid)) == len(sandboxes), 10), (
+        f"sandbox processes left: {descendants(second_replica.pid)} against {sandboxes}"
+    )
     # Other flags are another artifact: compiled, not found.
     other = await compile_on(replicas.url, "replica", language="c", code=code, optimization="O0")
     assert other.cached is False and other.digest != first.digest
@@ -86,6 +98,20 @@ async def test_a_second_replica_finds_the_first_ones_artifact(
         store = await open_artifact_store(client.nc.jetstream())
         stored = (await store.get(first.artifact.name)).data or b""
     assert stored.startswith(b"\x7fELF") and len(stored) == first.artifact.size
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes `pid` started, and theirs (a warm sandbox is a helper and a reaper)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return sorted(found)
 
 
 async def test_a_runner_holding_the_program_runs_it_without_asking_the_compiler(

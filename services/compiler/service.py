@@ -6,6 +6,7 @@ miss, and identical compiles under way at once share one compiler run.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import os
@@ -164,19 +165,41 @@ class Compiler:
         files: list[tuple[str, bytes]],
         call: micro.Call,
     ) -> CompileResult:
-        found = await self._stored(digest)
+        # The compile starts alongside the lookup, not after it: a new program (the
+        # usual case: a runner asks only for what it does not hold) waits for no
+        # lookup; a stored one ends the compile unfinished.
+        compiling = asyncio.ensure_future(
+            self._compiled(digest, language, code, options, files, call)
+        )
+        try:
+            found = await self._stored(digest)
+        except BaseException:
+            await _cancelled(compiling)
+            raise
         self.metrics.artifact_lookups.labels("miss" if found is None else "hit").inc()
-        if found is not None:
-            artifact, warnings = found
-            return CompileResult(
-                status="ok",
-                language=language.id,
-                language_version=language.version,
-                digest=digest,
-                compile_output=warnings,
-                artifact=artifact,
-                cached=True,
-            )
+        if found is None:
+            return await compiling
+        await _cancelled(compiling)
+        artifact, warnings = found
+        return CompileResult(
+            status="ok",
+            language=language.id,
+            language_version=language.version,
+            digest=digest,
+            compile_output=warnings,
+            artifact=artifact,
+            cached=True,
+        )
+
+    async def _compiled(
+        self,
+        digest: str,
+        language: Language,
+        code: str,
+        options: CompileOptions,
+        files: list[tuple[str, bytes]],
+        call: micro.Call,
+    ) -> CompileResult:
         precompiled = self.headers.for_source(language, options, code)
         async with self.slots.acquire() as slot:
             # A warm compile holds a slot too, unused but for the count.
@@ -297,3 +320,10 @@ async def start(settings: Settings) -> Service:
         on_stopped=[warm.close, slots.close] if warm is not None else [slots.close],
         ready_checks=[object_store_check(artifacts, ARTIFACT_BUCKET)],
     )
+
+
+async def _cancelled(task: asyncio.Future[CompileResult]) -> None:
+    """End `task` and wait until it has (a compile's sandbox is killed and reaped)."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
