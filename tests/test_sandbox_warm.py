@@ -155,6 +155,8 @@ ENDINGS = {
     "exit message": "import sys\nsys.exit('a message')",
     "exit True": "raise SystemExit(True)",
     "plain": "import json, math\nprint(json.dumps(math.pi))",
+    # A class from start-up given a finaliser: its instances from start-up have one now.
+    "older class": "type(quit).__del__ = lambda self: print('finalised', self)",
 }
 
 
