@@ -9,6 +9,7 @@ what happens on the way is logged at DEBUG.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from contextvars import ContextVar
@@ -18,11 +19,15 @@ import structlog
 
 
 def configure_logging(level: str = "info", fmt: str = "json") -> None:
-    renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer()
-        if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
-    )
+    renderer: structlog.types.Processor
+    factory: structlog.types.WrappedLogger
+    if fmt == "json":
+        # Every request writes a line: orjson renders it in a fraction of json's time.
+        renderer = structlog.processors.JSONRenderer(serializer=_json_bytes)
+        factory = structlog.BytesLoggerFactory(file=sys.stderr.buffer)
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        factory = structlog.PrintLoggerFactory(file=sys.stderr)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -34,9 +39,20 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=factory,
         cache_logger_on_first_use=False,
     )
+
+
+def _json_bytes(fields: dict[str, Any], default: Any = None, **_: Any) -> bytes:
+    """`fields` as a JSON line's bytes: by orjson, with what it cannot take (keys that
+    are not strings, integers beyond 64 bits) as `json` renders it."""
+    import orjson  # a service's dependency (the `server` extra), not the client's
+
+    try:
+        return orjson.dumps(fields, default=default, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        return json.dumps(fields, default=default).encode()
 
 
 # The fields of the one INFO line a request ends with: the bus starts a fresh dict per
