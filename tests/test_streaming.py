@@ -9,6 +9,7 @@ import signal
 import textwrap
 import time
 import uuid
+from pathlib import Path
 
 import nats
 import pytest
@@ -263,6 +264,27 @@ async def test_bad_input_events_are_refused_and_the_run_goes_on(client: DcodexCl
     assert run.result is not None and run.result.stdout == "still listening\n"
 
 
+def stop_whole(pid: int) -> None:
+    """SIGSTOP `pid` and wait until every thread has stopped: `kill` returns before that,
+    and under load a nats-server thread can still answer a PING milliseconds later."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        states = [thread_state(stat) for stat in Path(f"/proc/{pid}/task").glob("*/stat")]
+        if states and all(state in "tTX" for state in states):
+            return
+        time.sleep(0.001)
+    raise AssertionError(f"process {pid} did not stop within 10 s")
+
+
+def thread_state(stat: Path) -> str:
+    """The state letter in a thread's /proc stat ('X' when the thread has just exited)."""
+    try:
+        return stat.read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return "X"
+
+
 async def test_an_input_subscription_nats_does_not_confirm_is_a_503() -> None:
     """A NATS server that stops answering (as one lost mid-election does) while an
     interactive run subscribes to its input: the run does not start (input sent
@@ -271,7 +293,7 @@ async def test_an_input_subscription_nats_does_not_confirm_is_a_503() -> None:
         assert server.process is not None and server.url is not None
         nc = await nats.connect(server.url, allow_reconnect=False)
         try:
-            os.kill(server.process.pid, signal.SIGSTOP)
+            stop_whole(server.process.pid)
             try:
                 with pytest.raises(DcodexError) as refused:
                     async with input_feed(nc, "dcodex.input.stopped", LiveInput()):
