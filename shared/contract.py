@@ -301,16 +301,26 @@ class ResultEvent(Reply):
 
 
 # Input of an interactive run on `dcodex.input.<execution_id>`.
-class StdinEvent(Request):
+class InputMessage(Request):
+    """Base of the input events; `seq` makes sending one again harmless."""
+
+    seq: Annotated[int, Field(ge=1)] | None = Field(
+        None,
+        description="1, 2, 3... per run: an event whose seq the run has had is acknowledged "
+        "and not applied again, so a client may send it again when no acknowledgement came",
+    )
+
+
+class StdinEvent(InputMessage):
     type: Literal["stdin"]
     data: str
 
 
-class EofEvent(Request):
+class EofEvent(InputMessage):
     type: Literal["eof"]
 
 
-class SignalEvent(Request):
+class SignalEvent(InputMessage):
     type: Literal["signal"]
     signal: Literal["SIGINT", "SIGTERM", "SIGKILL"]
 

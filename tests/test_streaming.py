@@ -16,10 +16,11 @@ import pytest
 
 from dcodex.services.runner.interactive import input_feed
 from dcodex.shared.client import DcodexClient, Event, LiveRun
-from dcodex.shared.contract import OutputEvent, ResultEvent
+from dcodex.shared.contract import ExecutionResult, OutputEvent, ResultEvent
 from dcodex.shared.errors import UNAVAILABLE, DcodexError
 from dcodex.shared.sandbox.run import LiveInput
 from dcodex.shared.service.nats_server import EmbeddedNats
+from tests.conftest import ServiceProcesses
 
 pytestmark = pytest.mark.bus
 
@@ -303,3 +304,66 @@ async def test_an_input_subscription_nats_does_not_confirm_is_a_503() -> None:
             assert refused.value.code == UNAVAILABLE
         finally:
             await nc.close()
+
+
+async def until_started(run: LiveRun) -> None:
+    async for event in run.events():
+        if event.type == "started":
+            return
+
+
+async def test_input_sent_again_is_acknowledged_and_applied_once(client: DcodexClient) -> None:
+    """Each input event sent as a request is acknowledged with `{}`; one whose `seq` the
+    run has had (a client sending again after a lost acknowledgement) is not applied."""
+    code = "import sys\nprint(sys.stdin.read(), end='')"
+    async with client.interactive({"language": "python", "code": code,
+                                   "limits": {"wall_time_s": 10}}) as run:  # fmt: skip
+        await until_started(run)
+        subject = f"dcodex.input.{run.execution_id}"
+        a, b, c = ({"type": "stdin", "data": text} for text in ("a\n", "b\n", "c\n"))
+        events = [{**a, "seq": 1}, {**a, "seq": 1}, {**b, "seq": 2}, c, {**b, "seq": 2},
+                  {"type": "eof", "seq": 3}]  # fmt: skip
+        for event in events:
+            reply = await client.nc.request(subject, json.dumps(event).encode(), timeout=5)
+            assert json.loads(reply.data) == {} and "Nats-Service-Error-Code" not in (
+                reply.headers or {}
+            )
+        result = await run.wait()
+    assert result.stdout == "a\nb\nc\n"
+
+
+def test_input_sent_while_nats_stalls_arrives_once(tmp_path: Path) -> None:
+    """A nats-server that stops answering for a while (as one lost mid-election does)
+    while a client types: the client gets no acknowledgement, sends the event again,
+    and once the server is back the program has it once, and the run ends as it should."""
+    with EmbeddedNats() as server:  # stopped by its PID on the way out
+        services = ServiceProcesses(server.url, tmp_path)
+        try:
+            services.start("runner")
+            services.wait_ready(("runner",))
+            assert server.process is not None
+            result = asyncio.run(type_through_a_stall(server.url, server.process.pid))
+        finally:
+            services.stop_all()
+    assert (result.status, result.stdout) == ("ok", "once\n")
+
+
+async def type_through_a_stall(url: str, server_pid: int) -> ExecutionResult:
+    code = "import sys\nprint(sys.stdin.read(), end='')"
+    async with (
+        await DcodexClient.connect(url) as client,
+        client.interactive(
+            {"language": "python", "code": code, "limits": {"wall_time_s": 20}}, via="run"
+        ) as run,
+    ):
+        await until_started(run)
+        stop_whole(server_pid)
+        try:
+            sending = asyncio.ensure_future(run.send("once\n"))
+            await asyncio.sleep(1.8)  # unacknowledged past 1 s: sent again meanwhile
+            assert not sending.done()
+        finally:
+            os.kill(server_pid, signal.SIGCONT)
+        await sending
+        await run.close_stdin()
+        return await run.wait()

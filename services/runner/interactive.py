@@ -1,9 +1,11 @@
 """Input of an interactive run: `dcodex.input.<execution_id>` fed to the program.
 
-Each message is one event (docs/protocol.md, live events): `{"type":"stdin","data":"..."}`,
+Each message is one event (docs/protocol.md, interactive input): `{"type":"stdin","data":"..."}`,
 `{"type":"eof"}` or `{"type":"signal","signal":"SIGINT"}`, in JSON or msgpack (by
-its Content-Type header). A message that is none of these is dropped with a log line
-and, when it asked for a reply, answered with the error.
+its Content-Type header). One sent as a request is acknowledged with `{}` once applied;
+one carrying a `seq` the run has already had is acknowledged and not applied again (the
+client sent it again because an acknowledgement was lost). A message that is none of
+these is dropped with a log line and, when it asked for a reply, answered with the error.
 """
 
 from __future__ import annotations
@@ -21,11 +23,11 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from pydantic import Field, TypeAdapter, ValidationError
 
-from dcodex.shared.codec import decode, encode, encoding_of
+from dcodex.shared.bus.flush import FLUSH_S
+from dcodex.shared.codec import CONTENT_TYPE_HEADER, decode, encode, encoding_of
 from dcodex.shared.contract import EofEvent, SignalEvent, StdinEvent
 from dcodex.shared.errors import UNAVAILABLE, DcodexError, from_validation_error
 from dcodex.shared.sandbox.run import LiveInput
-from dcodex.shared.service.events import FLUSH_S
 
 InputEvent = Annotated[StdinEvent | EofEvent | SignalEvent, Field(discriminator="type")]
 
@@ -46,15 +48,24 @@ async def input_feed(nc: NATS, subject: str, live: LiveInput | None) -> AsyncIte
         yield
         return
 
+    applied = InputSequence()
+
     async def on_message(msg: Msg) -> None:
+        encoding = encoding_of(msg.headers)
         try:
-            apply(live, decode(msg.data, encoding_of(msg.headers)))
+            event = _input_event().validate_python(decode(msg.data, encoding))
         except (DcodexError, ValidationError) as exc:
             error = exc if isinstance(exc, DcodexError) else from_validation_error(exc)
             log.info("input_event_rejected", error=error.message)
             if msg.reply:
-                body = encode(error.to_body(), encoding_of(msg.headers))
+                body = encode(error.to_body(), encoding)
                 await nc.publish(msg.reply, body, headers=error.to_headers())
+            return
+        if applied.is_new(event.seq):
+            apply(live, event)
+        if msg.reply:  # acknowledged: the client stops sending it
+            ack = encode({}, encoding)
+            await nc.publish(msg.reply, ack, headers={CONTENT_TYPE_HEADER: encoding})
 
     subscription = await nc.subscribe(subject, cb=on_message)
     try:
@@ -74,8 +85,23 @@ async def input_feed(nc: NATS, subject: str, live: LiveInput | None) -> AsyncIte
         await subscription.unsubscribe()
 
 
-def apply(live: LiveInput, payload: dict[str, object]) -> None:
-    event = _input_event().validate_python(payload)
+class InputSequence:
+    """The highest `seq` applied: an event sent again after a lost acknowledgement is
+    recognised. Events without one (a `nats pub` by hand) are always applied."""
+
+    def __init__(self) -> None:
+        self.highest = 0
+
+    def is_new(self, seq: int | None) -> bool:
+        if seq is None:
+            return True
+        if seq <= self.highest:
+            return False
+        self.highest = seq
+        return True
+
+
+def apply(live: LiveInput, event: StdinEvent | EofEvent | SignalEvent) -> None:
     if isinstance(event, StdinEvent):
         live.write(event.data.encode())
     elif isinstance(event, EofEvent):

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ValidationError
 from dcodex.shared import bus
 from dcodex.shared.bus.connect import ConnectOptions, open_connection
 from dcodex.shared.bus.discovery import ServiceInstance, discover, gather
+from dcodex.shared.bus.flush import flushed
 from dcodex.shared.bus.retry import retry_unreceived
 from dcodex.shared.bus.watch import watched_request
 from dcodex.shared.client._stream import Event, LiveRun
@@ -186,10 +187,16 @@ class DcodexClient:
             self.nc, self.prefix, parsed, subject=via, timeout=self.timeout, tenant=self.tenant
         )
 
-    def interactive(self, request: ExecuteRequest | dict[str, Any]) -> LiveRun:
-        """An interactive run: `send()`, `close_stdin()`, `signal()`, `events()`, `wait()`."""
+    def interactive(
+        self, request: ExecuteRequest | dict[str, Any], *, via: str = "execute"
+    ) -> LiveRun:
+        """An interactive run: `send()`, `close_stdin()`, `signal()`, `events()`, `wait()`.
+
+        `via="run"` goes to a runner directly instead of through the cache."""
         parsed = ExecuteRequest.model_validate(request).model_copy(update={"interactive": True})
-        return LiveRun(self.nc, self.prefix, parsed, timeout=self.timeout, tenant=self.tenant)
+        return LiveRun(
+            self.nc, self.prefix, parsed, subject=via, timeout=self.timeout, tenant=self.tenant
+        )
 
     async def judge(
         self,
@@ -224,7 +231,8 @@ class DcodexClient:
             output_subject(self.prefix, execution_id), cb=on_event
         )
         try:
-            await self.nc.flush()  # subscribed before the first case can end
+            # Subscribed before the first case can end (and again after a reconnection).
+            await flushed(self.nc, self.timeout, "the subscription to the judge's case events")
             reply = await self._ask(via, parsed, encoding, request_id)
         finally:
             await subscription.unsubscribe()

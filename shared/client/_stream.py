@@ -3,7 +3,9 @@
 A `LiveRun` subscribes to `dcodex.output.<execution_id>` before it sends the request,
 so no event is missed; `events()` yields them in order until the `result` event.
 Input (`send`, `close_stdin`, `signal`) goes to `dcodex.input.<execution_id>` once
-the program has started (earlier input would reach no one, so it waits for that).
+the program has started (earlier input would reach no one, so it waits for that), one
+event at a time, each numbered and sent again until the runner acknowledges it: input
+sent while a connection moves to another NATS node arrives, and arrives once.
 With a tenant both are `dcodex.{output,input}.<tenant>.<execution_id>` and the
 request goes to `dcodex.<execute|run>.<tenant>` (docs/tenancy.md).
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,8 +25,9 @@ from nats.aio.subscription import Subscription
 from pydantic import ValidationError
 
 from dcodex.shared import bus
+from dcodex.shared.bus.flush import flushed
 from dcodex.shared.bus.watch import watched_request
-from dcodex.shared.codec import JSON, Encoding, decode, encode
+from dcodex.shared.codec import JSON, Encoding, decode
 from dcodex.shared.contract import (
     EofEvent,
     ExecuteRequest,
@@ -33,7 +37,7 @@ from dcodex.shared.contract import (
     SignalEvent,
     StdinEvent,
 )
-from dcodex.shared.errors import DcodexError
+from dcodex.shared.errors import UNAVAILABLE, DcodexError
 from dcodex.shared.subjects import execution_subjects, input_subject, output_subject
 
 log = structlog.get_logger("dcodex.client")
@@ -42,6 +46,9 @@ Event = OutputEvent | ResultEvent
 SignalName = str  # "SIGINT", "SIGTERM" or "SIGKILL"
 # After the reply, how long a result event that has not come yet is waited for.
 _RESULT_EVENT_GRACE_S = 1.0
+# An input event not acknowledged within this is sent again (the runner applies it once).
+_INPUT_ACK_S = 1.0
+_INPUT_RETRY_PAUSE_S = 0.1  # after "no responders": the runner's connection is moving
 
 
 class LiveRun:
@@ -70,12 +77,15 @@ class LiveRun:
         self._started = asyncio.Event()
         self._subscription: Subscription | None = None
         self._reply: asyncio.Task[dict[str, Any]] | None = None
+        self._input_seq = 0
+        self._input_lock = asyncio.Lock()  # one event at a time: they arrive in order
 
     async def start(self) -> LiveRun:
         self._subscription = await self._nc.subscribe(
             output_subject(self._prefix, self.execution_id, self._tenant), cb=self._on_event
         )
-        await self._nc.flush()  # subscribed on the server before the run can begin
+        # Subscribed on the server before the run can begin (and again after a reconnection).
+        await flushed(self._nc, self._timeout, "the subscription to the run's events")
         # Watched like `execute` (docs/reliability.md): a lost reply or replica costs
         # seconds; a tenant's on its own status subject.
         subject, status = execution_subjects(self._prefix, self._subject, self._tenant)
@@ -145,9 +155,35 @@ class LiveRun:
         started.cancel()
         if self.result is not None or self._reply.done():
             return  # the run is over (or was refused): there is no one to tell
+        async with self._input_lock:
+            self._input_seq += 1
+            await self._deliver(event.model_copy(update={"seq": self._input_seq}))
+
+    async def _deliver(self, event: StdinEvent | EofEvent | SignalEvent) -> None:
+        """Sent until the runner acknowledges it, or the run ends; a 503 after the timeout."""
+        assert self._reply is not None
         subject = input_subject(self._prefix, self.execution_id, self._tenant)
-        await self._nc.publish(subject, encode(event, self._encoding))
-        await self._nc.flush()
+        deadline = time.monotonic() + self._timeout
+        while True:
+            try:
+                await bus.request(
+                    self._nc,
+                    subject,
+                    event,
+                    request_id=bus.new_id(),
+                    timeout=_INPUT_ACK_S,
+                    encoding=self._encoding,
+                )
+                return
+            except (bus.NoResponders, bus.RequestTimedOut) as exc:
+                if self._reply.done():
+                    return  # the run is over: there is no one to tell
+                if time.monotonic() >= deadline:
+                    raise DcodexError(
+                        UNAVAILABLE, f"the run did not acknowledge its input on {subject}"
+                    ) from exc
+                if isinstance(exc, bus.NoResponders):
+                    await asyncio.sleep(_INPUT_RETRY_PAUSE_S)
 
     async def _on_event(self, msg: Msg) -> None:
         event: Event

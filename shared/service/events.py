@@ -15,10 +15,9 @@ import structlog
 from nats.aio.client import Client as NATS
 from pydantic import BaseModel
 
+from dcodex.shared.bus.flush import FLUSH_S
 from dcodex.shared.codec import Encoding, encode
 from dcodex.shared.contract import ExecutionResult, OutputEvent, ResultEvent
-
-FLUSH_S = 2  # a flush answered later than this is waiting for a reconnection
 
 log = structlog.get_logger("dcodex.events")
 

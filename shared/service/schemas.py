@@ -307,7 +307,8 @@ def asyncapi(prefix: str) -> dict[str, Any]:
         "address": input_subject(prefix, "{execution_id}"),
         "description": (
             "Stdin chunks, EOF and signals for an execution with interactive=true. "
-            "Listened to by dcodex-runner."
+            "Listened to by dcodex-runner. One sent as a request is acknowledged with {} "
+            "once applied; one whose seq the run has had is acknowledged, not applied again."
         ),
         "parameters": {"execution_id": execution_id},
         "messages": {
