@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from tests.test_isolation import runner_argv, start_logged
 
 pytestmark = [pytest.mark.bus, pytest.mark.root]
 
+ZYGOTE_READY_S = 30.0  # the longest a zygote may take to start before it is a failure
 # Runs the zygote serves: without warm sandboxes, every Python run.
 WHO_STARTED_ME = "print(open('/proc/1/cmdline').read().split(chr(0))[0:3])"
 PROGRAMS = [
@@ -50,13 +52,15 @@ def runners(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 
 async def started_by(url: str, prefix: str) -> str:
+    """What started the run's pid 1; runs go cold while the zygote is starting, which
+    under the whole suite's load once took longer than the 50 tries this used to give."""
+    deadline = time.monotonic() + ZYGOTE_READY_S
     async with await DcodexClient.connect(url, prefix=prefix) as client:
-        for _ in range(50):  # the zygote may still be starting: those runs go cold
+        while True:
             result = await client.run({"language": "python", "code": WHO_STARTED_ME})
-            if "-c" in result.stdout:
-                break
+            if "-c" in result.stdout or time.monotonic() > deadline:
+                return result.stdout
             await asyncio.sleep(0.1)
-    return result.stdout
 
 
 async def test_python_runs_are_forked_from_the_zygote_only_when_on(
