@@ -52,22 +52,31 @@ def runners(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 
 async def started_by(url: str, prefix: str) -> str:
-    """What started the run's pid 1; runs go cold while the zygote is starting, which
-    under the whole suite's load once took longer than the 50 tries this used to give."""
-    deadline = time.monotonic() + ZYGOTE_READY_S
+    """What started one run's pid 1: `['python3', '-c', ...]` for a fork of the zygote,
+    the sandbox helper's argv for a cold run."""
     async with await DcodexClient.connect(url, prefix=prefix) as client:
-        while True:
-            result = await client.run({"language": "python", "code": WHO_STARTED_ME})
-            if "-c" in result.stdout or time.monotonic() > deadline:
-                return result.stdout
-            await asyncio.sleep(0.1)
+        result = await client.run({"language": "python", "code": WHO_STARTED_ME})
+    return result.stdout
+
+
+async def zygote_started(url: str) -> str:
+    """What started the zygote runner's runs once its zygote serves them; runs go cold
+    while it is starting, which under the whole suite's load once took longer than 50
+    tries. The quoted `'-c'` is the zygote's argv; a bare `-c` also matches the cold
+    helper's `--config-fd`."""
+    deadline = time.monotonic() + ZYGOTE_READY_S
+    while True:
+        started = await started_by(url, "zyg")
+        if "'-c'" in started or time.monotonic() > deadline:
+            return started
+        await asyncio.sleep(0.1)
 
 
 async def test_python_runs_are_forked_from_the_zygote_only_when_on(
     nats_url: str, runners: Path
 ) -> None:
     # pid 1 is a fork of the zygote
-    assert "'-c'" in await started_by(nats_url, "zyg"), zygote_lines(runners)
+    assert "'-c'" in await zygote_started(nats_url), zygote_lines(runners)
     assert "dcodex-exec" in await started_by(nats_url, "nozyg")
 
 
@@ -76,7 +85,7 @@ async def test_answers_are_those_of_a_runner_without_it(
     nats_url: str, runners: Path, code: str
 ) -> None:
     request = {"language": "python", "code": code, "stdin": "olleh\n", "args": ["x"]}
-    await started_by(nats_url, "zyg")  # ready
+    await zygote_started(nats_url)
     answers = []
     for prefix in ("zyg", "nozyg"):
         async with await DcodexClient.connect(nats_url, prefix=prefix) as client:
@@ -92,7 +101,7 @@ def zygote_lines(logs: Path) -> list[str]:
 
 
 async def test_attacks_leave_the_runner_serving(nats_url: str, runners: Path) -> None:
-    await started_by(nats_url, "zyg")
+    await zygote_started(nats_url)
     attacks = [
         "import os, signal\nos.kill(-1, signal.SIGKILL)\n",
         "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n",
