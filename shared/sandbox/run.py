@@ -214,11 +214,24 @@ class StartedSandbox:
         """Give the program its input, enforce the limits, and report how it ended;
         returns once the run's cgroup is empty, so its slot is clean for the next run."""
         try:
-            return await self._supervisor.run(stdin, on_output)
+            return await self.outcome(stdin, on_output)
         finally:
-            self._supervisor.close()
-            if self._cgroup is not None:
-                await _emptied(self._cgroup)
+            await self.settle()
+
+    async def outcome(
+        self, stdin: bytes | LiveInput = b"", on_output: OutputCallback | None = None
+    ) -> SandboxResult:
+        """`finish` without the clean-up: how the run ended, as soon as the program has.
+        `settle` must follow before the slot is used again (a warm sandbox's pool does
+        that after the run's reply has gone out)."""
+        return await self._supervisor.run(stdin, on_output)
+
+    async def settle(self) -> None:
+        """Release everything (killing the program if it still runs) and return once the
+        run's cgroup is empty."""
+        self._supervisor.close()
+        if self._cgroup is not None:
+            await _emptied(self._cgroup)
 
     def close(self) -> None:
         """End the program unused: kill it and reap everything."""

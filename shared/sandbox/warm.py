@@ -204,6 +204,11 @@ class WarmSandbox:
     def alive(self) -> bool:
         return self._started.alive
 
+    @property
+    def directory(self) -> Path:
+        """The host directory its tmpfs root is mounted over (removed by `settle`)."""
+        return self._workdir
+
     async def run(
         self, code: str, args: Sequence[str], stdin: bytes, on_output: OutputCallback | None
     ) -> SandboxResult:
@@ -243,10 +248,21 @@ class WarmSandbox:
         if self.used.done():
             raise RuntimeError("this warm sandbox was used up: each serves one run")
         try:
-            result = await self._started.finish(first + stdin, on_output)
+            result = await self._started.outcome(first + stdin, on_output)
             if collect is not None:
                 collect(self._workdir)
             return result
+        finally:
+            # Its clean-up (what is left of the run killed, its cgroup emptied, its
+            # directory removed: a few hundred microseconds) is the pool's, after the
+            # run's reply; until then its slot stays taken.
+            if not self.used.done():
+                self.used.set_result(None)
+
+    async def settle(self) -> None:
+        """After its run: everything of it ended and removed, its cgroup empty."""
+        try:
+            await self._started.settle()
         finally:
             self.discard()
 
@@ -329,6 +345,10 @@ class WarmPool:
                     # loop) would hold the reply back. Let them go first.
                     for _ in range(TURNS_BEFORE_REFILL):
                         await asyncio.sleep(0)
+                    # A run whose processes would not end leaves its slot out of
+                    # service (`SlotPool` logs it); its result has gone out already.
+                    with contextlib.suppress(OSError):
+                        await warm.settle()
                 finally:
                     with contextlib.suppress(ValueError):
                         self._ready.remove(warm)
