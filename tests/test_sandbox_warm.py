@@ -4,6 +4,7 @@ does, with every layer on, and serves one run only."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import subprocess
 import textwrap
@@ -217,12 +218,7 @@ async def test_the_limits_hold_in_a_warm_run(pool: SlotPool) -> None:
 
 
 async def test_a_pool_gives_each_sandbox_to_one_run_and_keeps_them_started() -> None:
-    slots = await open_slot_pool(
-        "strict", size=2, uid_base=62200, disk_bytes=64 * MiB, max_queued=None, service="warmpool"
-    )
-    pool = WarmPool(spec(), slots, 2)
-    pool.start()
-    try:
+    async with started_pool(2, 62200, "warmpool") as pool:
         taken = await take_started(pool)
         first = await taken.run("open('/tmp/left', 'w').write('x'); print('first')", (), b"", None)
         assert first.stdout == b"first\n"
@@ -240,8 +236,6 @@ async def test_a_pool_gives_each_sandbox_to_one_run_and_keeps_them_started() -> 
             third.run("print(3)", (), b"", None), fourth.run("print(4)", (), b"", None)
         )
         assert [r.stdout for r in results] == [b"3\n", b"4\n"]
-    finally:
-        pool.close()
 
 
 async def test_the_next_sandbox_starts_after_what_the_run_wakes_next() -> None:
@@ -250,13 +244,8 @@ async def test_the_next_sandbox_starts_after_what_the_run_wakes_next() -> None:
     loop) must not start before that, or every reply waits for it. Here the run's
     caller wakes a callback in the flusher's place; the pool has not refilled yet when
     it runs, and has soon after."""
-    slots = await open_slot_pool(
-        "strict", size=1, uid_base=62250, disk_bytes=64 * MiB, max_queued=None, service="warmnext"
-    )
-    pool = WarmPool(spec(), slots, 1)
-    pool.start()
     refilled_first: list[bool] = []
-    try:
+    async with started_pool(1, 62250, "warmnext") as pool:
         taken = await take_started(pool)
         result = await taken.run("print('ran')", (), b"", None)
         # Nothing awaited since the run ended, as in a service on its way to its reply.
@@ -264,8 +253,6 @@ async def test_the_next_sandbox_starts_after_what_the_run_wakes_next() -> None:
         next_one = await take_started(pool)
         assert result.stdout == b"ran\n" and next_one is not taken
         assert refilled_first == [False], "the next sandbox started before the reply's turn"
-    finally:
-        pool.close()
 
 
 async def test_a_run_is_answered_before_its_clean_up_which_comes_before_the_next() -> None:
@@ -273,12 +260,7 @@ async def test_a_run_is_answered_before_its_clean_up_which_comes_before_the_next
     its cgroup emptied: a few hundred microseconds a run); the pool does that after the
     reply, and the slot's next sandbox starts only once it is done: nothing the run
     left behind is there."""
-    slots = await open_slot_pool(
-        "strict", size=1, uid_base=62270, disk_bytes=64 * MiB, max_queued=None, service="warmclean"
-    )
-    pool = WarmPool(spec(), slots, 1)
-    pool.start()
-    try:
+    async with started_pool(1, 62270, "warmclean") as pool:
         taken = await take_started(pool)
         left_behind = "import subprocess\nsubprocess.Popen(['sleep', '30'])\nprint('left')\n"
         result = await taken.run(left_behind, (), b"", None)
@@ -287,8 +269,6 @@ async def test_a_run_is_answered_before_its_clean_up_which_comes_before_the_next
         next_one = await take_started(pool)
         assert next_one is not taken and not taken.directory.exists()
         assert not processes_of(62270, "sleep"), "the run's sleeper outlived its sandbox"
-    finally:
-        pool.close()
 
 
 def processes_of(uid: int, name: str) -> list[int]:
@@ -302,6 +282,21 @@ def processes_of(uid: int, name: str) -> list[int]:
         if fields["Name"].strip() == name and int(fields["Uid"].split()[0]) == uid:
             found.append(int(status.parent.name))
     return found
+
+
+@contextlib.asynccontextmanager
+async def started_pool(size: int, uid_base: int, service: str) -> AsyncIterator[WarmPool]:
+    """A started pool of `size` warm sandboxes on slots of its own; closed at the end."""
+    slots = await open_slot_pool(
+        "strict", size=size, uid_base=uid_base, disk_bytes=64 * MiB, max_queued=None,
+        service=service,
+    )  # fmt: skip
+    pool = WarmPool(spec(), slots, size)
+    pool.start()
+    try:
+        yield pool
+    finally:
+        pool.close()
 
 
 async def take_started(pool: WarmPool) -> WarmSandbox:
