@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import subprocess
 import textwrap
@@ -269,6 +270,7 @@ async def test_a_run_is_answered_before_its_clean_up_which_comes_before_the_next
         next_one = await take_started(pool)
         assert next_one is not taken and not taken.directory.exists()
         assert not processes_of(62270, "sleep"), "the run's sleeper outlived its sandbox"
+        assert not zombie_children(), "a sandbox's helper was left unreaped"
 
 
 def processes_of(uid: int, name: str) -> list[int]:
@@ -297,6 +299,19 @@ async def started_pool(size: int, uid_base: int, service: str) -> AsyncIterator[
         yield pool
     finally:
         pool.close()
+
+
+def zombie_children() -> list[int]:
+    """Pids of this process's children that have ended and were never reaped."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if fields[0] == "Z" and int(fields[1]) == os.getpid():
+            found.append(int(stat.parent.name))
+    return found
 
 
 async def take_started(pool: WarmPool) -> WarmSandbox:

@@ -230,10 +230,13 @@ async def warm(
 ) -> SandboxResult:
     async with slots.acquire() as slot:
         sandbox = WarmSandbox(SPEC, slot)
-        await asyncio.sleep(idle_s)
-        return await sandbox.run_program(
-            [HandedFile("main", binary, 0o500)], ["./main", *args], stdin, None
-        )
+        try:
+            await asyncio.sleep(idle_s)
+            return await sandbox.run_program(
+                [HandedFile("main", binary, 0o500)], ["./main", *args], stdin, None
+            )
+        finally:
+            await sandbox.settle()  # before the slot goes back: as a pool does
 
 
 async def test_a_warm_native_run_sees_what_a_cold_run_sees_every_layer_on(
@@ -376,6 +379,7 @@ async def test_an_unused_warm_sandbox_ends_quietly(pool: SlotPool) -> None:
     async with pool.acquire() as slot:
         sandbox = WarmSandbox(SPEC, slot)
         result = await sandbox.run_handover(b"", b"", None)  # EOF: nothing handed over
+        await sandbox.settle()
     assert (result.exit_code, result.stdout, result.stderr) == (0, b"", b"")
 
 

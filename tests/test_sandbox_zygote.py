@@ -486,6 +486,7 @@ async def test_a_warm_sandbox_forked_from_the_zygote_answers_as_a_cold_run(
         await asyncio.sleep(0.2)  # it waits for its run, forked already
         assert sandbox.alive
         warm = await sandbox.run(code, args, stdin, None)
+        await sandbox.settle()
     assert warm.zygote
     assert (warm.stdout, warm.stderr, warm.exit_code) == (cold.stdout, cold.stderr, cold.exit_code)
 

@@ -502,7 +502,8 @@ class _Supervisor:
             self._pending_stdin += stdin
         self._watch()
         exited = await self._exited
-        self._reap_helper()
+        # The helper is reaped by `close`: its exit waits for the run's namespaces to be
+        # torn down (0.2 ms), and the result has everything of it already.
         if self._streams:
             await asyncio.wait({self._eof}, timeout=_DRAIN_GRACE_S)
         return self._result(exited, (exited.at - self._started) * 1000)
@@ -681,7 +682,8 @@ class _Supervisor:
                 os.kill(self._pgid, signal.SIGKILL if hard else signal.SIGUSR1)
 
     def _reap_helper(self) -> None:
-        # The helper exits right after its last report, so this wait is short.
+        # The helper exits right after its last report (once the reaper and with it the
+        # run's namespaces are gone), so this wait is short.
         if self._helper.returncode is None:
             self._helper.wait()
 

@@ -171,7 +171,9 @@ class WarmSpec:
 
 
 class WarmSandbox:
-    """One started sandbox waiting for its program; `run` uses it up."""
+    """One started sandbox waiting for its program; `run` uses it up. A run returns as
+    soon as its program has ended: `settle` (its pool's, after the reply) must follow
+    before the slot is used again."""
 
     def __init__(self, spec: WarmSpec, slot: Slot, zygote: ZygoteKeeper | None = None) -> None:
         self.spec = spec
