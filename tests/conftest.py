@@ -189,6 +189,20 @@ async def until(condition: Callable[[], bool], timeout: float) -> bool:
     return condition()
 
 
+def host_processes() -> dict[int, dict[str, str]]:
+    """Every process on the host by pid: the fields of its /proc/PID/status (Name,
+    State, PPid, Uid...), values stripped."""
+    table = {}
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            lines = status.read_text().splitlines()
+        except OSError:
+            continue  # it ended while we looked
+        fields = (line.split(":", 1) for line in lines if ":" in line)
+        table[int(status.parent.name)] = {key: value.strip() for key, value in fields}
+    return table
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

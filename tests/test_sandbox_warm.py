@@ -28,6 +28,7 @@ from dcodex.shared.sandbox.warm import (
     warm_argv,
 )
 from dcodex.shared.sandbox.workspace import hand_over, workspace, write_file
+from tests.conftest import host_processes
 
 # Sandboxes on slots of their own: a uid per slot and its cgroups need root.
 pytestmark = pytest.mark.root
@@ -275,15 +276,11 @@ async def test_a_run_is_answered_before_its_clean_up_which_comes_before_the_next
 
 def processes_of(uid: int, name: str) -> list[int]:
     """Host pids of processes called `name` running as `uid`."""
-    found = []
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            fields = dict(line.split(":", 1) for line in status.read_text().splitlines())
-        except (OSError, ValueError):
-            continue  # gone meanwhile
-        if fields["Name"].strip() == name and int(fields["Uid"].split()[0]) == uid:
-            found.append(int(status.parent.name))
-    return found
+    return [
+        pid
+        for pid, fields in host_processes().items()
+        if fields["Name"] == name and int(fields["Uid"].split()[0]) == uid
+    ]
 
 
 @contextlib.asynccontextmanager
@@ -303,15 +300,11 @@ async def started_pool(size: int, uid_base: int, service: str) -> AsyncIterator[
 
 def zombie_children() -> list[int]:
     """Pids of this process's children that have ended and were never reaped."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # gone meanwhile
-        if fields[0] == "Z" and int(fields[1]) == os.getpid():
-            found.append(int(stat.parent.name))
-    return found
+    return [
+        pid
+        for pid, fields in host_processes().items()
+        if fields["State"].startswith("Z") and int(fields["PPid"]) == os.getpid()
+    ]
 
 
 async def take_started(pool: WarmPool) -> WarmSandbox:

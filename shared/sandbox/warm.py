@@ -179,6 +179,7 @@ class WarmSandbox:
         self.spec = spec
         self.layers = slot.isolation.layers  # what the run is isolated by, for its result
         self.used: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._discarded = False
         self._workdir = owned_directory("dcodex-warm-")
         try:
             hand_over(self._workdir, slot)
@@ -258,8 +259,7 @@ class WarmSandbox:
             # Its clean-up (what is left of the run killed, its cgroup emptied, its
             # directory removed: a few hundred microseconds) is the pool's, after the
             # run's reply; until then its slot stays taken.
-            if not self.used.done():
-                self.used.set_result(None)
+            self._mark_used()
 
     async def settle(self) -> None:
         """After its run: everything of it ended and removed, its cgroup empty."""
@@ -269,9 +269,16 @@ class WarmSandbox:
             self.discard()
 
     def discard(self) -> None:
-        """End it (unused, or after its run) and free its slot for the next one."""
+        """End it (unused, or after its run) and free its slot for the next one; once
+        (its pool discards what `settle` has already)."""
+        if self._discarded:
+            return
+        self._discarded = True
         self._started.close()
         shutil.rmtree(self._workdir, ignore_errors=True)
+        self._mark_used()
+
+    def _mark_used(self) -> None:
         if not self.used.done():
             self.used.set_result(None)
 
