@@ -100,13 +100,27 @@ class Stack:
     async def wait_ready(self, counts: dict[str, int], timeout: float = 60.0) -> None:
         """Until `counts[name]` instances of each service answer `$SRV.PING`."""
         deadline = time.monotonic() + timeout
+        answers: Counter[str] = Counter()
         async with await DcodexClient.connect(self.url, timeout=5) as client:
             while time.monotonic() < deadline:
                 answers = Counter(a["name"] for a in await client.ping(wait_s=0.3))
                 if all(answers[f"dcodex-{n}"] >= c for n, c in counts.items()):
                     return
                 await asyncio.sleep(0.2)
-        raise TimeoutError(f"services {counts} were not all up within {timeout:g} s")
+        raise TimeoutError(
+            f"services {counts} were not all up within {timeout:g} s "
+            f"(answering: {dict(answers)}){self._log_tails()}"
+        )
+
+    def _log_tails(self, lines: int = 15) -> str:
+        """The last lines of each service's log: why one that should answer does not."""
+        tails = []
+        for service in self.services:
+            state = "running" if service.alive else f"exited {service.process.returncode}"
+            with contextlib.suppress(OSError):
+                text = service.log.read_text(errors="replace").splitlines()[-lines:]
+                tails.append(f"\n--- {service.name}-{service.index} ({state}):\n" + "\n".join(text))
+        return "".join(tails)
 
     def kill(self, service: ServiceProcess, signum: int = signal.SIGKILL) -> None:
         if service.alive:
