@@ -13,6 +13,7 @@ from pathlib import Path
 
 import nats
 import pytest
+from nats.aio.msg import Msg
 
 from dcodex.services.runner.interactive import input_feed
 from dcodex.shared.client import DcodexClient, Event, LiveRun
@@ -330,6 +331,26 @@ async def test_input_sent_again_is_acknowledged_and_applied_once(client: DcodexC
             )
         result = await run.wait()
     assert result.stdout == "a\nb\nc\n"
+
+
+async def test_input_arrives_though_the_started_event_is_lost(client: DcodexClient) -> None:
+    """The `started` event can be lost (published while a NATS node was lost): the client
+    sends its input a second later anyway, and the program gets it once."""
+    code = "print(input()[::-1])"
+    run = client.interactive({"language": "python", "code": unique(code),
+                              "limits": {"wall_time_s": 10}})  # fmt: skip
+    deliver = run._on_event
+
+    async def losing_started(msg: Msg) -> None:
+        if json.loads(msg.data).get("type") != "started":
+            await deliver(msg)
+
+    run._on_event = losing_started  # type: ignore[method-assign]
+    async with run:
+        await run.send("lost\n")
+        await run.close_stdin()
+        result = await run.wait()
+    assert (result.status, result.stdout) == ("ok", "tsol\n")
 
 
 def test_input_sent_while_nats_stalls_arrives_once(tmp_path: Path) -> None:

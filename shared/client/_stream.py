@@ -3,7 +3,7 @@
 A `LiveRun` subscribes to `dcodex.output.<execution_id>` before it sends the request,
 so no event is missed; `events()` yields them in order until the `result` event.
 Input (`send`, `close_stdin`, `signal`) goes to `dcodex.input.<execution_id>` once
-the program has started (earlier input would reach no one, so it waits for that), one
+the program has started (or a second has passed without the `started` event), one
 event at a time, each numbered and sent again until the runner acknowledges it: input
 sent while a connection moves to another NATS node arrives, and arrives once.
 With a tenant both are `dcodex.{output,input}.<tenant>.<execution_id>` and the
@@ -49,6 +49,8 @@ _RESULT_EVENT_GRACE_S = 1.0
 # An input event not acknowledged within this is sent again (the runner applies it once).
 _INPUT_ACK_S = 1.0
 _INPUT_RETRY_PAUSE_S = 0.1  # after "no responders": the runner's connection is moving
+# Input waits this long at most for the `started` event (which a lost node can lose).
+_STARTED_WAIT_S = 1.0
 
 
 class LiveRun:
@@ -150,8 +152,13 @@ class LiveRun:
 
     async def _input(self, event: StdinEvent | EofEvent | SignalEvent) -> None:
         assert self._reply is not None, "start() first"
+        # The `started` event says the runner listens; should it be lost (published while
+        # a NATS node was lost), a second later the input goes anyway: a runner that has
+        # the request keeps it for the program, and before that it is sent again.
         started = asyncio.ensure_future(self._started.wait())
-        await asyncio.wait({started, self._reply}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(
+            {started, self._reply}, timeout=_STARTED_WAIT_S, return_when=asyncio.FIRST_COMPLETED
+        )
         started.cancel()
         if self.result is not None or self._reply.done():
             return  # the run is over (or was refused): there is no one to tell
