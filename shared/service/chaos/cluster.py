@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import shutil
 import signal
 import socket
@@ -50,14 +51,30 @@ STREAMS = (RESULTS_STREAM, "KV_dcodex-inflight", "OBJ_dcodex-artifacts")
 CACHE_BACK_S = 6.5
 NODE_DOWN_S = 5.0  # how long a stopped node stays down while the load goes on
 SETTLE_S = 60.0  # the longest wait for an election or a catch-up before it is a failure
+PORTS_FROM = 20000  # the nodes' ports are chosen above this, below the ephemeral range
 
 
 def free_port() -> int:
-    """A loopback port nobody listens on right now (the cluster's routes need them known)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+    """A loopback port nobody uses right now (the cluster's routes need them known),
+    below the kernel's ephemeral range: a port from that range can be taken, between
+    this choice and the node's start, as the local end of some outgoing connection
+    (the other nodes' routes among them), and the node would not start."""
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = random.randrange(PORTS_FROM, low)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free loopback port in {PORTS_FROM}..{low - 1}")
+
+
+def _ephemeral_low() -> int:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    return 32768  # Linux's default
 
 
 @dataclass
