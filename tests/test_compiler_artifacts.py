@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,15 +19,8 @@ from dcodex.shared.client import DcodexClient, DcodexError
 from dcodex.shared.contract import CompileResult
 from dcodex.shared.languages.registry import Registry
 from dcodex.shared.service.artifacts import compile_digest, open_artifact_store
-from dcodex.shared.service.nats_server import EmbeddedNats, accepts_connections, nats_server_binary
-from tests.conftest import (
-    ServiceProcesses,
-    free_port,
-    metric,
-    stop_process,
-    until,
-    wait_for_subject,
-)
+from dcodex.shared.service.nats_server import EmbeddedNats
+from tests.conftest import ServiceProcesses, free_port, metric, until, wait_for_subject
 
 pytestmark = pytest.mark.bus
 
@@ -188,44 +180,28 @@ async def stored_names(store: ObjectStore) -> set[str]:
 
 
 @pytest.fixture
-def nats_without_jetstream() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A nats-server on a free loopback port whose JetStream is off: nobody answers
-    `$JS.API`, as while a cluster elects its leaders."""
-    port = free_port()
-    server = subprocess.Popen(
-        [nats_server_binary(), "-a", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"nats://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 15
-        while not accepts_connections(url):
-            assert time.monotonic() < deadline and server.poll() is None, (
-                "nats-server did not start"
-            )
-            time.sleep(0.05)
-        yield url, server
-    finally:
-        stop_process(server)
+def nats_without_jetstream() -> Iterator[EmbeddedNats]:
+    """A nats-server whose JetStream is off: nobody answers `$JS.API`, as while a
+    cluster elects its leaders."""
+    with EmbeddedNats(jetstream=False) as server:  # stopped by its PID on the way out
+        yield server
 
 
 async def test_without_jetstream_opening_the_store_ends_in_a_503(
-    nats_without_jetstream: tuple[str, subprocess.Popen[bytes]],
+    nats_without_jetstream: EmbeddedNats,
 ) -> None:
-    url, _ = nats_without_jetstream
-    async with await DcodexClient.connect(url) as client:
+    async with await DcodexClient.connect(nats_without_jetstream.url) as client:
         with pytest.raises(DcodexError) as refused:
             await open_artifact_store(client.nc.jetstream(), patience_s=2.5)
     assert refused.value.code == 503 and "dcodex-artifacts" in refused.value.message
 
 
 def test_a_compiler_started_before_jetstream_waits_for_it(
-    nats_without_jetstream: tuple[str, subprocess.Popen[bytes]], tmp_path: Path
+    nats_without_jetstream: EmbeddedNats, tmp_path: Path
 ) -> None:
     """A compiler that starts while JetStream does not answer says so and waits; once a
     nats-server with JetStream takes the port, it opens the store and compiles."""
-    url, plain = nats_without_jetstream
+    url = nats_without_jetstream.url
     services = ServiceProcesses(url, tmp_path)
     try:
         compiler = services.start("compiler")
@@ -233,7 +209,7 @@ def test_a_compiler_started_before_jetstream_waits_for_it(
             until(lambda: "artifact_store_unavailable" in services.log("compiler"), 30)
         )
         assert compiler.poll() is None, "the compiler gave up at once"
-        stop_process(plain)
+        nats_without_jetstream.stop()
         with EmbeddedNats(port=int(url.rsplit(":", 1)[1])):  # stopped by its PID on the way out
             services.wait_ready(("compiler",), timeout=60)
             code = "int main(void) { return 0; }\n"

@@ -42,12 +42,14 @@ class EmbeddedNats:
         port: int = -1,
         extra_args: tuple[str, ...] = (),
         prefix: tuple[str, ...] = (),
+        jetstream: bool = True,  # off: nobody answers `$JS.API` (for tests of that)
     ) -> None:
         self._owned_dir = tempfile.TemporaryDirectory(prefix="dcodex-nats-")
         self.store_dir = store_dir or Path(self._owned_dir.name) / "jetstream"
         self.host = host
         self.port = port
         self.extra_args = extra_args
+        self.jetstream = jetstream
         self.prefix = prefix  # a command that runs the server, e.g. in a namespace of its own
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
@@ -60,8 +62,7 @@ class EmbeddedNats:
         argv = [
             *self.prefix,
             nats_server_binary(),
-            "--jetstream",
-            "--store_dir", str(self.store_dir),
+            *(("--jetstream", "--store_dir", str(self.store_dir)) if self.jetstream else ()),
             "--addr", self.host,
             "--port", str(self.port),
             "--ports_file_dir", str(ports_dir),
