@@ -9,7 +9,7 @@ import os
 import re
 import subprocess
 import textwrap
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -274,6 +274,30 @@ async def test_a_run_is_answered_before_its_clean_up_which_comes_before_the_next
         assert not zombie_children(), "a sandbox's helper was left unreaped"
 
 
+async def test_a_gated_pool_starts_its_next_sandbox_only_once_the_gate_opens() -> None:
+    """The runner's interpreter pool refills only while a core is spare (fewer runs
+    under way than cores): while the gate is shut, a used sandbox is not replaced."""
+    runs = SlotPool(2, None)
+    gate_waits: list[int] = []
+
+    async def gate() -> None:
+        gate_waits.append(runs.running)
+        await runs.until_fewer_running(1)
+
+    async with started_pool(1, 62290, "warmgate", refill_gate=gate) as pool:
+        taken = await take_started(pool)
+        async with runs.acquire():  # a run under way: no spare core here
+            result = await taken.run("print('ran')", (), b"", None)
+            for _ in range(500):  # until the keeper is at the gate for the next one
+                if len(gate_waits) == 2:
+                    break
+                await asyncio.sleep(0.01)
+            assert gate_waits == [0, 1], "the keeper did not wait at the gate"
+            assert pool.take() is None
+        next_one = await take_started(pool)  # the run ended: the gate opened
+        assert result.stdout == b"ran\n" and next_one is not taken
+
+
 def processes_of(uid: int, name: str) -> list[int]:
     """Host pids of processes called `name` running as `uid`."""
     return [
@@ -284,13 +308,18 @@ def processes_of(uid: int, name: str) -> list[int]:
 
 
 @contextlib.asynccontextmanager
-async def started_pool(size: int, uid_base: int, service: str) -> AsyncIterator[WarmPool]:
+async def started_pool(
+    size: int,
+    uid_base: int,
+    service: str,
+    refill_gate: Callable[[], Awaitable[None]] | None = None,
+) -> AsyncIterator[WarmPool]:
     """A started pool of `size` warm sandboxes on slots of its own; closed at the end."""
     slots = await open_slot_pool(
         "strict", size=size, uid_base=uid_base, disk_bytes=64 * MiB, max_queued=None,
         service=service,
     )  # fmt: skip
-    pool = WarmPool(spec(), slots, size)
+    pool = WarmPool(spec(), slots, size, refill_gate=refill_gate)
     pool.start()
     try:
         yield pool

@@ -52,6 +52,8 @@ class SlotPool:
         self.isolation = isolation
         self.max_queued = max_queued
         self.waiting = 0
+        self.running = 0  # runs holding a slot now
+        self._fewer_running: list[asyncio.Future[None]] = []
         self._free: asyncio.Queue[Slot] = asyncio.Queue()
         self._slots: list[Slot] = []
         use_uids = uid_base is not None and os.geteuid() == 0
@@ -85,10 +87,26 @@ class SlotPool:
             slot = await self._free.get()
         finally:
             self.waiting -= 1
+        self.running += 1
         try:
             yield slot
         finally:
+            self.running -= 1
             self._release(slot)
+            self._wake_waiters()
+
+    async def until_fewer_running(self, than: int) -> None:
+        """Until fewer than `than` runs hold a slot (a warm pool refills then)."""
+        while self.running >= than:
+            waiter = asyncio.get_running_loop().create_future()
+            self._fewer_running.append(waiter)
+            await waiter
+
+    def _wake_waiters(self) -> None:
+        waiters, self._fewer_running = self._fewer_running, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def _release(self, slot: Slot) -> None:
         if slot.cgroup is not None and slot.cgroup.kill_all():

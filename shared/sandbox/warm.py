@@ -32,7 +32,7 @@ import contextlib
 import os
 import shutil
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -285,7 +285,8 @@ class WarmSandbox:
 
 class WarmPool:
     """`size` warm sandboxes of `spec`, each on a slot of `slots`, kept started, for the
-    `languages` (ids) whose runs or compiles that spec fits."""
+    `languages` (ids) whose runs or compiles that spec fits. `refill_gate`, when given,
+    is awaited before each sandbox starts (the runner's waits for a spare core)."""
 
     def __init__(
         self,
@@ -294,12 +295,14 @@ class WarmPool:
         size: int,
         languages: Iterable[str] = (),
         zygote: ZygoteKeeper | None = None,
+        refill_gate: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.spec = spec
         self.slots = slots
         self.size = size
         self.languages = frozenset(languages)
         self.zygote = zygote
+        self.refill_gate = refill_gate
         self._ready: deque[WarmSandbox] = deque()
         self._keepers: list[asyncio.Task[None]] = []
         self._closed = False
@@ -338,6 +341,8 @@ class WarmPool:
 
     async def _keep_one(self) -> None:
         while True:
+            if self.refill_gate is not None:
+                await self.refill_gate()
             async with self.slots.acquire() as slot:
                 try:
                     warm = WarmSandbox(self.spec, slot, self.zygote)
@@ -381,10 +386,11 @@ def start_warm_pool(
     uid_base: int,
     service: str,
     languages: Iterable[str],
+    refill_gate: Callable[[], Awaitable[None]] | None = None,
 ) -> WarmPool:
     """A started pool of `size` sandboxes of `spec` on slots of their own (uids from
     `uid_base`, cgroups named after `service`)."""
     slots = SlotPool(size, uid_base, isolation=isolation, service=service)
-    pool = WarmPool(spec, slots, size, languages)
+    pool = WarmPool(spec, slots, size, languages, refill_gate=refill_gate)
     pool.start()
     return pool
