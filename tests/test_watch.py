@@ -89,3 +89,44 @@ async def test_a_long_run_someone_has_is_waited_for(nc: NATS) -> None:
     assert ExecutionResult.model_validate(reply) == RESULT
     for subscription in subscriptions:
         await subscription.unsubscribe()
+
+
+@pytest.mark.parametrize("watching", [False, True], ids=["before-the-watch", "while-watching"])
+async def test_cancelling_the_caller_cancels_the_request_and_its_watch(
+    nc: NATS, watching: bool
+) -> None:
+    """A caller that gives up (a client's own timeout, a service stopping) gets its
+    cancellation, not a result, and leaves no request or status watch behind."""
+    statuses: list[Msg] = []
+
+    async def run(msg: Msg) -> None:
+        pass  # a run that takes long
+
+    async def status(msg: Msg) -> None:
+        statuses.append(msg)
+        await msg.respond(encode(RunStatus(execution_id="e4", state="running")))
+
+    subscriptions = [await nc.subscribe("t4.run", cb=run), await nc.subscribe("t4.s", cb=status)]
+    before = asyncio.all_tasks()
+    caller = asyncio.create_task(
+        watched_request(
+            nc, "t4.run", "t4.s", {}, execution_id="e4", request_id="r", timeout=60, heartbeat_s=0.2
+        )
+    )
+    await asyncio.sleep(0.5 if watching else 0.05)
+    assert bool(statuses) == watching
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    ours = {"request", "_watch"}  # not nats-py's own (its reply inbox's task starts here)
+    left = [task for task in asyncio.all_tasks() - before if _name(task) in ours]
+    assert not [task for task in left if not task.done()], left
+    asked = len(statuses)
+    await asyncio.sleep(0.5)
+    assert len(statuses) == asked, "the status watch went on after the caller gave up"
+    for subscription in subscriptions:
+        await subscription.unsubscribe()
+
+
+def _name(task: asyncio.Task[object]) -> str:
+    return getattr(task.get_coro(), "__qualname__", "")
