@@ -260,32 +260,42 @@ class Inflight:
 
 class HeldLease:
     """A lease its leader keeps renewing while the run goes on; `lease` is its latest
-    revision (what `finish` and `release` must name)."""
+    revision (what `finish` and `release` must name).
+
+    Renewal waits on a timer, not in a task of its own: a run shorter than a third of
+    the lease (most) costs no task and no turn of the loop to stop it."""
 
     def __init__(self, inflight: Inflight, lease: Lease) -> None:
         self.inflight = inflight
         self.lease = lease
-        self._done = asyncio.Event()
+        self._stopped = False
+        self._timer: asyncio.TimerHandle | None = None
         self._renewing: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> HeldLease:
-        self._renewing = asyncio.create_task(self._renew())
+        self._schedule()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         # Stopped between two writes, never in the middle of one: the revision stays known.
-        self._done.set()
-        if self._renewing is not None:
+        self._stopped = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._renewing is not None and not self._renewing.done():
             await asyncio.shield(self._renewing)
 
+    def _schedule(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self.inflight.lease_s / 3, self._start_renewal)
+
+    def _start_renewal(self) -> None:
+        self._timer = None
+        self._renewing = asyncio.create_task(self._renew())
+
     async def _renew(self) -> None:
-        every = self.inflight.lease_s / 3
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._done.wait(), every)
-            if self._done.is_set():
-                return
-            renewed = await self.inflight.renew(self.lease)
-            if renewed is None:
-                return  # another replica took it over: our finish will say so
-            self.lease = renewed
+        renewed = await self.inflight.renew(self.lease)
+        if renewed is None:
+            return  # another replica took it over: our finish will say so
+        self.lease = renewed
+        if not self._stopped:
+            self._schedule()
