@@ -5,7 +5,7 @@ serves, at the runner's default limits (a run asking for others goes the cold wa
 slots of their own with uids above the runner's and the compiler's:
 
 - `interpreter` (`--warm-interpreters`): the registry's Python, its interpreter started,
-  refilled only while fewer runs are under way than the host has cores (`spare_core`);
+  refilled only while fewer runs are under way than it may use cores (`spare_core`);
 - `native` (`--warm-native`): compiled programs of the first compiled language (C) and
   of every language whose runs look the same to the program (environment, read-only
   paths, address space: C++), set up to the program's exec (a deferred sandbox).
@@ -89,14 +89,14 @@ def _interpreter_pool(settings: Settings, registry: Registry, slots: SlotPool) -
 
 
 def spare_core(slots: SlotPool) -> Callable[[], Awaitable[None]]:
-    """Until fewer of the runner's runs are under way than the host has cores.
+    """Until fewer of the runner's runs are under way than it may use cores.
 
     A warm interpreter costs its whole start-up; a run forked from the zygote, the
     cold way, costs less CPU. While every core is busy a warm one started ahead only
     takes CPU from the runs waiting for it, so Python runs go the cold way then
     (W5: 0.74-0.75x of bare python3's rate without warm interpreters, 0.65-0.67x with).
     """
-    cores = os.cpu_count() or 1
+    cores = len(os.sched_getaffinity(0)) or 1  # the cores this process may run on
 
     async def wait() -> None:
         await slots.until_fewer_running(cores)
