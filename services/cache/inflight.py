@@ -293,7 +293,14 @@ class HeldLease:
         self._renewing = asyncio.create_task(self._renew())
 
     async def _renew(self) -> None:
-        renewed = await self.inflight.renew(self.lease)
+        if self._stopped:
+            return  # the run ended as the timer fired: nothing left to keep
+        try:
+            renewed = await self.inflight.renew(self.lease)
+        except Exception:
+            # Nobody awaits this task: said here, or the lease would lapse in silence.
+            log.exception("lease_renewal_failed", key=self.lease.key)
+            return
         if renewed is None:
             return  # another replica took it over: our finish will say so
         self.lease = renewed

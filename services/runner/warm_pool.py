@@ -96,7 +96,7 @@ def spare_core(slots: SlotPool) -> Callable[[], Awaitable[None]]:
     takes CPU from the runs waiting for it, so Python runs go the cold way then
     (W5: 0.74-0.75x of bare python3's rate without warm interpreters, 0.65-0.67x with).
     """
-    cores = len(os.sched_getaffinity(0)) or 1  # the cores this process may run on
+    cores = len(os.sched_getaffinity(0))  # the cores this process may run on
 
     async def wait() -> None:
         await slots.until_fewer_running(cores)

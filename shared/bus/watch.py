@@ -67,6 +67,9 @@ async def watched_request(
         )
     )
     watching: asyncio.Future[dict[str, Any]] | None = None
+    # Cancellations of the caller from here on are counted above this (one left over
+    # from before, caught and not undone by the caller, is not ours to act on).
+    cancelled_before = _cancelling()
 
     def watch() -> None:
         nonlocal watching
@@ -81,15 +84,21 @@ async def watched_request(
     # not `asyncio.wait`: no waiter to wake on the common path, one loop turn less.)
     timer = asyncio.get_running_loop().call_later(heartbeat_s, watch)
     try:
-        return await asking
+        reply = await asking
     except asyncio.CancelledError:
         ended = watching
         if ended is None or not ended.done() or ended.cancelled():
-            raise  # ours was cancelled, not the request by the watch
-        current = asyncio.current_task()
-        if current is not None and current.cancelling():
+            raise  # the caller was cancelled, not the request by the watch
+        if _cancelling() > cancelled_before:
             raise
         return ended.result()
+    else:
+        # Cancelling the caller cancels the request's task, whose wait (nats-py's
+        # `wait_for`) returns a reply come in the same turn instead: the caller's
+        # cancellation wins.
+        if _cancelling() > cancelled_before:
+            raise asyncio.CancelledError
+        return reply
     finally:
         timer.cancel()
         # Only what is still under way is cancelled and waited for (usually nothing:
@@ -99,6 +108,12 @@ async def watched_request(
             task.cancel()
         if left:
             await asyncio.gather(*left, return_exceptions=True)
+
+
+def _cancelling() -> int:
+    """How many cancellations of the current task are pending."""
+    current = asyncio.current_task()
+    return current.cancelling() if current is not None else 0
 
 
 async def followed(

@@ -92,8 +92,10 @@ class SlotPool:
             yield slot
         finally:
             self.running -= 1
-            self._release(slot)
-            self._wake_waiters()
+            try:
+                self._release(slot)
+            finally:
+                self._wake_waiters()
 
     async def until_fewer_running(self, than: int) -> None:
         """Until fewer than `than` runs hold a slot (a warm pool refills then)."""

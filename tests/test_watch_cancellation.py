@@ -1,0 +1,86 @@
+"""A watched request's cancellation contract, in the turns of the event loop where a
+real connection cannot be made to land (tests/test_watch.py has the bus cases).
+
+The request here waits as nats-py's does (`asyncio.wait_for` on the reply's future),
+so that a reply and a cancellation can arrive in the same turn of the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import pytest
+
+from dcodex.shared.bus import watch
+from dcodex.shared.bus.watch import watched_request
+
+
+class Replies:
+    """Stands in for `request`: each call waits on a future the test answers."""
+
+    def __init__(self) -> None:
+        self.pending: list[asyncio.Future[dict[str, Any]]] = []
+        self.asked = asyncio.Event()
+
+    async def request(self, *_args: object, **_kwargs: object) -> dict[str, Any]:
+        reply = asyncio.get_running_loop().create_future()
+        self.pending.append(reply)
+        self.asked.set()
+        return await asyncio.wait_for(reply, 60)
+
+
+@pytest.fixture
+def replies(monkeypatch: pytest.MonkeyPatch) -> Replies:
+    stand_in = Replies()
+    monkeypatch.setattr(watch, "request", stand_in.request)
+    return stand_in
+
+
+async def ask(heartbeat_s: float = 60.0) -> dict[str, Any]:
+    # No connection: the stand-in needs none.
+    return await watched_request(
+        None,  # type: ignore[arg-type]
+        "run",
+        "status",
+        {},
+        execution_id="e",
+        request_id="r",
+        timeout=60,
+        heartbeat_s=heartbeat_s,
+    )
+
+
+async def test_a_caller_cancelled_as_its_reply_comes_is_cancelled(replies: Replies) -> None:
+    """The reply lands in the same turn as the caller's cancellation (a service
+    stopping, a client's own timeout): the caller gets its cancellation, not the
+    reply (the request's own wait would have handed the reply back)."""
+    caller = asyncio.create_task(ask())
+    await replies.asked.wait()
+    replies.pending[0].set_result({"ok": 1})
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+
+
+async def test_the_watchs_answer_is_returned_despite_an_older_cancellation(
+    replies: Replies, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A caller that caught a cancellation earlier (without undoing it) still gets the
+    answer the status watch found: only cancellations during the request count."""
+
+    async def finished(*_args: object) -> dict[str, Any]:
+        return {"from": "status"}
+
+    monkeypatch.setattr(watch, "_watch", finished)
+
+    async def caller() -> dict[str, Any]:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(0)  # caught and carried on, its count left at 1
+        return await ask(heartbeat_s=0.01)  # in this task: its count is 1
+
+    assert await asyncio.create_task(caller()) == {"from": "status"}
+    assert replies.pending[0].cancelled(), "the request went on after the watch's answer"
