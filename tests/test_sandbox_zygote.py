@@ -11,6 +11,7 @@ import asyncio
 import os
 import re
 import signal
+import subprocess
 import textwrap
 import time
 import uuid
@@ -28,7 +29,7 @@ from dcodex.shared.sandbox.slots import SlotPool, open_slot_pool
 from dcodex.shared.sandbox.warm import WarmPool, WarmSandbox
 from dcodex.shared.sandbox.workspace import hand_over, workspace, write_file
 from dcodex.shared.sandbox.zygote import ZygoteKeeper
-from tests.conftest import pid_alive
+from tests.conftest import dcodex_argv, pid_alive
 from tests.test_sandbox_security import processes_mentioning
 from tests.test_sandbox_warm import ENDINGS, FINALISATION, LEFT_QUICKLY, PROBE
 from tests.test_sandbox_warm import spec as warm_spec
@@ -505,3 +506,21 @@ async def test_a_warm_pool_refills_from_the_zygote(pool: SlotPool, keeper: Zygot
             assert (result.stdout, result.zygote) == (f"{number}\n".encode(), True)
     finally:
         warm_pool.close()
+
+
+def test_the_zygote_benchmark_runs_forked_and_cold_runs_several_at_once() -> None:
+    """`dcodex bench zygote --workers N`: both ways, each run checked, a row each with
+    its rate and the supervisor's share (figures printed, never asserted)."""
+    argv = ["-n", "6", "--rounds", "1", "--workers", "3", "--uid", "62400"]
+    done = subprocess.run(
+        dcodex_argv("bench", "zygote", *argv),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "6 runs each way per round, 3 at once" in done.stdout
+    assert "runs/s" in done.stdout and "supervisor ms" in done.stdout
+    row = re.compile(r"│\s+1 │\s+(zygote|cold) │")
+    assert len([line for line in done.stdout.splitlines() if row.search(line)]) == 2, done.stdout
