@@ -27,6 +27,7 @@ from dcodex.shared.client import DcodexClient, SyncDcodexClient
 from dcodex.shared.contract import ExecutionResult
 from dcodex.shared.errors import UNAVAILABLE, DcodexError
 from dcodex.shared.sandbox.leftovers import find_leftovers
+from dcodex.shared.sandbox.workspace import staging_root
 from dcodex.shared.service.nats_server import EmbeddedNats
 from tests.conftest import SERVICE_NAMES, ServiceProcesses, pid_alive, until
 from tests.deploy_support import NatsServers, tenant_of
@@ -206,6 +207,8 @@ async def test_kill_9_of_a_runner_ends_its_programs_and_fails_fast(
     assert orphans, "no work directory was left to clean up (the test proves nothing)"
     # Its warm sandboxes' directories too (they wait for runs, so a kill always leaves some).
     assert any(path.name.startswith(f"dcodex-warm-{runner.pid}-") for path in orphans)
+    if staging_root() is not None:  # staged there, and found there too
+        assert any(path.parent == staging_root() for path in orphans), orphans
     services.start("runner")
     await asyncio.to_thread(services.wait_ready, ("runner",))
     assert all(not path.exists() for path in orphans)

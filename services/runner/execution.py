@@ -25,6 +25,9 @@ from dcodex.shared.sandbox.warm import WarmSandbox
 from dcodex.shared.sandbox.workspace import hand_over, workspace, write_file, write_read_only
 from dcodex.shared.sandbox.zygote import ZygoteKeeper
 
+# The most a run's files may take to be staged in memory (`workspace`'s `staged`).
+STAGED_AT_MOST = 1024 * 1024
+
 
 @dataclass(frozen=True)
 class Program:
@@ -57,7 +60,11 @@ async def execute(
     `files` lie read-only beside the program (judge mode's extra files); a run `zygote`
     serves is forked from it (`dcodex.shared.sandbox.zygote`)."""
     language = program.language
-    with workspace(prefix="dcodex-run-") as cwd:
+    # With namespaces the directory only stages the files for the run's own tmpfs:
+    # small ones go to memory (a container's /dev/shm may be 64 MB for all its runs).
+    size = len(program.binary or program.source) + sum(len(data) for _, data in files)
+    staged = slot.isolation.namespaces and size <= STAGED_AT_MOST
+    with workspace(prefix="dcodex-run-", staged=staged) as cwd:
         if program.binary is not None and language.binary:
             write_file(cwd, language.binary, program.binary, slot, mode=0o500)
         else:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dcodex.shared.sandbox.cgroups import own_cgroup_dirs
+from dcodex.shared.sandbox.workspace import staging_root
 
 # `workspace()` and `slot_cgroup_name()` put the owner's pid here.
 _WORKSPACE = re.compile(r"^dcodex-[a-z-]+?-(\d+)-")
@@ -34,9 +35,14 @@ class Leftovers:
 
 
 def find_leftovers(temp_dir: Path | None = None) -> Leftovers:
-    """Work directories and cgroups of DCodeX services that no longer run."""
+    """Work directories (in the temporary directory and the staging root) and cgroups
+    of DCodeX services that no longer run."""
     temp = temp_dir or Path(tempfile.gettempdir())
-    directories = [path for path in _entries(temp) if _orphan(_WORKSPACE, path.name)]
+    staging = staging_root()
+    places = [temp, *([staging] if staging is not None and staging != temp else [])]
+    directories = [
+        path for place in places for path in _entries(place) if _orphan(_WORKSPACE, path.name)
+    ]
     cgroups = [
         path
         for parent in (own_cgroup_dirs() or {}).values()

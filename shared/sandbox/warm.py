@@ -180,7 +180,10 @@ class WarmSandbox:
         self.layers = slot.isolation.layers  # what the run is isolated by, for its result
         self.used: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._discarded = False
-        self._workdir = owned_directory("dcodex-warm-")
+        # Its files come with the handover into its own tmpfs; a compile's outputs come
+        # back here, and stay off the memory-backed staging root.
+        staged = slot.isolation.namespaces and not spec.outputs
+        self._workdir = owned_directory("dcodex-warm-", staged)
         try:
             hand_over(self._workdir, slot)
             self._started: StartedSandbox = start_sandboxed(

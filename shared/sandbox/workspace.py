@@ -3,6 +3,13 @@
 Files are written while the directory still belongs to the service, and only then is
 it handed to the slot's uid: root never writes into, nor follows a link in, a
 directory that a sandboxed process could have prepared.
+
+A run with namespaces only stages its files in the directory: the helper copies them
+into the run's own size-capped tmpfs, which the program writes to. Such a directory
+(`staged=True`) is made on the host's memory-backed tmpfs (`STAGING_ROOT`) when there
+is one, where making, filling and removing it writes no filesystem journal; the rest
+(a program's own directory without namespaces, a compile's copied-back outputs) stay
+in the temporary directory.
 """
 
 from __future__ import annotations
@@ -13,21 +20,42 @@ import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 
 from dcodex.shared.sandbox.slot import Slot
 
+STAGING_ROOT = Path("/dev/shm")
 
-def owned_directory(prefix: str) -> Path:
+
+@cache
+def staging_root() -> Path | None:
+    """`STAGING_ROOT` if it is a writable tmpfs here; None sends staged directories to
+    the temporary directory too."""
+    try:
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return None
+    for line in reversed(mounts):  # the last mount on a point is the one seen
+        _source, point, fs_type, options, *_ = [*line.split(), "", "", "", ""]
+        if point == str(STAGING_ROOT):
+            writable = "rw" in options.split(",") and os.access(STAGING_ROOT, os.W_OK)
+            return STAGING_ROOT if fs_type == "tmpfs" and writable else None
+    return None
+
+
+def owned_directory(prefix: str, staged: bool = False) -> Path:
     """A new private (0700) directory whose name carries our pid: if we are killed
-    before removing it, the next service to start removes it (leftovers.py)."""
-    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-"))
+    before removing it, the next service to start removes it (leftovers.py). `staged`:
+    a sandbox with namespaces copies what it holds into its own tmpfs (above)."""
+    base = staging_root() if staged else None
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=base))
 
 
 @contextmanager
-def workspace(prefix: str) -> Iterator[Path]:
+def workspace(prefix: str, staged: bool = False) -> Iterator[Path]:
     """An `owned_directory`, removed with all it holds at the end."""
-    path = owned_directory(prefix)
+    path = owned_directory(prefix, staged)
     try:
         yield path
     finally:
