@@ -11,22 +11,12 @@ from pathlib import Path
 import pytest
 
 from dcodex.services.runner.execution import Program, execute
-from dcodex.shared.contract import EffectiveLimits
 from dcodex.shared.languages.registry import Registry
 from dcodex.shared.sandbox.isolation import RLIMITS_ONLY
 from dcodex.shared.sandbox.slot import Slot
 from dcodex.shared.sandbox.slots import open_slot_pool
 from dcodex.shared.sandbox.workspace import staging_root, workspace
-
-MiB = 2**20
-LIMITS = EffectiveLimits(
-    cpu_time_s=2.0,
-    wall_time_s=5.0,
-    memory_bytes=256 * MiB,
-    output_bytes=64 * 1024,
-    processes=16,
-    file_size_bytes=MiB,
-)
+from tests.test_sandbox_warm import LIMITS, MiB
 
 
 def test_staged_directories_go_to_the_staging_root_and_the_rest_to_the_temp_dir() -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import structlog
@@ -96,12 +97,7 @@ def spare_core(slots: SlotPool) -> Callable[[], Awaitable[None]]:
     takes CPU from the runs waiting for it, so Python runs go the cold way then
     (W5: 0.74-0.75x of bare python3's rate without warm interpreters, 0.65-0.67x with).
     """
-    cores = len(os.sched_getaffinity(0))  # the cores this process may run on
-
-    async def wait() -> None:
-        await slots.until_fewer_running(cores)
-
-    return wait
+    return partial(slots.until_fewer_running, len(os.sched_getaffinity(0)))
 
 
 def _native_pool(settings: Settings, registry: Registry, slots: SlotPool) -> WarmPool | None:

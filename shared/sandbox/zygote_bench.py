@@ -156,16 +156,17 @@ async def _hello(
 
 def _own_cpu_ms() -> float:
     """This process and its reaped children (the helpers of cold runs)."""
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    seconds = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-    return seconds * 1000
+    return _self_cpu_ms() + _cpu_ms(resource.RUSAGE_CHILDREN)
 
 
 def _self_cpu_ms() -> float:
     """This process alone: the supervision of the runs (the runner's share of a run)."""
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    return (own.ru_utime + own.ru_stime) * 1000
+    return _cpu_ms(resource.RUSAGE_SELF)
+
+
+def _cpu_ms(who: int) -> float:
+    usage = resource.getrusage(who)
+    return (usage.ru_utime + usage.ru_stime) * 1000
 
 
 def _tree_cpu_ms(pid: int) -> float:
