@@ -24,13 +24,20 @@ def _dcodex_flush_io() -> None:
             pass  # as CPython's: there is nothing to report them to
 
 
-def _dcodex_leave(status: int, streams: "tuple[TextIO, TextIO, TextIO]") -> None:
+def _dcodex_leave(
+    status: int,
+    streams: "tuple[TextIO, TextIO, TextIO]",
+    frozen_classes: "tuple[type, ...]" = (),
+) -> None:
     """The program is over: leave with `status` without the interpreter's finalisation
     (every module torn down, every object freed: some 4 ms) when it would show nothing,
     that is when nothing of the program's is left to run in it: no finaliser, weakref
     callback, thread, atexit function, replaced stream (`streams` are the ones it
     started with) or C library buffer. Else return, and it runs. Looked up without
-    running any code of the program's (no getattr on its objects)."""
+    running any code of the program's (no getattr on its objects).
+    `frozen_classes`: the classes `gc.freeze()` hid from `gc.get_objects()` (a
+    zygote's, whose objects from before the fork are frozen): their instances are
+    not seen either, so one that gained a finaliser counts as one that has it."""
     import atexit
     import gc
     import itertools
@@ -73,7 +80,8 @@ def _dcodex_leave(status: int, streams: "tuple[TextIO, TextIO, TextIO]") -> None
     if any(id(instance) not in standard for instance in instances(finalized)):
         return  # anything with a finaliser but the standard streams
     # A class's finaliser also runs for instances gc does not track (no __dict__).
-    for cls in instances({kind for kind in kinds if issubclass(kind, type)}):
+    classes = instances({kind for kind in kinds if issubclass(kind, type)})
+    for cls in itertools.chain(classes, frozen_classes):
         if "__del__" in own(cls) and (module_of(cls), qualname_of(cls)) != startup_finalized:
             return
     weak_types = (ReferenceType, ProxyType, CallableProxyType)
