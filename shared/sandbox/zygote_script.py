@@ -25,6 +25,7 @@ import sys
 _BASELINE = (frozenset(sys.modules), frozenset(sys.path_importer_cache))
 
 import ctypes  # noqa: E402  (after the baseline: dropped again before the program runs)
+import gc  # noqa: E402
 import signal  # noqa: E402  (start-up imported it: in the baseline)
 import socket  # noqa: E402
 
@@ -66,9 +67,16 @@ def _dcodex_zygote() -> _Task | None:
     os.close(library_fd)
     enter = library.dcodex_enter
     enter.argtypes = [ctypes.c_int]
+    program_argv = library.dcodex_program_argv
+    program_argv.restype = ctypes.POINTER(ctypes.c_char_p)
     if library.dcodex_zygote_init(runner_pid) != 0:
         raise SystemExit(1)  # the runner is gone already
     control.settimeout(1.0)  # to reap children now and then, requests or not
+    # Done here once for every child, rather than by each: what a child does writes to
+    # pages it shares with us, a copy-on-write fault each (about 200 for these).
+    _as_deep_as_a_cold_start()
+    libc = _libc()
+    _never_freed()
     _freeze()
     control.send(b"ready")
     stopping = False
@@ -94,10 +102,8 @@ def _dcodex_zygote() -> _Task | None:
             os.close(control.detach())
             _take_descriptors(fds)
             enter(4)  # the options on 4 (status on 3); returns only in the program
-            _as_deep_as_a_cold_start()
-            _never_freed()
-            task = _task(library)
-            _show_the_programs_command_line(task)
+            task = _task(program_argv)
+            _show_the_programs_command_line(libc, task)
             if task[0] == "code":
                 _unshare_memory()
             return task
@@ -119,8 +125,6 @@ def _freeze() -> None:
     us. Listing them all cost each run some 200 copy-on-write faults, about 1 ms.
     Classes whose instances it no longer sees are kept, for it to check: the
     interpreter's own cannot change, only those made in Python (heap types)."""
-    import gc
-
     global _FROZEN_CLASSES
     heap_type = 1 << 9  # Py_TPFLAGS_HEAPTYPE
     _FROZEN_CLASSES = tuple(
@@ -141,17 +145,24 @@ class _MemoryMap(ctypes.Structure):
     ]  # fmt: skip
 
 
-def _show_the_programs_command_line(task: _Task) -> None:
+def _libc() -> ctypes.CDLL:
+    """The C library's functions `_show_the_programs_command_line` calls, typed."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.malloc.restype = libc.sbrk.restype = ctypes.c_void_p
+    libc.malloc.argtypes = [ctypes.c_size_t]
+    libc.sbrk.argtypes = [ctypes.c_ssize_t]
+    libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p, ctypes.c_ulong,
+                           ctypes.c_ulong]  # fmt: skip
+    return libc
+
+
+def _show_the_programs_command_line(libc: ctypes.CDLL, task: _Task) -> None:
     """/proc/PID/cmdline of the program: its own argv, as a cold run's shows it, not the
     zygote's. PR_SET_MM_MAP (checkpoint/restore's way, no capability needed) points the
     kernel at a copy; where the kernel refuses, the zygote's shows."""
     mode, target, args = task
     argv = [sys.executable, "-u", *(["-c"] if mode == "code" else []), target, *args]
     line = b"".join(os.fsencode(part) + b"\0" for part in argv)
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.malloc.restype = libc.sbrk.restype = ctypes.c_void_p
-    libc.malloc.argtypes = [ctypes.c_size_t]
-    libc.sbrk.argtypes = [ctypes.c_ssize_t]
     start = libc.malloc(len(line))  # never freed: the kernel reads it as long as we live
     if not start:
         return
@@ -164,22 +175,13 @@ def _show_the_programs_command_line(task: _Task) -> None:
     memory = _MemoryMap(code[0], code[1], data[0], data[1], data[2], brk, stack, start,
                         start + len(line), data[5], data[6], 0, 0, 0xFFFFFFFF)  # fmt: skip
     set_mm, set_mm_map = 35, 14  # PR_SET_MM, PR_SET_MM_MAP
-    libc.prctl.argtypes = [
-        ctypes.c_int,
-        ctypes.c_ulong,
-        ctypes.c_void_p,
-        ctypes.c_ulong,
-        ctypes.c_ulong,
-    ]
     libc.prctl(set_mm, set_mm_map, ctypes.addressof(memory), ctypes.sizeof(memory), 0)
 
 
-def _task(library: ctypes.PyDLL) -> _Task:
+def _task(program_argv: "ctypes._NamedFuncPointer") -> _Task:
     """What to run, from the program's argv in its options (read by the helper's code
-    in this child: the zygote never holds a run's arguments)."""
-    get_argv = library.dcodex_program_argv
-    get_argv.restype = ctypes.POINTER(ctypes.c_char_p)
-    pointer = get_argv()
+    in this child, `program_argv`: the zygote never holds a run's arguments)."""
+    pointer = program_argv()
     argv: list[str] = []
     while (item := pointer[len(argv)]) is not None:
         argv.append(os.fsdecode(item))
@@ -215,9 +217,10 @@ def _unshare_memory() -> None:
 
 
 def _never_freed() -> None:
-    """Keep what is ours alive to the end: the program will not find it (it leaves
-    `sys.modules` below), and freeing it would write to every page it lies on, each a
-    copy-on-write fault of the zygote's memory (about a millisecond per run)."""
+    """Keep what is ours alive to the end, with a reference no child drops: the program
+    will not find it (it leaves `sys.modules` in `_dcodex_run`), and freeing it would
+    write to every page it lies on, each a copy-on-write fault of the zygote's memory
+    (about a millisecond per run)."""
     keep = ctypes.pythonapi.Py_IncRef
     keep.argtypes = [ctypes.py_object]
     modules = _BASELINE[0]
@@ -231,7 +234,8 @@ def _as_deep_as_a_cold_start() -> None:
     a cold run: give it the recursion depth a cold start has (`RecursionError` at the
     same depth, `sys.getrecursionlimit()` unchanged). CPython 3.11 keeps the count in
     its thread state, after three pointers and two ints; it is only touched where the
-    limit is found where it should be."""
+    limit is found where it should be. Called in the zygote, from the frame that forks:
+    the count goes to every child, each as deep there as the zygote was."""
     if sys.version_info[:2] != (3, 11) or sys.implementation.name != "cpython":
         return
     get_state = ctypes.pythonapi.PyThreadState_Get
