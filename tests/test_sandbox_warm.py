@@ -163,6 +163,9 @@ ENDINGS = {
     "plain": "import json, math\nprint(json.dumps(math.pi))",
     # A class from start-up given a finaliser: its instances from start-up have one now.
     "older class": "type(quit).__del__ = lambda self: print('finalised', self)",
+    # Objects the program froze: `gc.get_objects()` no longer lists them.
+    "frozen": "import gc\nclass A:\n    def __del__(self):\n        print('deleted')\n"
+    "a = A()\ngc.freeze()\nprint('frozen', gc.get_freeze_count() > 0)",
 }
 
 

@@ -28,6 +28,7 @@ def _dcodex_leave(
     status: int,
     streams: "tuple[TextIO, TextIO, TextIO]",
     frozen_classes: "tuple[type, ...]" = (),
+    marker: "list[None] | None" = None,
 ) -> None:
     """The program is over: leave with `status` without the interpreter's finalisation
     (every module torn down, every object freed: some 4 ms) when it would show nothing,
@@ -37,7 +38,10 @@ def _dcodex_leave(
     running any code of the program's (no getattr on its objects).
     `frozen_classes`: the classes `gc.freeze()` hid from `gc.get_objects()` (a
     zygote's, whose objects from before the fork are frozen): their instances are
-    not seen either, so one that gained a finaliser counts as one that has it."""
+    not seen either, so one that gained a finaliser counts as one that has it.
+    Objects the program froze itself are not seen either: then the interpreter
+    finalises. `marker`, an object made just before the program, tells (it is frozen
+    only if the program froze); without one, any frozen object does."""
     import atexit
     import gc
     import itertools
@@ -51,6 +55,7 @@ def _dcodex_leave(
         or sys.flags.inspect
         or os.environ.get("PYTHONINSPECT")
         or atexit._ncallbacks()
+        or (marker is None and gc.get_freeze_count())
         or "threading" in sys.modules
         or "_ctypes" in sys.modules
     ):
@@ -71,6 +76,8 @@ def _dcodex_leave(
     module_of = type.__dict__["__module__"].__get__
     qualname_of = type.__dict__["__qualname__"].__get__
     objects = gc.get_objects()
+    if marker is not None and not any(item is marker for item in objects):
+        return  # the program froze what there was: not seen here
     kinds = set(map(type, objects))
 
     def instances(of: set[type]) -> "itertools.compress[object]":

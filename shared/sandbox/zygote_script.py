@@ -300,8 +300,9 @@ def _dcodex_run(mode: str, target: str, args: list[str]) -> None:
     import sys
 
     modules, importers = _BASELINE
-    leave, flush_io, frozen = _dcodex_leave, _dcodex_flush_io, _FROZEN_CLASSES
-    unfreeze = sys.modules["gc"].unfreeze  # `_freeze` imported it
+    leave, flush_io, frozen_classes = _dcodex_leave, _dcodex_flush_io, _FROZEN_CLASSES
+    collector = sys.modules["gc"]  # `_freeze` imported it
+    unfreeze, listed = collector.unfreeze, collector.get_objects
     for module in [module for module in sys.modules if module not in modules]:
         del sys.modules[module]
     # Start-up ran outside the sandbox: what it imported from a file the sandbox does
@@ -353,6 +354,9 @@ def _dcodex_run(mode: str, target: str, args: list[str]) -> None:
     # A warm sandbox's loader (mode "code") ends its program itself.
     ending = mode == "file"
     streams = (sys.stdin, sys.stdout, sys.stderr)
+    # Made just before the program: the collector lists it, unless the program froze
+    # what there was (`gc.freeze()`), which the quick exit then cannot see.
+    marker: list[None] = []
     try:
         try:
             exec(code, main)
@@ -363,7 +367,7 @@ def _dcodex_run(mode: str, target: str, args: list[str]) -> None:
         status = exit.code
         if ending and (status is None or (type(status) is int and 0 <= status < 256)):
             del exit
-            leave(status or 0, streams, frozen)
+            leave(status or 0, streams, frozen_classes, marker)
         raise
     except BaseException as error:
         # The program's frames only, as `python3 main.py` shows them.
@@ -378,11 +382,13 @@ def _dcodex_run(mode: str, target: str, args: list[str]) -> None:
         raise SystemExit(1) from None
     else:
         if ending:
-            leave(0, streams, frozen)
+            leave(0, streams, frozen_classes, marker)
     finally:
         # Not left quickly: the interpreter's finalisation runs over every object, as in
-        # a cold run (it never collects frozen ones: a module's cycle would stay).
-        unfreeze()
+        # a cold run (it never collects frozen ones: a module's cycle would stay), unless
+        # the program froze more itself (then, as in a cold run, everything stays so).
+        if any(item is marker for item in listed()):
+            unfreeze()
 
 
 _DCODEX_TASK = _dcodex_zygote()
