@@ -31,7 +31,7 @@ from dcodex.shared.sandbox.workspace import hand_over, workspace, write_file
 from dcodex.shared.sandbox.zygote import ZygoteKeeper
 from tests.conftest import dcodex_argv, pid_alive
 from tests.test_sandbox_security import processes_mentioning
-from tests.test_sandbox_warm import ENDINGS, FINALISATION, LEFT_QUICKLY, PROBE
+from tests.test_sandbox_warm import ENDINGS, FINALISATION, LEFT_QUICKLY, PROBE, SHADOWING
 from tests.test_sandbox_warm import spec as warm_spec
 
 # Sandboxes on slots of their own: a uid per slot and its cgroups need root.
@@ -220,6 +220,20 @@ PROGRAMS = {
     "threads": "import threading\nt = threading.Thread(target=print, args=('from a thread',))\n"
     "t.start()\n",
     "signal-alarm": "import signal, time\nsignal.alarm(1)\ntime.sleep(2)\nprint('not reached')\n",
+    **{f"shadowing {name}": code for name, code in SHADOWING.items()},
+    # Near the memory limit at its end: nothing of ours may fail for want of memory.
+    "memory-full": """
+        import atexit
+        atexit.register(print, "bye")
+        hog = []
+        try:
+            while True:
+                hog.append([[] for _ in range(10000)])
+        except MemoryError:
+            pass
+        del hog[-10:]
+        print("filled")
+    """,
 }
 
 

@@ -9,6 +9,7 @@ then), only builtins and what they import: modules start-up imported already.
 
 TYPE_CHECKING = False  # mypy takes it for typing's: at run time, no typing import
 if TYPE_CHECKING:
+    from types import MappingProxyType
     from typing import TextIO
 
 
@@ -16,6 +17,7 @@ def _dcodex_flush_io() -> None:
     """As `python3 main.py` does once the program has run (CPython's `flush_io`), and
     `python3 -c` does not: the streams the program left flushed, errors ignored."""
     import sys
+    from builtins import BaseException  # not the program's: its globals are ours
 
     for stream in (sys.stderr, sys.stdout):
         try:  # noqa: SIM105  (contextlib is not among start-up's modules)
@@ -27,7 +29,7 @@ def _dcodex_flush_io() -> None:
 def _dcodex_leave(
     status: int,
     streams: "tuple[TextIO, TextIO, TextIO]",
-    frozen_classes: "tuple[type, ...]" = (),
+    frozen_namespaces: "tuple[MappingProxyType[str, object], ...]" = (),
     marker: "list[None] | None" = None,
 ) -> None:
     """The program is over: leave with `status` without the interpreter's finalisation
@@ -35,10 +37,13 @@ def _dcodex_leave(
     that is when nothing of the program's is left to run in it: no finaliser, weakref
     callback, thread, atexit function, replaced stream (`streams` are the ones it
     started with) or C library buffer. Else return, and it runs. Looked up without
-    running any code of the program's (no getattr on its objects).
-    `frozen_classes`: the classes `gc.freeze()` hid from `gc.get_objects()` (a
-    zygote's, whose objects from before the fork are frozen): their instances are
-    not seen either, so one that gained a finaliser counts as one that has it.
+    running any code of the program's (no getattr on its objects), and with builtins
+    of its own: the globals of these functions are `__main__`'s, the program's.
+    `frozen_namespaces`: the namespaces (`cls.__dict__`) of the classes `gc.freeze()`
+    hid from `gc.get_objects()` (a zygote's, whose objects from before the fork are
+    frozen), made in Python and without a finaliser then: their instances are not
+    seen either, so one that gained a finaliser counts as one that has it (looked at
+    through views the zygote made, so that no class's own page is written to).
     Objects the program froze itself are not seen either: then the interpreter
     finalises. `marker`, an object made just before the program, tells (it is frozen
     only if the program froze); without one, any frozen object does."""
@@ -48,6 +53,19 @@ def _dcodex_leave(
     import os
     import sys
     from _weakref import CallableProxyType, ProxyType, ReferenceType
+    from builtins import (  # noqa: UP029  (the point: not looked up in the program's globals)
+        BaseException,
+        any,
+        getattr,
+        id,
+        issubclass,
+        len,
+        list,
+        map,
+        set,
+        str,
+        type,
+    )
 
     if (
         sys.stdout is not streams[1]
@@ -56,6 +74,7 @@ def _dcodex_leave(
         or os.environ.get("PYTHONINSPECT")
         or atexit._ncallbacks()
         or (marker is None and gc.get_freeze_count())
+        or gc.callbacks  # a finalisation's last collection would call them
         or "threading" in sys.modules
         or "_ctypes" in sys.modules
     ):
@@ -75,7 +94,10 @@ def _dcodex_leave(
     own, mro = type.__dict__["__dict__"].__get__, type.__dict__["__mro__"].__get__
     module_of = type.__dict__["__module__"].__get__
     qualname_of = type.__dict__["__qualname__"].__get__
-    objects = gc.get_objects()
+    try:
+        objects = gc.get_objects()
+    except BaseException:
+        return  # no memory left to list them: the interpreter finalises
     if marker is not None and not any(item is marker for item in objects):
         return  # the program froze what there was: not seen here
     kinds = set(map(type, objects))
@@ -88,9 +110,11 @@ def _dcodex_leave(
         return  # anything with a finaliser but the standard streams
     # A class's finaliser also runs for instances gc does not track (no __dict__).
     classes = instances({kind for kind in kinds if issubclass(kind, type)})
-    for cls in itertools.chain(classes, frozen_classes):
+    for cls in classes:
         if "__del__" in own(cls) and (module_of(cls), qualname_of(cls)) != startup_finalized:
             return
+    if any("__del__" in namespace for namespace in frozen_namespaces):
+        return
     weak_types = (ReferenceType, ProxyType, CallableProxyType)
     weak = {kind for kind in kinds if issubclass(kind, weak_types)}
     if weak - {ReferenceType}:

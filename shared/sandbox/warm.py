@@ -75,6 +75,8 @@ LOADER = (
 def _dcodex_warm():
     leave, flush_io = _dcodex_leave, _dcodex_flush_io
     import os, sys
+    # What runs after the program would look these up in its globals: ours instead.
+    from builtins import BaseException, KeyboardInterrupt, SystemExit, int, isinstance, type
     builtins = sys.modules["builtins"]
     def read(count):
         data = b""

@@ -24,6 +24,7 @@ import sys
 # entry of ours), as in a fresh `python3 -u main.py`.
 _BASELINE = (frozenset(sys.modules), frozenset(sys.path_importer_cache))
 
+import array  # noqa: E402, F401  (`socket.recv_fds` imports it: here, before the freeze)
 import ctypes  # noqa: E402  (after the baseline: dropped again before the program runs)
 import gc  # noqa: E402
 import signal  # noqa: E402  (start-up imported it: in the baseline)
@@ -31,6 +32,8 @@ import socket  # noqa: E402
 
 TYPE_CHECKING = False  # mypy takes it for typing's
 if TYPE_CHECKING:
+    from types import MappingProxyType
+
     # Defined ahead of this script, in the same text (`zygote.py`).
     from dcodex.shared.sandbox.quick_exit_script import _dcodex_flush_io, _dcodex_leave
 
@@ -118,7 +121,7 @@ def _dcodex_zygote() -> _Task | None:
             _close(fds)
 
 
-_FROZEN_CLASSES: tuple[type, ...] = ()
+_FROZEN_NAMESPACES: "tuple[MappingProxyType[str, object], ...]" = ()
 # Compiled once in the zygote, for what the first compilation sets up.
 _WARM_UP = """
 import sys
@@ -134,12 +137,20 @@ def _freeze() -> None:
     `gc.freeze()` is for, before a fork): the quick exit's `gc.get_objects()` then
     lists only what a run made, and writes to none of the pages a child shares with
     us. Listing them all cost each run some 200 copy-on-write faults, about 1 ms.
-    Classes whose instances it no longer sees are kept, for it to check: the
-    interpreter's own cannot change, only those made in Python (heap types)."""
-    global _FROZEN_CLASSES
+    The namespaces of the classes whose instances it no longer sees are kept, for it
+    to check for a finaliser a program gave one: the interpreter's own classes cannot
+    change, only those made in Python (heap types), and those with a finaliser already
+    have had theirs looked at (a run's instances of them are seen). Views made here:
+    looking through them in a child writes to their few pages, not to the classes'."""
+    global _FROZEN_NAMESPACES
     heap_type = 1 << 9  # Py_TPFLAGS_HEAPTYPE
-    _FROZEN_CLASSES = tuple(
-        kind for kind in gc.get_objects() if isinstance(kind, type) and kind.__flags__ & heap_type
+    namespace = type.__dict__["__dict__"].__get__
+    _FROZEN_NAMESPACES = tuple(
+        namespace(kind)
+        for kind in gc.get_objects()
+        if isinstance(kind, type)
+        and kind.__flags__ & heap_type
+        and "__del__" not in namespace(kind)
     )
     gc.freeze()
 
@@ -299,8 +310,19 @@ def _dcodex_run(mode: str, target: str, args: list[str]) -> None:
     import os
     import sys
 
+    # Builtins of our own too: what runs here after the program looks its globals up in
+    # the program's (a program may well have an `any` or a `type` of its own).
+    from builtins import (  # noqa: UP029  (the point: not looked up in the program's globals)
+        BaseException,
+        KeyboardInterrupt,
+        SystemExit,
+        int,
+        isinstance,
+        type,
+    )
+
     modules, importers = _BASELINE
-    leave, flush_io, frozen_classes = _dcodex_leave, _dcodex_flush_io, _FROZEN_CLASSES
+    leave, flush_io, frozen = _dcodex_leave, _dcodex_flush_io, _FROZEN_NAMESPACES
     collector = sys.modules["gc"]  # `_freeze` imported it
     unfreeze, listed = collector.unfreeze, collector.get_objects
     for module in [module for module in sys.modules if module not in modules]:
@@ -367,7 +389,7 @@ def _dcodex_run(mode: str, target: str, args: list[str]) -> None:
         status = exit.code
         if ending and (status is None or (type(status) is int and 0 <= status < 256)):
             del exit
-            leave(status or 0, streams, frozen_classes, marker)
+            leave(status or 0, streams, frozen, marker)
         raise
     except BaseException as error:
         # The program's frames only, as `python3 main.py` shows them.
@@ -382,12 +404,20 @@ def _dcodex_run(mode: str, target: str, args: list[str]) -> None:
         raise SystemExit(1) from None
     else:
         if ending:
-            leave(0, streams, frozen_classes, marker)
+            leave(0, streams, frozen, marker)
     finally:
         # Not left quickly: the interpreter's finalisation runs over every object, as in
         # a cold run (it never collects frozen ones: a module's cycle would stay), unless
         # the program froze more itself (then, as in a cold run, everything stays so).
-        if any(item is marker for item in listed()):
+        froze_itself = True
+        try:
+            for item in listed():
+                if item is marker:
+                    froze_itself = False
+                    break
+        except BaseException:
+            froze_itself = False  # no memory left to list them: thaw, as for most
+        if not froze_itself:
             unfreeze()
 
 
