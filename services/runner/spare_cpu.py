@@ -8,16 +8,18 @@ average over about `HORIZON_S`). The count of runs alone let refills through und
 load: between requests a busy runner often has fewer runs under way than cores, while
 its requests' other parts (the client, the cache, nats-server) keep every core busy.
 
-/proc/stat counts the whole host (a container sees its host's), so a busy neighbour
-holds refills back too, and an idle host lets them through whatever a CPU quota says.
+Only the CPUs the runner may run on count (its affinity: a cpuset narrows it). /proc/stat
+is the host's (a container sees its node's), so a busy neighbour on those CPUs holds
+refills back too, and idle ones let them through whatever a CPU quota says.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +31,8 @@ HORIZON_S = 0.1
 SPARE_CPUS = 0.3
 # While short of it, how long to wait before reading again.
 RECHECK_S = 0.025
+# A /proc/stat whose counts do not move for this long says nothing (gVisor's are 0).
+STALE_S = 1.0
 PROC_STAT = Path("/proc/stat")
 
 
@@ -41,21 +45,39 @@ class CpuTimes:
     cpus: int
 
 
-def parse_proc_stat(text: str) -> CpuTimes:
-    """The first line's totals (`cpu user nice system idle iowait irq softirq steal ...`)
-    and the number of `cpuN` lines. Guest time is already in user and nice: not added."""
+def parse_proc_stat(text: str, cpus: Collection[int] | None = None) -> CpuTimes:
+    """The totals of the `cpuN` lines of `cpus` (`cpuN user nice system idle iowait irq
+    softirq steal ...`), or with None the first line's, of all CPUs. Guest time is
+    already in user and nice: not added."""
     lines = text.splitlines()
-    fields = [int(value) for value in lines[0].split()[1:9]]
-    cpus = sum(1 for line in lines[1:] if line.startswith("cpu"))
-    return CpuTimes(idle=fields[3] + fields[4], total=sum(fields), cpus=max(cpus, 1))
+    per_cpu = [line.split() for line in lines if line[:3] == "cpu" and line[3:4].isdigit()]
+    if cpus is None:
+        rows = [lines[0].split()]
+        count = len(per_cpu)
+    else:
+        rows = [fields for fields in per_cpu if int(fields[0][3:]) in cpus]
+        count = len(rows)
+    if not rows:
+        raise ValueError("none of the CPUs asked for is in /proc/stat")
+    idle = total = 0
+    for fields in rows:
+        values = [int(value) for value in fields[1:9]]
+        idle += values[3] + values[4]
+        total += sum(values)
+    return CpuTimes(idle=idle, total=total, cpus=max(count, 1))
 
 
-def read_cpu_times(path: Path = PROC_STAT) -> CpuTimes | None:
-    """This host's `CpuTimes`; None where /proc/stat cannot be read or understood."""
+def read_cpu_times(path: Path = PROC_STAT, cpus: Collection[int] | None = None) -> CpuTimes | None:
+    """`CpuTimes` of `cpus` (None: all); None where /proc/stat cannot be read or understood."""
     try:
-        return parse_proc_stat(path.read_text())
+        return parse_proc_stat(path.read_text(), cpus)
     except (OSError, ValueError, IndexError):
         return None
+
+
+def our_cpu_times() -> CpuTimes | None:
+    """`CpuTimes` of the CPUs this process may run on."""
+    return read_cpu_times(cpus=os.sched_getaffinity(0))
 
 
 def idle_cpus(before: CpuTimes, after: CpuTimes) -> float:
@@ -72,23 +94,25 @@ class SpareCpu:
 
     def __init__(
         self,
-        read: Callable[[], CpuTimes | None] = read_cpu_times,
+        read: Callable[[], CpuTimes | None] = our_cpu_times,
         *,
         horizon_s: float = HORIZON_S,
         needed: float = SPARE_CPUS,
         recheck_s: float = RECHECK_S,
+        stale_s: float = STALE_S,
     ) -> None:
         self._read = read
         self._horizon_s = horizon_s
         self._needed = needed
         self._recheck_s = recheck_s
+        self._stale_s = stale_s
         self._last = read()
         self._since = time.monotonic()
         self.idle: float | None = None  # None until measured, or without /proc/stat
 
     async def until_spare(self) -> None:
-        """Until the average reaches `needed` (at once after a quiet spell: the reading
-        before it covers the whole spell)."""
+        """Until the average reaches `needed` (after a quiet spell, a new average from a
+        first reading `recheck_s` long)."""
         while True:
             if not self._measure():
                 return  # nothing to go by: the count of runs alone decides
@@ -97,16 +121,22 @@ class SpareCpu:
             await asyncio.sleep(self._recheck_s)  # busy, or not a clock tick yet
 
     def _measure(self) -> bool:
-        """Fold a new reading into `idle`; False when there is no /proc/stat to read."""
-        reading = self._read()
+        """Fold a new reading into `idle`; False when there is nothing to go by (no
+        /proc/stat, or one that does not move)."""
+        reading, now = self._read(), time.monotonic()
         if reading is None or self._last is None:
-            self._last = reading
+            self._last, self._since = reading, now
             return False
+        elapsed = now - self._since
         if reading.total == self._last.total:
-            return True  # not a clock tick since (they are 10 ms): nothing new
-        now = time.monotonic()
+            # Not a clock tick since (they are 10 ms); for long: counts that never move.
+            return elapsed < self._stale_s
+        if elapsed > 2 * self._horizon_s:
+            # What the last reading saw is long past: the average starts again from here.
+            self._last, self._since, self.idle = reading, now, None
+            return True
         sample = idle_cpus(self._last, reading)
-        weight = 1 - math.exp(-(now - self._since) / self._horizon_s)
+        weight = 1 - math.exp(-elapsed / self._horizon_s)
         self.idle = sample if self.idle is None else self.idle + weight * (sample - self.idle)
         self._last, self._since = reading, now
         return True

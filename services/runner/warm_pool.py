@@ -104,8 +104,11 @@ def spare_core(slots: SlotPool, spare: SpareCpu | None = None) -> Callable[[], A
     cpu = spare if spare is not None else SpareCpu()
 
     async def gate() -> None:
-        await slots.until_fewer_running(cores)
-        await cpu.until_spare()
+        while True:
+            await slots.until_fewer_running(cores)
+            await cpu.until_spare()
+            if slots.running < cores:  # still, after the wait for the CPUs
+                return
 
     return gate
 
