@@ -21,6 +21,7 @@ import os
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 # The idle time is averaged over about this long (an exponential moving average):
@@ -46,17 +47,17 @@ class CpuTimes:
 
 
 def parse_proc_stat(text: str, cpus: Collection[int] | None = None) -> CpuTimes:
-    """The totals of the `cpuN` lines of `cpus` (`cpuN user nice system idle iowait irq
-    softirq steal ...`), or with None the first line's, of all CPUs. Guest time is
-    already in user and nice: not added."""
-    lines = text.splitlines()
-    per_cpu = [line.split() for line in lines if line[:3] == "cpu" and line[3:4].isdigit()]
-    if cpus is None:
-        rows = [lines[0].split()]
-        count = len(per_cpu)
-    else:
-        rows = [fields for fields in per_cpu if int(fields[0][3:]) in cpus]
-        count = len(rows)
+    """The totals of the `cpuN` lines of `cpus` (None: every one), each `cpuN user nice
+    system idle iowait irq softirq steal ...`. Guest time is already in user and nice:
+    not added."""
+    rows = [
+        fields
+        for fields in map(str.split, text.splitlines())
+        if fields
+        and fields[0][:3] == "cpu"
+        and fields[0][3:].isdigit()
+        and (cpus is None or int(fields[0][3:]) in cpus)
+    ]
     if not rows:
         raise ValueError("none of the CPUs asked for is in /proc/stat")
     idle = total = 0
@@ -64,7 +65,7 @@ def parse_proc_stat(text: str, cpus: Collection[int] | None = None) -> CpuTimes:
         values = [int(value) for value in fields[1:9]]
         idle += values[3] + values[4]
         total += sum(values)
-    return CpuTimes(idle=idle, total=total, cpus=max(count, 1))
+    return CpuTimes(idle=idle, total=total, cpus=len(rows))
 
 
 def read_cpu_times(path: Path = PROC_STAT, cpus: Collection[int] | None = None) -> CpuTimes | None:
@@ -73,11 +74,6 @@ def read_cpu_times(path: Path = PROC_STAT, cpus: Collection[int] | None = None) 
         return parse_proc_stat(path.read_text(), cpus)
     except (OSError, ValueError, IndexError):
         return None
-
-
-def our_cpu_times() -> CpuTimes | None:
-    """`CpuTimes` of the CPUs this process may run on."""
-    return read_cpu_times(cpus=os.sched_getaffinity(0))
 
 
 def idle_cpus(before: CpuTimes, after: CpuTimes) -> float:
@@ -94,19 +90,20 @@ class SpareCpu:
 
     def __init__(
         self,
-        read: Callable[[], CpuTimes | None] = our_cpu_times,
+        read: Callable[[], CpuTimes | None] | None = None,
         *,
         horizon_s: float = HORIZON_S,
         needed: float = SPARE_CPUS,
         recheck_s: float = RECHECK_S,
         stale_s: float = STALE_S,
     ) -> None:
-        self._read = read
+        # By default the CPUs this process may run on, as they were when it started.
+        self._read = read or partial(read_cpu_times, cpus=frozenset(os.sched_getaffinity(0)))
         self._horizon_s = horizon_s
         self._needed = needed
         self._recheck_s = recheck_s
         self._stale_s = stale_s
-        self._last = read()
+        self._last = self._read()
         self._since = time.monotonic()
         self.idle: float | None = None  # None until measured, or without /proc/stat
 

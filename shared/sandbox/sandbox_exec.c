@@ -259,6 +259,7 @@ static void compile_filter(void) {
     if (memory < 0 || seccomp_export_bpf(filter, memory) != 0 || fstat(memory, &size) != 0)
         goto done;
     size_t count = (size_t)size.st_size / sizeof(struct sock_filter);
+    if (count * sizeof(struct sock_filter) != (size_t)size.st_size) goto done; /* cut short */
     struct sock_filter *code = malloc((size_t)size.st_size);
     if (code == NULL || count == 0 || count > BPF_MAXINSNS ||
         pread(memory, code, (size_t)size.st_size, 0) != size.st_size) {

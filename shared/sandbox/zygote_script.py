@@ -316,6 +316,7 @@ def _dcodex_run(mode: str, target: str, args: list[str]) -> None:
         BaseException,
         KeyboardInterrupt,
         SystemExit,
+        any,
         int,
         isinstance,
         type,
@@ -409,12 +410,8 @@ def _dcodex_run(mode: str, target: str, args: list[str]) -> None:
         # Not left quickly: the interpreter's finalisation runs over every object, as in
         # a cold run (it never collects frozen ones: a module's cycle would stay), unless
         # the program froze more itself (then, as in a cold run, everything stays so).
-        froze_itself = True
         try:
-            for item in listed():
-                if item is marker:
-                    froze_itself = False
-                    break
+            froze_itself = not any(item is marker for item in listed())
         except BaseException:
             froze_itself = False  # no memory left to list them: thaw, as for most
         if not froze_itself:
