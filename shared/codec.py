@@ -38,8 +38,10 @@ def encode(payload: BaseModel | dict[str, Any], encoding: Encoding = JSON) -> by
         data = payload.model_dump() if isinstance(payload, BaseModel) else payload
         packed: bytes = msgpack.packb(data, use_bin_type=True)
         return packed
-    data = payload.model_dump(mode="json") if isinstance(payload, BaseModel) else payload
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+    if isinstance(payload, BaseModel):
+        # pydantic writes a model's JSON itself, in a fraction of dumping a dict first.
+        return payload.__pydantic_serializer__.to_json(payload)
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def decode(data: bytes, encoding: Encoding = JSON) -> dict[str, Any]:
