@@ -54,19 +54,13 @@ async def watched_request(
 ) -> dict[str, Any]:
     """`request(...)`, answered by the status subject when the reply is lost, and
     failed with `RunLost` once nobody has `execution_id` any more."""
-    asking = asyncio.ensure_future(
-        request(
-            nc,
-            subject,
-            payload,
-            request_id=request_id,
-            timeout=timeout,
-            encoding=encoding,
-            cache_key=cache_key,
-            observe=observe,
-        )
-    )
+    # The request is awaited in the caller's own task (a task of its own would cost two
+    # more turns of the loop on every request); a watch that ends first cancels it.
+    caller = asyncio.current_task()
+    assert caller is not None, "watched_request runs in a task"
     watching: asyncio.Future[dict[str, Any]] | None = None
+    asking = True  # the caller still waits for the reply
+    by_watch = False  # the watch answered, and cancelled the caller's wait
     # Cancellations of the caller from here on are counted above this (one left over
     # from before, caught and not undone by the caller, is not ours to act on).
     cancelled_before = _cancelling()
@@ -76,38 +70,54 @@ async def watched_request(
         watching = asyncio.ensure_future(
             _watch(nc, subject, status_subject, execution_id, request_id, heartbeat_s, tenant)
         )
-        # The watch's answer ends the request, unless the reply came first (it is the one
-        # the runner meant to send).
-        watching.add_done_callback(lambda _: asking.done() or asking.cancel())
+        watching.add_done_callback(answered_by_watch)
+
+    def answered_by_watch(ended: asyncio.Future[dict[str, Any]]) -> None:
+        nonlocal cancelled_before, by_watch
+        # The watch's answer ends the request, unless the reply came first (it is the
+        # one the runner meant to send).
+        if asking and not ended.cancelled():
+            caller.cancel()
+            by_watch = True
+            cancelled_before += 1  # the watch's own cancellation, not the caller's
 
     # Most answers come within the first heartbeat: watching starts after it. (A timer,
-    # not `asyncio.wait`: no waiter to wake on the common path, one loop turn less.)
+    # not `asyncio.wait`: no waiter to wake on the common path.)
     timer = asyncio.get_running_loop().call_later(heartbeat_s, watch)
     try:
-        reply = await asking
+        reply = await request(
+            nc,
+            subject,
+            payload,
+            request_id=request_id,
+            timeout=timeout,
+            encoding=encoding,
+            cache_key=cache_key,
+            observe=observe,
+        )
     except asyncio.CancelledError:
+        asking = False
         ended = watching
-        if ended is None or not ended.done() or ended.cancelled():
+        if not by_watch or ended is None:
             raise  # the caller was cancelled, not the request by the watch
         if _cancelling() > cancelled_before:
-            raise
+            raise  # the caller was cancelled too: that wins
+        caller.uncancel()
         return ended.result()
-    else:
-        # Cancelling the caller cancels the request's task, whose wait (nats-py's
-        # `wait_for`) returns a reply come in the same turn instead: the caller's
-        # cancellation wins.
-        if _cancelling() > cancelled_before:
-            raise asyncio.CancelledError
-        return reply
     finally:
+        asking = False
         timer.cancel()
-        # Only what is still under way is cancelled and waited for (usually nothing:
-        # gathering finished tasks would cost another turn of the loop).
-        left = [task for task in (asking, watching) if task is not None and not task.done()]
-        for task in left:
-            task.cancel()
-        if left:
-            await asyncio.gather(*left, return_exceptions=True)
+        # A watch still under way is cancelled and waited for (usually there is none).
+        if watching is not None and not watching.done():
+            watching.cancel()
+            await asyncio.gather(watching, return_exceptions=True)
+    # nats-py's wait (`wait_for`) returns a reply come in the same turn as a
+    # cancellation instead of raising it: the caller's cancellation wins.
+    if _cancelling() > cancelled_before:
+        raise asyncio.CancelledError
+    if by_watch:
+        caller.uncancel()  # the watch's cancellation came too late to matter
+    return reply
 
 
 def _cancelling() -> int:
