@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
@@ -55,16 +57,22 @@ def _json_bytes(fields: dict[str, Any], default: Any = None, **_: Any) -> bytes:
         return json.dumps(fields, default=default).encode()
 
 
-# The fields of the one INFO line a request ends with: the bus starts a fresh dict per
-# request (each request runs in its own task, so the contextvar is the request's) and
-# handlers add what only they know (say, the cache's hit or miss) with `note`.
+# The fields of the one INFO line a request ends with: the bus sets a fresh dict while it
+# takes a request in (the task that answers it inherits the dict) and handlers add what
+# only they know (say, the cache's hit or miss) with `note`.
 _request_fields: ContextVar[dict[str, Any] | None] = ContextVar("request_fields", default=None)
 
 
-def begin_request() -> dict[str, Any]:
+@contextmanager
+def request_summary() -> Iterator[dict[str, Any]]:
+    """A fresh dict of the request's line fields, `note`'s target while inside (and in
+    the tasks started inside)."""
     fields: dict[str, Any] = {}
-    _request_fields.set(fields)
-    return fields
+    token = _request_fields.set(fields)
+    try:
+        yield fields
+    finally:
+        _request_fields.reset(token)
 
 
 def note(**fields: Any) -> None:

@@ -37,7 +37,7 @@ from dcodex.shared.errors import (
     DcodexError,
     from_validation_error,
 )
-from dcodex.shared.logging import begin_request
+from dcodex.shared.logging import request_summary
 from dcodex.shared.subjects import Subject, inbox_prefix
 
 log = structlog.get_logger("dcodex.bus")
@@ -59,9 +59,15 @@ class Call:
     # there): off the requester's critical path, yet still part of the request, so a
     # stopping service finishes it (`RunningService.stop`) like any request under way.
     after_reply: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # What the endpoint's quick handler worked out before it handed the call on.
+    prepared: object = None
 
 
 Handler = Callable[[Call], Awaitable[BaseModel]]
+# Answers a request at once, without waiting on anything (say, a result in memory), or
+# hands it on to the endpoint's handler: the same call, or one carrying what it worked
+# out (`Call.prepared`). Run where the request arrives: no task, no turn of the loop.
+QuickHandler = Callable[[Call], "BaseModel | Call"]
 
 
 @dataclass(frozen=True)
@@ -77,12 +83,15 @@ class Endpoint:
     # Every instance gets each request (a queue group of its own), not just one of them:
     # for questions only the instance that knows the answer replies to (NoReply elsewhere).
     broadcast: bool = False
+    quick: QuickHandler | None = None
 
 
-def endpoints_of(subject: Subject, on: str, handler: Handler) -> list[Endpoint]:
+def endpoints_of(
+    subject: Subject, on: str, handler: Handler, quick: QuickHandler | None = None
+) -> list[Endpoint]:
     """The endpoint of `subject`, served on `on` (its prefixed subject), and its twin on
     `<on>.*` when the subject is also served per tenant (counted as the plain one)."""
-    plain = Endpoint(subject.endpoint, on, handler, broadcast=subject.broadcast)
+    plain = Endpoint(subject.endpoint, on, handler, broadcast=subject.broadcast, quick=quick)
     if not subject.per_tenant:
         return [plain]
     tenant = Endpoint(
@@ -92,6 +101,7 @@ def endpoints_of(subject: Subject, on: str, handler: Handler) -> list[Endpoint]:
         per_tenant=True,
         counted_as=subject.endpoint,
         broadcast=subject.broadcast,
+        quick=quick,
     )
     return [plain, tenant]
 
@@ -260,6 +270,27 @@ async def drain_endpoints(service: Service) -> None:
     service._endpoints = [e for e in service._endpoints if e not in working]
 
 
+@dataclass
+class _Answering:
+    """A request being answered: what its reply and its log line need."""
+
+    request: MicroRequest
+    started: int  # perf_counter_ns at its arrival
+    request_id: str
+    encoding: Encoding
+    reply_headers: dict[str, str]
+    summary: dict[str, Any] = field(default_factory=dict)  # its log line's fields
+
+    @classmethod
+    def of(cls, request: MicroRequest) -> _Answering:
+        started = time.perf_counter_ns()
+        headers = request.headers or {}
+        request_id = headers.get(REQUEST_ID_HEADER) or new_id()
+        encoding = encoding_of(headers)
+        reply_headers = {REQUEST_ID_HEADER: request_id, CONTENT_TYPE_HEADER: encoding}
+        return cls(request, started, request_id, encoding, reply_headers)
+
+
 @dataclass(frozen=True)
 class _Answerer:
     endpoint: Endpoint
@@ -274,52 +305,82 @@ class _Answerer:
             # Asking for a reflected reply (`reply_allowed`): nothing is run for it.
             log.info("request_dropped", endpoint=self.endpoint.name, reply=request._msg.reply)
             return
-        # nats-py delivers a subscription's messages one at a time; answering each in its
-        # own task is what lets one runner serve many requests at once.
         self.running.counts[self.endpoint.name].requests += 1
-        task = asyncio.create_task(self.answer(request))
-        self.running.in_flight.add(task)
-        task.add_done_callback(self.running.in_flight.discard)
-
-    async def answer(self, request: MicroRequest) -> None:
-        started = time.perf_counter_ns()
-        headers = request.headers or {}
-        request_id = headers.get(REQUEST_ID_HEADER) or new_id()
-        encoding = encoding_of(headers)
-        reply_headers = {REQUEST_ID_HEADER: request_id, CONTENT_TYPE_HEADER: encoding}
-        context = {"service": self.service, "instance": self.running.id, "request_id": request_id}
-        with structlog.contextvars.bound_contextvars(**context):
-            summary = begin_request()
+        answering = _Answering.of(request)
+        context = {
+            "service": self.service,
+            "instance": self.running.id,
+            "request_id": answering.request_id,
+        }
+        with structlog.contextvars.bound_contextvars(**context), request_summary() as summary:
+            answering.summary = summary
             log.debug("request_received", endpoint=self.endpoint.name, size=len(request.data))
-            error: DcodexError | None = None
-            failure: Exception | None = None
             call: Call | None = None
             try:
-                payload = decode(request.data, encoding) if request.data else {}
-                call = Call(
-                    payload,
-                    request_id,
-                    encoding,
-                    headers.get(CACHE_KEY_HEADER),
-                    self._tenant(request),
+                call = self._call(request, answering)
+                outcome: BaseModel | Call | Exception = (
+                    self.endpoint.quick(call) if self.endpoint.quick is not None else call
                 )
-                reply = await self.endpoint.handler(call)
-                summary |= _summary_of(reply)
-                body = encode(reply, encoding)
-            except NoReply:
-                self.running.counts[self.endpoint.name].requests -= 1  # not ours to answer
-                await _after_reply(call)
-                return
             except Exception as exc:
-                error, failure = as_dcodex_error(exc), exc
-                body = encode(error.to_body(), encoding)
-                reply_headers |= error.to_headers()
-            error = await _respond(request, body, reply_headers) or error
-            elapsed_ns = time.perf_counter_ns() - started
-            self._record(error, elapsed_ns)
-            summary |= {"endpoint": self.endpoint.name, "duration_ms": round(elapsed_ns / 1e6, 3)}
-            _log_request(summary, error, failure)
+                outcome = exc
+            if not isinstance(outcome, Call):
+                await self.finish(answering, outcome, call)
+                return
+            # nats-py delivers a subscription's messages one at a time; answering each in
+            # its own task (which inherits this context) is what lets one runner serve
+            # many requests at once.
+            task = asyncio.create_task(self.answer(answering, outcome))
+            self.running.in_flight.add(task)
+            task.add_done_callback(self.running.in_flight.discard)
+
+    def _call(self, request: MicroRequest, answering: _Answering) -> Call:
+        payload = decode(request.data, answering.encoding) if request.data else {}
+        headers = request.headers or {}
+        return Call(
+            payload,
+            answering.request_id,
+            answering.encoding,
+            headers.get(CACHE_KEY_HEADER),
+            self._tenant(request),
+        )
+
+    async def answer(self, answering: _Answering, call: Call) -> None:
+        try:
+            outcome: BaseModel | Exception = await self.endpoint.handler(call)
+        except Exception as exc:
+            outcome = exc
+        await self.finish(answering, outcome, call)
+
+    async def finish(
+        self, answering: _Answering, outcome: BaseModel | Exception, call: Call | None
+    ) -> None:
+        """Reply with `outcome` (an error's reply for an exception), log and count it,
+        then run the handler's work left for after the reply."""
+        if isinstance(outcome, NoReply):
+            self.running.counts[self.endpoint.name].requests -= 1  # not ours to answer
             await _after_reply(call)
+            return
+        error: DcodexError | None = None
+        failure: Exception | None = None
+        reply_headers = answering.reply_headers
+        try:
+            if isinstance(outcome, Exception):
+                raise outcome
+            answering.summary |= _summary_of(outcome)
+            body = encode(outcome, answering.encoding)
+        except Exception as exc:
+            error, failure = as_dcodex_error(exc), exc
+            body = encode(error.to_body(), answering.encoding)
+            reply_headers = reply_headers | error.to_headers()
+        error = await _respond(answering.request, body, reply_headers) or error
+        elapsed_ns = time.perf_counter_ns() - answering.started
+        self._record(error, elapsed_ns)
+        answering.summary |= {
+            "endpoint": self.endpoint.name,
+            "duration_ms": round(elapsed_ns / 1e6, 3),
+        }
+        _log_request(answering.summary, error, failure)
+        await _after_reply(call)
 
     def _tenant(self, request: MicroRequest) -> str | None:
         """The last token of a per-tenant subject: the server let only its tenant send."""
