@@ -23,8 +23,8 @@ class CacheMetrics(ServiceMetrics):
             ["outcome"],
             registry=self.registry,
         )
-        for outcome in OUTCOMES:
-            self.lookups.labels(outcome)
+        # Each outcome's counter, looked up once (a lookup on every request costs).
+        self.lookups_by_outcome = {outcome: self.lookups.labels(outcome) for outcome in OUTCOMES}
         self.passthrough = Counter(
             "dcodex_cache_passthrough_total",
             "Requests sent to a runner unread because the result bucket was unavailable",

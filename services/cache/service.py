@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -106,6 +107,25 @@ class Outcome:
     ran_here: bool
 
 
+# A request's language, effective limits and cache key (None: not to be looked up).
+Settled = tuple[LanguageInfo, EffectiveLimits, str | None]
+# Requests whose settlement is remembered: at most this many, of at most this size.
+SETTLED_MAX = 4096
+SETTLED_MAX_CHARS = 2048
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A request made ready: checked, its execution id, language and limits settled."""
+
+    request: ExecuteRequest  # as asked
+    execution_id: str  # the request's, or a new one
+    language: LanguageInfo
+    limits: EffectiveLimits
+    fingerprint: str  # what a request asking for the same execution id must match
+    key: str | None  # its cache key; None: not looked up (cache off, or interactive)
+
+
 def lease_seconds(settings: Settings) -> float:
     """How long a lease lasts without renewal (its leader renews it while it runs)."""
     if settings.cache_lease_seconds is not None:
@@ -125,6 +145,10 @@ class Cache:
         self.hot = HotResults(settings.cache_memory_bytes)
         self._languages: LanguagesReply | None = None
         self._languages_at = 0.0
+        # What requests asked again settle to, under the runners' answer it was worked
+        # out with (`_settlement`).
+        self._settled_by_request: dict[tuple[str | None, str], Settled] = {}
+        self._settled_for: LanguagesReply | None = None
         # Per key: the one run's outcome, shared by the requests that arrive while it runs.
         self._in_flight: SingleFlight[str, Outcome] = SingleFlight()
         # Per execution id: the requests this replica answers (dcodex.status.execute[.<tenant>]).
@@ -142,7 +166,7 @@ class Cache:
     def endpoints(self) -> list[micro.Endpoint]:
         subject = self.settings.subject
         return [
-            *micro.endpoints_of(EXECUTE, subject(EXECUTE), self.execute),
+            *micro.endpoints_of(EXECUTE, subject(EXECUTE), self.execute, self.quick),
             *micro.endpoints_of(CACHE_STATS, subject(CACHE_STATS), self.stats),
             *micro.endpoints_of(CACHE_PURGE, subject(CACHE_PURGE), self.purge),
             *micro.endpoints_of(CACHE_FORGET, subject(CACHE_FORGET), self.forget),
@@ -165,36 +189,80 @@ class Cache:
             raise micro.NoReply
         return status.model_copy(update={"execution_id": asked.execution_id})
 
+    def quick(self, call: micro.Call) -> BaseModel | micro.Call:
+        """A hit in this replica's memory, answered where the request arrives (no task,
+        nothing waited on); anything else goes on to `execute`, made ready."""
+        info = self._fresh_languages()
+        if info is None:
+            return call  # the runners' languages are to be asked again first
+        ready = self._prepared(call, info)
+        hot = None if ready.key is None else self.hot.get(ready.key)
+        # A replay's events wait on the bus; an id asked again joins the one it names.
+        owned = owned_key(ready.execution_id, call.tenant)
+        if hot is None or ready.request.stream or self.executions.known(owned, ready.fingerprint):
+            return dataclasses.replace(call, prepared=ready)
+        result = self._memory_hit(hot, ready.execution_id)
+        self.executions.keep(owned, ready.fingerprint, result)
+        return result
+
     async def execute(self, call: micro.Call) -> BaseModel:
-        request = ExecuteRequest.model_validate(call.payload)
-        check_sizes(request.code, request.stdin, self.settings)
-        info = await self._runner_info(call.request_id)
-        language = info.language(request.language)
-        limits = info.limits.defaults.apply(request.limits, info.limits.ceilings)
-        execution_id = request.execution_id or bus.new_id()
-        fingerprint = request.model_dump_json(exclude={"execution_id"})
-        request = request.model_copy(update={"execution_id": execution_id, "language": language.id})
+        ready = call.prepared
+        if not isinstance(ready, Prepared):
+            ready = self._prepared(call, await self._runner_info(call.request_id))
+        execution_id = ready.execution_id
 
         async def work() -> ExecutionResult:
             with self.live_runs.claim(call.tenant, execution_id):
-                return await self._execute(request, call, language, limits)
+                return await self._execute(ready, call)
 
         # A tenant's executions are its own: kept under the tenant's key, which only
         # that tenant's status subject names.
-        return await self.executions.once(owned_key(execution_id, call.tenant), fingerprint, work)
+        return await self.executions.once(
+            owned_key(execution_id, call.tenant), ready.fingerprint, work
+        )
 
-    async def _execute(
-        self,
+    def _prepared(self, call: micro.Call, info: LanguagesReply) -> Prepared:
+        """`call`'s request checked, its language, limits and key settled."""
+        request = ExecuteRequest.model_validate(call.payload)
+        check_sizes(request.code, request.stdin, self.settings)
+        fingerprint = request.model_dump_json(exclude={"execution_id"})
+        language, limits, key = self._settlement(request, fingerprint, call.tenant, info)
+        execution_id = request.execution_id or bus.new_id()
+        return Prepared(request, execution_id, language, limits, fingerprint, key)
+
+    def _settlement(
+        self, request: ExecuteRequest, fingerprint: str, tenant: str | None, info: LanguagesReply
+    ) -> Settled:
+        """The language, effective limits and key of a request: remembered for small
+        requests asked again (the same fingerprint, tenant and runners' answer), which
+        is what repeated requests (hits) are."""
+        if info is not self._settled_for:
+            self._settled_by_request.clear()
+            self._settled_for = info
+        remembered = self._settled_by_request.get((tenant, fingerprint))
+        if remembered is not None:
+            return remembered
+        language = info.language(request.language)
+        limits = info.limits.defaults.apply(request.limits, info.limits.ceilings)
+        settled = (language, limits, self._key(request, language, limits, tenant))
+        if len(fingerprint) <= SETTLED_MAX_CHARS:
+            if len(self._settled_by_request) >= SETTLED_MAX:
+                self._settled_by_request.clear()
+            self._settled_by_request[(tenant, fingerprint)] = settled
+        return settled
+
+    @staticmethod
+    def _key(
         request: ExecuteRequest,
-        call: micro.Call,
         language: LanguageInfo,
         limits: EffectiveLimits,
-    ) -> ExecutionResult:
-        # An interactive run is a conversation: there is nothing to look up or keep.
+        tenant: str | None,
+    ) -> str | None:
+        """The request's cache key; None when it is not to be looked up: an interactive
+        run is a conversation, there is nothing to look up or keep."""
         if not request.cache or request.interactive:
-            self._count("bypass")
-            return await self._run(request, call)
-        key = cache_key(
+            return None
+        return cache_key(
             language.id,
             language.version,
             request.code,
@@ -204,10 +272,18 @@ class Cache:
             std=request.std or language.default_std,
             optimization=request.optimization or language.default_optimization,
             # Tenants share no results: a program's output may differ from run to run.
-            tenant=call.tenant,
+            tenant=tenant,
         )
-        with structlog.contextvars.bound_contextvars(execution_id=request.execution_id):
-            return await self._cached(key, request, call, language.compiled)
+
+    async def _execute(self, ready: Prepared, call: micro.Call) -> ExecutionResult:
+        request = ready.request.model_copy(
+            update={"execution_id": ready.execution_id, "language": ready.language.id}
+        )
+        if ready.key is None:
+            self._count("bypass")
+            return await self._run(request, call)
+        with structlog.contextvars.bound_contextvars(execution_id=ready.execution_id):
+            return await self._cached(ready.key, request, call, ready.language.compiled)
 
     async def _cached(
         self, key: str, request: ExecuteRequest, call: micro.Call, compiled: bool
@@ -215,9 +291,7 @@ class Cache:
         assert request.execution_id is not None
         hot = self.hot.get(key)
         if hot is not None:
-            self._count("hit")
-            self.metrics.memory_hits.inc()
-            result = hot.model_copy(update={"execution_id": request.execution_id})
+            result = self._memory_hit(hot, request.execution_id)
             return await self._replayed(result, request, call, compiled)
         # The lease a miss needs goes out with the lookup: one round trip, not two.
         ahead = self._claim_ahead(key, request.execution_id)
@@ -250,6 +324,11 @@ class Cache:
         )
         # The one that ran streamed live from the runner; those that shared its run replay.
         return result if ran_here else await self._replayed(result, request, call, compiled)
+
+    def _memory_hit(self, hot: ExecutionResult, execution_id: str) -> ExecutionResult:
+        self._count("hit")
+        self.metrics.memory_hits.inc()
+        return hot.model_copy(update={"execution_id": execution_id})
 
     async def _looked_up(self, key: str) -> bytes | None:
         """The stored result of `key`; None when there is none, or the bucket is away."""
@@ -483,9 +562,8 @@ class Cache:
 
     def _count(self, outcome: str) -> None:
         self.counts[outcome] += 1
-        self.metrics.lookups.labels(outcome).inc()
-        note(cache=outcome)
-        log.debug("served", cache=outcome)
+        self.metrics.lookups_by_outcome[outcome].inc()
+        note(cache=outcome)  # in the request's own line: no line of its own
 
     async def _run(
         self, request: ExecuteRequest, call: micro.Call, key: str | None = None
@@ -521,10 +599,10 @@ class Cache:
         Refreshed every `languages_refresh_seconds`; when no runner answers a refresh the last known
         answer is kept, so cache hits go on being served while every runner is down.
         """
+        fresh = self._fresh_languages()
+        if fresh is not None:
+            return fresh
         now = time.monotonic()
-        fresh_for = self.settings.languages_refresh_seconds
-        if self._languages is not None and now - self._languages_at < fresh_for:
-            return self._languages
         try:
             reply = await bus.request(
                 self.nc,
@@ -542,6 +620,14 @@ class Cache:
             return self._languages
         self._languages = LanguagesReply.model_validate(reply)
         self._languages_at = now
+        return self._languages
+
+    def _fresh_languages(self) -> LanguagesReply | None:
+        """The runners' languages while not yet due for a refresh."""
+        if self._languages is None:
+            return None
+        if time.monotonic() - self._languages_at >= self.settings.languages_refresh_seconds:
+            return None
         return self._languages
 
     async def stats(self, call: micro.Call) -> BaseModel:

@@ -135,10 +135,7 @@ class Executions:
             return
         future, fingerprint = running
         if isinstance(outcome, ExecutionResult):
-            kept = _Finished(outcome, time.monotonic(), fingerprint)
-            self._finished[execution_id] = kept
-            self._bytes += kept.size
-            self._forget_old()
+            self.keep(execution_id, fingerprint, outcome)
         if future.done():
             return
         if isinstance(outcome, ExecutionResult):
@@ -146,6 +143,13 @@ class Executions:
         else:
             future.set_exception(outcome)
             future.exception()  # retrieved: nobody may have joined
+
+    def keep(self, execution_id: str, fingerprint: str, result: ExecutionResult) -> None:
+        """Keep the result of an execution just finished (for whoever asks again)."""
+        kept = _Finished(result, time.monotonic(), fingerprint)
+        self._finished[execution_id] = kept
+        self._bytes += kept.size
+        self._forget_old()
 
     def _forget_old(self) -> None:
         horizon = time.monotonic() - self.keep_s
