@@ -19,8 +19,19 @@ from typing import Any
 
 import structlog
 
+# Whether DEBUG lines are written; until configured, structlog's default writes them all.
+_debug = True
+
+
+def debug_enabled() -> bool:
+    """Whether a DEBUG line would be written: a request's path skips a filtered-out line
+    altogether (even filtered, a line costs a logger's binding)."""
+    return _debug
+
 
 def configure_logging(level: str = "info", fmt: str = "json") -> None:
+    global _debug
+    _debug = logging.getLevelNamesMapping()[level.upper()] <= logging.DEBUG
     renderer: structlog.types.Processor
     factory: structlog.types.WrappedLogger
     if fmt == "json":

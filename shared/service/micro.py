@@ -37,7 +37,7 @@ from dcodex.shared.errors import (
     DcodexError,
     from_validation_error,
 )
-from dcodex.shared.logging import request_summary
+from dcodex.shared.logging import debug_enabled, request_summary
 from dcodex.shared.subjects import Subject, inbox_prefix
 
 log = structlog.get_logger("dcodex.bus")
@@ -314,7 +314,8 @@ class _Answerer:
         }
         with structlog.contextvars.bound_contextvars(**context), request_summary() as summary:
             answering.summary = summary
-            log.debug("request_received", endpoint=self.endpoint.name, size=len(request.data))
+            if debug_enabled():
+                log.debug("request_received", endpoint=self.endpoint.name, size=len(request.data))
             call: Call | None = None
             try:
                 call = self._call(request, answering)
@@ -366,7 +367,6 @@ class _Answerer:
         try:
             if isinstance(outcome, Exception):
                 raise outcome
-            answering.summary |= _summary_of(outcome)
             body = encode(outcome, answering.encoding)
         except Exception as exc:
             error, failure = as_dcodex_error(exc), exc
@@ -375,6 +375,8 @@ class _Answerer:
         error = await _respond(answering.request, body, reply_headers) or error
         elapsed_ns = time.perf_counter_ns() - answering.started
         self._record(error, elapsed_ns)
+        if isinstance(outcome, BaseModel):  # the log line's, after the reply
+            answering.summary |= _summary_of(outcome)
         answering.summary |= {
             "endpoint": self.endpoint.name,
             "duration_ms": round(elapsed_ns / 1e6, 3),
