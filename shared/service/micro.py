@@ -437,8 +437,13 @@ _SUMMARY_FIELDS = (
 
 
 def _summary_of(reply: BaseModel) -> dict[str, Any]:
-    values = {name: getattr(reply, name, None) for name in _SUMMARY_FIELDS}
-    return {k: v for k, v in values.items() if isinstance(v, str | int | float | bool)}
+    # From the fields themselves: `getattr` of a field a model lacks raises, at a cost.
+    fields = reply.__dict__
+    return {
+        name: value
+        for name in _SUMMARY_FIELDS
+        if isinstance(value := fields.get(name), (str, int, float, bool))
+    }
 
 
 async def _respond(
