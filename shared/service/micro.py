@@ -2,7 +2,9 @@
 
 `Endpoint` / `start_micro_service`: endpoints are async functions `Call -> pydantic
 model`; decoding, error replies, request ids, logging and concurrency are handled here
-once. Connecting and asking other services live in `dcodex.shared.bus`.
+once. An endpoint may also have a quick handler, a plain function that answers what it
+can at once where the request arrives (the cache's hits from memory) and hands the rest
+on to the async one. Connecting and asking other services live in `dcodex.shared.bus`.
 """
 
 from __future__ import annotations
