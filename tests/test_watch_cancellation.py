@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -84,3 +85,57 @@ async def test_the_watchs_answer_is_returned_despite_an_older_cancellation(
 
     assert await asyncio.create_task(caller()) == {"from": "status"}
     assert replies.pending[0].cancelled(), "the request went on after the watch's answer"
+
+
+def watch_that_answers(also: Callable[[], object]) -> Callable[..., Awaitable[dict[str, Any]]]:
+    """A status watch that answers after a moment, doing `also` in the same turn."""
+
+    async def finished(*_args: object) -> dict[str, Any]:
+        await asyncio.sleep(0.01)
+        also()
+        return {"from": "status"}
+
+    return finished
+
+
+async def test_a_timeout_of_the_caller_in_the_watchs_turn_is_still_a_timeout(
+    replies: Replies, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The caller's `asyncio.timeout` runs out in the turn the watch answers: the
+    caller sees its TimeoutError, and its task no cancellation of the watch's."""
+    timeouts: list[asyncio.Timeout] = []
+    expire = lambda: timeouts[0].reschedule(asyncio.get_running_loop().time())  # noqa: E731
+    monkeypatch.setattr(watch, "_watch", watch_that_answers(expire))
+
+    async def caller() -> int:
+        task = asyncio.current_task()
+        assert task is not None
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(None) as timeout:
+                timeouts.append(timeout)
+                await ask(heartbeat_s=0.0)
+        return task.cancelling()
+
+    assert await asyncio.create_task(caller()) == 0
+
+
+async def test_an_error_reply_in_the_watchs_turn_leaves_no_cancellation_behind(
+    replies: Replies, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The request fails in the turn the watch answers: the failure is the caller's, and
+    a timeout of the caller's later on is still a TimeoutError, not a cancellation."""
+    fail = lambda: replies.pending[0].set_exception(ValueError("refused"))  # noqa: E731
+    monkeypatch.setattr(watch, "_watch", watch_that_answers(fail))
+
+    async def caller() -> str:
+        try:
+            async with asyncio.timeout(0.2):
+                try:
+                    await ask(heartbeat_s=0.0)
+                except ValueError:
+                    await asyncio.sleep(1)  # say, a pause before trying again
+        except TimeoutError:
+            return "timed out"
+        return "slept"
+
+    assert await asyncio.create_task(caller()) == "timed out"

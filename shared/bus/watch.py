@@ -57,10 +57,11 @@ async def watched_request(
     # The request is awaited in the caller's own task (a task of its own would cost two
     # more turns of the loop on every request); a watch that ends first cancels it.
     caller = asyncio.current_task()
-    assert caller is not None, "watched_request runs in a task"
+    if caller is None:
+        raise RuntimeError("watched_request runs in a task")
     watching: asyncio.Future[dict[str, Any]] | None = None
     asking = True  # the caller still waits for the reply
-    by_watch = False  # the watch answered, and cancelled the caller's wait
+    by_watch = False  # the watch answered and cancelled that wait: one cancellation to undo
     # Cancellations of the caller from here on are counted above this (one left over
     # from before, caught and not undone by the caller, is not ours to act on).
     cancelled_before = _cancelling()
@@ -73,13 +74,12 @@ async def watched_request(
         watching.add_done_callback(answered_by_watch)
 
     def answered_by_watch(ended: asyncio.Future[dict[str, Any]]) -> None:
-        nonlocal cancelled_before, by_watch
+        nonlocal by_watch
         # The watch's answer ends the request, unless the reply came first (it is the
         # one the runner meant to send).
         if asking and not ended.cancelled():
             caller.cancel()
             by_watch = True
-            cancelled_before += 1  # the watch's own cancellation, not the caller's
 
     # Most answers come within the first heartbeat: watching starts after it. (A timer,
     # not `asyncio.wait`: no waiter to wake on the common path.)
@@ -100,23 +100,27 @@ async def watched_request(
         ended = watching
         if not by_watch or ended is None:
             raise  # the caller was cancelled, not the request by the watch
-        if _cancelling() > cancelled_before:
+        by_watch = False
+        if caller.uncancel() > cancelled_before:
             raise  # the caller was cancelled too: that wins
-        caller.uncancel()
         return ended.result()
     finally:
         asking = False
+        if by_watch:  # the watch's cancellation came, yet a reply or an error won
+            by_watch = False
+            caller.uncancel()
         timer.cancel()
-        # A watch still under way is cancelled and waited for (usually there is none).
+        # A watch still under way is cancelled and waited for (usually there is none);
+        # one that ended unheard has its outcome taken, so asyncio does not log it.
         if watching is not None and not watching.done():
             watching.cancel()
             await asyncio.gather(watching, return_exceptions=True)
+        elif watching is not None and not watching.cancelled():
+            watching.exception()
     # nats-py's wait (`wait_for`) returns a reply come in the same turn as a
     # cancellation instead of raising it: the caller's cancellation wins.
     if _cancelling() > cancelled_before:
         raise asyncio.CancelledError
-    if by_watch:
-        caller.uncancel()  # the watch's cancellation came too late to matter
     return reply
 
 
