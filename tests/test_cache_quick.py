@@ -4,16 +4,25 @@ runners' answer."""
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
+from pydantic import ValidationError
 
-from dcodex.services.cache.service import Cache, Prepared
+from dcodex.services.cache.service import Cache, Checked, Prepared
 from dcodex.shared.bus.watch import ask_status
 from dcodex.shared.client import DcodexClient
-from dcodex.shared.contract import EffectiveLimits, LanguageInfo, LanguagesReply, LimitsInfo
-from dcodex.shared.errors import CONFLICT, DcodexError
+from dcodex.shared.contract import (
+    EffectiveLimits,
+    ExecutionResult,
+    LanguageInfo,
+    LanguagesReply,
+    LimitsInfo,
+)
+from dcodex.shared.errors import CONFLICT, TOO_LARGE, DcodexError
 from dcodex.shared.service.config import Settings
+from dcodex.shared.service.executions import owned_key
 from dcodex.shared.service.micro import Call
 
 
@@ -63,7 +72,57 @@ def languages(version: str) -> LanguagesReply:
 
 def prepared(cache: Cache, info: LanguagesReply, code: str, tenant: str | None = None) -> Prepared:
     call = Call({"language": "py", "code": code}, "r", "application/json", tenant=tenant)
-    return cache._prepared(call, info)
+    return cache._settle(cache._checked(call), tenant, info)
+
+
+def asked(**request: object) -> Call:
+    return Call({"language": "python", **request}, "r", "application/json")
+
+
+async def test_the_quick_handler_answers_hits_in_memory_and_hands_on_the_rest() -> None:
+    cache = Cache(Settings(), None, None, None)  # type: ignore[arg-type]
+    cache._languages, cache._languages_at = languages("3.11"), time.monotonic()
+    # A miss goes on to the full handler, made ready.
+    missed = cache.quick(asked(code="print(1)", execution_id="first"))
+    assert isinstance(missed, Call) and isinstance(missed.prepared, Prepared)
+    ready = missed.prepared
+    assert ready.key is not None
+    stored = ExecutionResult(execution_id="first", status="ok", language="python", stdout="1\n")
+    cache.hot.put(ready.key, stored.model_copy(update={"cache_hit": True}), 100, time.time() + 60)
+    # The same request under a new id: answered at once, and kept under that id.
+    hit = cache.quick(asked(code="print(1)", execution_id="second"))
+    assert isinstance(hit, ExecutionResult)
+    assert (hit.execution_id, hit.stdout, hit.cache_hit) == ("second", "1\n", True)
+    assert cache.counts["hit"] == 1
+    status = cache.executions.status(owned_key("second", None))
+    assert status is not None and status.state == "finished" and status.result == hit
+    # That id asked again: the full handler joins what it names. For another request in
+    # memory: a 409 (for one not in memory, the full handler's, tests above).
+    assert isinstance(cache.quick(asked(code="print(1)", execution_id="second")), Call)
+    other = cache.quick(asked(code="print(2)", execution_id="other"))
+    assert isinstance(other, Call) and isinstance(other.prepared, Prepared)
+    assert other.prepared.key is not None
+    cache.hot.put(other.prepared.key, stored, 100, time.time() + 60)
+    with pytest.raises(DcodexError) as refused:
+        cache.quick(asked(code="print(2)", execution_id="second"))
+    assert refused.value.code == CONFLICT
+    # A request that streams its events replays them on the bus: the full handler.
+    streamed = cache.quick(asked(code="print(1)", execution_id="third", stream=True))
+    assert isinstance(streamed, Call) and isinstance(streamed.prepared, Prepared)
+    assert cache.counts["hit"] == 1
+
+
+def test_a_bad_request_is_refused_before_the_runners_languages_are_asked() -> None:
+    cache = Cache(Settings(), None, None, None)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError):
+        cache.quick(asked())  # no code: a 400 from the bus, whatever the runners say
+    with pytest.raises(DcodexError) as too_large:
+        cache.quick(asked(code="#" * (Settings().max_code_bytes + 1)))
+    assert too_large.value.code == TOO_LARGE
+    # Valid, with no languages known yet: handed on checked, to be settled after asking.
+    handed_on = cache.quick(asked(code="print(1)"))
+    assert isinstance(handed_on, Call)
+    assert isinstance(handed_on.prepared, Checked) and not isinstance(handed_on.prepared, Prepared)
 
 
 def test_what_a_request_settles_to_follows_the_runners_answer() -> None:

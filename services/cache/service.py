@@ -115,15 +115,21 @@ SETTLED_MAX_CHARS = 2048
 
 
 @dataclass(frozen=True)
-class Prepared:
-    """A request made ready: checked, its execution id, language and limits settled."""
+class Checked:
+    """A request found valid and within the server's sizes."""
 
     request: ExecuteRequest  # as asked
     execution_id: str  # the request's, or a new one
+    fingerprint: str  # what a request asking for the same execution id must match
+
+
+@dataclass(frozen=True)
+class Prepared(Checked):
+    """A checked request with its language, effective limits and cache key settled."""
+
     language: LanguageInfo
     limits: EffectiveLimits
-    fingerprint: str  # what a request asking for the same execution id must match
-    key: str | None  # its cache key; None: not looked up (cache off, or interactive)
+    key: str | None  # None: not looked up (the cache off, or an interactive run)
 
 
 def lease_seconds(settings: Settings) -> float:
@@ -191,11 +197,12 @@ class Cache:
 
     def quick(self, call: micro.Call) -> BaseModel | micro.Call:
         """A hit in this replica's memory, answered where the request arrives (no task,
-        nothing waited on); anything else goes on to `execute`, made ready."""
+        nothing waited on); anything else goes on to `execute`, as far along as it got."""
+        checked = self._checked(call)  # a bad request is told so before anything else
         info = self._fresh_languages()
-        if info is None:
-            return call  # the runners' languages are to be asked again first
-        ready = self._prepared(call, info)
+        if info is None:  # the runners' languages are to be asked again first
+            return dataclasses.replace(call, prepared=checked)
+        ready = self._settle(checked, call.tenant, info)
         hot = None if ready.key is None else self.hot.get(ready.key)
         # A replay's events wait on the bus; an id asked again joins the one it names.
         owned = owned_key(ready.execution_id, call.tenant)
@@ -208,7 +215,8 @@ class Cache:
     async def execute(self, call: micro.Call) -> BaseModel:
         ready = call.prepared
         if not isinstance(ready, Prepared):
-            ready = self._prepared(call, await self._runner_info(call.request_id))
+            checked = ready if isinstance(ready, Checked) else self._checked(call)
+            ready = self._settle(checked, call.tenant, await self._runner_info(call.request_id))
         execution_id = ready.execution_id
 
         async def work() -> ExecutionResult:
@@ -221,24 +229,28 @@ class Cache:
             owned_key(execution_id, call.tenant), ready.fingerprint, work
         )
 
-    def _prepared(self, call: micro.Call, info: LanguagesReply) -> Prepared:
-        """`call`'s request checked, its language, limits and key settled."""
+    def _checked(self, call: micro.Call) -> Checked:
+        """`call`'s request, valid and within the server's sizes (else a 400 or 413)."""
         request = ExecuteRequest.model_validate(call.payload)
         check_sizes(request.code, request.stdin, self.settings)
         fingerprint = request.model_dump_json(exclude={"execution_id"})
-        language, limits, key = self._settlement(request, fingerprint, call.tenant, info)
-        execution_id = request.execution_id or bus.new_id()
-        return Prepared(request, execution_id, language, limits, fingerprint, key)
+        return Checked(request, request.execution_id or bus.new_id(), fingerprint)
 
-    def _settlement(
-        self, request: ExecuteRequest, fingerprint: str, tenant: str | None, info: LanguagesReply
-    ) -> Settled:
+    def _settle(self, checked: Checked, tenant: str | None, info: LanguagesReply) -> Prepared:
+        """A checked request with its language, limits and key settled."""
+        language, limits, key = self._settlement(checked, tenant, info)
+        return Prepared(
+            checked.request, checked.execution_id, checked.fingerprint, language, limits, key
+        )
+
+    def _settlement(self, checked: Checked, tenant: str | None, info: LanguagesReply) -> Settled:
         """The language, effective limits and key of a request: remembered for small
         requests asked again (the same fingerprint, tenant and runners' answer), which
         is what repeated requests (hits) are."""
         if info is not self._settled_for:
             self._settled_by_request.clear()
             self._settled_for = info
+        request, fingerprint = checked.request, checked.fingerprint
         remembered = self._settled_by_request.get((tenant, fingerprint))
         if remembered is not None:
             return remembered
