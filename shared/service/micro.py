@@ -327,7 +327,10 @@ class _Answerer:
             except Exception as exc:
                 outcome = exc
             if not isinstance(outcome, Call):
-                await self.finish(answering, outcome, call)
+                try:
+                    await self.finish(answering, outcome, call)
+                except Exception:  # the reply could not go (the connection closed): logged
+                    log.exception("reply_failed", endpoint=self.endpoint.name)
                 return
             # nats-py delivers a subscription's messages one at a time; answering each in
             # its own task (which inherits this context) is what lets one runner serve
