@@ -147,6 +147,9 @@ class Executions:
     def keep(self, execution_id: str, fingerprint: str, result: ExecutionResult) -> None:
         """Keep the result of an execution just finished (for whoever asks again)."""
         kept = _Finished(result, time.monotonic(), fingerprint)
+        replaced = self._finished.pop(execution_id, None)  # the newest last, counted once
+        if replaced is not None:
+            self._bytes -= replaced.size
         self._finished[execution_id] = kept
         self._bytes += kept.size
         self._forget_old()
