@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from dcodex.shared.bus import watch
 from dcodex.shared.bus.watch import watched_request
+from dcodex.shared.contract import RunStatus
 
 
 class Replies:
@@ -139,3 +141,29 @@ async def test_an_error_reply_in_the_watchs_turn_leaves_no_cancellation_behind(
         return "slept"
 
     assert await asyncio.create_task(caller()) == "timed out"
+
+
+async def test_a_watch_cancelled_as_its_status_answer_comes_stops(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The watch is cancelled (its request was answered) in the turn its own status
+    question is answered: it stops there, not a heartbeat later."""
+    answers: list[asyncio.Future[RunStatus | None]] = []
+    asked = asyncio.Event()
+
+    async def status_question(*_args: object, **_kwargs: object) -> RunStatus | None:
+        answer: asyncio.Future[RunStatus | None] = asyncio.get_running_loop().create_future()
+        answers.append(answer)
+        asked.set()
+        return await asyncio.wait_for(answer, 60)  # as nats-py's request waits
+
+    monkeypatch.setattr(watch, "ask_status", status_question)
+    connected = SimpleNamespace(is_connected=True)
+    watching = asyncio.create_task(
+        watch._watch(connected, "run", "status", "e", "r", 60.0, None)  # type: ignore[arg-type]
+    )
+    await asked.wait()
+    answers[0].set_result(RunStatus(execution_id="e", state="running"))
+    watching.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(watching, 5)

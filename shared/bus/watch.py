@@ -170,6 +170,8 @@ async def _watch(
             status = await ask_status(
                 nc, status_subject, execution_id, request_id, min(heartbeat_s, ANSWER_S), tenant
             )
+            if _cancelling():  # nats-py's wait gave the answer that came with our cancellation
+                raise asyncio.CancelledError
             if status is None:
                 misses += 1
                 if misses >= MISSES:
