@@ -149,9 +149,10 @@ class _GuardedService(Service):
 class EndpointCounts:
     """What `$SRV.STATS` reports of one endpoint, counted by us.
 
-    nats.micro times its handler, but ours only hands the request to a task (so that
+    nats.micro times its handler, but ours mostly hands the request to a task (so that
     requests run side by side) and answers errors as replies; its own figures would
-    be ~0 ns and 0 errors. These count the real work, and replace its figures.
+    be the hand-over's time and 0 errors. These count the real work, and replace its
+    figures.
     """
 
     requests: int = 0
