@@ -14,7 +14,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -108,6 +108,15 @@ def limit_hits(stack: Observed) -> dict[str, float]:
 
 def moved(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     return {key: after[key] - before[key] for key in before if after[key] != before[key]}
+
+
+def settled(read: Callable[[], float], at_least: float, timeout: float = 5.0) -> float:
+    """`read()` once it reaches `at_least` (or the timeout passes). A request is counted
+    once its reply has gone: a scrape right after the reply may come first."""
+    deadline = time.monotonic() + timeout
+    while (value := read()) < at_least and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return value
 
 
 @pytest.mark.parametrize(
@@ -207,7 +216,12 @@ async def test_a_cache_hit_is_counted_by_the_cache_and_never_reaches_the_runner(
     assert (first.cache_hit, second.cache_hit) == (False, True)
     assert moved(before, cache_counts()) == {"hit": 1, "miss": 1}
     assert observed.metric("runner", "dcodex_executions_total") - runs_before == 1
-    answered = observed.metric("cache", "dcodex_request_duration_seconds_count", endpoint="execute")
+    answered = settled(
+        lambda: observed.metric(
+            "cache", "dcodex_request_duration_seconds_count", endpoint="execute"
+        ),
+        answered_before + 2,
+    )
     assert answered - answered_before == 2
 
 
@@ -306,7 +320,10 @@ async def test_error_replies_are_counted_by_code(observed: Observed) -> None:
     before = observed.metric("cache", "dcodex_requests_total", endpoint="execute", code="404")
     with pytest.raises(DcodexError):
         await execute(observed, "klingon", "Qapla'")
-    after = observed.metric("cache", "dcodex_requests_total", endpoint="execute", code="404")
+    after = settled(
+        lambda: observed.metric("cache", "dcodex_requests_total", endpoint="execute", code="404"),
+        before + 1,
+    )
     assert after - before == 1
 
 
@@ -345,7 +362,11 @@ def test_a_downstream_timeout_is_counted_by_subject(
             asyncio.run(execute(stack, "python", code, limits={"wall_time_s": 5}))
         assert timed_out.value.code == 504
         assert stack.metric("cache", "dcodex_downstream_timeouts_total", subject=subject) == 1
-        assert stack.metric("cache", "dcodex_requests_total", endpoint="execute", code="504") == 1
+        timed_out_requests = settled(
+            lambda: stack.metric("cache", "dcodex_requests_total", endpoint="execute", code="504"),
+            1,
+        )
+        assert timed_out_requests == 1
         outcome = {"subject": subject, "outcome": "timeout"}
         assert stack.metric("cache", "dcodex_downstream_requests_total", **outcome) == 1
     finally:
