@@ -64,7 +64,7 @@ async def watched_request(
     by_watch = False  # the watch answered and cancelled that wait: one cancellation to undo
     # Cancellations of the caller from here on are counted above this (one left over
     # from before, caught and not undone by the caller, is not ours to act on).
-    cancelled_before = _cancelling()
+    cancelled_before = caller.cancelling()
 
     def watch() -> None:
         nonlocal watching
@@ -96,7 +96,6 @@ async def watched_request(
             observe=observe,
         )
     except asyncio.CancelledError:
-        asking = False
         ended = watching
         if not by_watch or ended is None:
             raise  # the caller was cancelled, not the request by the watch
@@ -119,7 +118,7 @@ async def watched_request(
             watching.exception()
     # nats-py's wait (`wait_for`) returns a reply come in the same turn as a
     # cancellation instead of raising it: the caller's cancellation wins.
-    if _cancelling() > cancelled_before:
+    if caller.cancelling() > cancelled_before:
         raise asyncio.CancelledError
     return reply
 
