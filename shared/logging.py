@@ -75,13 +75,12 @@ _request_fields: ContextVar[dict[str, Any] | None] = ContextVar("request_fields"
 
 
 @contextmanager
-def request_summary() -> Iterator[dict[str, Any]]:
-    """A fresh dict of the request's line fields, `note`'s target while inside (and in
-    the tasks started inside)."""
-    fields: dict[str, Any] = {}
+def request_summary(fields: dict[str, Any]) -> Iterator[None]:
+    """`fields`, a request's line fields, are `note`'s target while inside (and in the
+    tasks started inside)."""
     token = _request_fields.set(fields)
     try:
-        yield fields
+        yield
     finally:
         _request_fields.reset(token)
 

@@ -315,8 +315,7 @@ class _Answerer:
             "instance": self.running.id,
             "request_id": answering.request_id,
         }
-        with structlog.contextvars.bound_contextvars(**context), request_summary() as summary:
-            answering.summary = summary
+        with structlog.contextvars.bound_contextvars(**context), request_summary(answering.summary):
             if debug_enabled():
                 log.debug("request_received", endpoint=self.endpoint.name, size=len(request.data))
             call: Call | None = None
@@ -370,12 +369,15 @@ class _Answerer:
         error: DcodexError | None = None
         failure: Exception | None = None
         reply_headers = answering.reply_headers
-        try:
-            if isinstance(outcome, Exception):
-                raise outcome
-            body = encode(outcome, answering.encoding)
-        except Exception as exc:
-            error, failure = as_dcodex_error(exc), exc
+        if isinstance(outcome, Exception):
+            failure = outcome
+        else:
+            try:
+                body = encode(outcome, answering.encoding)
+            except Exception as exc:
+                failure = exc
+        if failure is not None:
+            error = as_dcodex_error(failure)
             body = encode(error.to_body(), answering.encoding)
             reply_headers = reply_headers | error.to_headers()
         error = await _respond(answering.request, body, reply_headers) or error
