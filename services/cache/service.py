@@ -152,7 +152,7 @@ class Cache:
         self._languages: LanguagesReply | None = None
         self._languages_at = 0.0
         # What requests asked again settle to, under the runners' answer it was worked
-        # out with (`_settlement`).
+        # out with (`_settle`).
         self._settled_by_request: dict[tuple[str | None, str], Settled] = {}
         self._settled_for: LanguagesReply | None = None
         # Per key: the one run's outcome, shared by the requests that arrive while it runs.
@@ -237,31 +237,23 @@ class Cache:
         return Checked(request, request.execution_id or bus.new_id(), fingerprint)
 
     def _settle(self, checked: Checked, tenant: str | None, info: LanguagesReply) -> Prepared:
-        """A checked request with its language, limits and key settled."""
-        language, limits, key = self._settlement(checked, tenant, info)
-        return Prepared(
-            checked.request, checked.execution_id, checked.fingerprint, language, limits, key
-        )
-
-    def _settlement(self, checked: Checked, tenant: str | None, info: LanguagesReply) -> Settled:
-        """The language, effective limits and key of a request: remembered for small
-        requests asked again (the same fingerprint, tenant and runners' answer), which
-        is what repeated requests (hits) are."""
+        """A checked request with its language, limits and key settled: remembered for
+        small requests asked again (the same fingerprint, tenant and runners' answer),
+        which is what repeated requests (hits) are."""
         if info is not self._settled_for:
             self._settled_by_request.clear()
             self._settled_for = info
         request, fingerprint = checked.request, checked.fingerprint
-        remembered = self._settled_by_request.get((tenant, fingerprint))
-        if remembered is not None:
-            return remembered
-        language = info.language(request.language)
-        limits = info.limits.defaults.apply(request.limits, info.limits.ceilings)
-        settled = (language, limits, self._key(request, language, limits, tenant))
-        if len(fingerprint) <= SETTLED_MAX_CHARS:
-            if len(self._settled_by_request) >= SETTLED_MAX:
-                self._settled_by_request.clear()
-            self._settled_by_request[(tenant, fingerprint)] = settled
-        return settled
+        settled = self._settled_by_request.get((tenant, fingerprint))
+        if settled is None:
+            language = info.language(request.language)
+            limits = info.limits.defaults.apply(request.limits, info.limits.ceilings)
+            settled = (language, limits, self._key(request, language, limits, tenant))
+            if len(fingerprint) <= SETTLED_MAX_CHARS:
+                if len(self._settled_by_request) >= SETTLED_MAX:
+                    self._settled_by_request.clear()
+                self._settled_by_request[(tenant, fingerprint)] = settled
+        return Prepared(request, checked.execution_id, fingerprint, *settled)
 
     @staticmethod
     def _key(
