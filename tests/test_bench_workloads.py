@@ -30,7 +30,7 @@ def test_one_process_stack_every_workload_beside_its_floor_as_json() -> None:
     assert report["machine"]["cores"] >= 1 and len(report["machine"]["load_before"]) == 3
     assert {"rlimits", "no_new_privs", "clean_env"} <= set(report["isolation"])
     rows = {row["workload"]: row for row in report["workloads"]}
-    assert set(rows) == {"W1", "W2", "W3", "W4", "W4c", "W5", "W6", "C"}
+    assert set(rows) == {"W1", "W2", "W3", "W4", "W4c", "W5", "W6", "C", "N"}
     for key, row in rows.items():
         assert set(row) >= ROW_FIELDS, key
         assert row["count"] >= 2 and row["p50_ms"] > 0 and row["per_second"] > 0, row
@@ -40,6 +40,10 @@ def test_one_process_stack_every_workload_beside_its_floor_as_json() -> None:
     assert rows["W3"]["floor"]["name"] == "bare g++ -O2 + run"
     assert rows["W5"]["compare"] == "throughput" and rows["W5"]["ratio"] > 0
     assert rows["W4c"]["floor"] is None and rows["W4c"]["ratio"] is None
+    assert rows["W4"]["floor"]["name"] == "bare NATS request/reply"
+    # What any NATS service costs: beside W4, no ratio of its own.
+    assert rows["N"]["name"] == "bare NATS request/reply, other process"
+    assert rows["N"]["floor"] is None and rows["N"]["ratio"] is None
     # Idle memory of the one process that holds all three services, and of NATS.
     assert set(report["idle_rss_bytes"]) == {"dcodex up (all three)", "nats-server"}
     assert all(size > 0 for size in report["idle_rss_bytes"].values())

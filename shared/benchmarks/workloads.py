@@ -7,8 +7,10 @@ not a result. W1–W3 and W5 put a fresh tag in the code so that no cache has se
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from dcodex.shared.benchmarks.floors import ECHO_C, HELLO_C, HELLO_CPP, HELLO_PY, Floor, tag
@@ -101,37 +103,81 @@ async def concurrent(
     return Figures(name, samples, time.perf_counter() - started)
 
 
-async def cache_hits(
-    client: DcodexClient, url: str, name: str, runs: int
-) -> tuple[Figures, Figures]:
-    """Cache hits, each followed by the floor under it: one bare NATS request to a
-    responder that echoes (on a connection of its own, as a service would be)."""
+# A NATS service at its barest: a process of its own that echoes every request.
+ECHO_SERVICE = """
+import asyncio, sys
+import nats
+
+async def main():
+    nc = await nats.connect(sys.argv[1])
+    async def echo(message):
+        await message.respond(message.data)
+    await nc.subscribe(sys.argv[2], cb=echo)
+    await nc.flush()
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+@dataclass
+class HitFigures:
+    """W4's hits and the two floors each hit is followed by."""
+
+    hits: Figures
+    echo: Figures  # a responder on a connection of the client's own process
+    echo_service: Figures  # a responder in a process of its own, as a service is
+
+
+async def cache_hits(client: DcodexClient, url: str, name: str, runs: int) -> HitFigures:
+    """Cache hits, each followed by the floors under it: one bare NATS request to a
+    responder that echoes on a connection of its own in this process (the ratio's
+    floor), and one to an echoing process of its own (what any NATS service pays)."""
     responder = await DcodexClient.connect(url)
     subject = f"_dcodex_bench.echo.{tag()}"
+    service_subject = f"_dcodex_bench.echo.{tag()}"
 
     async def echo(message: Any) -> None:
         await message.respond(message.data)
 
     subscription = await responder.nc.subscribe(subject, cb=echo)
     await responder.nc.flush()
+    service = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", ECHO_SERVICE, url, service_subject, stdout=asyncio.subprocess.PIPE
+    )
     payload = b"x" * 200
-    samples: list[float] = []
-    floor_samples: list[float] = []
+    samples: dict[str, list[float]] = {"hit": [], "echo": [], "service": []}
     try:
+        assert service.stdout is not None
+        if await asyncio.wait_for(service.stdout.readline(), 30) != b"ready\n":
+            raise RuntimeError("the benchmark's echo service did not start")
         for index in range(runs + 2):
-            before = time.perf_counter()
+            stamps = [time.perf_counter()]
             _checked(await client.execute(cache_hit()))
-            middle = time.perf_counter()
+            stamps.append(time.perf_counter())
             await client.nc.request(subject, payload, timeout=5)
+            stamps.append(time.perf_counter())
+            await client.nc.request(service_subject, payload, timeout=5)
+            stamps.append(time.perf_counter())
             if index >= 2:  # two warm-ups
-                samples.append((middle - before) * 1000)
-                floor_samples.append((time.perf_counter() - middle) * 1000)
+                for key, start, end in zip(samples, stamps, stamps[1:], strict=False):
+                    samples[key].append((end - start) * 1000)
     finally:
+        if service.returncode is None:
+            service.kill()
+        await service.wait()
         await subscription.unsubscribe()
         await responder.close()
-    return (
-        Figures(name, samples, sum(samples) / 1000),
-        Figures("bare NATS request/reply", floor_samples, sum(floor_samples) / 1000),
+    return HitFigures(
+        *(
+            Figures(label, taken, sum(taken) / 1000)
+            for label, taken in zip(
+                (name, "bare NATS request/reply", "bare NATS request/reply, other process"),
+                samples.values(),
+                strict=True,
+            )
+        )
     )
 
 
