@@ -42,7 +42,7 @@ def test_one_process_stack_every_workload_beside_its_floor_as_json() -> None:
     assert rows["W4c"]["floor"] is None and rows["W4c"]["ratio"] is None
     assert rows["W4"]["floor"]["name"] == "bare NATS request/reply"
     # What any NATS service costs: beside W4, no ratio of its own.
-    assert rows["N"]["name"] == "bare NATS request/reply, other process"
+    assert rows["N"]["name"] == "do-nothing NATS service, a hit's messages"
     assert rows["N"]["floor"] is None and rows["N"]["ratio"] is None
     # Idle memory of the one process that holds all three services, and of NATS.
     assert set(report["idle_rss_bytes"]) == {"dcodex up (all three)", "nats-server"}

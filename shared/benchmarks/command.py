@@ -196,7 +196,7 @@ async def _rows(
     if wanted("W4"):
         hits = await w.cache_hits(client, url, "W4 cache hit", counts.hits)
         rows.append(Row("W4", hits.hits, hits.echo))
-        # What any NATS service in a process of its own takes (a row of its own).
+        # What a do-nothing NATS service takes for the same messages (a row of its own).
         rows.append(Row("N", hits.echo_service, None))
         many = await w.connect_many(url, counts.clients)
         try:

@@ -15,7 +15,9 @@ from typing import Any
 
 from dcodex.shared.benchmarks.floors import ECHO_C, HELLO_C, HELLO_CPP, HELLO_PY, Floor, tag
 from dcodex.shared.benchmarks.stats import Figures
+from dcodex.shared.bus import new_id
 from dcodex.shared.client import DcodexClient, ExecutionResult
+from dcodex.shared.codec import CONTENT_TYPE_HEADER, JSON, REQUEST_ID_HEADER, encode
 
 Request = Callable[[], dict[str, Any]]
 
@@ -103,15 +105,18 @@ async def concurrent(
     return Figures(name, samples, time.perf_counter() - started)
 
 
-# A NATS service at its barest: a process of its own that echoes every request.
+# A NATS service at its barest, in a process of its own: it answers every request with
+# as many bytes as a hit's reply has, and the request's headers (a hit's reply has the
+# same two), and does nothing else.
 ECHO_SERVICE = """
 import asyncio, sys
 import nats
 
 async def main():
     nc = await nats.connect(sys.argv[1])
+    reply = b"x" * int(sys.argv[3])
     async def echo(message):
-        await message.respond(message.data)
+        await message.respond(reply)  # with the request's headers, as nats-py does
     await nc.subscribe(sys.argv[2], cb=echo)
     await nc.flush()
     print("ready", flush=True)
@@ -126,14 +131,15 @@ class HitFigures:
     """W4's hits and the two floors each hit is followed by."""
 
     hits: Figures
-    echo: Figures  # a responder on a connection of the client's own process
-    echo_service: Figures  # a responder in a process of its own, as a service is
+    echo: Figures  # a bare request/reply to a connection of the benchmark's own process
+    echo_service: Figures  # the same messages as a hit's to a do-nothing service
 
 
 async def cache_hits(client: DcodexClient, url: str, name: str, runs: int) -> HitFigures:
     """Cache hits, each followed by the floors under it: one bare NATS request to a
     responder that echoes on a connection of its own in this process (the ratio's
-    floor), and one to an echoing process of its own (what any NATS service pays)."""
+    floor), and one with a hit's request, headers and reply size to a process that does
+    nothing else (what any NATS service in a process of its own pays)."""
     responder = await DcodexClient.connect(url)
     subject = f"_dcodex_bench.echo.{tag()}"
     service_subject = f"_dcodex_bench.echo.{tag()}"
@@ -143,8 +149,10 @@ async def cache_hits(client: DcodexClient, url: str, name: str, runs: int) -> Hi
 
     subscription = await responder.nc.subscribe(subject, cb=echo)
     await responder.nc.flush()
+    reply_size = len((await client.execute(cache_hit())).model_dump_json())
     service = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", ECHO_SERVICE, url, service_subject, stdout=asyncio.subprocess.PIPE
+        *(sys.executable, "-c", ECHO_SERVICE, url, service_subject, str(reply_size)),
+        stdout=asyncio.subprocess.PIPE,
     )
     payload = b"x" * 200
     samples: dict[str, list[float]] = {"hit": [], "echo": [], "service": []}
@@ -153,12 +161,14 @@ async def cache_hits(client: DcodexClient, url: str, name: str, runs: int) -> Hi
         if await asyncio.wait_for(service.stdout.readline(), 30) != b"ready\n":
             raise RuntimeError("the benchmark's echo service did not start")
         for index in range(runs + 2):
+            request = encode({**cache_hit(), "execution_id": new_id()})
+            headers = {REQUEST_ID_HEADER: new_id(), CONTENT_TYPE_HEADER: JSON}
             stamps = [time.perf_counter()]
             _checked(await client.execute(cache_hit()))
             stamps.append(time.perf_counter())
             await client.nc.request(subject, payload, timeout=5)
             stamps.append(time.perf_counter())
-            await client.nc.request(service_subject, payload, timeout=5)
+            await client.nc.request(service_subject, request, timeout=5, headers=headers)
             stamps.append(time.perf_counter())
             if index >= 2:  # two warm-ups
                 for key, start, end in zip(samples, stamps, stamps[1:], strict=False):
@@ -173,7 +183,7 @@ async def cache_hits(client: DcodexClient, url: str, name: str, runs: int) -> Hi
         *(
             Figures(label, taken, sum(taken) / 1000)
             for label, taken in zip(
-                (name, "bare NATS request/reply", "bare NATS request/reply, other process"),
+                (name, "bare NATS request/reply", "do-nothing NATS service, a hit's messages"),
                 samples.values(),
                 strict=True,
             )
