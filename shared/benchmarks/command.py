@@ -194,10 +194,9 @@ async def _rows(
         floor = floors.compile_and_run("g++", HELLO_CPP, ".cpp")
         rows.append(Row("W3", *await w.paired(client, name, w.cpp_hello, floor, n)))
     if wanted("W4"):
-        hits = await w.cache_hits(client, url, "W4 cache hit", counts.hits)
-        rows.append(Row("W4", hits.hits, hits.echo))
+        rows.append(Row("W4", *await w.cache_hits(client, url, "W4 cache hit", counts.hits)))
         # What a do-nothing NATS service takes for the same messages (a row of its own).
-        rows.append(Row("N", hits.echo_service, None))
+        rows.append(Row("N", await w.echo_service(client, url, counts.hits), None))
         many = await w.connect_many(url, counts.clients)
         try:
             name = f"W4 cache hit, {counts.clients} clients"

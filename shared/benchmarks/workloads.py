@@ -10,7 +10,6 @@ import asyncio
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from dcodex.shared.benchmarks.floors import ECHO_C, HELLO_C, HELLO_CPP, HELLO_PY, Floor, tag
@@ -126,36 +125,51 @@ asyncio.run(main())
 """
 
 
-@dataclass
-class HitFigures:
-    """W4's hits and the two floors each hit is followed by."""
-
-    hits: Figures
-    echo: Figures  # a bare request/reply to a connection of the benchmark's own process
-    echo_service: Figures  # the same messages as a hit's to a do-nothing service
-
-
-async def cache_hits(client: DcodexClient, url: str, name: str, runs: int) -> HitFigures:
-    """Cache hits, each followed by the floors under it: one bare NATS request to a
-    responder that echoes on a connection of its own in this process (the ratio's
-    floor), and one with a hit's request, headers and reply size to a process that does
-    nothing else (what any NATS service in a process of its own pays)."""
+async def cache_hits(
+    client: DcodexClient, url: str, name: str, runs: int
+) -> tuple[Figures, Figures]:
+    """Cache hits, each followed by the floor under it: one bare NATS request to a
+    responder that echoes (on a connection of its own, as a service would be)."""
     responder = await DcodexClient.connect(url)
     subject = f"_dcodex_bench.echo.{tag()}"
-    service_subject = f"_dcodex_bench.echo.{tag()}"
 
     async def echo(message: Any) -> None:
         await message.respond(message.data)
 
     subscription = await responder.nc.subscribe(subject, cb=echo)
     await responder.nc.flush()
+    payload = b"x" * 200
+    samples: list[float] = []
+    floor_samples: list[float] = []
+    try:
+        for index in range(runs + 2):
+            before = time.perf_counter()
+            _checked(await client.execute(cache_hit()))
+            middle = time.perf_counter()
+            await client.nc.request(subject, payload, timeout=5)
+            if index >= 2:  # two warm-ups
+                samples.append((middle - before) * 1000)
+                floor_samples.append((time.perf_counter() - middle) * 1000)
+    finally:
+        await subscription.unsubscribe()
+        await responder.close()
+    return (
+        Figures(name, samples, sum(samples) / 1000),
+        Figures("bare NATS request/reply", floor_samples, sum(floor_samples) / 1000),
+    )
+
+
+async def echo_service(client: DcodexClient, url: str, runs: int) -> Figures:
+    """A hit's request and headers sent to a process that only answers them with a
+    reply of a hit's size, `runs` times in a loop of their own (interleaved with the
+    hits, a third process in the loop slowed the hits and their floor alike)."""
     reply_size = len((await client.execute(cache_hit())).model_dump_json())
+    subject = f"_dcodex_bench.echo.{tag()}"
     service = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-c", ECHO_SERVICE, url, service_subject, str(reply_size)),
+        *(sys.executable, "-c", ECHO_SERVICE, url, subject, str(reply_size)),
         stdout=asyncio.subprocess.PIPE,
     )
-    payload = b"x" * 200
-    samples: dict[str, list[float]] = {"hit": [], "echo": [], "service": []}
+    samples: list[float] = []
     try:
         assert service.stdout is not None
         if await asyncio.wait_for(service.stdout.readline(), 30) != b"ready\n":
@@ -163,32 +177,15 @@ async def cache_hits(client: DcodexClient, url: str, name: str, runs: int) -> Hi
         for index in range(runs + 2):
             request = encode({**cache_hit(), "execution_id": new_id()})
             headers = {REQUEST_ID_HEADER: new_id(), CONTENT_TYPE_HEADER: JSON}
-            stamps = [time.perf_counter()]
-            _checked(await client.execute(cache_hit()))
-            stamps.append(time.perf_counter())
-            await client.nc.request(subject, payload, timeout=5)
-            stamps.append(time.perf_counter())
-            await client.nc.request(service_subject, request, timeout=5, headers=headers)
-            stamps.append(time.perf_counter())
+            before = time.perf_counter()
+            await client.nc.request(subject, request, timeout=5, headers=headers)
             if index >= 2:  # two warm-ups
-                for key, start, end in zip(samples, stamps, stamps[1:], strict=False):
-                    samples[key].append((end - start) * 1000)
+                samples.append((time.perf_counter() - before) * 1000)
     finally:
         if service.returncode is None:
             service.kill()
         await service.wait()
-        await subscription.unsubscribe()
-        await responder.close()
-    return HitFigures(
-        *(
-            Figures(label, taken, sum(taken) / 1000)
-            for label, taken in zip(
-                (name, "bare NATS request/reply", "do-nothing NATS service, a hit's messages"),
-                samples.values(),
-                strict=True,
-            )
-        )
-    )
+    return Figures("do-nothing NATS service, a hit's messages", samples, sum(samples) / 1000)
 
 
 async def connect_many(url: str, count: int) -> list[DcodexClient]:
