@@ -106,13 +106,14 @@ async def concurrent(
 
 # A NATS service at its barest, in a process of its own: it answers every request with
 # as many bytes as a hit's reply has, and the request's headers (a hit's reply has the
-# same two), and does nothing else.
+# same two), and does nothing else. Connected as the benchmark's client is (the
+# `DCODEX_NATS_*` variables: credentials, TLS).
 ECHO_SERVICE = """
 import asyncio, sys
-import nats
+from dcodex.shared.client import DcodexClient
 
 async def main():
-    nc = await nats.connect(sys.argv[1])
+    nc = (await DcodexClient.connect(sys.argv[1])).nc
     reply = b"x" * int(sys.argv[3])
     async def echo(message):
         await message.respond(reply)  # with the request's headers, as nats-py does
