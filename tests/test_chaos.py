@@ -154,3 +154,39 @@ async def test_fds_are_counted_at_rest_and_a_held_leak_still_counts() -> None:
     finally:
         process.kill()
         await process.wait()
+
+
+async def test_fds_a_live_child_holds_are_its_own_and_counted_once_it_is_gone() -> None:
+    """A warm sandbox's pipes are the runner's only while the sandbox lives (its refill
+    waits for spare CPU, so their number moves on a busy host); a pipe kept after its
+    child has gone is the parent's, a leak if it grows."""
+    script = (
+        "import os, subprocess, sys\n"
+        "r, w = os.pipe()\n"
+        "child = subprocess.Popen(['sleep', '60'], stdin=r, stdout=subprocess.DEVNULL,\n"
+        "                         stderr=subprocess.DEVNULL)\n"
+        "os.close(r)\n"
+        "sys.stdout.write('up\\n'); sys.stdout.flush()\n"
+        "sys.stdin.readline()\n"
+        "child.kill(); child.wait()\n"
+        "sys.stdout.write('gone\\n'); sys.stdout.flush()\n"
+        "sys.stdin.readline()\n"
+    )
+    process = await asyncio.create_subprocess_exec(
+        "/usr/bin/python3",
+        "-c",
+        script,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        assert await process.stdout.readline() == b"up\n"
+        every = len(os.listdir(f"/proc/{process.pid}/fd"))
+        assert open_fds(process.pid) == every - 1  # the write end: the child reads it
+        process.stdin.write(b"\n")
+        assert await process.stdout.readline() == b"gone\n"
+        assert open_fds(process.pid) == every == len(os.listdir(f"/proc/{process.pid}/fd"))
+    finally:
+        process.kill()
+        await process.wait()

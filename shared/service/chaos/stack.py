@@ -152,10 +152,50 @@ def rss_bytes(pid: int) -> int:
 
 
 def open_fds(pid: int) -> int:
-    try:
-        return len(os.listdir(f"/proc/{pid}/fd"))
-    except OSError:
+    """Open fds of `pid`, but for the pipes (and other shared kernel objects) one of its
+    live descendants holds too: those are a child's (a warm sandbox's stdin and output),
+    there for as long as it lives. A runner's warm pool refills only when the host's
+    CPUs have time to spare, so on a busy host the count of its sandboxes, and of their
+    pipes, differs from one moment to the next without anything leaking."""
+    own = _fd_targets(pid)
+    if not own:
         return 0
+    shared: set[str] = set()
+    for descendant in _descendants(pid):
+        shared |= set(_fd_targets(descendant))
+    return sum(1 for target in own if target not in shared or not target.endswith("]"))
+
+
+def _fd_targets(pid: int) -> list[str]:
+    """What each open fd of `pid` is (`pipe:[inode]`, `socket:[inode]`, a path); [] for
+    a process that is gone or not ours to look into."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return []
+    targets = []
+    for fd in fds:
+        with contextlib.suppress(OSError):  # closed meanwhile
+            targets.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+    return targets
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            with open(f"/proc/{entry}/stat") as file:
+                # The parent is the 2nd field after the command, which is in parentheses.
+                parent = int(file.read().rsplit(")", 1)[1].split()[1])
+            children.setdefault(parent, []).append(int(entry))
+    found, queue = [], [pid]
+    while queue:
+        for child in children.get(queue.pop(), []):
+            found.append(child)
+            queue.append(child)
+    return found
 
 
 RESTING_S = 0.5  # a warm pool's refill (fork, pipes) is over well within this
