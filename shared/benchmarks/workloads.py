@@ -104,28 +104,6 @@ async def concurrent(
     return Figures(name, samples, time.perf_counter() - started)
 
 
-# A NATS service at its barest, in a process of its own: it answers every request with
-# as many bytes as a hit's reply has, and the request's headers (a hit's reply has the
-# same two), and does nothing else. Connected as the benchmark's client is (the
-# `DCODEX_NATS_*` variables: credentials, TLS).
-ECHO_SERVICE = """
-import asyncio, sys
-from dcodex.shared.client import DcodexClient
-
-async def main():
-    nc = (await DcodexClient.connect(sys.argv[1])).nc
-    reply = b"x" * int(sys.argv[3])
-    async def echo(message):
-        await message.respond(reply)  # with the request's headers, as nats-py does
-    await nc.subscribe(sys.argv[2], cb=echo)
-    await nc.flush()
-    print("ready", flush=True)
-    await asyncio.Event().wait()
-
-asyncio.run(main())
-"""
-
-
 async def cache_hits(
     client: DcodexClient, url: str, name: str, runs: int
 ) -> tuple[Figures, Figures]:
@@ -167,7 +145,8 @@ async def echo_service(client: DcodexClient, url: str, runs: int) -> Figures:
     reply_size = len((await client.execute(cache_hit())).model_dump_json())
     subject = f"_dcodex_bench.echo.{tag()}"
     service = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-c", ECHO_SERVICE, url, subject, str(reply_size)),
+        *(sys.executable, "-m", "dcodex.shared.benchmarks.echo_service"),
+        *(url, subject, str(reply_size)),
         stdout=asyncio.subprocess.PIPE,
     )
     samples: list[float] = []
