@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import textwrap
+import traceback
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +22,7 @@ from dcodex.services.runner.verdict import decide_status
 from dcodex.shared.client import DcodexClient
 from dcodex.shared.contract import EffectiveLimits
 from dcodex.shared.errors import DcodexError
+from dcodex.shared.sandbox.helper import helper_binary
 from dcodex.shared.sandbox.isolation import NAMESPACE_LAYERS, STRICT_LAYERS, Isolation
 from dcodex.shared.sandbox.run import SandboxResult, run_sandboxed
 from dcodex.shared.sandbox.slot import Slot
@@ -322,3 +327,81 @@ async def test_user_namespace_layers_hold_without_the_per_slot_uid() -> None:
     assert lines[2] == f"usr {errno.EROFS}"
     assert lines[3] == f"mount -1 {errno.EPERM}", "no CAP_SYS_ADMIN left in the namespace"
     assert "user_namespace" in isolation.layers and "uid" not in isolation.layers
+
+
+NOBODY = 65534
+FORKS = """
+import os, time
+forks = 0
+try:
+    while True:
+        if os.fork() == 0:
+            time.sleep(5)
+            os._exit(0)
+        forks += 1
+except OSError:
+    print(forks)
+"""
+
+
+def test_a_user_namespace_run_is_held_to_its_process_limit() -> None:
+    """What `best` gives without root has no pids cgroup and no uid of its own: the
+    process limit still holds (RLIMIT_NPROC, which the kernel counts per user
+    namespace), and the service user's own processes, more than the limit, count not
+    against the run. Run as a plain user: root is exempt from RLIMIT_NPROC."""
+    # The helper where a plain user may run it (outside pytest's 0700 tmp tree).
+    cache = Path(tempfile.mkdtemp(prefix="dcodex-helper-"))
+    cache.chmod(0o755)
+    shutil.copy2(helper_binary(), cache)
+    others = [subprocess.Popen(["sleep", "30"], user=NOBODY) for _ in range(LIMITS.processes)]
+    try:
+        status, output = _as_plain_user(lambda: _forks_in_a_user_namespace(cache))
+    finally:
+        for process in others:
+            stop_process(process)
+        shutil.rmtree(cache)
+    assert status == 0, output
+    forks = json.loads(output)
+    assert forks["exit_code"] == 0, forks["stderr"]
+    assert 1 <= int(forks["stdout"]) < LIMITS.processes
+
+
+def _forks_in_a_user_namespace(helper_cache: Path) -> str:
+    os.environ["DCODEX_CACHE_DIR"] = str(helper_cache)
+    helper_binary.cache_clear()
+    isolation = Isolation(namespaces=True, user_namespace=True)
+    with workspace(prefix="dcodex-test-") as cwd:
+        (cwd / "main.py").write_text(FORKS)
+        result = asyncio.run(
+            run_sandboxed(
+                ["python3", "main.py"], cwd=cwd, limits=LIMITS, slot=Slot(0, None, None, isolation)
+            )
+        )
+    outcome = {"exit_code": result.exit_code, "stdout": result.stdout.decode()}
+    return json.dumps(outcome | {"stderr": result.stderr.decode()})
+
+
+def _as_plain_user(work: Callable[[], str]) -> tuple[int, str]:
+    """`work`'s answer, done in a child of this process that has become `nobody` (a
+    fork: nothing of the test's environment needs to be readable by that user)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        os.chdir("/")
+        code = 1
+        try:
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            answer = work()
+            code = 0
+        except BaseException:
+            answer = traceback.format_exc()
+        os.write(write_end, answer.encode())
+        os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as answer_pipe:
+        answer_bytes = answer_pipe.read()
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), answer_bytes.decode()

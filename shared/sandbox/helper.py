@@ -149,9 +149,11 @@ def helper_options(
         argv += ["--cgroup", path]
     if uid is not None and gid is not None:
         argv += ["--uid", str(uid), "--gid", str(gid)]
-        # RLIMIT_NPROC counts every process of the uid, and root is exempt from it: it
-        # bounds one run only when the run has a uid of its own. A pids cgroup is exact.
-        argv += ["--nproc", str(limits.processes)] if cgroup is None else []
+    # RLIMIT_NPROC counts the processes of a uid (in a user namespace, of that namespace
+    # alone), and root is exempt from it: it bounds one run when the run has a uid or a
+    # user namespace of its own. A pids cgroup is exact, and takes its place.
+    if cgroup is None and (uid is not None or isolation.user_namespace):
+        argv += ["--nproc", str(limits.processes)]
     argv += [] if isolation.seccomp else ["--no-seccomp"]
     if uid is not None and sweep_uid and not isolation.namespaces:
         argv += ["--sweep-uid"]  # the processes of the uid are this run's
