@@ -228,7 +228,7 @@ PROGRAMS = {
         hog = []
         try:
             while True:
-                hog.append([[] for _ in range(10000)])
+                hog.append([None] * 10000)
         except MemoryError:
             pass
         del hog[-10:]
