@@ -640,7 +640,7 @@ static int enter_new_root(void) {
     if (syscall(SYS_pivot_root, ".", ".") != 0) setup_failed("pivot_root");
     if (umount2(".", MNT_DETACH) != 0) setup_failed("umount-old-root");
     if (chdir("/") != 0) setup_failed("chdir");
-    /* Nothing left to add: the root itself becomes read-only; /box and /tmp stay ours. */
+    /* The root stays writable (0755): a slot uid writes /box and /tmp only; in a userns, all. */
     if (chdir("/box") != 0) setup_failed("chdir-box");
     return host_dir;
 }
