@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from dcodex.shared.service.nats_server import accepts_connections
-from tests.conftest import dcodex_argv
+from tests.conftest import dcodex_argv, free_port
 
 pytestmark = pytest.mark.bus
 
@@ -139,3 +139,44 @@ def test_a_busy_metrics_port_is_a_clear_error_and_leaves_nothing(tmp_path: Path)
     assert f"cannot serve metrics on port {port}" in completed.stderr
     assert "Traceback" not in completed.stderr
     assert processes_mentioning(str(data_dir)) == []
+
+
+SCRAPE = textwrap.dedent(
+    """
+    import sys, urllib.request
+    for port in sys.argv[1:]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as page:
+            names = {line.split("_")[1] for line in page.read().decode().splitlines()
+                     if line.startswith("dcodex_")}
+        print(port, " ".join(sorted(names)))
+    """
+)
+
+
+def test_a_metrics_port_given_to_up_moves_the_defaults_in_their_order(tmp_path: Path) -> None:
+    """The defaults are cache, runner, compiler on 9101-9103; `--metrics-port P` puts
+    them on P, P+1, P+2 in that order (what docs/configuration.md promises)."""
+    port = free_port()
+    completed = subprocess.run(
+        dcodex_argv(
+            "up",
+            "--metrics-port",
+            str(port),
+            "--data-dir",
+            str(tmp_path / "jetstream"),
+            "--",
+            sys.executable,
+            "-c",
+            SCRAPE,
+            *(str(port + offset) for offset in range(3)),
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr
+    families = dict(line.split(" ", 1) for line in completed.stdout.splitlines())
+    # Each service's own metric families (dcodex_cache_…, dcodex_sandbox_…, dcodex_compile_…).
+    owner = {"cache": str(port), "sandbox": str(port + 1), "compile": str(port + 2)}
+    for family, where in owner.items():
+        assert [p for p, names in families.items() if family in names.split()] == [where]

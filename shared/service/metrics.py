@@ -214,10 +214,11 @@ def metrics_port(service: str, configured: int | None) -> int:
 
 
 def stack_metrics_ports(configured: int | None) -> dict[str, int]:
-    """Ports of the services of `dcodex up`: the defaults, or `configured` and the next
-    two, or all off (0)."""
+    """Ports of the services of `dcodex up`: the defaults, or all off (0), or the
+    defaults moved to start at `configured` (cache, runner, compiler: P, P+1, P+2)."""
     if configured is None:
         return dict(DEFAULT_PORTS)
+    first = min(DEFAULT_PORTS.values())
     return {
-        name: configured + offset if configured else 0 for offset, name in enumerate(DEFAULT_PORTS)
+        name: configured + port - first if configured else 0 for name, port in DEFAULT_PORTS.items()
     }
