@@ -9,6 +9,7 @@ where DCODEX_REQUIRE_CGROUP_V2=1 (the guest sets it) turns that into a failure.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import textwrap
 from collections.abc import AsyncIterator
@@ -21,9 +22,10 @@ from dcodex.shared.contract import EffectiveLimits
 from dcodex.shared.sandbox import cgroups_v2
 from dcodex.shared.sandbox.cgroup_mounts import cgroup_mounts
 from dcodex.shared.sandbox.isolation import CGROUP_LAYERS, STRICT_LAYERS
+from dcodex.shared.sandbox.leftovers import remove_leftovers
 from dcodex.shared.sandbox.run import SandboxResult, run_sandboxed
 from dcodex.shared.sandbox.slot import Slot
-from dcodex.shared.sandbox.slot_cgroups import cgroup_version
+from dcodex.shared.sandbox.slot_cgroups import cgroup_version, slot_cgroup_name
 from dcodex.shared.sandbox.slots import SlotPool, open_slot_pool
 from dcodex.shared.sandbox.workspace import workspace
 
@@ -205,3 +207,26 @@ async def test_in_a_container_the_runner_takes_its_own_subtree(pool: SlotPool) -
     # The run has a cgroup namespace of its own (docs/security.md): it sees its slot's
     # cgroup as the root and no host path.
     assert result.stdout.decode().strip() == "0::/", result.stdout
+
+
+async def test_a_killed_services_slot_cgroups_are_removed_when_the_next_one_starts(
+    pool: SlotPool,
+) -> None:
+    """A service killed -9 leaves its slots' cgroups behind; a starting one removes those
+    of services that are gone and leaves those of a service still running."""
+    gone = await asyncio.create_subprocess_exec("true")
+    await gone.wait()
+    parent = cgroups_v2.delegated_cgroup()
+    assert parent is not None
+    orphan = parent / f"dcodex-runner-{gone.pid}-0"  # `slot_cgroup_name`'s, of a gone pid
+    alive = parent / slot_cgroup_name("runner", 7)
+    orphan.mkdir()
+    alive.mkdir()
+    try:
+        removed = remove_leftovers()
+        assert orphan in removed.cgroups and not orphan.exists()
+        assert alive not in removed.cgroups and alive.exists()
+    finally:
+        for directory in (orphan, alive):
+            if directory.exists():
+                directory.rmdir()

@@ -209,9 +209,13 @@ async def test_kill_9_of_a_runner_ends_its_programs_and_fails_fast(
     assert any(path.name.startswith(f"dcodex-warm-{runner.pid}-") for path in orphans)
     if staging_root() is not None:  # staged there, and found there too
         assert any(path.parent == staging_root() for path in orphans), orphans
+    # Its slots' cgroups (one per slot and controller: the runner runs with every layer).
+    cgroups = [p for p in find_leftovers().cgroups if f"-{runner.pid}-" in p.name]
+    assert cgroups, "its slots' cgroups were not found"
     services.start("runner")
     await asyncio.to_thread(services.wait_ready, ("runner",))
     assert all(not path.exists() for path in orphans)
+    assert all(not path.exists() for path in cgroups)
     assert not pid_alive(runner.pid)
 
 

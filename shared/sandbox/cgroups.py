@@ -4,9 +4,11 @@ With a cgroup per sandbox slot the kernel itself limits the resident memory and 
 number of processes of everything a run starts, counts its CPU time, records its peak
 memory and says whether it was OOM-killed: the verdicts need no inference.
 
-Only cgroup v1 (the memory, pids and cpuacct controllers, and optionally cpu, mounted
-separately or together) is handled here; on other hosts `create_slot_cgroup` returns
-None and the sandbox falls back to rlimits and the reaper's rusage.
+This module is cgroup v1 (the memory, pids and cpuacct controllers, and optionally
+cpu, mounted separately or together) and the file helpers both versions use;
+`cgroups_v2.py` is the unified hierarchy, and `slot_cgroups.py` picks one. Where
+neither gives every controller, `create_slot_cgroup` returns None and the sandbox
+falls back to rlimits and the reaper's rusage.
 """
 
 from __future__ import annotations

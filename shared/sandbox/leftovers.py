@@ -16,7 +16,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from dcodex.shared.sandbox import cgroups_v2
 from dcodex.shared.sandbox.cgroups import own_cgroup_dirs
+from dcodex.shared.sandbox.slot_cgroups import cgroup_version
 from dcodex.shared.sandbox.workspace import staging_root
 
 # `workspace()` and `slot_cgroup_name()` put the owner's pid here.
@@ -45,11 +47,19 @@ def find_leftovers(temp_dir: Path | None = None) -> Leftovers:
     ]
     cgroups = [
         path
-        for parent in (own_cgroup_dirs() or {}).values()
+        for parent in _slot_cgroup_parents()
         for path in _entries(parent)
         if path.is_dir() and _orphan(_CGROUP, path.name)
     ]
     return Leftovers(directories, cgroups)
+
+
+def _slot_cgroup_parents() -> list[Path]:
+    """Where this host's slot cgroups are made: this process's own cgroup of each v1
+    controller, or its own v2 cgroup (slots are siblings of the service's leaf)."""
+    if cgroup_version() == "v2":
+        return [own] if (own := cgroups_v2.own_cgroup()) is not None else []
+    return list((own_cgroup_dirs() or {}).values())
 
 
 def remove_leftovers(temp_dir: Path | None = None) -> Leftovers:

@@ -1,7 +1,9 @@
 """Find the isolation this host gives for an `--isolation` mode, by trying it.
 
-Each candidate is proven by really running `true` in it: a layer counts only when a
-program has run under it here, not when the kernel merely advertises it.
+The namespaced candidate is proven by really running `true` in it: its layers count
+only when a program has run under them here, not when the kernel merely advertises
+them. Should it fail, the fallback (rlimits, with a uid per slot when root) is taken
+unprobed: it needs nothing of the kernel but setuid and setrlimit.
 """
 
 from __future__ import annotations
