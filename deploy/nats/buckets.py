@@ -5,12 +5,12 @@
 The services create the buckets they miss with 1 replica; on a NATS cluster that is
 one node's disk. This declares the result bucket (`dcodex-results`, with the cache's
 TTL and size from `DCODEX_CACHE_TTL_SECONDS` and `DCODEX_CACHE_MAX_BYTES`), the lease
-bucket (`dcodex-inflight`, its max age from `DCODEX_CACHE_LEASE_SECONDS` or the request
-timeout) and the artifact Object Store (`dcodex-artifacts`) exactly as the services do,
-then sets the replicas of all three. Safe to run again, before or after the services
+bucket (`dcodex-inflight`, its max age the lease time: `DCODEX_CACHE_LEASE_SECONDS`,
+or 10 s when unset) and the artifact Object Store (`dcodex-artifacts`) exactly as the
+services do, then sets the replicas of all three. It logs in like the services, from
+the same DCODEX_NATS_* variables. Safe to run again, before or after the services
 start: the cache keeps the replicas it finds when it re-declares its buckets. In the
-image it is
-/opt/dcodex/share/buckets.py; deploy/k8s runs it as the Job dcodex-buckets.
+image it is /opt/dcodex/share/buckets.py; deploy/k8s runs it as the Job dcodex-buckets.
 """
 
 from __future__ import annotations
@@ -45,7 +45,6 @@ _FROM_ENV = (
     "cache_ttl_seconds",
     "cache_max_bytes",
     "cache_lease_seconds",
-    "request_timeout_seconds",
 )
 ATTEMPTS = 6
 
