@@ -6,12 +6,14 @@ import textwrap
 import threading
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from dcodex.shared.client import Event, SyncDcodexClient, SyncLiveRun
 from dcodex.shared.contract import OutputEvent, ResultEvent
 from dcodex.shared.errors import DcodexError
+from dcodex.shared.service.nats_server import EmbeddedNats
 from tests.conftest import ServiceProcesses
 
 pytestmark = pytest.mark.bus
@@ -151,3 +153,35 @@ def test_interactive_signal_reaches_the_program(sync_client: SyncDcodexClient) -
                     run.signal("SIGINT")
         assert run.result is not None
     assert (run.result.status, run.result.stdout) == ("ok", "waiting\ninterrupted\n")
+
+
+def test_a_live_run_gives_its_events_then_its_result(sync_client: SyncDcodexClient) -> None:
+    code = unique("for n in range(3):\n    print(n, flush=True)")
+    with sync_client.live({"language": "python", "code": code}) as run:
+        events = list(run.events())
+        result = run.wait()
+    assert stdout_of(events) == "0\n1\n2\n" == result.stdout
+    assert isinstance(events[-1], ResultEvent) and events[-1].result == result
+    assert run.execution_id == result.execution_id
+
+
+def test_live_and_interactive_runs_straight_to_a_runner(tmp_path: Path) -> None:
+    """`via="run"`: on a bus with a runner and no cache at all, both still run."""
+    with EmbeddedNats() as server:  # stopped by its PID on the way out
+        services = ServiceProcesses(server.url, tmp_path)
+        try:
+            services.start("runner")
+            services.wait_ready(("runner",))
+            with SyncDcodexClient.connect(server.url) as client:
+                request = {"language": "python", "code": unique("print('straight')")}
+                with client.live(request, via="run") as run:
+                    streamed = run.wait()
+                request = {"language": "python", "code": unique(COUNTER), "stdin": "a\n"}
+                with client.interactive(request, via="run") as run:
+                    run.send("b\n")
+                    run.close_stdin()
+                    typed = run.wait()
+        finally:
+            services.stop_all()
+    assert (streamed.status, streamed.stdout) == ("ok", "straight\n")
+    assert (typed.status, typed.stdout) == ("ok", "2 lines: a,b\n")

@@ -98,9 +98,13 @@ class SyncDcodexClient:
         on_case: Callable[[CaseResult], object] | None = None,
         via: str = "judge",
         encoding: Encoding = JSON,
+        request_id: str | None = None,
     ) -> JudgeResult:
         """As `DcodexClient.judge`; `on_case` is called on the client's own thread."""
-        return self._call(self.client.judge(request, on_case=on_case, via=via, encoding=encoding))
+        judging = self.client.judge(
+            request, on_case=on_case, via=via, encoding=encoding, request_id=request_id
+        )
+        return self._call(judging)
 
     def run(
         self,
@@ -120,10 +124,22 @@ class SyncDcodexClient:
         """
         return self._iterate(self.client.stream(request, via=via))
 
-    def interactive(self, request: ExecuteRequest | dict[str, Any]) -> SyncLiveRun:
+    def live(
+        self, request: ExecuteRequest | dict[str, Any], *, via: str = "execute"
+    ) -> SyncLiveRun:
+        """A streaming run, already started (`DcodexClient.live`): `events()`, `wait()`,
+        `result`, `execution_id`; use it in a `with` block (or `close()` it)."""
+        run = self.client.live(request, via=via)
+        self._call(run.start())
+        return SyncLiveRun(self, run)
+
+    def interactive(
+        self, request: ExecuteRequest | dict[str, Any], *, via: str = "execute"
+    ) -> SyncLiveRun:
         """An interactive run, already started: `send()`, `close_stdin()`, `signal()`,
-        `events()`, `wait()`; use it in a `with` block (or `close()` it)."""
-        run = self.client.interactive(request)
+        `events()`, `wait()`; use it in a `with` block (or `close()` it). `via="run"`
+        goes to a runner directly instead of through the cache."""
+        run = self.client.interactive(request, via=via)
         self._call(run.start())
         return SyncLiveRun(self, run)
 
