@@ -17,7 +17,8 @@
 #   $DCODEX_BUILD_CACHE/vm (default ~/.cache/dcodex-build/vm) and reused; every run
 #   starts from it pristine (qemu snapshot=on), so runs may go in parallel.
 # Host packages: qemu-system-x86 debootstrap e2fsprogs busybox-static xz-utils cpio
-# (scripts/vm-deps.sh installs them).
+# util-linux (scripts/container-deps.sh, `make container-deps`, installs them; util-linux
+# comes with scripts/system-deps.sh).
 set -uo pipefail
 
 RECIPE=1
@@ -57,7 +58,7 @@ for tool in qemu-system-x86_64:qemu-system-x86 debootstrap:debootstrap mkfs.ext4
   command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
 done
 [ -x /bin/busybox ] || missing+=(busybox-static)
-[ ${#missing[@]} -eq 0 ] || fail "missing host packages: ${missing[*]} (scripts/vm-deps.sh installs them)"
+[ ${#missing[@]} -eq 0 ] || fail "missing host packages: ${missing[*]} (make container-deps installs them)"
 
 # --- the guest, built once --------------------------------------------------------
 stamp="recipe=$RECIPE suite=$SUITE mirror=$MIRROR packages=$PACKAGES modules=$MODULES"

@@ -33,10 +33,14 @@ REQUIRED = os.environ.get("DCODEX_REQUIRE_CGROUP_V2") == "1"
 # "container": the guest runs this module in a cgroup namespace of its own.
 SCENARIO = os.environ.get("DCODEX_CGROUP_SCENARIO", "node")
 
-pytestmark = pytest.mark.skipif(
-    not REQUIRED and not cgroups_v2.is_pure_v2(),
-    reason="needs a cgroup-v2-only kernel: tests/test_vm_cgroup_v2.py runs it in a VM",
-)
+# Root: strict slots (a uid each, their cgroups).
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(
+        not REQUIRED and not cgroups_v2.is_pure_v2(),
+        reason="needs a cgroup-v2-only kernel: tests/test_vm_cgroup_v2.py runs it in a VM",
+    ),
+]
 
 # Generous CPU and wall time: under emulation Python starts in about a second.
 LIMITS = EffectiveLimits(

@@ -83,8 +83,7 @@ async def gone_soon(pid: int, within_s: float = 1.0) -> bool:
 @pytest.fixture
 def world_readable_dir() -> Iterator[Path]:
     """A root-owned 0755 directory outside pytest's 0700 tmp tree, so nobody can enter it."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to switch uid")
+    assert os.geteuid() == 0, "tests that switch uid are marked root"
     assert SYSTEM_PYTHON.exists(), "scripts/system-deps.sh installs the system python3"
     path = Path(tempfile.mkdtemp(prefix="dcodex-sandbox-"))
     path.chmod(0o755)
@@ -386,6 +385,7 @@ async def test_output_is_streamed(tmp_path: Path) -> None:
 # --- a uid of its own -------------------------------------------------------------------
 
 
+@pytest.mark.root
 async def test_nobody_cannot_write_into_a_root_directory(world_readable_dir: Path) -> None:
     code = "import os; print(os.getuid(), os.getgid(), os.getgroups()); open('x', 'w')"
     result = await run_sandboxed(
@@ -418,6 +418,7 @@ for pid in children:  # reap them ourselves: orphaned zombies would count for ui
 """
 
 
+@pytest.mark.root
 async def test_process_limit(world_readable_dir: Path) -> None:
     result = await run_sandboxed(
         [str(SYSTEM_PYTHON), "-c", FORK_AS_MANY_AS_ALLOWED],
