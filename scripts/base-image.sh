@@ -6,7 +6,9 @@
 #
 # usage: scripts/base-image.sh [TAG]        (default tag: dcodex-base:bookworm)
 # env:   DOCKER (client command, may carry -H), DEBIAN_SUITE, DEBIAN_MIRROR,
-#        DCODEX_BUILD_CACHE (where the debootstrap tarball is kept between builds)
+#        DCODEX_BUILD_CACHE (where the debootstrap tarball is kept between builds),
+#        HOST_CA_BUNDLE (the CA certificates carried into the image; default
+#        /etc/ssl/certs/ca-certificates.crt)
 #
 # The debootstrap result is cached as a tarball (keyed by suite, mirror and this
 # recipe's version); only the import (a few seconds) is redone each time.

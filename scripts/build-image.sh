@@ -7,6 +7,8 @@
 #                      had (no registry reachable), the base is built here instead with
 #                      debootstrap + docker import (scripts/base-image.sh), carrying
 #                      this host's CA certificates, and used.
+#        DOCKER_BUILDKIT  1 or 0 picks BuildKit or the legacy builder; default: BuildKit
+#                      where the client has buildx, else the legacy builder.
 # Builds on the host network: the build reaches the Debian mirror and PyPI as the host
 # does, and needs no bridge.
 set -euo pipefail
