@@ -224,6 +224,22 @@ async def wait_for_subject(url: str, subject: str, timeout: float = 30.0) -> Non
     raise TimeoutError(f"nothing answers on {subject}")
 
 
+# A program that forks until the process limit refuses, then prints how many it got
+# (the children sleep, so all of them count at once).
+FORK_UNTIL_REFUSED = """
+import os, time
+forks = 0
+try:
+    while True:
+        if os.fork() == 0:
+            time.sleep(5)
+            os._exit(0)
+        forks += 1
+except OSError:
+    print(forks)
+"""
+
+
 def free_port() -> int:
     """A loopback port nobody listens on right now."""
     with socket.socket() as probe:

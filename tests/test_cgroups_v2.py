@@ -28,6 +28,7 @@ from dcodex.shared.sandbox.slot import Slot
 from dcodex.shared.sandbox.slot_cgroups import cgroup_version, slot_cgroup_name
 from dcodex.shared.sandbox.slots import SlotPool, open_slot_pool
 from dcodex.shared.sandbox.workspace import workspace
+from tests.conftest import FORK_UNTIL_REFUSED
 
 REQUIRED = os.environ.get("DCODEX_REQUIRE_CGROUP_V2") == "1"
 # "container": the guest runs this module in a cgroup namespace of its own.
@@ -133,20 +134,8 @@ async def test_peak_memory_is_the_whole_tree_and_starts_afresh_each_run(pool: Sl
 
 
 async def test_the_process_limit_is_per_run_and_reported(pool: SlotPool) -> None:
-    code = """
-        import os, time
-        forks = 0
-        try:
-            while True:
-                if os.fork() == 0:
-                    time.sleep(5)
-                    os._exit(0)
-                forks += 1
-        except OSError:
-            print(forks)
-        """
     async with pool.acquire() as slot:
-        result = await python(code, slot)
+        result = await python(FORK_UNTIL_REFUSED, slot)
     assert result.exit_code == 0, result.stderr
     assert 1 <= int(result.stdout) < LIMITS.processes
     assert result.process_limit_hit is True

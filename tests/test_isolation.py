@@ -28,7 +28,13 @@ from dcodex.shared.sandbox.run import SandboxResult, run_sandboxed
 from dcodex.shared.sandbox.slot import Slot
 from dcodex.shared.sandbox.slots import SlotPool, open_slot_pool
 from dcodex.shared.sandbox.workspace import workspace
-from tests.conftest import ServiceProcesses, dcodex_argv, stop_process, wait_for_subject
+from tests.conftest import (
+    FORK_UNTIL_REFUSED,
+    ServiceProcesses,
+    dcodex_argv,
+    stop_process,
+    wait_for_subject,
+)
 
 # Sandboxes on slots of their own: a uid per slot and its cgroups need root.
 pytestmark = pytest.mark.root
@@ -233,20 +239,8 @@ async def test_memory_verdict_is_the_kernels_oom_kill(pool: SlotPool) -> None:
 
 
 async def test_process_limit_is_per_run_and_reported(pool: SlotPool) -> None:
-    code = """
-        import os, time
-        forks = 0
-        try:
-            while True:
-                if os.fork() == 0:
-                    time.sleep(5)
-                    os._exit(0)
-                forks += 1
-        except OSError:
-            print(forks)
-        """
     async with pool.acquire() as slot:
-        result = await python(code, slot)
+        result = await python(FORK_UNTIL_REFUSED, slot)
     assert result.exit_code == 0, result.stderr
     assert 1 <= int(result.stdout) < LIMITS.processes
     assert result.process_limit_hit is True
@@ -330,18 +324,6 @@ async def test_user_namespace_layers_hold_without_the_per_slot_uid() -> None:
 
 
 NOBODY = 65534
-FORKS = """
-import os, time
-forks = 0
-try:
-    while True:
-        if os.fork() == 0:
-            time.sleep(5)
-            os._exit(0)
-        forks += 1
-except OSError:
-    print(forks)
-"""
 
 
 def test_a_user_namespace_run_is_held_to_its_process_limit() -> None:
@@ -370,13 +352,7 @@ def _forks_in_a_user_namespace(helper_cache: Path) -> str:
     os.environ["DCODEX_CACHE_DIR"] = str(helper_cache)
     helper_binary.cache_clear()
     isolation = Isolation(namespaces=True, user_namespace=True)
-    with workspace(prefix="dcodex-test-") as cwd:
-        (cwd / "main.py").write_text(FORKS)
-        result = asyncio.run(
-            run_sandboxed(
-                ["python3", "main.py"], cwd=cwd, limits=LIMITS, slot=Slot(0, None, None, isolation)
-            )
-        )
+    result = asyncio.run(python(FORK_UNTIL_REFUSED, Slot(0, None, None, isolation)))
     outcome = {"exit_code": result.exit_code, "stdout": result.stdout.decode()}
     return json.dumps(outcome | {"stderr": result.stderr.decode()})
 

@@ -50,23 +50,17 @@ def processes_mentioning(text: str) -> list[int]:
     return found
 
 
+def up(*arguments: str) -> subprocess.CompletedProcess[str]:
+    """`dcodex up ARGUMENTS` to its end, its output captured."""
+    return subprocess.run(
+        dcodex_argv("up", *arguments), capture_output=True, text=True, timeout=120
+    )
+
+
 def test_up_runs_a_command_against_the_stack_and_stops(tmp_path: Path) -> None:
     data_dir = tmp_path / "jetstream"
-    completed = subprocess.run(
-        dcodex_argv(
-            "up",
-            "--metrics-port",
-            "0",
-            "--data-dir",
-            str(data_dir),
-            "--",
-            sys.executable,
-            "-c",
-            CLIENT,
-        ),
-        capture_output=True,
-        text=True,
-        timeout=120,
+    completed = up(
+        "--metrics-port", "0", "--data-dir", str(data_dir), "--", sys.executable, "-c", CLIENT
     )
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip() == "ok from up"
@@ -82,12 +76,7 @@ def test_up_runs_a_command_against_the_stack_and_stops(tmp_path: Path) -> None:
 
 
 def test_up_exits_with_the_commands_exit_code() -> None:
-    completed = subprocess.run(
-        dcodex_argv("up", "--metrics-port", "0", "--", sys.executable, "-c", "raise SystemExit(3)"),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    completed = up("--metrics-port", "0", "--", sys.executable, "-c", "raise SystemExit(3)")
     assert completed.returncode == 3
 
 
@@ -127,14 +116,7 @@ def test_a_busy_metrics_port_is_a_clear_error_and_leaves_nothing(tmp_path: Path)
         taken.bind(("0.0.0.0", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        completed = subprocess.run(
-            dcodex_argv(
-                "up", "--metrics-port", str(port), "--data-dir", str(data_dir), "--", "true"
-            ),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        completed = up("--metrics-port", str(port), "--data-dir", str(data_dir), "--", "true")
     assert completed.returncode == 1
     assert f"cannot serve metrics on port {port}" in completed.stderr
     assert "Traceback" not in completed.stderr
@@ -157,22 +139,18 @@ def test_a_metrics_port_given_to_up_moves_the_defaults_in_their_order(tmp_path: 
     """The defaults are cache, runner, compiler on 9101-9103; `--metrics-port P` puts
     them on P, P+1, P+2 in that order (what docs/configuration.md promises)."""
     port = free_port()
-    completed = subprocess.run(
-        dcodex_argv(
-            "up",
-            "--metrics-port",
-            str(port),
-            "--data-dir",
-            str(tmp_path / "jetstream"),
-            "--",
-            sys.executable,
-            "-c",
-            SCRAPE,
-            *(str(port + offset) for offset in range(3)),
-        ),
-        capture_output=True,
-        text=True,
-        timeout=120,
+    ports = [str(port + offset) for offset in range(3)]
+    data_dir = str(tmp_path / "jetstream")
+    completed = up(
+        "--metrics-port",
+        str(port),
+        "--data-dir",
+        data_dir,
+        "--",
+        sys.executable,
+        "-c",
+        SCRAPE,
+        *ports,
     )
     assert completed.returncode == 0, completed.stderr
     families = dict(line.split(" ", 1) for line in completed.stdout.splitlines())

@@ -129,9 +129,7 @@ class SyncDcodexClient:
     ) -> SyncLiveRun:
         """A streaming run, already started (`DcodexClient.live`): `events()`, `wait()`,
         `result`, `execution_id`; use it in a `with` block (or `close()` it)."""
-        run = self.client.live(request, via=via)
-        self._call(run.start())
-        return SyncLiveRun(self, run)
+        return self._started(self.client.live(request, via=via))
 
     def interactive(
         self, request: ExecuteRequest | dict[str, Any], *, via: str = "execute"
@@ -139,9 +137,7 @@ class SyncDcodexClient:
         """An interactive run, already started: `send()`, `close_stdin()`, `signal()`,
         `events()`, `wait()`; use it in a `with` block (or `close()` it). `via="run"`
         goes to a runner directly instead of through the cache."""
-        run = self.client.interactive(request, via=via)
-        self._call(run.start())
-        return SyncLiveRun(self, run)
+        return self._started(self.client.interactive(request, via=via))
 
     def compile(self, language: str, code: str) -> CompileResult:
         return self._call(self.client.compile(language, code))
@@ -177,6 +173,10 @@ class SyncDcodexClient:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    def _started(self, run: LiveRun) -> SyncLiveRun:
+        self._call(run.start())
+        return SyncLiveRun(self, run)
 
     def _call(self, work: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(work, self._loop).result()

@@ -18,7 +18,6 @@ from pathlib import Path
 
 from dcodex.shared.sandbox import cgroups_v2
 from dcodex.shared.sandbox.cgroups import own_cgroup_dirs
-from dcodex.shared.sandbox.slot_cgroups import cgroup_version
 from dcodex.shared.sandbox.workspace import staging_root
 
 # `workspace()` and `slot_cgroup_name()` put the owner's pid here.
@@ -55,10 +54,11 @@ def find_leftovers(temp_dir: Path | None = None) -> Leftovers:
 
 
 def _slot_cgroup_parents() -> list[Path]:
-    """Where this host's slot cgroups are made: this process's own cgroup of each v1
-    controller, or its own v2 cgroup (slots are siblings of the service's leaf)."""
-    if cgroup_version() == "v2":
-        return [own] if (own := cgroups_v2.own_cgroup()) is not None else []
+    """Where this host's slot cgroups are made: this process's own v2 cgroup (slots are
+    siblings of the service's leaf; None unless the host is v2), else its own cgroup
+    of each v1 controller."""
+    if (own := cgroups_v2.own_cgroup()) is not None:
+        return [own]
     return list((own_cgroup_dirs() or {}).values())
 
 
