@@ -313,9 +313,10 @@ def test_the_dockerfile_is_multi_stage_and_the_final_stage_only_serves(
         assert f" {package} " in installed
     for tool in ("build-essential", "python3-venv", "python3-pip", "python3-dev", "make", "git"):
         assert f" {tool} " not in installed + " "
-    assert any("helper_binary()" in c.original for c in build if c.cmd == "RUN"), (
-        "the sandbox helper is built at image build time"
-    )
+    built = " ".join(c.original for c in build if c.cmd == "RUN")
+    assert "helper_binary()" in built, "the sandbox helper is built at image build time"
+    assert "helper_library()" in built, "and the zygote's library (the cache is read-only)"
+    assert " musl-tools " in built + " ", "the helper's static build"
     (copy_venv,) = [c for c in final if c.cmd == "COPY" and "--from=build" in c.flags]
     assert copy_venv.value == ("/opt/dcodex", "/opt/dcodex")
     env = " ".join(c.original for c in final if c.cmd == "ENV")

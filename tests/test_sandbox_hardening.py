@@ -26,6 +26,8 @@ import pytest
 
 from dcodex.shared.client import DcodexClient
 from dcodex.shared.contract import EffectiveLimits
+from dcodex.shared.sandbox import run as sandbox_run
+from dcodex.shared.sandbox.helper import dynamic_helper, static_helper
 from dcodex.shared.sandbox.isolation import Isolation
 from dcodex.shared.sandbox.probe import detect_isolation
 from dcodex.shared.sandbox.run import SandboxResult, run_sandboxed
@@ -160,6 +162,19 @@ async def test_nested_namespaces_and_mounts_only_without_the_filter(
         result = await python(NESTED_NAMESPACE, slot)
     expected = f"unshare {errno.EPERM}" if seccomp else "mounted over /usr"
     assert result.stdout.decode().strip() == expected, result
+
+
+@pytest.mark.parametrize("build", ["static", "dynamic"])
+async def test_both_builds_of_the_helper_filter_system_calls(
+    strict_pool: SlotPool, build: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The static helper (musl, the filter compiled in) and the dynamic one (glibc and
+    libseccomp: where musl-gcc is missing) deny the same way."""
+    helper = static_helper() if build == "static" else dynamic_helper()
+    monkeypatch.setattr(sandbox_run, "helper_binary", lambda: helper)
+    async with strict_pool.acquire() as slot:
+        result = await python(NESTED_NAMESPACE, slot)
+    assert result.stdout.decode().strip() == f"unshare {errno.EPERM}", result
 
 
 HELLO = {

@@ -61,7 +61,9 @@
 #include <linux/filter.h>
 #include <linux/keyctl.h>
 #include <linux/seccomp.h>
+#ifndef DCODEX_SECCOMP_BPF
 #include <seccomp.h>
+#endif
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -175,6 +177,18 @@ static void drop_capabilities(void) {
     if (syscall(SYS_capset, &header, data) != 0) program_failed();
 }
 
+#ifdef DCODEX_SECCOMP_BPF
+/* The filter as BPF, exported at build time by the libseccomp build of this same file
+   (`dcodex_export_filter`) and compiled in (`helper.py`): the static build links no
+   libseccomp, and no run builds the filter. */
+static const struct sock_filter precompiled_filter[] = {DCODEX_SECCOMP_BPF};
+static struct sock_fprog compiled_filter = {
+    sizeof precompiled_filter / sizeof *precompiled_filter,
+    (struct sock_filter *)precompiled_filter,
+};
+
+static void compile_filter(void) {}
+#else
 /*
  * The system call filter. A denylist (default: allow), for reasons docs/security.md
  * gives: every call below gets EPERM, a plain error runtimes already handle (libuv
@@ -273,6 +287,17 @@ done: /* without it, each program builds the filter itself, as a cold run's does
     if (filter != NULL) seccomp_release(filter);
 }
 
+/* The filter's BPF written to `fd`: 0, else a negative errno. The static build of the
+   helper compiles it in (`helper.py`). */
+__attribute__((visibility("default"))) int dcodex_export_filter(int fd) {
+    scmp_filter_ctx filter = NULL;
+    int failed = build_filter(&filter);
+    if (!failed) failed = seccomp_export_bpf(filter, fd);
+    if (filter != NULL) seccomp_release(filter);
+    return failed;
+}
+#endif
+
 static int install_seccomp(void) {
     if (compiled_filter.filter != NULL) {
         /* What seccomp_load does with these rules and its default attributes (no flag;
@@ -280,11 +305,15 @@ static int install_seccomp(void) {
         return syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &compiled_filter) == 0 ? 0
                                                                                      : -errno;
     }
+#ifdef DCODEX_SECCOMP_BPF
+    return -EINVAL; /* not reached: the filter is compiled in */
+#else
     scmp_filter_ctx filter = NULL;
     int failed = build_filter(&filter);
     if (!failed) failed = seccomp_load(filter);
     if (filter != NULL) seccomp_release(filter);
     return failed;
+#endif
 }
 
 /* A session keyring of its own, and (with a uid of its own) an empty user keyring:
