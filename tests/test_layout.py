@@ -40,6 +40,17 @@ def test_the_client_and_the_cli_load_nothing_of_the_server(code: str) -> None:
     assert not [m for m in modules if m.startswith(SERVER_ONLY)], code
 
 
+@pytest.mark.parametrize("service", ["cache", "runner", "compiler"])
+def test_a_service_loads_no_ctypes_until_it_needs_it(service: str) -> None:
+    """Idle memory (docs/performance.md): ctypes only for building the sandbox helper
+    or reading a read-only cgroupfs, never on import."""
+    modules = loaded_modules(
+        f"from dcodex.shared.service.stack import starter; starter({service!r})\n"
+        "import dcodex.shared.service.commands, dcodex.shared.sandbox.run"
+    )
+    assert "ctypes" not in modules
+
+
 def test_without_the_server_extra_the_client_cli_works_and_server_commands_say_why() -> None:
     # As if `pip install dcodex` (no [server]): prometheus_client cannot be imported.
     blocked = "import sys; sys.modules['prometheus_client'] = None\n"

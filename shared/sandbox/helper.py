@@ -9,7 +9,6 @@ command line: the namespace's pid 1 is a fork of the helper, and a program readi
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import functools
 import hashlib
 import math
@@ -132,6 +131,8 @@ def _build_static(output: Path) -> None:
 
 def exported_filter(library: str) -> bytes:
     """The system call filter as BPF, from the libseccomp build (`dcodex_export_filter`)."""
+    import ctypes  # only to build the helper: a service that finds it built never loads ctypes
+
     export = ctypes.CDLL(library).dcodex_export_filter
     export.argtypes = [ctypes.c_int]
     memory = os.memfd_create("dcodex-seccomp-bpf")
