@@ -30,6 +30,7 @@ from dcodex.shared.sandbox.cgroup_mounts import ensure_writable_cgroupfs
 from dcodex.shared.sandbox.cgroups import CgroupUsage
 from dcodex.shared.sandbox.cgroups import field as _field
 from dcodex.shared.sandbox.cgroups import read_int as _read_int
+from dcodex.shared.sandbox.cgroups import read_text as _read_text
 from dcodex.shared.sandbox.cgroups import write_int as _write
 
 # The controllers the layers need; `cpu` (the cores cap) is taken when offered.
@@ -91,7 +92,7 @@ class SlotCgroupV2:
         return True
 
     def processes(self) -> list[int]:
-        return [int(pid) for pid in (self.directory / "cgroup.procs").read_text().split()]
+        return [int(pid) for pid in _read_text(self.directory / "cgroup.procs").split()]
 
     def kill_all(self) -> list[int]:
         """SIGKILL every process still in the cgroup; the pids that were there."""
@@ -127,13 +128,13 @@ class SlotCgroupV2:
         (self.directory / "cpu.max").write_text(f"{quota} {CPU_PERIOD_US}")
 
     def _cpu_usec(self) -> int:
-        return _field((self.directory / "cpu.stat").read_text(), "usage_usec")
+        return _field(_read_text(self.directory / "cpu.stat"), "usage_usec")
 
     def _oom_kills(self) -> int:
-        return _field((self.directory / "memory.events").read_text(), "oom_kill")
+        return _field(_read_text(self.directory / "memory.events"), "oom_kill")
 
     def _fork_failures(self) -> int:
-        return _field((self.directory / "pids.events").read_text(), "max")
+        return _field(_read_text(self.directory / "pids.events"), "max")
 
 
 def create_slot_cgroup(name: str, cores: float | None = None) -> SlotCgroupV2 | None:
