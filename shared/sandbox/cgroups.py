@@ -190,10 +190,8 @@ def slot_cgroup_name(service: str, index: int) -> str:
     return f"dcodex-{service}-{os.getpid()}-{index}"
 
 
-# Reading and writing cgroup files, of either version (cgroups_v2.py uses them too).
-
-
-# A run reads and writes a dozen of them: raw descriptors, not `Path.read_text` and
+# Reading and writing cgroup files, of either version (cgroups_v2.py uses them too). A
+# run reads and writes a dozen of them: raw descriptors, not `Path.read_text` and
 # `write_text`, whose text layer costs two to three times the system calls here.
 
 

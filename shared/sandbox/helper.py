@@ -101,9 +101,14 @@ def _built(suffix: str, build: Callable[[Path], None]) -> str:
 
 def _path(suffix: str) -> Path:
     """Where the build with `suffix` is cached: under a hash of the source."""
-    digest = hashlib.sha256(_HELPER_SOURCE.read_bytes()).hexdigest()[:16]
     directory = Path(os.environ.get("DCODEX_CACHE_DIR") or Path.home() / ".cache" / "dcodex")
-    return directory / f"dcodex-exec-{digest}{suffix}"
+    return directory / f"dcodex-exec-{_source_digest()}{suffix}"
+
+
+@functools.cache
+def _source_digest() -> str:
+    """The source's hash, read once: a start-up asks for each build's path."""
+    return hashlib.sha256(_HELPER_SOURCE.read_bytes()).hexdigest()[:16]
 
 
 def _c_compiler() -> str:
