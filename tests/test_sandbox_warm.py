@@ -314,6 +314,21 @@ async def test_a_gated_pool_starts_its_next_sandbox_only_once_the_gate_opens() -
         assert result.stdout == b"ran\n" and next_one is not taken
 
 
+async def test_a_delayed_refill_waits_until_a_run_finds_none_ready() -> None:
+    """The compiler's pool leaves the cores to the rest of a request's path after its
+    reply: the used sandbox's clean-up and the next start wait (here far longer than
+    the test), until a compile finds no sandbox ready: then they go ahead at once."""
+    async with started_pool(1, 62280, "warmdelay", refill_delay_s=600) as pool:
+        taken = await take_started(pool)
+        result = await taken.run("print('ran')", (), b"", None)
+        await asyncio.sleep(0.3)
+        assert result.stdout == b"ran\n"
+        assert not pool._ready and taken.directory.exists(), "the refill did not wait"
+        assert pool.take() is None  # a compile finds none ready: the wait ends
+        next_one = await take_started(pool)
+        assert next_one is not taken and not taken.directory.exists()
+
+
 def processes_of(uid: int, name: str) -> list[int]:
     """Host pids of processes called `name` running as `uid`."""
     return [
@@ -329,13 +344,14 @@ async def started_pool(
     uid_base: int,
     service: str,
     refill_gate: Callable[[], Awaitable[None]] | None = None,
+    refill_delay_s: float = 0.0,
 ) -> AsyncIterator[WarmPool]:
     """A started pool of `size` warm sandboxes on slots of its own; closed at the end."""
     slots = await open_slot_pool(
         "strict", size=size, uid_base=uid_base, disk_bytes=64 * MiB, max_queued=None,
         service=service,
     )  # fmt: skip
-    pool = WarmPool(spec(), slots, size, refill_gate=refill_gate)
+    pool = WarmPool(spec(), slots, size, refill_gate=refill_gate, refill_delay_s=refill_delay_s)
     pool.start()
     try:
         yield pool

@@ -24,7 +24,7 @@ from dcodex.services.compiler.compile import compile_source
 from dcodex.services.compiler.headers import PrecompiledHeaders
 from dcodex.services.compiler.metrics import CompilerMetrics
 from dcodex.services.compiler.pch import HeaderStore
-from dcodex.services.compiler.warm_compiles import open_warm_compiles
+from dcodex.services.compiler.warm_compiles import AFTER_REPLY_DELAY_S, open_warm_compiles
 from dcodex.shared import bus
 from dcodex.shared.codec import MSGPACK
 from dcodex.shared.contract import (
@@ -261,8 +261,10 @@ class Compiler:
             raise
 
     async def _store_quietly(self, digest: str, binary: bytes, warnings: str) -> None:
-        """After the reply: a failure is logged (`artifact_not_stored`) and the next
-        compile of the same source compiles again."""
+        """After the reply, once the runner has had the cores for the program's run: a
+        failure is logged (`artifact_not_stored`) and the next compile of the same
+        source compiles again."""
+        await asyncio.sleep(AFTER_REPLY_DELAY_S)
         with contextlib.suppress(nats.errors.Error, TimeoutError):
             await self._store(digest, binary, warnings)
 

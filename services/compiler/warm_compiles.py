@@ -23,6 +23,11 @@ from dcodex.shared.service.config import Settings
 
 # Warm compile slots run as sandbox_uid_base + 4000 + N (the runner's warm ones below).
 WARM_COMPILE_UID_OFFSET = 4000
+# How long the compiler's own work after a compile's reply (the used sandbox's cleanup,
+# the next warm start, storing the program) waits: meanwhile the runner runs the
+# program and the cache answers, and on a small host all of them want the same cores.
+# A compile that finds no warm sandbox ready ends the pool's wait at once.
+AFTER_REPLY_DELAY_S = 0.02
 
 log = structlog.get_logger("dcodex.compiler")
 
@@ -51,4 +56,5 @@ def open_warm_compiles(
         uid_base=settings.sandbox_uid_base + WARM_COMPILE_UID_OFFSET,
         service="compiler-warm",
         languages=served,
+        refill_delay_s=AFTER_REPLY_DELAY_S,
     )

@@ -291,7 +291,10 @@ class WarmSandbox:
 class WarmPool:
     """`size` warm sandboxes of `spec`, each on a slot of `slots`, kept started, for the
     `languages` (ids) whose runs or compiles that spec fits. `refill_gate`, when given,
-    is awaited before each sandbox starts (the runner's waits for a spare core)."""
+    is awaited before each sandbox starts (the runner's waits for a spare core).
+    `refill_delay_s`: how long after a run its slot's cleanup and the next start wait,
+    unless a run finds no sandbox ready first (the compiler's: the rest of the request's
+    path, after its reply, has the cores first)."""
 
     def __init__(
         self,
@@ -301,6 +304,7 @@ class WarmPool:
         languages: Iterable[str] = (),
         zygote: ZygoteKeeper | None = None,
         refill_gate: Callable[[], Awaitable[None]] | None = None,
+        refill_delay_s: float = 0.0,
     ) -> None:
         self.spec = spec
         self.slots = slots
@@ -308,6 +312,8 @@ class WarmPool:
         self.languages = frozenset(languages)
         self.zygote = zygote
         self.refill_gate = refill_gate
+        self.refill_delay_s = refill_delay_s
+        self._wanted = asyncio.Event()  # a run found none ready: refill now
         self._ready: deque[WarmSandbox] = deque()
         self._keepers: list[asyncio.Task[None]] = []
         self._closed = False
@@ -325,6 +331,7 @@ class WarmPool:
             if warm.alive:
                 return warm
             warm.discard()  # ended while waiting (killed from outside): start another
+        self._wanted.set()
         return None
 
     def close(self) -> None:
@@ -356,6 +363,7 @@ class WarmPool:
                     await asyncio.sleep(RETRY_AFTER_S)
                     continue
                 self._ready.append(warm)
+                self._wanted.clear()  # wanted: none ready since this one was
                 try:
                     await warm.used
                     # The run's task is on its way to its reply, and nats-py writes a
@@ -364,6 +372,7 @@ class WarmPool:
                     # loop) would hold the reply back. Let them go first.
                     for _ in range(TURNS_BEFORE_REFILL):
                         await asyncio.sleep(0)
+                    await self._delay_refill()
                     # A run whose processes would not end leaves its slot out of
                     # service (`SlotPool` logs it); its result has gone out already.
                     with contextlib.suppress(OSError):
@@ -372,6 +381,12 @@ class WarmPool:
                     with contextlib.suppress(ValueError):
                         self._ready.remove(warm)
                     warm.discard()
+
+    async def _delay_refill(self) -> None:
+        """Up to `refill_delay_s`; over at once when a run has found no sandbox ready."""
+        if self.refill_delay_s > 0 and not self._wanted.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wanted.wait(), self.refill_delay_s)
 
 
 def first_and_alike(
@@ -392,10 +407,13 @@ def start_warm_pool(
     service: str,
     languages: Iterable[str],
     refill_gate: Callable[[], Awaitable[None]] | None = None,
+    refill_delay_s: float = 0.0,
 ) -> WarmPool:
     """A started pool of `size` sandboxes of `spec` on slots of their own (uids from
     `uid_base`, cgroups named after `service`)."""
     slots = SlotPool(size, uid_base, isolation=isolation, service=service)
-    pool = WarmPool(spec, slots, size, languages, refill_gate=refill_gate)
+    pool = WarmPool(
+        spec, slots, size, languages, refill_gate=refill_gate, refill_delay_s=refill_delay_s
+    )
     pool.start()
     return pool
