@@ -21,8 +21,8 @@ waits for the files and argv of its program (`handover.py`): the binary is writt
 /box and exec'd, every layer set up before as for a cold run.
 
 `WarmPool` keeps `size` of them started, on slots of their own (so they take no slot
-from cold runs), and starts the next one as soon as one is taken; it serves either
-kind, by its spec.
+from cold runs), and starts the next one as soon as one is used (or a set delay later,
+cut short when a run finds none ready); it serves either kind, by its spec.
 """
 
 from __future__ import annotations
