@@ -259,18 +259,25 @@ static int build_filter(scmp_filter_ctx *made) {
     return failed;
 }
 
+/* The filter's BPF written to `fd`: 0, else a negative errno. The static build of the
+   helper compiles it in (`helper.py`); a zygote reads it back (`compile_filter`). */
+__attribute__((visibility("default"))) int dcodex_export_filter(int fd) {
+    scmp_filter_ctx filter = NULL;
+    int failed = build_filter(&filter);
+    if (!failed) failed = seccomp_export_bpf(filter, fd);
+    if (filter != NULL) seccomp_release(filter);
+    return failed;
+}
+
 /* The filter as BPF, built once by a zygote (`dcodex_zygote_init`) for every program it
    forks: building it is most of its cost (libseccomp's allocations and code
    generation, some 0.2 ms a run), and it is the same for every run. */
 static struct sock_fprog compiled_filter = {0, NULL};
 
 static void compile_filter(void) {
-    scmp_filter_ctx filter = NULL;
-    int memory = -1;
     struct stat size;
-    if (build_filter(&filter) != 0) goto done;
-    memory = memfd_create("dcodex-seccomp", MFD_CLOEXEC);
-    if (memory < 0 || seccomp_export_bpf(filter, memory) != 0 || fstat(memory, &size) != 0)
+    int memory = memfd_create("dcodex-seccomp", MFD_CLOEXEC);
+    if (memory < 0 || dcodex_export_filter(memory) != 0 || fstat(memory, &size) != 0)
         goto done;
     size_t count = (size_t)size.st_size / sizeof(struct sock_filter);
     if (count * sizeof(struct sock_filter) != (size_t)size.st_size) goto done; /* cut short */
@@ -284,18 +291,8 @@ static void compile_filter(void) {
     compiled_filter.filter = code;
 done: /* without it, each program builds the filter itself, as a cold run's does */
     if (memory >= 0) close(memory);
-    if (filter != NULL) seccomp_release(filter);
 }
 
-/* The filter's BPF written to `fd`: 0, else a negative errno. The static build of the
-   helper compiles it in (`helper.py`). */
-__attribute__((visibility("default"))) int dcodex_export_filter(int fd) {
-    scmp_filter_ctx filter = NULL;
-    int failed = build_filter(&filter);
-    if (!failed) failed = seccomp_export_bpf(filter, fd);
-    if (filter != NULL) seccomp_release(filter);
-    return failed;
-}
 #endif
 
 static int install_seccomp(void) {
