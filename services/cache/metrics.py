@@ -47,6 +47,16 @@ class CacheMetrics(ServiceMetrics):
             'dcodex_cache_lookups_total{outcome="hit"})',
             registry=self.registry,
         )
+        self.run_ahead = Counter(
+            "dcodex_cache_run_ahead_total",
+            "Misses whose run went to the runners with their lookup: used (the run was this "
+            "replica's to lead), unused (the lookup found the result, or another replica "
+            "led the run: this one ended unused)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        for outcome in ("used", "unused"):
+            self.run_ahead.labels(outcome)
         self.not_stored = Counter(
             "dcodex_cache_not_stored_total",
             "Results not stored, by reason (verdict, isolation, too_large, unavailable)",

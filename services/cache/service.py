@@ -45,6 +45,7 @@ from dcodex.services.cache.results import (
     unpack,
     unpack_stored,
 )
+from dcodex.services.cache.run_ahead import RunAhead, RunAheadGate
 from dcodex.shared import bus
 from dcodex.shared.bus.watch import followed, watched_request
 from dcodex.shared.codec import CONTENT_TYPE_HEADER, JSON, MSGPACK, REQUEST_ID_HEADER, encode
@@ -157,6 +158,8 @@ class Cache:
         self._settled_for: LanguagesReply | None = None
         # Per key: the one run's outcome, shared by the requests that arrive while it runs.
         self._in_flight: SingleFlight[str, Outcome] = SingleFlight()
+        self.run_ahead_gate = RunAheadGate(settings.cache_run_ahead)
+        self._running_ahead: set[str] = set()  # keys whose requests ran ahead, under way
         # Per execution id: the requests this replica answers (dcodex.status.execute[.<tenant>]).
         self.executions = Executions()
         self.counts: collections.Counter[str] = collections.Counter()
@@ -299,6 +302,24 @@ class Cache:
             return await self._replayed(result, request, call, compiled)
         # The lease a miss needs goes out with the lookup: one round trip, not two.
         ahead = self._claim_ahead(key, request.execution_id)
+        run_ahead = self._run_ahead(key, request, call, ahead)
+        try:
+            return await self._looked_up_or_run(key, request, call, compiled, ahead, run_ahead)
+        finally:
+            run_ahead.drop()  # not this request's to run, if it was not taken
+            if run_ahead.sent:
+                self._running_ahead.discard(key)
+
+    async def _looked_up_or_run(
+        self,
+        key: str,
+        request: ExecuteRequest,
+        call: micro.Call,
+        compiled: bool,
+        ahead: asyncio.Task[Claim] | None,
+        run_ahead: RunAhead,
+    ) -> ExecutionResult:
+        assert request.execution_id is not None
         try:
             stored = await self._looked_up(key)
         except BaseException:
@@ -307,16 +328,18 @@ class Cache:
         if stored is not None:
             self._drop(ahead)
             self._count("hit")
+            self.run_ahead_gate.record(led=False)
             result, stored_at = unpack_stored(stored, request.execution_id, key)
             if stored_at is not None:
                 self._keep_hot(key, result, len(stored), stored_at)
             return await self._replayed(result, request, call, compiled)
         outcome, shared = await self._in_flight.run(
-            key, lambda: self._coalesced_run(key, request, call, ahead)
+            key, lambda: self._coalesced_run(key, request, call, ahead, run_ahead)
         )
         if shared:  # another request of this replica ran it: the claim was not used
             self._drop(ahead)
         ran_here = outcome.ran_here and not shared
+        self.run_ahead_gate.record(led=ran_here)
         self._count("miss" if ran_here else "coalesced")
         # A shared result is a hit when it is now in the cache, as the next request's would be.
         result = outcome.result.model_copy(
@@ -351,6 +374,32 @@ class Cache:
             return None
         return asyncio.create_task(self.inflight.claim(key, execution_id))
 
+    def _run_ahead(
+        self,
+        key: str,
+        request: ExecuteRequest,
+        call: micro.Call,
+        ahead: asyncio.Task[Claim] | None,
+    ) -> RunAhead:
+        """The run sent to the runners with the lookup, when this replica's lookups keep
+        missing (`RunAheadGate`). Never for a request that streams (its live events
+        could not be taken back) or whose key a request of this replica runs already
+        (`ahead` is None then: it shares that run), or runs ahead already: identical
+        requests arriving together send one run, whose lookup is still under way."""
+        if ahead is None or request.stream or key in self._running_ahead:
+            return RunAhead()
+        if not self.run_ahead_gate.open:
+            return RunAhead()
+        self._running_ahead.add(key)
+        note(run_ahead=True)
+        task = asyncio.create_task(self._run(request, call, key))
+        return RunAhead(task, self._run_ahead_counted)
+
+    def _run_ahead_counted(self, outcome: str) -> None:
+        self.metrics.run_ahead.labels(outcome).inc()
+        if outcome == "unused":
+            note(run_ahead="unused")
+
     def _drop(self, ahead: asyncio.Task[Claim] | None) -> None:
         """End the lease a claim sent ahead takes, if it takes one, since the request
         needs none (a hit, or shared in this replica). Replicas that waited on it look
@@ -372,10 +421,11 @@ class Cache:
         key: str,
         request: ExecuteRequest,
         call: micro.Call,
-        ahead: asyncio.Task[Claim] | None = None,
+        ahead: asyncio.Task[Claim] | None,
+        run_ahead: RunAhead,
     ) -> Outcome:
-        """Run `request`, or share the run another replica holds the lease on; `ahead`,
-        the first claim, already sent."""
+        """Run `request` (or take its run ahead), or share the run another replica
+        holds the lease on; `ahead`, the first claim, already sent."""
         assert request.execution_id is not None  # execute() always sets it
         abandoned = Abandoned()  # the execution a lease that ended without an outcome named
         for _ in range(LEASE_ROUNDS):
@@ -396,7 +446,7 @@ class Cache:
                     )
                 if isinstance(lease, Lease):
                     self.metrics.leases.labels("led").inc()
-                    return await self._lead(lease, key, request, call)
+                    return await self._lead(lease, key, request, call, run_ahead)
                 assert not isinstance(lease, Finished)
                 finished = await self.inflight.wait(key)
             except InflightUnavailable:
@@ -415,11 +465,16 @@ class Cache:
             if stored is not None:
                 return Outcome(unpack(stored, request.execution_id, key), True, False)
             abandoned = finished
-        result, kept = await self._run_and_store(key, request, call)
+        result, kept = await self._run_and_store(key, request, call, run_ahead)
         return Outcome(result, kept, True)
 
     async def _lead(
-        self, lease: Lease, key: str, request: ExecuteRequest, call: micro.Call
+        self,
+        lease: Lease,
+        key: str,
+        request: ExecuteRequest,
+        call: micro.Call,
+        run_ahead: RunAhead,
     ) -> Outcome:
         """Run under `lease` (renewed as long as the run lasts), then end it with the
         outcome for the replicas waiting on it. A lease taken over from a dead replica
@@ -428,7 +483,11 @@ class Cache:
         try:
             async with held:  # renewal stops before the lease is ended
                 adopted = await self._adopted(lease.execution_id, request, call)
-                result = adopted if adopted is not None else await self._run(request, call, key)
+                result = (
+                    adopted
+                    if adopted is not None
+                    else await run_ahead.result(lambda: self._run(request, call, key))
+                )
         except DcodexError as exc:
             await self.inflight.finish(held.lease, Finished(error=exc))
             raise
@@ -483,9 +542,9 @@ class Cache:
         return result
 
     async def _run_and_store(
-        self, key: str, request: ExecuteRequest, call: micro.Call
+        self, key: str, request: ExecuteRequest, call: micro.Call, run_ahead: RunAhead
     ) -> tuple[ExecutionResult, bool]:
-        result = await self._run(request, call, key)
+        result = await run_ahead.result(lambda: self._run(request, call, key))
         return result, self._store_after_reply(key, result, call)
 
     def _store_after_reply(

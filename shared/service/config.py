@@ -153,6 +153,11 @@ class Settings(BaseModel):
         description="results each cache replica also keeps in memory, for hits without a "
         "JetStream read; 0 turns the memory tier off",
     )
+    cache_run_ahead: bool = Field(
+        True,
+        description="once a cache replica's lookups keep missing, send a miss's run with "
+        "its lookup rather than after it; --no-cache-run-ahead waits for the lookup",
+    )
     request_timeout_seconds: float = Field(
         90.0, gt=0, description="how long the cache waits for a runner"
     )
