@@ -10,8 +10,9 @@ replica's to run: its result was in the bucket (a hit from the bucket), or anoth
 replica holds its lease. The requester still gets the stored result, or the leading
 replica's, exactly as without the run ahead; the run ahead goes on to its end on a
 runner and its result is dropped. So that this stays rare, a replica runs ahead only
-after its last `LED_MISSES_TO_OPEN` lookups were all misses it ran itself, and stops at
-the first that was not (docs/cache.md, run ahead).
+after its last `LED_MISSES_TO_OPEN` lookups in the bucket were all misses it ran itself
+(that many more for each run ahead whose fate is still open), and stops at the first
+that was not (docs/cache.md, run ahead).
 """
 
 from __future__ import annotations
@@ -31,17 +32,32 @@ LED_MISSES_TO_OPEN = 8
 
 
 class RunAheadGate:
-    """Counts this replica's lookups that were misses it ran itself, in a row."""
+    """Counts this replica's lookups in the bucket that were misses it ran itself, in a
+    row, and its runs ahead not yet taken or dropped."""
 
     def __init__(self, enabled: bool = True, needed: int = LED_MISSES_TO_OPEN) -> None:
         self.enabled = enabled
         self.needed = needed
         self._in_a_row = 0
+        self._open_runs = 0
 
     @property
     def open(self) -> bool:
-        """Whether the next miss may be run ahead of its lookup."""
-        return self.enabled and self._in_a_row >= self.needed
+        """Whether the next miss may be run ahead of its lookup. Misses arriving
+        together all find it as the last lookup left it: each run ahead still open asks
+        for `needed` more misses in a row, so a burst of them cannot all go unused."""
+        return self.enabled and self._in_a_row >= self.needed * (self._open_runs + 1)
+
+    def sent(self) -> None:
+        """A run went ahead; its fate is open until `settled`."""
+        self._open_runs += 1
+
+    def settled(self, used: bool) -> None:
+        """A run ahead was taken (`used`) or dropped; a dropped one was not this
+        replica's to run, so the gate closes."""
+        self._open_runs -= 1
+        if not used:
+            self.record(led=False)
 
     def record(self, led: bool) -> None:
         """A lookup's outcome: `led` when it missed and this replica ran it (closed

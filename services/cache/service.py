@@ -333,9 +333,19 @@ class Cache:
             if stored_at is not None:
                 self._keep_hot(key, result, len(stored), stored_at)
             return await self._replayed(result, request, call, compiled)
-        outcome, shared = await self._in_flight.run(
-            key, lambda: self._coalesced_run(key, request, call, ahead, run_ahead)
-        )
+        led = False
+
+        def lead() -> Awaitable[Outcome]:
+            nonlocal led
+            led = True
+            return self._coalesced_run(key, request, call, ahead, run_ahead)
+
+        try:
+            outcome, shared = await self._in_flight.run(key, lead)
+        except BaseException:
+            if not led:  # the run this request shared failed: its claim was not used
+                self._drop(ahead)
+            raise
         if shared:  # another request of this replica ran it: the claim was not used
             self._drop(ahead)
         ran_here = outcome.ran_here and not shared
@@ -391,12 +401,15 @@ class Cache:
         if not self.run_ahead_gate.open:
             return RunAhead()
         self._running_ahead.add(key)
+        self.run_ahead_gate.sent()
         note(run_ahead=True)
         task = asyncio.create_task(self._run(request, call, key))
         return RunAhead(task, self._run_ahead_counted)
 
     def _run_ahead_counted(self, outcome: str) -> None:
+        """A run ahead taken or dropped (whatever ended its request: an error too)."""
         self.metrics.run_ahead.labels(outcome).inc()
+        self.run_ahead_gate.settled(used=outcome == "used")
         if outcome == "unused":
             note(run_ahead="unused")
 
