@@ -103,6 +103,9 @@ def test_a_program_run_again_uncached_is_told_from_a_duplicated_run(tmp_path: Pa
         run("k3", "e", "t1"), run("k3", "f", "t2"),  # f should have been a hit
         run("k4", "g", "t1"), run("k4", "g", "t2"),  # one request run twice
         run("k5", "h", "t1"), run("k5", "i", "t1"),  # i could not take h's lease
+        run("k6", "j", "t1"), run("k6", "k", "t2"),  # k ran ahead, its lookup found j's
+        run("k7", "l", "t1"), run("k7", "m", "t2"),  # m ran ahead unused...
+        run("k7", "n", "t3"),  # ...and n should have been a hit
     )  # fmt: skip
     cache = lines(
         tmp_path / "cache.log",
@@ -110,8 +113,10 @@ def test_a_program_run_again_uncached_is_told_from_a_duplicated_run(tmp_path: Pa
         {"event": "result_not_stored", "execution_id": "c", "reason": "unavailable"},
         {"endpoint": "execute", "execution_id": "g", "passthrough": True},
         {"endpoint": "execute", "execution_id": "i", "lease": "unavailable"},
+        {"endpoint": "execute", "execution_id": "k", "run_ahead": "unused"},
+        {"endpoint": "execute", "execution_id": "m", "run_ahead": "unused"},
     )
-    assert duplicated_runs([runner], [cache]) == (2, 3)
+    assert duplicated_runs([runner], [cache]) == (3, 3, 2)
 
 
 def test_the_store_tmpfs_fills_and_leaves_nothing_mounted(tmp_path: Path) -> None:

@@ -307,9 +307,11 @@ async def _finish(
     logs = [s.log for s in stack.services if s.name == "runner"]
     if by == "cache_key":
         caches = [s.log for s in stack.services if s.name == "cache"]
-        report.duplicated_executions, uncached = duplicated_runs(logs, caches)
+        report.duplicated_executions, uncached, ahead = duplicated_runs(logs, caches)
         if uncached:
             report.notes.append(f"{uncached} programs ran again uncached: bucket unavailable")
+        if ahead:
+            report.notes.append(f"{ahead} runs sent ahead of their lookup ended unused")
     else:
         runs = runs_by_program(logs, by)
         report.duplicated_executions = sum(count - 1 for count in runs.values() if count > 1)

@@ -279,19 +279,23 @@ def _request_lines(log: Path, endpoint: str) -> list[dict[str, Any]]:
     return found
 
 
-def duplicated_runs(runner_logs: list[Path], cache_logs: list[Path]) -> tuple[int, int]:
+def duplicated_runs(runner_logs: list[Path], cache_logs: list[Path]) -> tuple[int, int, int]:
     """Programs run again, from the runners' request lines by cache key: (duplicated,
-    uncached). A run again is *uncached*, not duplicated, when the cache said it could
-    not use its buckets for it: its lookup passed through (`passthrough`), it could not
-    take a lease to share another replica's run (`lease: unavailable`), or the run
-    before could not be stored (its `result_not_stored` line, logged after the reply),
-    as during a leader election of a bucket's stream. The same request (execution id)
-    run twice is always duplicated."""
-    passed, unstored = set(), set()
+    uncached, ahead). A run again is *uncached*, not duplicated, when the cache said it
+    could not use its buckets for it: its lookup passed through (`passthrough`), it
+    could not take a lease to share another replica's run (`lease: unavailable`), or the
+    run before could not be stored (its `result_not_stored` line, logged after the
+    reply), as during a leader election of a bucket's stream. A run the cache sent ahead
+    of its lookup and then left unused (`run_ahead: unused`, docs/cache.md) is counted
+    apart, as *ahead*: by design. The same request (execution id) run twice is always
+    duplicated."""
+    passed, unstored, unused = set(), set(), set()
     for log in cache_logs:
         for fields in _request_lines(log, "execute"):
             if fields.get("passthrough") or fields.get("lease") == "unavailable":
                 passed.add(fields.get("execution_id"))
+            if fields.get("run_ahead") == "unused":
+                unused.add(str(fields.get("execution_id")))
         unstored |= {fields.get("execution_id") for fields in _unstored_lines(log)}
     runs: dict[str, list[tuple[str, str]]] = {}
     for log in runner_logs:
@@ -300,12 +304,13 @@ def duplicated_runs(runner_logs: list[Path], cache_logs: list[Path]) -> tuple[in
             if fields.get("code") == 200 and key:
                 run = (str(fields.get("timestamp")), str(fields.get("execution_id")))
                 runs.setdefault(str(key), []).append(run)
-    duplicated = uncached = 0
-    for key_runs in runs.values():
-        key_runs.sort()
+    duplicated = uncached = ahead = 0
+    for all_runs in runs.values():
+        key_runs = sorted(run for run in all_runs if run[1] not in unused)
+        ahead += len(all_runs) - len(key_runs)
         for (_, before), (_, again) in itertools.pairwise(key_runs):
             if again != before and (again in passed or before in unstored):
                 uncached += 1
             else:
                 duplicated += 1
-    return duplicated, uncached
+    return duplicated, uncached, ahead
