@@ -26,8 +26,8 @@ from dcodex.shared.contract import ExecutionResult
 
 log = structlog.get_logger("dcodex.cache")
 
-# Misses in a row this replica ran itself before it runs one ahead: at most one run in
-# this many + 1 goes unused, whatever the pattern of requests.
+# Misses in a row this replica ran itself before it runs one ahead: at most one run ahead
+# goes unused for every this many misses it ran, whatever the pattern of requests.
 LED_MISSES_TO_OPEN = 8
 
 
