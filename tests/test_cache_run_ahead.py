@@ -198,3 +198,27 @@ async def test_replicas_running_ahead_still_give_every_requester_one_runs_result
     await asyncio.sleep(0.5)
     assert pair.executions() == before + runs
     assert runs <= 2, "at most one run per replica"
+
+
+@pytest.fixture
+def without_run_ahead(nats_url: str, tmp_path: Path) -> Iterator[Stack]:
+    stack = Stack(nats_url, tmp_path, f"noahead{uuid.uuid4().hex[:8]}", "--no-cache-run-ahead")
+    stack.start_runner()
+    stack.start_cache()
+    try:
+        yield stack
+    finally:
+        stack.services.stop_all()
+
+
+@pytest.mark.bus
+async def test_no_cache_run_ahead_keeps_every_miss_waiting_for_its_lookup(
+    without_run_ahead: Stack,
+) -> None:
+    stack, tag = without_run_ahead, uuid.uuid4().hex
+    async with await DcodexClient.connect(stack.services.url, prefix=stack.prefix) as client:
+        for index in range(2 * LED_MISSES_TO_OPEN):
+            result = await client.execute(echo_request(tag, f"miss {index}"))
+            assert (result.stdout, result.cache_hit) == (f"miss {index}\n", False)
+    assert run_ahead(stack, "used") == run_ahead(stack, "unused") == 0
+    assert stack.executions() == 2 * LED_MISSES_TO_OPEN
