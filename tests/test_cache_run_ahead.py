@@ -16,7 +16,7 @@ from dcodex.services.cache.run_ahead import LED_MISSES_TO_OPEN, RunAheadGate
 from dcodex.shared.client import DcodexClient
 from dcodex.shared.contract import ExecutionResult
 from tests.conftest import metric
-from tests.test_cache_coalescing import connect, leases, start_pair, stdout_of
+from tests.test_cache_coalescing import connect, leases, stdout_of
 from tests.test_cache_service import Stack, replica_counts
 
 
@@ -86,17 +86,24 @@ async def wait_for_executions(stack: Stack, count: float, timeout: float = 30.0)
         await asyncio.sleep(0.05)
 
 
-@pytest.fixture
-def memoryless(nats_url: str, tmp_path: Path) -> Iterator[Stack]:
-    """A runner and one cache replica whose memory tier is off: a result it stored is
-    found only in the bucket, as another replica's would be."""
-    stack = Stack(nats_url, tmp_path, f"ahead{uuid.uuid4().hex[:8]}", "--cache-memory-bytes", "0")
+def started(stack: Stack, caches: int = 1) -> Iterator[Stack]:
+    """`stack` with its runner and `caches` cache replicas, all stopped after the test."""
     stack.start_runner()
-    stack.start_cache()
+    for _ in range(caches):
+        stack.start_cache()
     try:
         yield stack
     finally:
         stack.services.stop_all()
+
+
+@pytest.fixture
+def memoryless(nats_url: str, tmp_path: Path) -> Iterator[Stack]:
+    """A runner and one cache replica whose memory tier is off: a result it stored is
+    found only in the bucket, as another replica's would be."""
+    yield from started(
+        Stack(nats_url, tmp_path, f"ahead{uuid.uuid4().hex[:8]}", "--cache-memory-bytes", "0")
+    )
 
 
 @pytest.mark.bus
@@ -145,11 +152,7 @@ async def test_a_hit_from_the_bucket_answers_and_the_run_ahead_goes_unused(
 
 @pytest.fixture
 def pair(nats_url: str, tmp_path: Path) -> Iterator[Stack]:
-    stack = start_pair(nats_url, tmp_path, f"aheadpair{uuid.uuid4().hex[:8]}")
-    try:
-        yield stack
-    finally:
-        stack.services.stop_all()
+    yield from started(Stack(nats_url, tmp_path, f"aheadpair{uuid.uuid4().hex[:8]}"), caches=2)
 
 
 @pytest.mark.bus
@@ -202,13 +205,9 @@ async def test_replicas_running_ahead_still_give_every_requester_one_runs_result
 
 @pytest.fixture
 def without_run_ahead(nats_url: str, tmp_path: Path) -> Iterator[Stack]:
-    stack = Stack(nats_url, tmp_path, f"noahead{uuid.uuid4().hex[:8]}", "--no-cache-run-ahead")
-    stack.start_runner()
-    stack.start_cache()
-    try:
-        yield stack
-    finally:
-        stack.services.stop_all()
+    yield from started(
+        Stack(nats_url, tmp_path, f"noahead{uuid.uuid4().hex[:8]}", "--no-cache-run-ahead")
+    )
 
 
 @pytest.mark.bus

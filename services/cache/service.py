@@ -333,17 +333,13 @@ class Cache:
             if stored_at is not None:
                 self._keep_hot(key, result, len(stored), stored_at)
             return await self._replayed(result, request, call, compiled)
-        led = False
-
-        def lead() -> Awaitable[Outcome]:
-            nonlocal led
-            led = True
-            return self._coalesced_run(key, request, call, ahead, run_ahead)
-
+        sharing = self._in_flight.running(key)  # what `run` finds: nothing runs between
         try:
-            outcome, shared = await self._in_flight.run(key, lead)
+            outcome, shared = await self._in_flight.run(
+                key, lambda: self._coalesced_run(key, request, call, ahead, run_ahead)
+            )
         except BaseException:
-            if not led:  # the run this request shared failed: its claim was not used
+            if sharing:  # the run this request shared failed: its claim was not used
                 self._drop(ahead)
             raise
         if shared:  # another request of this replica ran it: the claim was not used
@@ -396,9 +392,12 @@ class Cache:
         could not be taken back) or whose key a request of this replica runs already
         (`ahead` is None then: it shares that run), or runs ahead already: identical
         requests arriving together send one run, whose lookup is still under way."""
-        if ahead is None or request.stream or key in self._running_ahead:
-            return RunAhead()
-        if not self.run_ahead_gate.open:
+        if (
+            ahead is None
+            or request.stream
+            or key in self._running_ahead
+            or not self.run_ahead_gate.open
+        ):
             return RunAhead()
         self._running_ahead.add(key)
         self.run_ahead_gate.sent()
