@@ -12,7 +12,18 @@ from tests.conftest import ServiceProcesses, dcodex_argv
 
 pytestmark = pytest.mark.bus
 
-TINY = ["-n", "2", "--hits", "5", "--clients", "2", "--concurrent-runs", "4"]
+TINY = [
+    "-n",
+    "2",
+    "--hits",
+    "5",
+    "--concurrent-hits",
+    "6",
+    "--clients",
+    "2",
+    "--concurrent-runs",
+    "4",
+]
 ROW_FIELDS = {"workload", "name", "count", "p50_ms", "p90_ms", "p99_ms", "per_second", "floor"}
 
 

@@ -104,6 +104,12 @@ class Report:
     help="measured executions of each new-code workload (W1-W3, W6)",
 )
 @click.option("--hits", default=400, show_default=True, help="measured cache hits (W4)")
+@click.option(
+    "--concurrent-hits",
+    default=4000,
+    show_default=True,
+    help="cache hits in all for W4c (enough for a steady rate, not the first burst's)",
+)
 @click.option("--clients", default=8, show_default=True, help="concurrent clients (W5)")
 @click.option("--concurrent-runs", default=80, show_default=True, help="executions in all for W5")
 @click.option(
@@ -126,6 +132,7 @@ def workloads(
     url: str | None,
     runs: int,
     hits: int,
+    concurrent_hits: int,
     clients: int,
     concurrent_runs: int,
     isolation: str,
@@ -137,7 +144,9 @@ def workloads(
     chosen = {name.strip().upper() for name in only.split(",")} if only else None
     args = ["--isolation", isolation, *service_args]
     report = asyncio.run(
-        _bench(mode, url, args, Counts(runs, hits, clients, concurrent_runs), chosen)
+        _bench(
+            mode, url, args, Counts(runs, hits, concurrent_hits, clients, concurrent_runs), chosen
+        )
     )
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
@@ -149,6 +158,7 @@ def workloads(
 class Counts:
     runs: int
     hits: int
+    concurrent_hits: int
     clients: int
     concurrent_runs: int
 
@@ -200,7 +210,7 @@ async def _rows(
         many = await w.connect_many(url, counts.clients)
         try:
             name = f"W4 cache hit, {counts.clients} clients"
-            workload = await w.concurrent(many, name, w.cache_hit, counts.hits)
+            workload = await w.concurrent(many, name, w.cache_hit, counts.concurrent_hits)
         finally:
             await w.close_all(many)
         rows.append(Row("W4c", workload, None))
