@@ -242,7 +242,11 @@ class CacheStats(Reply):
 class PurgeRequest(Request):
     """`dcodex.cache.purge`: all results, or the one under `key`."""
 
-    key: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="a cache key (SHA-256)")
+    key: str | None = Field(
+        None,
+        pattern=r"^([A-Za-z0-9_-]{1,64}\.)?[0-9a-f]{64}$",
+        description="a cache key: a SHA-256 hex digest, a tenant's after its tenant and a dot",
+    )
 
 
 class PurgeReply(Reply):

@@ -26,11 +26,12 @@ from dcodex.services.cache.inflight import (
     holder,
     running_value,
 )
-from dcodex.services.cache.results import ResultStore, pack
+from dcodex.services.cache.results import ResultStore
 from dcodex.services.cache.service import Cache, lease_seconds
 from dcodex.shared.codec import MSGPACK
 from dcodex.shared.contract import ExecuteRequest, ExecutionResult
 from dcodex.shared.errors import TIMEOUT, DcodexError
+from dcodex.shared.results import pack
 from dcodex.shared.service import micro
 from dcodex.shared.service.config import Settings
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import uuid
 
-from dcodex.services.cache.keys import cache_key
 from dcodex.shared.client import DcodexClient
 from dcodex.shared.contract import EffectiveLimits, ExecutionResult
+from dcodex.shared.results import cache_key
 
 LIMITS = EffectiveLimits(
     cpu_time_s=1.0,

@@ -9,7 +9,7 @@ from pathlib import Path
 import nats
 import pytest
 
-from dcodex.services.cache.results import RESULTS_BUCKET
+from dcodex.shared.results import RESULTS_BUCKET
 from dcodex.shared.service.nats_server import EmbeddedNats
 from tests.conftest import ServiceProcesses, free_port
 from tests.test_observability import probe, wait_ready

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
-from dcodex.services.cache.keys import cache_key
 from dcodex.shared.bus.connect import ConnectOptions
 from dcodex.shared.cli.terminal import visible
-from dcodex.shared.contract import EffectiveLimits
+from dcodex.shared.contract import EffectiveLimits, PurgeRequest
 from dcodex.shared.errors import DcodexError
+from dcodex.shared.results import cache_key
 from dcodex.shared.service.executions import owned_key
 from dcodex.shared.service.live_runs import LiveRuns
 from dcodex.shared.service.micro import reply_allowed
@@ -100,6 +101,18 @@ def test_tenants_share_no_cache_key() -> None:
 
     assert len({key(None), key("a"), key("b")}) == 3
     assert key("a") == key("a")
+    # A tenant's keys lie under its own subject token (what the NATS server can open to
+    # it alone, docs/cache.md#direct-hits-the-client-reads-the-bucket); plain keys do not.
+    for tenant in ("a", "b"):
+        prefix, digest = key(tenant).split(".")
+        assert prefix == tenant and len(digest) == 64 and digest != key(None)
+    assert "." not in key(None) and len(key(None)) == 64
+    # Each is a key that can be purged; what is neither is refused.
+    for purgeable in (key(None), key("a")):
+        assert PurgeRequest(key=purgeable).key == purgeable
+    for refused in ("a." + key("a"), "a.b", key(None)[:-1], "*." + key(None), ">"):
+        with pytest.raises(ValidationError):
+            PurgeRequest(key=refused)
 
 
 def test_control_characters_are_written_out() -> None:

@@ -24,9 +24,10 @@ import nats.errors
 from nats.js.client import JetStreamContext
 
 from dcodex.services.cache.inflight import INFLIGHT_BUCKET, inflight_bucket
-from dcodex.services.cache.results import RESULTS_STREAM, results_bucket
+from dcodex.services.cache.results import results_bucket
 from dcodex.services.cache.service import lease_seconds
 from dcodex.shared.bus.connect import open_connection
+from dcodex.shared.results import RESULTS_STREAM
 from dcodex.shared.service.artifacts import ARTIFACT_BUCKET, open_artifact_store
 from dcodex.shared.service.config import Settings, env_var
 

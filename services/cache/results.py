@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import time
-
-import msgpack
 import nats.errors
 import nats.js.errors
 from nats.js.api import StreamState
 from nats.js.client import JetStreamContext
 
 from dcodex.services.cache.buckets import ReopeningBucket
-from dcodex.shared.contract import ExecutionResult
-
-RESULTS_BUCKET = "dcodex-results"
-RESULTS_STREAM = f"KV_{RESULTS_BUCKET}"  # the stream behind the bucket
+from dcodex.shared.results import RESULTS_BUCKET, RESULTS_STREAM, stored_subject
 
 
 def results_bucket(js: JetStreamContext, ttl_s: float, max_bytes: int) -> ReopeningBucket:
@@ -81,31 +75,7 @@ class ResultStore:
             if key is None:
                 await self._js.purge_stream(RESULTS_STREAM)
             else:
-                await self._js.purge_stream(RESULTS_STREAM, subject=f"$KV.{RESULTS_BUCKET}.{key}")
+                await self._js.purge_stream(RESULTS_STREAM, subject=stored_subject(key))
         except (nats.errors.Error, TimeoutError) as exc:
             raise self._bucket.lost(exc) from exc
         return before - (await self.state()).messages
-
-
-STORED_AT = "stored_at"  # wall-clock time of the put: when a copy in memory expires
-
-
-def pack(result: ExecutionResult, now: float | None = None) -> bytes:
-    data = result.model_dump(mode="json", exclude={"execution_id", "cache_hit", "cache_key"})
-    data[STORED_AT] = time.time() if now is None else now
-    packed: bytes = msgpack.packb(data, use_bin_type=True)
-    return packed
-
-
-def unpack(data: bytes, execution_id: str, key: str) -> ExecutionResult:
-    return unpack_stored(data, execution_id, key)[0]
-
-
-def unpack_stored(data: bytes, execution_id: str, key: str) -> tuple[ExecutionResult, float | None]:
-    """The result (a hit, under `execution_id`) and when it was stored, if it says."""
-    stored = msgpack.unpackb(data, raw=False)
-    at = stored.pop(STORED_AT, None)
-    result = ExecutionResult.model_validate(
-        {**stored, "execution_id": execution_id, "cache_hit": True, "cache_key": key}
-    )
-    return result, at if isinstance(at, int | float) else None

@@ -34,17 +34,9 @@ from dcodex.services.cache.inflight import (
     Lease,
 )
 from dcodex.services.cache.judge import CacheJudge
-from dcodex.services.cache.keys import cache_key
 from dcodex.services.cache.metrics import CacheMetrics
 from dcodex.services.cache.replicas import gather, gather_counts, summed
-from dcodex.services.cache.results import (
-    RESULTS_BUCKET,
-    BucketUnavailable,
-    ResultStore,
-    pack,
-    unpack,
-    unpack_stored,
-)
+from dcodex.services.cache.results import BucketUnavailable, ResultStore
 from dcodex.services.cache.run_ahead import RunAhead, RunAheadGate
 from dcodex.shared import bus
 from dcodex.shared.bus.watch import followed, watched_request
@@ -63,6 +55,7 @@ from dcodex.shared.contract import (
 )
 from dcodex.shared.errors import UNAVAILABLE, DcodexError
 from dcodex.shared.logging import note
+from dcodex.shared.results import RESULTS_BUCKET, pack, request_key, unpack, unpack_stored
 from dcodex.shared.service import micro
 from dcodex.shared.service.config import Settings, check_sizes
 from dcodex.shared.service.events import EventPublisher, replay
@@ -251,36 +244,12 @@ class Cache:
         if settled is None:
             language = info.language(request.language)
             limits = info.limits.defaults.apply(request.limits, info.limits.ceilings)
-            settled = (language, limits, self._key(request, language, limits, tenant))
+            settled = (language, limits, request_key(request, language, limits, tenant))
             if len(fingerprint) <= SETTLED_MAX_CHARS:
                 if len(self._settled_by_request) >= SETTLED_MAX:
                     self._settled_by_request.clear()
                 self._settled_by_request[(tenant, fingerprint)] = settled
         return Prepared(request, checked.execution_id, fingerprint, *settled)
-
-    @staticmethod
-    def _key(
-        request: ExecuteRequest,
-        language: LanguageInfo,
-        limits: EffectiveLimits,
-        tenant: str | None,
-    ) -> str | None:
-        """The request's cache key; None when it is not to be looked up: an interactive
-        run is a conversation, there is nothing to look up or keep."""
-        if not request.cache or request.interactive:
-            return None
-        return cache_key(
-            language.id,
-            language.version,
-            request.code,
-            request.stdin,
-            request.args,
-            limits,
-            std=request.std or language.default_std,
-            optimization=request.optimization or language.default_optimization,
-            # Tenants share no results: a program's output may differ from run to run.
-            tenant=tenant,
-        )
 
     async def _execute(self, ready: Prepared, call: micro.Call) -> ExecutionResult:
         request = ready.request.model_copy(
