@@ -47,7 +47,10 @@ def pair(nats_url: str, tmp_path: Path) -> Iterator[Stack]:
 
 
 async def connect(stack: Stack, timeout: float = 120.0) -> DcodexClient:
-    client = await DcodexClient.connect(stack.services.url, prefix=stack.prefix, timeout=timeout)
+    """A client of `stack` that asks the cache for every hit too (what is tested here)."""
+    client = await DcodexClient.connect(
+        stack.services.url, prefix=stack.prefix, timeout=timeout, direct_hits=False
+    )
     await wait_for_replicas(client, 2)
     return client
 

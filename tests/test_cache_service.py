@@ -206,7 +206,11 @@ def two_replicas(nats_url: str, tmp_path: Path) -> Iterator[Stack]:
 
 async def test_two_replicas_share_the_bucket_and_the_stats(two_replicas: Stack) -> None:
     programs = [{"language": "python", "code": program(str(n))} for n in range(30)]
-    async with await DcodexClient.connect(two_replicas.services.url, prefix="cachepair") as client:
+    # Every hit asked of the cache: what its replicas count is what is tested.
+    connecting = DcodexClient.connect(
+        two_replicas.services.url, prefix="cachepair", direct_hits=False
+    )
+    async with await connecting as client:
         await wait_for_replicas(client, 2)
         first = await asyncio.gather(*(client.execute(p) for p in programs))
         assert not any(r.cache_hit for r in first)

@@ -427,7 +427,8 @@ async def test_no_jetstream_api_or_bucket_subject_for_a_tenant(
     secret = f"cached-{uuid.uuid4().hex}"
     stored = await victim.execute({"language": "python", "code": f"print({secret!r})"})
     key = stored.cache_key
-    assert key is not None
+    assert key is not None and key.startswith(f"{tenant_of(VICTIM)}.")
+    digest = key.split(".", 1)[1]
     for subject in (
         "$JS.API.INFO",
         "$JS.API.STREAM.LIST",
@@ -435,6 +436,12 @@ async def test_no_jetstream_api_or_bucket_subject_for_a_tenant(
         "$JS.API.STREAM.INFO.KV_dcodex-results",
         "$JS.API.STREAM.MSG.GET.KV_dcodex-results",
         f"$JS.API.DIRECT.GET.KV_dcodex-results.$KV.dcodex-results.{key}",
+        # The tenant may read its own keys only: not the digest under another
+        # tenant's token or none, not a wildcard over others'.
+        f"$JS.API.DIRECT.GET.KV_dcodex-results.$KV.dcodex-results.{digest}",
+        f"$JS.API.DIRECT.GET.KV_dcodex-results.$KV.dcodex-results.{tenant_of(VICTIM)}.*",
+        "$JS.API.DIRECT.GET.KV_dcodex-results.$KV.dcodex-results.>",
+        "$JS.API.DIRECT.GET.KV_dcodex-results.$KV.dcodex-results.*.*",
         "$JS.API.DIRECT.GET.KV_dcodex-results",
         "$JS.API.CONSUMER.CREATE.KV_dcodex-results",
         "$JS.API.STREAM.PURGE.KV_dcodex-results",
@@ -455,6 +462,31 @@ async def test_no_jetstream_api_or_bucket_subject_for_a_tenant(
     assert_got_nothing(attacker, secret)
     again = await victim.execute({"language": "python", "code": f"print({secret!r})"})
     assert (again.stdout, again.cache_hit) == (f"{secret}\n", True)
+
+
+async def test_each_tenant_reads_its_own_hits_directly_and_only_those(
+    victim: DcodexClient, attacker_client: DcodexClient
+) -> None:
+    """The shipped permissions let a tenant's client read its own cached results
+    straight from the bucket (docs/cache.md#direct-hits); the same program run by the
+    other tenant is that tenant's own run, never the first one's result."""
+    program = {
+        "language": "python",
+        "code": f"import uuid  # {uuid.uuid4().hex}\nprint(uuid.uuid4())",
+    }
+    mine = await victim.execute(program)
+    assert (await victim.execute(program)).cache_hit  # the cache's: lookups start
+    before = await victim.cache_stats()
+    again = await victim.execute(program)
+    assert (again.cache_hit, again.stdout) == (True, mine.stdout)
+    assert (await victim.cache_stats()).hits == before.hits, "read directly, not by the cache"
+    assert victim.direct_hits is not None and not victim.direct_hits.off
+    theirs = await attacker_client.execute(program)
+    assert (theirs.cache_hit, theirs.stdout != mine.stdout) == (False, True)
+    assert theirs.cache_key != mine.cache_key
+    for _ in range(2):  # the cache's hit, then a direct one
+        assert (await attacker_client.execute(program)).stdout == theirs.stdout
+    assert attacker_client.direct_hits is not None and not attacker_client.direct_hits.off
 
 
 async def reflect(attacker: Attacker, subject: str, reply: str, payload: dict[str, Any]) -> None:

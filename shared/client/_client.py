@@ -34,6 +34,7 @@ from dcodex.shared.bus.discovery import ServiceInstance, discover, gather
 from dcodex.shared.bus.flush import flushed
 from dcodex.shared.bus.retry import retry_unreceived
 from dcodex.shared.bus.watch import watched_request
+from dcodex.shared.client._direct_hits import DirectHits
 from dcodex.shared.client._stream import Event, LiveRun
 from dcodex.shared.codec import JSON, Encoding, decode
 from dcodex.shared.contract import (
@@ -89,11 +90,14 @@ class DcodexClient:
         prefix: str = "dcodex",
         timeout: float = DEFAULT_TIMEOUT_S,
         tenant: str | None = None,
+        direct_hits: bool = True,
     ) -> None:
         self.nc = nc
         self.prefix = prefix
         self.timeout = timeout
         self.tenant = tenant
+        # Hits read from the results bucket without the cache (docs/cache.md#direct-hits).
+        self.direct_hits = DirectHits(nc, prefix, tenant) if direct_hits else None
 
     @classmethod
     async def connect(
@@ -102,13 +106,15 @@ class DcodexClient:
         *,
         prefix: str = "dcodex",
         timeout: float = DEFAULT_TIMEOUT_S,
+        direct_hits: bool = True,
         **options: Any,
     ) -> DcodexClient:
         """Connect to `url` (default: `DCODEX_NATS_URL`, else the local default).
 
         `options` are `ConnectOptions` fields: `user`, `password`, `token`, `nkey`,
         `creds`, `tls_ca`, `tls_cert`, `tls_key`, `tenant`, `connect_timeout_s`; any not given
-        come from their `DCODEX_NATS_*` variables.
+        come from their `DCODEX_NATS_*` variables. `direct_hits=False` sends every
+        `execute` to the cache, even the hits it could read itself (docs/cache.md).
         """
         if isinstance(url, ConnectOptions):
             settings = url
@@ -121,7 +127,7 @@ class DcodexClient:
             if message.startswith("no NATS server"):
                 message += ": start one with `dcodex up`"
             raise DcodexError(UNAVAILABLE, message) from exc
-        return cls(nc, prefix, timeout, settings.tenant)
+        return cls(nc, prefix, timeout, settings.tenant, direct_hits)
 
     async def close(self) -> None:
         if not self.nc.is_closed:
@@ -153,9 +159,19 @@ class DcodexClient:
         is a 503 within seconds. A request nobody received (no responders, as while the
         services restart) is sent again until `timeout`; one that was received is never
         sent twice, so a program never runs twice on the client's account.
+        A hit is read from the results bucket directly when it can be (docs/cache.md).
         """
+        if self.direct_hits is None:
+            reply = await self._ask_execution("execute", request, encoding, request_id)
+            return ExecutionResult.model_validate(reply)
+        request, execution_id = with_execution_id(request)
+        hit = await self.direct_hits.lookup(request, execution_id)
+        if hit is not None:
+            return hit
         reply = await self._ask_execution("execute", request, encoding, request_id)
-        return ExecutionResult.model_validate(reply)
+        result = ExecutionResult.model_validate(reply)
+        self.direct_hits.saw(result)
+        return result
 
     async def run(
         self,
