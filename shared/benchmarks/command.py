@@ -68,6 +68,7 @@ class Report:
     idle_rss: dict[str, int] = field(default_factory=dict)
     rss_after: dict[str, int] = field(default_factory=dict)
     load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    direct_hits: bool = True  # the clients read hits from the bucket themselves
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -79,6 +80,7 @@ class Report:
                 "load_after": self.load_after,
             },
             "stack": self.stack,
+            "direct_hits": self.direct_hits,
             "isolation": self.isolation,
             "workloads": [row.as_dict() for row in self.rows],
             "idle_rss_bytes": self.idle_rss,
@@ -125,6 +127,13 @@ class Report:
     multiple=True,
     help="one more argument for the started services (repeatable)",
 )
+@click.option(
+    "--direct-hits/--no-direct-hits",
+    default=True,
+    show_default=True,
+    help="the clients read hits from the results bucket (as the Python client does), "
+    "or ask the cache for every one",
+)
 @click.option("--only", default=None, help="comma-separated workloads to run (W1,W4,...)")
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
 def workloads(
@@ -137,6 +146,7 @@ def workloads(
     concurrent_runs: int,
     isolation: str,
     service_args: tuple[str, ...],
+    direct_hits: bool,
     only: str | None,
     as_json: bool,
 ) -> None:
@@ -145,7 +155,11 @@ def workloads(
     args = ["--isolation", isolation, *service_args]
     report = asyncio.run(
         _bench(
-            mode, url, args, Counts(runs, hits, concurrent_hits, clients, concurrent_runs), chosen
+            mode,
+            url,
+            args,
+            Plan(runs, hits, concurrent_hits, clients, concurrent_runs, direct_hits),
+            chosen,
         )
     )
     if as_json:
@@ -155,44 +169,48 @@ def workloads(
 
 
 @dataclass(frozen=True)
-class Counts:
+class Plan:
+    """What a run measures: how many of each, and how its clients ask for hits."""
+
     runs: int
     hits: int
     concurrent_hits: int
     clients: int
     concurrent_runs: int
+    direct_hits: bool  # and how every client asks for hits
 
 
 async def _bench(
     mode: StackMode,
     url: str | None,
     service_args: list[str],
-    counts: Counts,
+    plan: Plan,
     chosen: set[str] | None,
 ) -> Report:
     def wanted(key: str) -> bool:
         return chosen is None or key in chosen
 
     async with started_stack(mode, url, service_args) as stack:
-        report = Report(stack.mode, [], os.getloadavg())
+        report = Report(stack.mode, [], os.getloadavg(), direct_hits=plan.direct_hits)
         await asyncio.sleep(1.0)  # let start-up work settle before "idle"
         report.idle_rss = stack.rss_bytes()
         with scratch() as directory:
             floors = Floors(Path(directory))
-            async with await DcodexClient.connect(stack.url) as client:
+            connecting = DcodexClient.connect(stack.url, direct_hits=plan.direct_hits)
+            async with await connecting as client:
                 report.isolation = (await client.languages()).isolation
-                report.rows = await _rows(client, stack.url, floors, counts, wanted)
+                report.rows = await _rows(client, stack.url, floors, plan, wanted)
         report.rss_after = stack.rss_bytes()
         report.load_after = os.getloadavg()
         return report
 
 
 async def _rows(
-    client: DcodexClient, url: str, floors: Floors, counts: Counts, wanted: Any
+    client: DcodexClient, url: str, floors: Floors, plan: Plan, wanted: Any
 ) -> list[Row]:
     # The floors run synchronously between workloads: nothing else is measured meanwhile.
     rows: list[Row] = []
-    n = counts.runs
+    n = plan.runs
     if wanted("W1"):
         name = "W1 Python hello, new code"
         rows.append(Row("W1", *await w.paired(client, name, w.python_hello, floors.python(), n)))
@@ -204,27 +222,27 @@ async def _rows(
         floor = floors.compile_and_run("g++", HELLO_CPP, ".cpp")
         rows.append(Row("W3", *await w.paired(client, name, w.cpp_hello, floor, n)))
     if wanted("W4"):
-        rows.append(Row("W4", *await w.cache_hits(client, url, "W4 cache hit", counts.hits)))
+        rows.append(Row("W4", *await w.cache_hits(client, url, "W4 cache hit", plan.hits)))
         # What a do-nothing NATS service takes for the same messages (a row of its own).
-        rows.append(Row("N", await w.echo_service(client, url, counts.hits), None))
-        many = await w.connect_many(url, counts.clients)
+        rows.append(Row("N", await w.echo_service(client, url, plan.hits), None))
+        many = await w.connect_many(url, plan.clients, plan.direct_hits)
         try:
-            name = f"W4 cache hit, {counts.clients} clients"
-            workload = await w.concurrent(many, name, w.cache_hit, counts.concurrent_hits)
+            name = f"W4 cache hit, {plan.clients} clients"
+            workload = await w.concurrent(many, name, w.cache_hit, plan.concurrent_hits)
         finally:
             await w.close_all(many)
         rows.append(Row("W4c", workload, None))
     if wanted("W5"):
         # Not interleavable: the floor runs just before and just after, and counts once.
         cores = os.cpu_count() or 1
-        before = floors.python_all_cores(counts.concurrent_runs // 2, cores)
-        many = await w.connect_many(url, counts.clients)
+        before = floors.python_all_cores(plan.concurrent_runs // 2, cores)
+        many = await w.connect_many(url, plan.clients, plan.direct_hits)
         try:
-            name = f"W5 Python hello, {counts.clients} clients"
-            workload = await w.concurrent(many, name, w.python_hello, counts.concurrent_runs)
+            name = f"W5 Python hello, {plan.clients} clients"
+            workload = await w.concurrent(many, name, w.python_hello, plan.concurrent_runs)
         finally:
             await w.close_all(many)
-        after = floors.python_all_cores(counts.concurrent_runs // 2, cores)
+        after = floors.python_all_cores(plan.concurrent_runs // 2, cores)
         both = Figures(
             before.name, before.samples_ms + after.samples_ms, before.elapsed_s + after.elapsed_s
         )
@@ -246,6 +264,8 @@ def _print(report: Report) -> None:
         f"load {load} before, {load_after} after"
     )
     console.print(f"sandbox layers: {' '.join(report.isolation)}")
+    asked = "read from the bucket by the clients" if report.direct_hits else "asked of the cache"
+    console.print(f"cache hits: {asked}")
     table = Table(title="end to end through dcodex.execute (ms; ratio: to the floor, same run)")
     for column in (
         "workload",

@@ -168,8 +168,9 @@ async def echo_service(client: DcodexClient, url: str, runs: int) -> Figures:
     return Figures("do-nothing NATS service, a hit's messages", samples, sum(samples) / 1000)
 
 
-async def connect_many(url: str, count: int) -> list[DcodexClient]:
-    return list(await asyncio.gather(*(DcodexClient.connect(url) for _ in range(count))))
+async def connect_many(url: str, count: int, direct_hits: bool = True) -> list[DcodexClient]:
+    connecting = (DcodexClient.connect(url, direct_hits=direct_hits) for _ in range(count))
+    return list(await asyncio.gather(*connecting))
 
 
 async def close_all(clients: list[DcodexClient]) -> None:
