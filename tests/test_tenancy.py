@@ -13,6 +13,7 @@ asserts that the attacker got nothing and that the victim's run ran untouched.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -459,6 +460,20 @@ async def test_no_jetstream_api_or_bucket_subject_for_a_tenant(
         await attacker.nc.request(
             f"$JS.API.DIRECT.GET.KV_dcodex-results.$KV.dcodex-results.{key}", b"", timeout=2
         )
+    # Its own direct-get subject (which it may ask), with a body naming the victim's
+    # result by subject, by sequence or by wildcard: that form takes no body at all.
+    own = f"$JS.API.DIRECT.GET.KV_dcodex-results.$KV.dcodex-results.{tenant_of(ATTACKER)}."
+    bodies: list[dict[str, Any]] = [
+        {"last_by_subj": f"$KV.dcodex-results.{key}"},
+        {"next_by_subj": f"$KV.dcodex-results.{key}", "seq": 1},
+        {"multi_last": ["$KV.dcodex-results.>"], "batch": 1000},
+        *({"seq": seq} for seq in range(1, 60)),
+    ]
+    for body in bodies:
+        for suffix in (digest, "*", ">"):
+            reply = await attacker.nc.request(own + suffix, json.dumps(body).encode(), timeout=2)
+            assert secret.encode() not in reply.data, (body, suffix)
+            assert (reply.headers or {}).get("Status") in ("404", "408"), (body, suffix)
     assert_got_nothing(attacker, secret)
     again = await victim.execute({"language": "python", "code": f"print({secret!r})"})
     assert (again.stdout, again.cache_hit) == (f"{secret}\n", True)
