@@ -15,9 +15,12 @@ command -v musl-gcc >/dev/null || missing+=(musl-tools)
 command -v bwrap >/dev/null || missing+=(bubblewrap)
 # unshare and nsenter: `dcodex chaos disk-full` puts the JetStream store on a tmpfs of its own.
 { command -v unshare >/dev/null && command -v nsenter >/dev/null; } || missing+=(util-linux)
-# Rust: rustup's stable toolchain of the user who runs the services, or the system's
-# (Debian's rustc, which every user sees). The examples judge a Rust solution.
-compgen -G "$HOME/.rustup/toolchains/stable-*/bin/rustc" >/dev/null || [ -x /usr/bin/rustc ] \
+# Rust: the system's (Debian's rustc, which every user sees), or for a plain user its
+# own rustup stable toolchain. Root installs the system's even beside a rustup of its
+# own: root's toolchain is root's alone, and the next user to run DCodeX would find none.
+# The examples judge a Rust solution.
+[ -x /usr/bin/rustc ] \
+  || { [ "$(id -u)" != 0 ] && compgen -G "$HOME/.rustup/toolchains/stable-*/bin/rustc" >/dev/null; } \
   || missing+=(rustc)
 # Go and Java, two of the registry's languages (shared/languages/languages.toml).
 command -v go >/dev/null || missing+=(golang-go)
