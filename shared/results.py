@@ -39,9 +39,8 @@ def cache_key(
     the effective compile options (defaults filled in), so requests that mean the
     same run share one key. A tenant's requests share keys with no other tenant's
     (docs/tenancy.md), and its keys lie under a subject token of its own
-    (`$KV.dcodex-results.<tenant>.<digest>`), which is what lets the NATS server allow
-    a tenant to read its own results and no one else's. Requests on the plain
-    subjects keep the keys they always had.
+    (`$KV.dcodex-results.<tenant>.<digest>`). Requests on the plain subjects keep the
+    keys they always had.
     """
     scope = {} if tenant is None else {"tenant": tenant}
     canonical = json.dumps(

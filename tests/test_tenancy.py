@@ -13,7 +13,6 @@ asserts that the attacker got nothing and that the victim's run ran untouched.
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -437,8 +436,10 @@ async def test_no_jetstream_api_or_bucket_subject_for_a_tenant(
         "$JS.API.STREAM.INFO.KV_dcodex-results",
         "$JS.API.STREAM.MSG.GET.KV_dcodex-results",
         f"$JS.API.DIRECT.GET.KV_dcodex-results.$KV.dcodex-results.{key}",
-        # The tenant may read its own keys only: not the digest under another
-        # tenant's token or none, not a wildcard over others'.
+        # Not even a direct get of its own keys: nats-server would answer it on any
+        # reply subject the tenant names (below).
+        f"$JS.API.DIRECT.GET.KV_dcodex-results.$KV.dcodex-results.{tenant_of(ATTACKER)}.{digest}",
+        f"$JS.API.DIRECT.GET.KV_dcodex-results.$KV.dcodex-results.{tenant_of(ATTACKER)}.*",
         f"$JS.API.DIRECT.GET.KV_dcodex-results.$KV.dcodex-results.{digest}",
         f"$JS.API.DIRECT.GET.KV_dcodex-results.$KV.dcodex-results.{tenant_of(VICTIM)}.*",
         "$JS.API.DIRECT.GET.KV_dcodex-results.$KV.dcodex-results.>",
@@ -460,48 +461,40 @@ async def test_no_jetstream_api_or_bucket_subject_for_a_tenant(
         await attacker.nc.request(
             f"$JS.API.DIRECT.GET.KV_dcodex-results.$KV.dcodex-results.{key}", b"", timeout=2
         )
-    # Its own direct-get subject (which it may ask), with a body naming the victim's
-    # result by subject, by sequence or by wildcard: that form takes no body at all.
+    # Reflection through JetStream itself: a direct get whose reply subject is the
+    # victim's KV entry (its answer would be stored there) or a purge of the bucket (a
+    # 404's empty answer would purge it). The publish is refused, so nothing is sent.
     own = f"$JS.API.DIRECT.GET.KV_dcodex-results.$KV.dcodex-results.{tenant_of(ATTACKER)}."
-    bodies: list[dict[str, Any]] = [
-        {"last_by_subj": f"$KV.dcodex-results.{key}"},
-        {"next_by_subj": f"$KV.dcodex-results.{key}", "seq": 1},
-        {"multi_last": ["$KV.dcodex-results.>"], "batch": 1000},
-        *({"seq": seq} for seq in range(1, 60)),
-    ]
-    for body in bodies:
-        for suffix in (digest, "*", ">"):
-            reply = await attacker.nc.request(own + suffix, json.dumps(body).encode(), timeout=2)
-            assert secret.encode() not in reply.data, (body, suffix)
-            assert (reply.headers or {}).get("Status") in ("404", "408"), (body, suffix)
+    for target in (f"$KV.dcodex-results.{key}", "$JS.API.STREAM.PURGE.KV_dcodex-results"):
+        for suffix in (digest, "missing"):
+            await attacker.nc.publish(own + suffix, b"", reply=target)
+    await attacker.nc.flush()
+    assert sum("permissions violation" in e for e in attacker.errors) >= 4
     assert_got_nothing(attacker, secret)
     again = await victim.execute({"language": "python", "code": f"print({secret!r})"})
     assert (again.stdout, again.cache_hit) == (f"{secret}\n", True)
 
 
-async def test_each_tenant_reads_its_own_hits_directly_and_only_those(
+async def test_a_tenants_client_never_reads_the_bucket_itself(
     victim: DcodexClient, attacker_client: DcodexClient
 ) -> None:
-    """The shipped permissions let a tenant's client read its own cached results
-    straight from the bucket (docs/cache.md#direct-hits); the same program run by the
-    other tenant is that tenant's own run, never the first one's result."""
+    """Direct hits are for the plain subjects only (docs/cache.md#direct-hits): a
+    tenant's client asks the cache for every hit, which the cache counts, and the same
+    program run by the other tenant is that tenant's own run."""
+    assert victim.direct_hits is None and attacker_client.direct_hits is None
     program = {
         "language": "python",
         "code": f"import uuid  # {uuid.uuid4().hex}\nprint(uuid.uuid4())",
     }
     mine = await victim.execute(program)
-    assert (await victim.execute(program)).cache_hit  # the cache's: lookups start
     before = await victim.cache_stats()
-    again = await victim.execute(program)
-    assert (again.cache_hit, again.stdout) == (True, mine.stdout)
-    assert (await victim.cache_stats()).hits == before.hits, "read directly, not by the cache"
-    assert victim.direct_hits is not None and not victim.direct_hits.off
+    for _ in range(3):
+        again = await victim.execute(program)
+        assert (again.cache_hit, again.stdout) == (True, mine.stdout)
+    assert (await victim.cache_stats()).hits == before.hits + 3
     theirs = await attacker_client.execute(program)
     assert (theirs.cache_hit, theirs.stdout != mine.stdout) == (False, True)
     assert theirs.cache_key != mine.cache_key
-    for _ in range(2):  # the cache's hit, then a direct one
-        assert (await attacker_client.execute(program)).stdout == theirs.stdout
-    assert attacker_client.direct_hits is not None and not attacker_client.direct_hits.off
 
 
 async def reflect(attacker: Attacker, subject: str, reply: str, payload: dict[str, Any]) -> None:

@@ -96,8 +96,9 @@ class DcodexClient:
         self.prefix = prefix
         self.timeout = timeout
         self.tenant = tenant
-        # Hits read from the results bucket without the cache (docs/cache.md#direct-hits).
-        self.direct_hits = DirectHits(nc, prefix, tenant) if direct_hits else None
+        # Hits read from the results bucket without the cache (docs/cache.md#direct-hits);
+        # never for a tenant, whose login may not touch JetStream (docs/tenancy.md).
+        self.direct_hits = DirectHits(nc, prefix) if direct_hits and tenant is None else None
 
     @classmethod
     async def connect(
@@ -114,7 +115,8 @@ class DcodexClient:
         `options` are `ConnectOptions` fields: `user`, `password`, `token`, `nkey`,
         `creds`, `tls_ca`, `tls_cert`, `tls_key`, `tenant`, `connect_timeout_s`; any not given
         come from their `DCODEX_NATS_*` variables. `direct_hits=False` sends every
-        `execute` to the cache, even the hits it could read itself (docs/cache.md).
+        `execute` to the cache, even the hits it could read itself (docs/cache.md); a
+        tenant's client always does.
         """
         if isinstance(url, ConnectOptions):
             settings = url

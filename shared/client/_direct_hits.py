@@ -6,6 +6,12 @@ answered by nats-server itself. The client computes the key exactly as the cache
 (`shared/results.py`, from the languages and limits the runners report), asks
 `$JS.API.DIRECT.GET.KV_dcodex-results.$KV.dcodex-results.<key>`, and returns what is
 stored there as the cache would. Anything else, and any doubt, goes to the cache.
+
+Only on the plain subjects (no tenant), where every client is trusted with the bucket
+anyway: a tenant's login may not send JetStream requests at all, not even a direct get
+of its own results, because nats-server answers one on whatever reply subject it
+names, unchecked, which would let a tenant aim the answer at a KV subject or a purge
+(docs/tenancy.md).
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from dcodex.shared.results import RESULTS_STREAM, request_key, stored_subject, u
 # for it says that its requests repeat.
 MISSES_TO_STOP = 8
 # A lookup unanswered this long turns direct hits off for the connection: a login the
-# server does not let read its results (docs/tenancy.md) is refused without an answer.
+# server does not let read the bucket is refused without an answer.
 LOOKUP_TIMEOUT_S = 1.0
 LANGUAGES_REFRESH_S = 30.0  # as the cache's default `--languages-refresh-seconds`
 STORED = "KV-Operation"  # a delete or purge marker says DEL or PURGE here
@@ -41,10 +47,9 @@ log = structlog.get_logger("dcodex.client")
 class DirectHits:
     """One connection's direct lookups: the runners' languages and the miss streak."""
 
-    def __init__(self, nc: NATS, prefix: str, tenant: str | None) -> None:
+    def __init__(self, nc: NATS, prefix: str) -> None:
         self._nc = nc
         self._prefix = prefix
-        self._tenant = tenant
         self._languages: LanguagesReply | None = None
         self._languages_at = float("-inf")
         self._misses = MISSES_TO_STOP
@@ -94,7 +99,7 @@ class DirectHits:
             limits = info.limits.defaults.apply(parsed.limits, info.limits.ceilings)
         except DcodexError:
             return None
-        return request_key(parsed, language, limits, self._tenant)
+        return request_key(parsed, language, limits, None)
 
     async def _info(self) -> LanguagesReply | None:
         """The runners' languages and limits, re-read every `LANGUAGES_REFRESH_S`."""
