@@ -13,7 +13,13 @@ import time
 
 import msgpack
 
-from dcodex.shared.contract import EffectiveLimits, ExecuteRequest, ExecutionResult, LanguageInfo
+from dcodex.shared.contract import (
+    EffectiveLimits,
+    ExecuteRequest,
+    ExecutionResult,
+    LanguageInfo,
+    LanguagesReply,
+)
 
 RESULTS_BUCKET = "dcodex-results"
 RESULTS_STREAM = f"KV_{RESULTS_BUCKET}"  # the stream behind the bucket
@@ -83,6 +89,17 @@ def request_key(
         # Tenants share no results: a program's output may differ from run to run.
         tenant=tenant,
     )
+
+
+def settle_request(
+    request: ExecuteRequest, info: LanguagesReply, tenant: str | None
+) -> tuple[LanguageInfo, EffectiveLimits, str | None]:
+    """`request`'s language, effective limits and key, as the runners' languages and
+    limits (`info`) settle them; a DcodexError (400) for a language they do not serve
+    or limits above their ceilings."""
+    language = info.language(request.language)
+    limits = info.limits.defaults.apply(request.limits, info.limits.ceilings)
+    return language, limits, request_key(request, language, limits, tenant)
 
 
 def stored_subject(key: str) -> str:

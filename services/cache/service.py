@@ -55,7 +55,7 @@ from dcodex.shared.contract import (
 )
 from dcodex.shared.errors import UNAVAILABLE, DcodexError
 from dcodex.shared.logging import note
-from dcodex.shared.results import RESULTS_BUCKET, pack, request_key, unpack, unpack_stored
+from dcodex.shared.results import RESULTS_BUCKET, pack, settle_request, unpack, unpack_stored
 from dcodex.shared.service import micro
 from dcodex.shared.service.config import Settings, check_sizes
 from dcodex.shared.service.events import EventPublisher, replay
@@ -242,9 +242,7 @@ class Cache:
         request, fingerprint = checked.request, checked.fingerprint
         settled = self._settled_by_request.get((tenant, fingerprint))
         if settled is None:
-            language = info.language(request.language)
-            limits = info.limits.defaults.apply(request.limits, info.limits.ceilings)
-            settled = (language, limits, request_key(request, language, limits, tenant))
+            settled = settle_request(request, info, tenant)
             if len(fingerprint) <= SETTLED_MAX_CHARS:
                 if len(self._settled_by_request) >= SETTLED_MAX:
                     self._settled_by_request.clear()

@@ -28,7 +28,7 @@ from dcodex.shared import bus
 from dcodex.shared.codec import MSGPACK
 from dcodex.shared.contract import ExecuteRequest, ExecutionResult, LanguagesReply
 from dcodex.shared.errors import DcodexError
-from dcodex.shared.results import RESULTS_STREAM, request_key, stored_subject, unpack
+from dcodex.shared.results import RESULTS_STREAM, settle_request, stored_subject, unpack
 
 # Direct lookups that found nothing, in a row, after which requests go straight to the
 # cache (new code each call: a lookup would cost each a round trip for nothing) until
@@ -39,7 +39,7 @@ MISSES_TO_STOP = 8
 # server does not let read the bucket is refused without an answer.
 LOOKUP_TIMEOUT_S = 1.0
 LANGUAGES_REFRESH_S = 30.0  # as the cache's default `--languages-refresh-seconds`
-STORED = "KV-Operation"  # a delete or purge marker says DEL or PURGE here
+KV_OPERATION = "KV-Operation"  # a delete or purge marker says DEL or PURGE here
 
 log = structlog.get_logger("dcodex.client")
 
@@ -95,11 +95,9 @@ class DirectHits:
         if info is None:
             return None
         try:
-            language = info.language(parsed.language)
-            limits = info.limits.defaults.apply(parsed.limits, info.limits.ceilings)
+            return settle_request(parsed, info, None)[2]
         except DcodexError:
-            return None
-        return request_key(parsed, language, limits, None)
+            return None  # the cache's 400
 
     async def _info(self) -> LanguagesReply | None:
         """The runners' languages and limits, re-read every `LANGUAGES_REFRESH_S`."""
@@ -134,6 +132,6 @@ class DirectHits:
         except nats.errors.Error:
             return None  # the connection's trouble: the request to the cache reports it
         headers = msg.headers or {}
-        if "Status" in headers or headers.get(STORED) in ("DEL", "PURGE"):
+        if "Status" in headers or headers.get(KV_OPERATION) in ("DEL", "PURGE"):
             return None  # 404: not stored (or expired, or purged)
         return msg.data or None
