@@ -1127,24 +1127,51 @@ int main(int argc, char **argv) {
 static sigjmp_buf back_to_interpreter;
 static struct sigaction interpreter_handlers[NSIG];
 
-/* Close what exec would: every descriptor marked close-on-exec (the reaper's handles
-   on /box and on the host's work directory among them). The zygote's children hold
-   only low-numbered descriptors: it was started with none but its own few. */
-static void close_cloexec_descriptors(void) {
-    for (int fd = 3; fd < 1024; fd++) {
-        int flags = fcntl(fd, F_GETFD);
-        if (flags >= 0 && (flags & FD_CLOEXEC)) close(fd);
+static void close_if_cloexec(int fd) {
+    int flags = fcntl(fd, F_GETFD);
+    if (flags >= 0 && (flags & FD_CLOEXEC)) close(fd);
+}
+
+/* The open descriptors from 3 up, as listed in the run's own /proc (0: complete). */
+static int open_descriptors(int *fds, int capacity, int *count) {
+    DIR *listing = opendir("/proc/self/fd");
+    if (listing == NULL) return -1;
+    int own = dirfd(listing), complete = 0;
+    struct dirent *entry;
+    *count = 0;
+    while (complete == 0 && (entry = readdir(listing)) != NULL) {
+        int fd = atoi(entry->d_name);
+        if (fd < 3 || fd == own) continue;
+        if (*count == capacity) complete = -1;
+        else fds[(*count)++] = fd;
     }
+    closedir(listing);
+    return complete;
+}
+
+/* Close what exec would: every descriptor marked close-on-exec (the reaper's handles
+   on /box and on the host's work directory among them). Those open are listed first:
+   asking each of 1,021 numbers was a tenth of a millisecond of system calls per run,
+   each through the seccomp filter. Without a listing, every number is asked. */
+static void close_cloexec_descriptors(void) {
+    int fds[256], count = 0;
+    if (open_descriptors(fds, 256, &count) == 0) {
+        for (int index = 0; index < count; index++) close_if_cloexec(fds[index]);
+        return;
+    }
+    for (int fd = 3; fd < 1024; fd++) close_if_cloexec(fd);
 }
 
 static void resume_in_interpreter(void) {
     close(exec_error_fd); /* the reaper takes EOF for "started", as after an exec */
     exec_error_fd = -1;
+    /* The uid change made us undumpable; a new program image would be dumpable again.
+       First, so that our own /proc/self/fd is ours to list; nothing of the run but the
+       reaper is alive yet to look at it in the meantime. */
+    prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
     close_cloexec_descriptors();
     for (int signal_number = 1; signal_number < NSIG; signal_number++)
         sigaction(signal_number, &interpreter_handlers[signal_number], NULL);
-    /* The uid change made us undumpable; a new program image would be dumpable again. */
-    prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
     siglongjmp(back_to_interpreter, 1);
 }
 
