@@ -41,7 +41,7 @@ def test_one_process_stack_every_workload_beside_its_floor_as_json() -> None:
     assert report["machine"]["cores"] >= 1 and len(report["machine"]["load_before"]) == 3
     assert {"rlimits", "no_new_privs", "clean_env"} <= set(report["isolation"])
     rows = {row["workload"]: row for row in report["workloads"]}
-    assert set(rows) == {"W1", "W2", "W3", "W4", "W4c", "W5", "W6", "C", "N"}
+    assert set(rows) == {"W1", "W2", "W3", "W4", "W4c", "W5", "W6", "W6b", "C", "N"}
     for key, row in rows.items():
         assert set(row) >= ROW_FIELDS, key
         assert row["count"] >= 2 and row["p50_ms"] > 0 and row["per_second"] > 0, row
@@ -55,6 +55,8 @@ def test_one_process_stack_every_workload_beside_its_floor_as_json() -> None:
     # What any NATS service costs: beside W4, no ratio of its own.
     assert rows["N"]["name"] == "do-nothing NATS service, a hit's messages"
     assert rows["N"]["floor"] is None and rows["N"]["ratio"] is None
+    assert rows["W6b"]["name"] == "W6 back to back, no floor between"
+    assert rows["W6b"]["floor"] is None and rows["W6b"]["ratio"] is None
     # Idle memory of the one process that holds all three services, and of NATS.
     assert set(report["idle_rss_bytes"]) == {"dcodex up (all three)", "nats-server"}
     assert all(size > 0 for size in report["idle_rss_bytes"].values())
@@ -78,6 +80,6 @@ def test_a_stack_given_by_url_is_measured_and_left_running(stack: ServiceProcess
     report = json.loads(done.stdout)
     assert report["stack"] == "given" and report["idle_rss_bytes"] == {}
     rows = {row["workload"]: row for row in report["workloads"]}
-    assert set(rows) == {"W6", "C"}
+    assert set(rows) == {"W6", "W6b", "C"}
     assert rows["W6"]["floor"]["name"] == "plain bwrap, C binary"
     assert all(process.poll() is None for group in stack.processes.values() for process in group)

@@ -250,6 +250,10 @@ async def _rows(
     if wanted("W6"):
         name = "W6 C compiled, new stdin"
         rows.append(Row("W6", *await w.paired(client, name, w.c_new_stdin, floors.bwrap(), n)))
+        # The same requests with nothing between them, as a judge's would come: the
+        # services' work after one reply meets the next request (a row of its own).
+        name = "W6 back to back, no floor between"
+        rows.append(Row("W6b", (await w.paired(client, name, w.c_new_stdin, None, n))[0], None))
         # The floor under bwrap's: the binary alone (a row of its own, no workload).
         rows.append(Row("C", w.timed(floors.binary(), n), None))
     return rows
