@@ -79,7 +79,7 @@ async def warm(
     slots: SlotPool, code: str, stdin: bytes = b"", args: tuple[str, ...] = (), idle_s: float = 0
 ) -> SandboxResult:
     async with slots.acquire() as slot:
-        sandbox = WarmSandbox.start(spec(), slot)
+        sandbox = WarmSandbox(spec(), slot)
         try:
             await asyncio.sleep(idle_s)
             return await sandbox.run(textwrap.dedent(code), args, stdin, None)

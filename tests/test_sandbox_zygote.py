@@ -505,7 +505,7 @@ async def test_a_warm_sandbox_forked_from_the_zygote_answers_as_a_cold_run(
     cold = await run(pool, code, None, stdin=stdin, args=args)
     await ready(keeper)
     async with pool.acquire() as slot:
-        sandbox = WarmSandbox.start(warm_spec(), slot, keeper)
+        sandbox = WarmSandbox(warm_spec(), slot, keeper)
         await asyncio.sleep(0.2)  # it waits for its run, forked already
         assert sandbox.alive
         warm = await sandbox.run(code, args, stdin, None)

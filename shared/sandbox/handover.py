@@ -1,6 +1,6 @@
 """The handover of a deferred sandbox: the program's files and argv, sent on its stdin.
 
-A sandbox started with `deferred=True` (`spawn_sandboxed`) is set up as a cold run's
+A sandbox started with `deferred=True` (`start_sandboxed`) is set up as a cold run's
 (uid, cgroup, rlimits, namespaces, tmpfs root, read-only view, keyrings, no_new_privs,
 seccomp) up to the program's `execv`; there the program process reads this from its
 stdin (`take_handover` in sandbox_exec.c), never a byte further: the run's own stdin

@@ -125,7 +125,7 @@ async def run_sandboxed(
     With `zygote`, a run it serves (in namespaces) is forked from a ready zygote of it
     rather than exec'd; with none ready, or should it fail to fork, it runs cold.
     """
-    started = spawn_sandboxed(
+    started = start_sandboxed(
         argv,
         cwd=cwd,
         limits=limits,
@@ -135,11 +135,11 @@ async def run_sandboxed(
         outputs=outputs,
         address_space=address_space,
         zygote=zygote,
-    ).supervised()
+    )
     return await started.finish(stdin, on_output)
 
 
-def spawn_sandboxed(
+def start_sandboxed(
     argv: Sequence[str],
     *,
     cwd: Path,
@@ -152,13 +152,13 @@ def spawn_sandboxed(
     wall_backstop: bool = True,
     deferred: bool = False,
     zygote: ZygoteKeeper | None = None,
-) -> SpawnedSandbox:
+) -> StartedSandbox:
     """Start `argv` as `run_sandboxed` does, without supervising it yet: its stdin,
-    output and wall-clock limit begin with `StartedSandbox.finish` once `supervised`
-    (see `warm.py`). Without `zygote` (whose socket is the loop's), any thread may
-    call it: a warm sandbox is started off the event loop.
+    output and wall-clock limit begin with `StartedSandbox.finish` (see `warm.py`).
     `deferred` (namespaces only): everything is set up but the program, whose files and
-    argv (`argv` is then empty) come first on its stdin (`handover.py`)."""
+    argv (`argv` is then empty) come first on its stdin (`handover.py`).
+    Call from the event loop that will supervise it."""
+    loop = asyncio.get_running_loop()
     slot = slot or Slot(index=0, uid=None, gid=None)
     isolation, cgroup = slot.isolation, slot.cgroup
     if read_only:
@@ -193,23 +193,7 @@ def spawn_sandboxed(
         spawned = _spawn_in_zygote(zygote, options)
     if spawned is None:
         spawned = _spawn(options, cwd, env)
-    return SpawnedSandbox(spawned, limits, isolation, cgroup)
-
-
-@dataclass(frozen=True)
-class SpawnedSandbox:
-    """A started sandbox no event loop watches yet (`spawn_sandboxed`)."""
-
-    spawned: _Spawned
-    limits: EffectiveLimits
-    isolation: Isolation
-    cgroup: SlotCgroupBackend | None
-
-    def supervised(self) -> StartedSandbox:
-        """Watched from now on by the running event loop (call it from that loop)."""
-        loop = asyncio.get_running_loop()
-        supervisor = _Supervisor(loop, self.spawned, self.limits, self.isolation, self.cgroup)
-        return StartedSandbox(supervisor, self.cgroup)
+    return StartedSandbox(_Supervisor(loop, spawned, limits, isolation, cgroup), cgroup)
 
 
 class StartedSandbox:

@@ -45,10 +45,9 @@ from dcodex.shared.sandbox.isolation import Isolation
 from dcodex.shared.sandbox.run import (
     OutputCallback,
     SandboxResult,
-    SpawnedSandbox,
     StartedSandbox,
     program_argv,
-    spawn_sandboxed,
+    start_sandboxed,
 )
 from dcodex.shared.sandbox.slot import Slot
 from dcodex.shared.sandbox.slots import SlotPool
@@ -178,33 +177,36 @@ class WarmSandbox:
     soon as its program has ended: `settle` (its pool's, after the reply) must follow
     before the slot is used again."""
 
-    def __init__(self, spec: WarmSpec, slot: Slot, workdir: Path, started: StartedSandbox) -> None:
+    def __init__(self, spec: WarmSpec, slot: Slot, zygote: ZygoteKeeper | None = None) -> None:
         self.spec = spec
         self.layers = slot.isolation.layers  # what the run is isolated by, for its result
         self.used: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._discarded = False
-        self._workdir = workdir
-        self._started = started
-
-    @classmethod
-    def start(cls, spec: WarmSpec, slot: Slot, zygote: ZygoteKeeper | None = None) -> WarmSandbox:
-        """One started on `slot` now, on this event loop; with `zygote`, forked from a
-        ready zygote rather than started: no interpreter start-up."""
-        workdir, spawned = _spawned(spec, slot, zygote)
-        return cls(spec, slot, workdir, spawned.supervised())
-
-    @classmethod
-    async def start_off_loop(cls, spec: WarmSpec, slot: Slot) -> WarmSandbox:
-        """`start`, its directory, cgroup and helper made in a worker thread: the loop
-        goes on serving in the meantime (a fork and exec, and a few hundred microseconds
-        of files, which on a run's reply path delayed the next request)."""
-        spawning = asyncio.ensure_future(asyncio.to_thread(_spawned, spec, slot, None))
+        # Its files come with the handover into its own tmpfs; a compile's outputs come
+        # back here, and stay off the memory-backed staging root.
+        staged = slot.isolation.namespaces and not spec.outputs
+        self._workdir = owned_directory("dcodex-warm-", staged)
         try:
-            workdir, spawned = await asyncio.shield(spawning)
-        except asyncio.CancelledError:
-            spawning.add_done_callback(_discard_spawned)  # the pool is closing
+            hand_over(self._workdir, slot)
+            self._started: StartedSandbox = start_sandboxed(
+                spec.argv,
+                cwd=self._workdir,
+                limits=spec.limits,
+                env=spec.env,
+                slot=slot,
+                read_only=spec.read_only,
+                # It waits for its run: the helper's own wall clock would end it first.
+                # (Its parent-death signal still ends it with the runner.)
+                wall_backstop=False,
+                deferred=spec.deferred,
+                address_space=spec.address_space,
+                outputs=spec.outputs,
+                # Forked from a ready zygote rather than started: no interpreter start-up.
+                zygote=zygote,
+            )
+        except BaseException:
+            shutil.rmtree(self._workdir, ignore_errors=True)
             raise
-        return cls(spec, slot, workdir, spawned.supervised())
 
     @property
     def alive(self) -> bool:
@@ -286,46 +288,6 @@ class WarmSandbox:
             self.used.set_result(None)
 
 
-def _spawned(
-    spec: WarmSpec, slot: Slot, zygote: ZygoteKeeper | None
-) -> tuple[Path, SpawnedSandbox]:
-    """The sandbox of `spec` started on `slot` (not yet watched), and its directory."""
-    # Its files come with the handover into its own tmpfs; a compile's outputs come
-    # back here, and stay off the memory-backed staging root.
-    staged = slot.isolation.namespaces and not spec.outputs
-    workdir = owned_directory("dcodex-warm-", staged)
-    try:
-        hand_over(workdir, slot)
-        spawned = spawn_sandboxed(
-            spec.argv,
-            cwd=workdir,
-            limits=spec.limits,
-            env=spec.env,
-            slot=slot,
-            read_only=spec.read_only,
-            # It waits for its run: the helper's own wall clock would end it first.
-            # (Its parent-death signal still ends it with the runner.)
-            wall_backstop=False,
-            deferred=spec.deferred,
-            address_space=spec.address_space,
-            outputs=spec.outputs,
-            zygote=zygote,
-        )
-    except BaseException:
-        shutil.rmtree(workdir, ignore_errors=True)
-        raise
-    return workdir, spawned
-
-
-def _discard_spawned(spawning: asyncio.Future[tuple[Path, SpawnedSandbox]]) -> None:
-    """End a sandbox whose start finished after its pool stopped waiting for it."""
-    if spawning.cancelled() or spawning.exception() is not None:
-        return
-    workdir, spawned = spawning.result()
-    spawned.supervised().close()
-    shutil.rmtree(workdir, ignore_errors=True)
-
-
 class WarmPool:
     """`size` warm sandboxes of `spec`, each on a slot of `slots`, kept started, for the
     `languages` (ids) whose runs or compiles that spec fits. `refill_gate`, when given,
@@ -395,7 +357,7 @@ class WarmPool:
                 await self.refill_gate()
             async with self.slots.acquire() as slot:
                 try:
-                    warm = await self._started(slot)
+                    warm = WarmSandbox(self.spec, slot, self.zygote)
                 except (OSError, RuntimeError) as exc:
                     log.warning("warm_sandbox_not_started", error=repr(exc))
                     await asyncio.sleep(RETRY_AFTER_S)
@@ -419,12 +381,6 @@ class WarmPool:
                     with contextlib.suppress(ValueError):
                         self._ready.remove(warm)
                     warm.discard()
-
-    async def _started(self, slot: Slot) -> WarmSandbox:
-        # A zygote's socket is used from the loop alone; its fork is quick anyway.
-        if self.zygote is not None:
-            return WarmSandbox.start(self.spec, slot, self.zygote)
-        return await WarmSandbox.start_off_loop(self.spec, slot)
 
     async def _delay_refill(self) -> None:
         """Up to `refill_delay_s`; over at once when a run has found no sandbox ready."""
