@@ -79,7 +79,7 @@ def dynamic_helper() -> str:
 @functools.cache
 def helper_library() -> str:
     """The same helper as a shared library, for the Python zygote (`zygote.py`), which
-    calls its `dcodex_enter` in a forked interpreter instead of exec'ing the binary.
+    calls its `dcodex_start` to clone each run's reaper instead of exec'ing the binary.
     Only its entry points are visible: the helper's own `main` never binds to the
     interpreter's."""
     flags = ["-shared", "-fPIC", "-fvisibility=hidden"]

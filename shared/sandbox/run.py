@@ -190,7 +190,7 @@ def start_sandboxed(
 
     spawned = None
     if zygote is not None and isolation.namespaces and zygote.serves(program, env):
-        spawned = _spawn_in_zygote(zygote, options)
+        spawned = _spawn_in_zygote(zygote, options, isolation.user_namespace)
     if spawned is None:
         spawned = _spawn(options, cwd, env)
     return StartedSandbox(_Supervisor(loop, spawned, limits, isolation, cgroup), cgroup)
@@ -339,15 +339,18 @@ def program_argv(argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
     return [_executable(argv[0], env), *argv[1:]]
 
 
-def _spawn_in_zygote(keeper: ZygoteKeeper, options: Callable[[int], list[str]]) -> _Spawned | None:
-    """`_spawn`, by a fork of a ready zygote (None: none is, or it failed to fork).
-    The child finds the streams on 0-2, the status on 3 and the options on 4."""
+def _spawn_in_zygote(
+    keeper: ZygoteKeeper, options: Callable[[int], list[str]], user_namespace: bool
+) -> _Spawned | None:
+    """`_spawn`, by a ready zygote (None: none is, or it failed to start the run).
+    Its reaper finds the streams on 0-2, the status on 3 and the options on 4."""
     zygote = keeper.zygote()
     if zygote is None:
         return None
 
     def start(fds: _ChildFds) -> _Helper:
-        return zygote.spawn((fds.stdin, fds.stdout, fds.stderr, fds.status, fds.config))
+        run_fds = (fds.stdin, fds.stdout, fds.stderr, fds.status, fds.config)
+        return zygote.spawn(run_fds, user_namespace)
 
     try:
         spawned = _piped(lambda _fds: options(3), start)
@@ -543,6 +546,10 @@ class _Supervisor:
             return
         if not chunk:
             self._close_status()
+            if self._zygote and self._pgid is not None and not self._ended:
+                # A zygote's reaper killed (with its zygote, say) leaves no one to report
+                # it, as a cold run's helper would: it ended by SIGKILL.
+                self._on_exit(signal.SIGKILL, 0, 0, 0)
             if not self._exited.done():
                 self._exited.set_exception(OSError("the sandbox helper ended without a report"))
             return

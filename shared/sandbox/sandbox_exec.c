@@ -840,41 +840,70 @@ static void guard_run(pid_t target) {
     if (getppid() != supervisor) end_run(0); /* it died before we asked to be told */
 }
 
-static void map_user(pid_t child) {
+/* Map our uid and gid to 0 in `child`'s user namespace; the step that failed, or NULL. */
+static const char *mapped_user(pid_t child) {
     char path[64], line[64];
     snprintf(path, sizeof path, "/proc/%d/setgroups", (int)child);
     write_text(path, "deny");
     snprintf(path, sizeof path, "/proc/%d/uid_map", (int)child);
     snprintf(line, sizeof line, "0 %d 1", (int)getuid());
-    if (write_text(path, line) != 0) {
-        kill(child, SIGKILL);
-        setup_failed("uid_map");
-    }
+    if (write_text(path, line) != 0) return "uid_map";
     snprintf(path, sizeof path, "/proc/%d/gid_map", (int)child);
     snprintf(line, sizeof line, "0 %d 1", (int)getgid());
-    if (write_text(path, line) != 0) {
+    if (write_text(path, line) != 0) return "gid_map";
+    return NULL;
+}
+
+static void map_user(pid_t child) {
+    const char *failed = mapped_user(child);
+    if (failed != NULL) {
+        int error = errno;
         kill(child, SIGKILL);
-        setup_failed("gid_map");
+        errno = error;
+        setup_failed(failed);
     }
+}
+
+/* The namespaces a reaper is cloned into. */
+static int reaper_clone_flags(int userns) {
+    int flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS;
+    return userns ? flags | CLONE_NEWUSER : flags;
+}
+
+/* In a reaper just cloned: die with our parent, and wait for its go (one byte) until it
+   has mapped our uid and reported us. EOF instead means it died first: we end. */
+static void await_go(int go[2]) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL); /* the namespace dies with its parent */
+    close(go[1]);
+    char byte = 0;
+    ssize_t got;
+    do got = read(go[0], &byte, 1);
+    while (got < 0 && errno == EINTR);
+    close(go[0]);
+    if (got != 1) _exit(0);
+}
+
+static void give_go(int go_write) {
+    while (write(go_write, "g", 1) < 0 && errno == EINTR) {}
+    close(go_write);
+}
+
+static void enter_run_cgroups(void) {
+    if (join_cgroups() != 0) setup_failed("cgroup");
+    /* A cgroup namespace rooted at the run's cgroups: /proc shows no host paths. */
+    if (unshare(CLONE_NEWCGROUP) != 0) setup_failed("cgroup-namespace");
 }
 
 /* Start the reaper in fresh namespaces; it waits on `go` until we have reported. */
 static pid_t start_reaper(void) {
     int go[2];
     if (pipe2(go, O_CLOEXEC) != 0) setup_failed("pipe");
-    int flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS;
-    if (cfg.userns) flags |= CLONE_NEWUSER;
+    int flags = reaper_clone_flags(cfg.userns);
     pid_t child = (pid_t)syscall(SYS_clone, flags | SIGCHLD, NULL, NULL, NULL, NULL);
     if (child < 0) setup_failed("clone");
     if (child == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL); /* the namespace dies with the helper */
-        close(go[1]);
-        char byte;
-        while (read(go[0], &byte, 1) < 0 && errno == EINTR) {}
-        close(go[0]);
-        if (join_cgroups() != 0) setup_failed("cgroup");
-        /* A cgroup namespace rooted at the run's cgroups: /proc shows no host paths. */
-        if (unshare(CLONE_NEWCGROUP) != 0) setup_failed("cgroup-namespace");
+        await_go(go);
+        enter_run_cgroups();
         run_as_reaper();
     }
     close(go[0]);
@@ -883,7 +912,7 @@ static pid_t start_reaper(void) {
     char line[64];
     snprintf(line, sizeof line, "pid %d\n", (int)child);
     report(line);
-    close(go[1]); /* EOF: go on */
+    give_go(go[1]);
     return child;
 }
 
@@ -1110,15 +1139,22 @@ int main(int argc, char **argv) {
 /* --- the zygote's entry (built as a shared library too, see zygote.py) ---------------- */
 
 /*
- * A pre-initialised interpreter (the zygote) forks a child per run, which calls
- * dcodex_enter with the run's options on a file descriptor, exactly as the helper's
- * main gets them. Everything main does happens, by main itself: the child becomes the
- * outer helper, its clone the namespace's reaper, and the reaper's child the program,
- * with every layer (namespaces, new root, cgroups, uid, rlimits, keyrings,
- * no_new_privs, seccomp, RLIMIT_AS). Only the last step differs: the program does not
- * exec a new interpreter but returns from dcodex_enter into the one it was forked from,
- * after doing what exec would (close-on-exec descriptors closed, signal handlers as the
- * interpreter had them, dumpable again). Every other process of the chain _exits here.
+ * A pre-initialised interpreter (the zygote) starts each run by calling dcodex_start
+ * with the run's descriptors (stdin, stdout, stderr, status, options). It clones the
+ * run's reaper straight into fresh namespaces, as a cold run's outer helper does, maps
+ * its uid and reports its pid; the zygote itself never reads the options. The reaper
+ * takes the run's descriptors onto 0-4 and nothing else of the zygote's, reads the
+ * options and goes on exactly as a cold run's reaper (new root, cgroups, the program's
+ * fork with every layer: uid, rlimits, keyrings, no_new_privs, seccomp, RLIMIT_AS).
+ * Only the last step differs: the program does not exec a new interpreter but returns
+ * from dcodex_start into the one it was forked from, after doing what exec would
+ * (close-on-exec descriptors closed, signal handlers as the interpreter had them,
+ * dumpable again). The reaper _exits here.
+ *
+ * Without an outer helper a run costs one copy of the interpreter's address space
+ * fewer. What the outer helper did besides is done by others: the zygote maps the uid
+ * and reports the pid; the reaper arms the wall-clock backstop itself; the reaper dies
+ * with the zygote, which dies with the runner.
  */
 #include <setjmp.h>
 
@@ -1175,24 +1211,101 @@ static void resume_in_interpreter(void) {
     siglongjmp(back_to_interpreter, 1);
 }
 
-/* Returns 0 in the sandboxed program; never returns in any other process. */
-ZYGOTE_API int dcodex_enter(int config_fd) {
+/* The run's descriptors onto 0-4 (through 64-68: they may overlap), and nothing else. */
+static void take_run_descriptors(const int *fds) {
+    for (int index = 0; index < 5; index++)
+        if (dup2(fds[index], 64 + index) < 0) _exit(0);
+    for (int index = 0; index < 5; index++)
+        if (dup2(64 + index, index) < 0) _exit(0);
+#ifdef SYS_close_range
+    if (syscall(SYS_close_range, 5, ~0U, 0) == 0) return;
+#endif
+    for (int fd = 5; fd < 1024; fd++) close(fd);
+}
+
+/* The wall clock's backstop, should the runner not end the run (a cold run's outer
+   helper arms it): everything of the run is killed, and reported as any other end. */
+static void arm_wall_backstop(void) {
+    if (cfg.wall_ms <= 0) return;
+    struct sigaction on_alarm = {.sa_handler = kill_everything};
+    sigemptyset(&on_alarm.sa_mask);
+    sigaction(SIGALRM, &on_alarm, NULL);
+    struct itimerval timer = {.it_value = {.tv_sec = cfg.wall_ms / 1000,
+                                           .tv_usec = (cfg.wall_ms % 1000) * 1000}};
+    setitimer(ITIMER_REAL, &timer, NULL);
+}
+
+/* The reaper of a zygote's run, just cloned: never returns (its program does, from
+   dcodex_start, by resume_in_interpreter). */
+static void become_zygotes_reaper(const int *fds, int go[2], int userns) {
+    await_go(go);
+    take_run_descriptors(fds);
+    clock_gettime(CLOCK_MONOTONIC, &started);
+    if (parse_from_fd(4) != 0 || cfg.status_fd != 3 || !cfg.namespaces || !cfg.workdir ||
+        cfg.userns != userns) {
+        errno = EINVAL;
+        cfg.status_fd = 3;
+        setup_failed("options");
+    }
+    signal(SIGUSR1, SIG_IGN); /* until run_as_reaper acts on it */
+    arm_wall_backstop();
+    enter_run_cgroups();
+    run_as_reaper();
+}
+
+/* Write a whole report to a run's status descriptor (from the zygote). */
+static void report_to(int status_fd, const char *text) {
+    int saved = cfg.status_fd;
+    cfg.status_fd = status_fd;
+    report(text);
+    cfg.status_fd = saved;
+}
+
+/* In the zygote: start the run with these stdin, stdout, stderr, status and options
+   descriptors, with a user namespace or not. Returns the reaper's pid (its "pid" report
+   written), -errno when it could not be started, and 0 in the run's program. */
+ZYGOTE_API int dcodex_start(int stdin_fd, int stdout_fd, int stderr_fd, int status_fd,
+                            int options_fd, int userns) {
+    const int fds[5] = {stdin_fd, stdout_fd, stderr_fd, status_fd, options_fd};
     for (int signal_number = 1; signal_number < NSIG; signal_number++)
         sigaction(signal_number, NULL, &interpreter_handlers[signal_number]);
     if (sigsetjmp(back_to_interpreter, 0) != 0) return 0;
     resume_program = resume_in_interpreter;
-    char fd_text[24];
-    snprintf(fd_text, sizeof fd_text, "%d", config_fd);
-    char *argv[] = {"dcodex-exec", "--config-fd", fd_text, NULL};
-    _exit(main(3, argv));
+    int go[2];
+    if (pipe2(go, O_CLOEXEC) != 0) return -errno;
+    pid_t child = (pid_t)syscall(SYS_clone, reaper_clone_flags(userns) | SIGCHLD, NULL, NULL,
+                                 NULL, NULL);
+    if (child == 0) become_zygotes_reaper(fds, go, userns);
+    int error = errno;
+    close(go[0]);
+    if (child < 0) {
+        close(go[1]);
+        return -error;
+    }
+    if (userns && mapped_user(child) != NULL) { /* the run goes the cold way */
+        error = errno;
+        kill(child, SIGKILL);
+        close(go[1]);
+        while (waitpid(child, NULL, 0) < 0 && errno == EINTR) {}
+        return -error;
+    }
+    setpgid(child, child);
+    char line[64];
+    snprintf(line, sizeof line, "pid %d\n", (int)child);
+    report_to(status_fd, line);
+    give_go(go[1]);
+    return (int)child;
 }
 
 /* In the program: its argv, from the options (the zygote itself never sees a run's
    arguments: what one run sent it, a later one could find in its memory). */
 ZYGOTE_API char **dcodex_program_argv(void) { return cfg.argv; }
 
-/* The zygote itself dies with the runner that started it (0, else -1: it is gone). */
+/* The zygote itself dies with the runner that started it (0, else -1: it is gone). Out
+   of the OOM killer's way where it may be, as a cold run's helper: its reapers are its
+   clones. */
 ZYGOTE_API int dcodex_zygote_init(int runner_pid) {
+    write_text("/proc/self/oom_score_adj", "-1000");
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) return -1;
     compile_filter();
     return getppid() == runner_pid ? 0 : -1;

@@ -3,13 +3,15 @@
 A Python run pays its interpreter's start-up (10-15 ms of CPU) each time, even in a warm
 sandbox (`warm.py` only moves it off the request's path). A zygote pays it once: the
 system interpreter, started with the environment and flags of a sandboxed run, runs
-`zygote_script.py` and waits on a control socket. Per run it forks; the child calls the
-C helper's own setup code as a library (`helper_library`, `dcodex_enter` in
-sandbox_exec.c), so every layer of a cold run is built by the same code, and only the
-sandboxed program returns into the interpreter to run the script as `python3 -u main.py`
-would. The helper's status protocol is unchanged ("pid", "exit", "error"), so
-`run.py` supervises such a run as it does any other; the zygote, not the runner, reaps
-the child, which the runner watches through a pidfd (`ZygoteChild`).
+`zygote_script.py` and waits on a control socket. Per run it calls the C helper's own
+code as a library (`helper_library`, `dcodex_start` in sandbox_exec.c): it clones the
+run's reaper straight into fresh namespaces (a cold run's outer helper, a copy of the
+interpreter made only to clone it, is not needed), and the reaper builds every layer of
+a cold run with the same code; only the sandboxed program returns into the interpreter
+to run the script as `python3 -u main.py` would. The helper's status protocol is
+unchanged ("pid", "exit", "error"), so `run.py` supervises such a run as it does any
+other; the zygote, not the runner, reaps the reaper, which the runner watches through a
+pidfd (`ZygoteChild`).
 
 Every child shares the zygote's hash secret and address-space layout: a zygote is
 replaced after `max_forks` runs or `max_age_s` seconds (docs/security.md).
@@ -53,7 +55,7 @@ class ZygoteUnavailable(Exception):
 
 
 class ZygoteChild:
-    """The helper a zygote forked for one run, as the supervisor sees it (in place of
+    """The reaper a zygote started for one run, as the supervisor sees it (in place of
     the `Popen` of a cold run's helper): alive until its pidfd becomes readable."""
 
     def __init__(self, pidfd: int) -> None:
@@ -134,13 +136,15 @@ class Zygote:
                 self._ready = self._control.recv(16) == b"ready"
         return self._ready and self.alive
 
-    def spawn(self, fds: Sequence[int]) -> ZygoteChild:
-        """Fork a run; `fds` are its stdin, stdout, stderr, status and options
+    def spawn(self, fds: Sequence[int], user_namespace: bool = False) -> ZygoteChild:
+        """Start a run; `fds` are its stdin, stdout, stderr, status and options
         descriptors (the options say `--status-fd 3` and hold the program's argv, read
-        only in the forked child: the zygote never sees what a run is)."""
+        only by the run's reaper: the zygote never sees what a run is), and whether its
+        namespaces include a user namespace (as its options say)."""
+        request = b"run userns" if user_namespace else b"run"
         try:
             self._control.settimeout(SPAWN_TIMEOUT_S)
-            socket.send_fds(self._control, [b"run"], list(fds))
+            socket.send_fds(self._control, [request], list(fds))
             reply, got, _flags, _address = socket.recv_fds(self._control, 256, 1)
         except OSError as exc:
             # Replaced, not killed: the runs it forked before are not its fault.

@@ -4,7 +4,7 @@ Python hello-world runs through `run_sandboxed` on slots with every layer, one a
 another or `--workers` at once, alternating (in blocks) a cold start and a fork of the
 zygote, and prints: the latency of a run (start to result), runs per second, the CPU
 time per run of everything it cost (the supervising process itself, the helper or the
-zygote's fork, the namespace's reaper, the program) and the supervising process's share,
+zygote, the namespace's reaper, the program) and the supervising process's share,
 the CPU time the run's cgroup counted, and its memory peak. With as many workers as
 W5's clients this is W5 without the services: the sandbox's own rate, to set beside
 bare python3's. Printed, never asserted.

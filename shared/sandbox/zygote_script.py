@@ -6,11 +6,13 @@ system interpreter with the environment of a sandboxed Python run; it is never
 imported (see `zygote.py`). Start-up is exactly that of `python3 -u main.py`; it then
 loads the helper library (from a memory file: no host path shows in /proc/self/maps)
 and serves requests on its control socket (SOCK_SEQPACKET): a run's stdin, stdout,
-stderr, status and options descriptors, nothing else of it. Per request
-it forks; the child calls `dcodex_enter` (sandbox_exec.c), which builds the sandbox
-exactly as the helper does for a cold run and returns only in the sandboxed program,
-which then runs the script as `python3 -u main.py` would. The zygote answers with a
-pidfd of the child (the outer helper, whose reports go to the status descriptor).
+stderr, status and options descriptors, nothing else of it ("run", or "run userns"
+for a run with a user namespace). Per request it calls `dcodex_start`
+(sandbox_exec.c), which clones the run's reaper into fresh namespaces; the reaper
+builds the sandbox exactly as a cold run's does, and its program returns from that
+call into this interpreter, which then runs the script as `python3 -u main.py` would.
+The zygote answers with a pidfd of the reaper (whose reports go to the status
+descriptor), and reaps it when it ends.
 
 Only the standard library, and nothing of it left behind for the program: the modules
 imported here are dropped from `sys.modules` before the program runs, and `__main__`
@@ -68,8 +70,8 @@ def _dcodex_zygote() -> _Task | None:
     # PyDLL: the GIL stays held across the call, which forks and returns in the program.
     library = ctypes.PyDLL(f"/proc/self/fd/{library_fd}")
     os.close(library_fd)
-    enter = library.dcodex_enter
-    enter.argtypes = [ctypes.c_int]
+    start = library.dcodex_start
+    start.argtypes = [ctypes.c_int] * 6
     program_argv = library.dcodex_program_argv
     program_argv.restype = ctypes.POINTER(ctypes.c_char_p)
     if library.dcodex_zygote_init(runner_pid) != 0:
@@ -99,21 +101,24 @@ def _dcodex_zygote() -> _Task | None:
             # die with us), then we go.
             stopping = True
             continue
-        if len(fds) != 5:
+        if len(fds) != 5 or message not in (b"run", b"run userns"):
             _close(fds)
-            control.send(b"error descriptors")
+            control.send(b"error request")
             continue
-        pid = os.fork()
+        # The run's reaper, cloned into its namespaces (its pid reported); 0 in the
+        # program, which the reaper forked with every layer on, returning here.
+        pid = start(*fds, message == b"run userns")
         if pid == 0:
-            os.close(control.detach())
-            _take_descriptors(fds)
-            enter(4)  # the options on 4 (status on 3); returns only in the program
+            control.detach()  # the reaper kept only the run's descriptors, on 0-4
             task = _task(program_argv)
             _show_the_programs_command_line(libc, task)
             if task[0] == "code":
                 _unshare_memory()
             return task
         try:
+            if pid < 0:
+                control.send(b"error " + os.strerror(-pid).encode())
+                continue
             pidfd = os.pidfd_open(pid)
             socket.send_fds(control, [b"ok"], [pidfd])
             os.close(pidfd)
@@ -289,18 +294,6 @@ def _reap(*, block: bool) -> None:
             return
         if pid == 0:
             return
-
-
-def _take_descriptors(fds: list[int]) -> None:
-    """stdin, stdout, stderr, status, options onto 0..4 (inheritable, as they would be)."""
-    staged = []
-    for index, fd in enumerate(fds):
-        os.dup2(fd, 64 + index)
-        os.close(fd)
-        staged.append(64 + index)
-    for index, fd in enumerate(staged):
-        os.dup2(fd, index)
-        os.close(fd)
 
 
 def _dcodex_run(mode: str, target: str, args: list[str]) -> None:
