@@ -371,6 +371,58 @@ async def test_a_dead_zygote_is_replaced_and_its_runs_end(
     assert after.stdout == b"forked\n"
 
 
+# A zygote's stand-in: it starts one run through the library as the zygote does, says
+# its reaper's pid and kills itself at once, on one CPU, so that it often dies before its
+# reaper has set its parent-death signal (found in review: such a reaper ran on).
+DYING_ZYGOTE = """
+import ctypes, os, signal, sys
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+start = ctypes.PyDLL(sys.argv[1]).dcodex_start
+start.argtypes = [ctypes.c_int] * 6
+options = os.memfd_create("options")
+os.write(options, b"\\0".join([b"--status-fd", b"3", b"--namespaces", b"--workdir",
+    sys.argv[2].encode(), b"--wall-ms", b"20000", b"--", b"/usr/bin/python3"]) + b"\\0")
+os.lseek(options, 0, 0)
+stdin, _keep = os.pipe()
+output = os.open(sys.argv[3], os.O_WRONLY)
+pid = start(stdin, output, output, output, options, 0)
+if pid == 0:  # the program: it would run on for its 20 s
+    while True:
+        os.write(1, b"alive\\n")
+        signal.sigtimedwait([], 0.05)
+print(pid, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_a_run_ends_with_a_zygote_that_dies_as_it_starts_it(tmp_path: Path) -> None:
+    output = tmp_path / "output"
+    output.touch()
+    for attempt in range(8):
+        workdir = tmp_path / f"box-{attempt}"
+        workdir.mkdir()
+        done = subprocess.run(
+            [PYTHON, "-c", DYING_ZYGOTE, helper_library(), str(workdir), str(output)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.returncode == -signal.SIGKILL, done.stderr
+        reaper = int(done.stdout)
+        deadline = time.monotonic() + 2
+        while running(reaper) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not running(reaper), (attempt, output.read_text()[-200:])
+
+
 async def serving_with_forks_left(keeper: ZygoteKeeper, timeout: float = 10.0) -> int:
     """The pid of the zygote that serves next, once it is one with forks left (an old
     one serves on while its replacement starts)."""

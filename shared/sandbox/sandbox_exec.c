@@ -64,6 +64,7 @@
 #ifndef DCODEX_SECCOMP_BPF
 #include <seccomp.h>
 #endif
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -870,22 +871,54 @@ static int reaper_clone_flags(int userns) {
     return userns ? flags | CLONE_NEWUSER : flags;
 }
 
-/* In a reaper just cloned: die with our parent, and wait for its go (one byte) until it
-   has mapped our uid and reported us. EOF instead means it died first: we end. */
-static void await_go(int go[2]) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL); /* the namespace dies with its parent */
-    close(go[1]);
-    char byte = 0;
-    ssize_t got;
-    do got = read(go[0], &byte, 1);
-    while (got < 0 && errno == EINTR);
-    close(go[0]);
-    if (got != 1) _exit(0);
+/* The handshake between a reaper and the parent that cloned it: a pipe for the go
+   byte, and a pidfd of the parent (-1 where the kernel has none). */
+enum { GO_READ, GO_WRITE, GO_PARENT };
+
+static int open_go(int go[3]) {
+    if (pipe2(go, O_CLOEXEC) != 0) return -1;
+#ifdef SYS_pidfd_open
+    go[GO_PARENT] = (int)syscall(SYS_pidfd_open, getpid(), 0);
+#else
+    go[GO_PARENT] = -1;
+#endif
+    return 0;
 }
 
-static void give_go(int go_write) {
-    while (write(go_write, "g", 1) < 0 && errno == EINTR) {}
-    close(go_write);
+/* In the parent, once the reaper is cloned (or failed to be). */
+static void close_parents_go(int go[3]) {
+    close(go[GO_READ]);
+    if (go[GO_PARENT] >= 0) close(go[GO_PARENT]);
+}
+
+/* In a reaper just cloned: die with our parent, and wait for its go (one byte) until it
+   has mapped our uid and reported us. EOF instead means it died first; so does its
+   pidfd, readable once it has exited: it can have given the go and died before our
+   parent-death signal was set, which would have left us running with no one to end
+   us. A stop asked for meanwhile is kept for when the program starts. */
+static void await_go(int go[3]) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL); /* the namespace dies with its parent */
+    struct sigaction on_usr1 = {.sa_handler = kill_everything};
+    sigemptyset(&on_usr1.sa_mask);
+    sigaction(SIGUSR1, &on_usr1, NULL);
+    close(go[GO_WRITE]);
+    char byte = 0;
+    ssize_t got;
+    do got = read(go[GO_READ], &byte, 1);
+    while (got < 0 && errno == EINTR);
+    close(go[GO_READ]);
+    if (got != 1) _exit(0);
+    if (go[GO_PARENT] >= 0) {
+        struct pollfd parent = {.fd = go[GO_PARENT], .events = POLLIN};
+        int exited = poll(&parent, 1, 0);
+        close(go[GO_PARENT]);
+        if (exited != 0) _exit(0); /* gone, or cannot tell */
+    }
+}
+
+static void give_go(int go[3]) {
+    while (write(go[GO_WRITE], "g", 1) < 0 && errno == EINTR) {}
+    close(go[GO_WRITE]);
 }
 
 static void enter_run_cgroups(void) {
@@ -896,8 +929,8 @@ static void enter_run_cgroups(void) {
 
 /* Start the reaper in fresh namespaces; it waits on `go` until we have reported. */
 static pid_t start_reaper(void) {
-    int go[2];
-    if (pipe2(go, O_CLOEXEC) != 0) setup_failed("pipe");
+    int go[3];
+    if (open_go(go) != 0) setup_failed("pipe");
     int flags = reaper_clone_flags(cfg.userns);
     pid_t child = (pid_t)syscall(SYS_clone, flags | SIGCHLD, NULL, NULL, NULL, NULL);
     if (child < 0) setup_failed("clone");
@@ -906,13 +939,13 @@ static pid_t start_reaper(void) {
         enter_run_cgroups();
         run_as_reaper();
     }
-    close(go[0]);
+    close_parents_go(go);
     if (cfg.userns) map_user(child);
     setpgid(child, child);
     char line[64];
     snprintf(line, sizeof line, "pid %d\n", (int)child);
     report(line);
-    give_go(go[1]);
+    give_go(go);
     return child;
 }
 
@@ -1123,6 +1156,9 @@ int main(int argc, char **argv) {
         return 2;
     }
     signal(SIGUSR1, SIG_IGN); /* only the reaper acts on it */
+    /* A reaper already gone when we give it the go: a failed write, not our death (the
+       program gets every disposition back to the default). */
+    signal(SIGPIPE, SIG_IGN);
     struct sigaction on_alarm = {.sa_handler = end_run};
     sigemptyset(&on_alarm.sa_mask);
     sigaction(SIGALRM, &on_alarm, NULL);
@@ -1211,12 +1247,30 @@ static void resume_in_interpreter(void) {
     siglongjmp(back_to_interpreter, 1);
 }
 
-/* The run's descriptors onto 0-4 (through 64-68: they may overlap), and nothing else. */
+/* Write a whole report to a run's status descriptor (from the zygote, or its reaper
+   before the options say where reports go). */
+static void report_to(int status_fd, const char *text) {
+    int saved = cfg.status_fd;
+    cfg.status_fd = status_fd;
+    report(text);
+    cfg.status_fd = saved;
+}
+
+static void descriptors_failed(int status_fd) {
+    char line[64];
+    snprintf(line, sizeof line, "error %d descriptors\n", errno);
+    report_to(status_fd, line);
+    _exit(0);
+}
+
+/* The run's descriptors onto 0-4, and nothing else. Each is first copied above 4, to a
+   number no other holds (F_DUPFD never replaces one): they may be anywhere, 0-4 too. */
 static void take_run_descriptors(const int *fds) {
+    int moved[5];
     for (int index = 0; index < 5; index++)
-        if (dup2(fds[index], 64 + index) < 0) _exit(0);
+        if ((moved[index] = fcntl(fds[index], F_DUPFD, 5)) < 0) descriptors_failed(fds[3]);
     for (int index = 0; index < 5; index++)
-        if (dup2(64 + index, index) < 0) _exit(0);
+        if (dup2(moved[index], index) < 0) descriptors_failed(moved[3]);
 #ifdef SYS_close_range
     if (syscall(SYS_close_range, 5, ~0U, 0) == 0) return;
 #endif
@@ -1237,7 +1291,7 @@ static void arm_wall_backstop(void) {
 
 /* The reaper of a zygote's run, just cloned: never returns (its program does, from
    dcodex_start, by resume_in_interpreter). */
-static void become_zygotes_reaper(const int *fds, int go[2], int userns) {
+static void become_zygotes_reaper(const int *fds, int go[3], int userns) {
     await_go(go);
     take_run_descriptors(fds);
     clock_gettime(CLOCK_MONOTONIC, &started);
@@ -1247,19 +1301,13 @@ static void become_zygotes_reaper(const int *fds, int go[2], int userns) {
         cfg.status_fd = 3;
         setup_failed("options");
     }
-    signal(SIGUSR1, SIG_IGN); /* until run_as_reaper acts on it */
     arm_wall_backstop();
     enter_run_cgroups();
     run_as_reaper();
 }
 
-/* Write a whole report to a run's status descriptor (from the zygote). */
-static void report_to(int status_fd, const char *text) {
-    int saved = cfg.status_fd;
-    cfg.status_fd = status_fd;
-    report(text);
-    cfg.status_fd = saved;
-}
+/* What dcodex_start returns for a run it could not start: never 0 (the program's). */
+static int failure(int error) { return -(error > 0 ? error : EIO); }
 
 /* In the zygote: start the run with these stdin, stdout, stderr, status and options
    descriptors, with a user namespace or not. Returns the reaper's pid (its "pid" report
@@ -1271,29 +1319,29 @@ ZYGOTE_API int dcodex_start(int stdin_fd, int stdout_fd, int stderr_fd, int stat
         sigaction(signal_number, NULL, &interpreter_handlers[signal_number]);
     if (sigsetjmp(back_to_interpreter, 0) != 0) return 0;
     resume_program = resume_in_interpreter;
-    int go[2];
-    if (pipe2(go, O_CLOEXEC) != 0) return -errno;
+    int go[3];
+    if (open_go(go) != 0) return failure(errno);
     pid_t child = (pid_t)syscall(SYS_clone, reaper_clone_flags(userns) | SIGCHLD, NULL, NULL,
                                  NULL, NULL);
     if (child == 0) become_zygotes_reaper(fds, go, userns);
     int error = errno;
-    close(go[0]);
+    close_parents_go(go);
     if (child < 0) {
-        close(go[1]);
-        return -error;
+        close(go[GO_WRITE]);
+        return failure(error);
     }
     if (userns && mapped_user(child) != NULL) { /* the run goes the cold way */
         error = errno;
         kill(child, SIGKILL);
-        close(go[1]);
+        close(go[GO_WRITE]);
         while (waitpid(child, NULL, 0) < 0 && errno == EINTR) {}
-        return -error;
+        return failure(error);
     }
     setpgid(child, child);
     char line[64];
     snprintf(line, sizeof line, "pid %d\n", (int)child);
     report_to(status_fd, line);
-    give_go(go[1]);
+    give_go(go);
     return (int)child;
 }
 
