@@ -1189,8 +1189,9 @@ int main(int argc, char **argv) {
  *
  * Without an outer helper a run costs one copy of the interpreter's address space
  * fewer. What the outer helper did besides is done by others: the zygote maps the uid
- * and reports the pid; the reaper arms the wall-clock backstop itself; the reaper dies
- * with the zygote, which dies with the runner.
+ * and reports the pid; the reaper arms the wall-clock backstop itself (ending its
+ * namespace by leaving, as the outer helper's SIGKILL did); the reaper dies with the
+ * zygote, which dies with the runner.
  */
 #include <setjmp.h>
 
@@ -1277,11 +1278,20 @@ static void take_run_descriptors(const int *fds) {
     for (int fd = 5; fd < 1024; fd++) close(fd);
 }
 
+/* Pid 1 leaving ends every process of its namespace, whatever their uid (the kernel
+   kills them): no capability needed, where kill(-1) needs CAP_KILL for the program's
+   uid. The runner reports the run as ended by SIGKILL. */
+static void end_namespace(int signal_number) {
+    (void)signal_number;
+    kill(-1, SIGKILL);
+    _exit(0);
+}
+
 /* The wall clock's backstop, should the runner not end the run (a cold run's outer
-   helper arms it): everything of the run is killed, and reported as any other end. */
+   helper arms it, and SIGKILLs its reaper): the namespace ends. */
 static void arm_wall_backstop(void) {
     if (cfg.wall_ms <= 0) return;
-    struct sigaction on_alarm = {.sa_handler = kill_everything};
+    struct sigaction on_alarm = {.sa_handler = end_namespace};
     sigemptyset(&on_alarm.sa_mask);
     sigaction(SIGALRM, &on_alarm, NULL);
     struct itimerval timer = {.it_value = {.tv_sec = cfg.wall_ms / 1000,
