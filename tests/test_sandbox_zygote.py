@@ -30,6 +30,7 @@ from dcodex.shared.sandbox.warm import WarmPool, WarmSandbox
 from dcodex.shared.sandbox.workspace import hand_over, workspace, write_file
 from dcodex.shared.sandbox.zygote import ZygoteKeeper
 from tests.conftest import dcodex_argv, pid_alive
+from tests.test_sandbox import is_alive
 from tests.test_sandbox_security import processes_mentioning
 from tests.test_sandbox_warm import ENDINGS, FINALISATION, LEFT_QUICKLY, PROBE, SHADOWING
 from tests.test_sandbox_warm import spec as warm_spec
@@ -395,14 +396,6 @@ os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
-def running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def test_a_run_ends_with_a_zygote_that_dies_as_it_starts_it(tmp_path: Path) -> None:
     output = tmp_path / "output"
     output.touch()
@@ -418,9 +411,9 @@ def test_a_run_ends_with_a_zygote_that_dies_as_it_starts_it(tmp_path: Path) -> N
         assert done.returncode == -signal.SIGKILL, done.stderr
         reaper = int(done.stdout)
         deadline = time.monotonic() + 2
-        while running(reaper) and time.monotonic() < deadline:
+        while is_alive(reaper) and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert not running(reaper), (attempt, output.read_text()[-200:])
+        assert not is_alive(reaper), (attempt, output.read_text()[-200:])
 
 
 async def serving_with_forks_left(keeper: ZygoteKeeper, timeout: float = 10.0) -> int:

@@ -110,15 +110,24 @@ static struct config cfg = {.status_fd = -1, .cpu_soft = -1, .cpu_hard = -1, .as
                             .output_bytes = 0, .deadline_ms = -1, .wall_ms = -1};
 static struct timespec started; /* CLOCK_MONOTONIC when the helper began */
 
-static void report(const char *text) {
+/* Write a whole report to a status descriptor (a run's, before the options name it). */
+static void report_to(int status_fd, const char *text) {
     size_t left = strlen(text);
     while (left > 0) {
-        ssize_t n = write(cfg.status_fd, text, left);
+        ssize_t n = write(status_fd, text, left);
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) return;
         text += n;
         left -= (size_t)n;
     }
+}
+
+static void report(const char *text) { report_to(cfg.status_fd, text); }
+
+/* SIGALRM once `ms` have passed. */
+static void start_wall_timer(long long ms) {
+    struct itimerval timer = {.it_value = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000}};
+    setitimer(ITIMER_REAL, &timer, NULL);
 }
 
 /* A setup step failed: say which, and end this process. */
@@ -774,9 +783,7 @@ static void forward(int signal_number) {
  * namespace, so its CPU time counts every process and nothing outlives the run.
  */
 static void run_as_reaper(void) {
-    struct sigaction on_usr1 = {.sa_handler = kill_everything};
-    sigemptyset(&on_usr1.sa_mask);
-    sigaction(SIGUSR1, &on_usr1, NULL);
+    /* SIGUSR1 (kill everything) is ours since the go (`await_go`). */
     struct sigaction on_forwarded = {.sa_handler = forward};
     sigemptyset(&on_forwarded.sa_mask);
     sigaction(SIGINT, &on_forwarded, NULL);
@@ -833,11 +840,7 @@ static void end_run(int signal_number) {
 
 static void guard_run(pid_t target) {
     run_target = target;
-    if (cfg.wall_ms > 0) {
-        struct itimerval timer = {.it_value = {.tv_sec = cfg.wall_ms / 1000,
-                                               .tv_usec = (cfg.wall_ms % 1000) * 1000}};
-        setitimer(ITIMER_REAL, &timer, NULL);
-    }
+    if (cfg.wall_ms > 0) start_wall_timer(cfg.wall_ms);
     if (getppid() != supervisor) end_run(0); /* it died before we asked to be told */
 }
 
@@ -1248,15 +1251,6 @@ static void resume_in_interpreter(void) {
     siglongjmp(back_to_interpreter, 1);
 }
 
-/* Write a whole report to a run's status descriptor (from the zygote, or its reaper
-   before the options say where reports go). */
-static void report_to(int status_fd, const char *text) {
-    int saved = cfg.status_fd;
-    cfg.status_fd = status_fd;
-    report(text);
-    cfg.status_fd = saved;
-}
-
 static void descriptors_failed(int status_fd) {
     char line[64];
     snprintf(line, sizeof line, "error %d descriptors\n", errno);
@@ -1294,9 +1288,7 @@ static void arm_wall_backstop(void) {
     struct sigaction on_alarm = {.sa_handler = end_namespace};
     sigemptyset(&on_alarm.sa_mask);
     sigaction(SIGALRM, &on_alarm, NULL);
-    struct itimerval timer = {.it_value = {.tv_sec = cfg.wall_ms / 1000,
-                                           .tv_usec = (cfg.wall_ms % 1000) * 1000}};
-    setitimer(ITIMER_REAL, &timer, NULL);
+    start_wall_timer(cfg.wall_ms);
 }
 
 /* The reaper of a zygote's run, just cloned: never returns (its program does, from
