@@ -8,6 +8,7 @@ zygote run is checked to have been one (`SandboxResult.zygote`)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -24,13 +25,13 @@ from dcodex.shared.contract import EffectiveLimits
 from dcodex.shared.environment import clean_env
 from dcodex.shared.sandbox.helper import helper_library
 from dcodex.shared.sandbox.isolation import SANDBOX_WORKDIR
-from dcodex.shared.sandbox.run import SandboxResult, run_sandboxed
+from dcodex.shared.sandbox.run import LiveInput, SandboxResult, run_sandboxed
 from dcodex.shared.sandbox.slots import SlotPool, open_slot_pool
 from dcodex.shared.sandbox.warm import WarmPool, WarmSandbox
 from dcodex.shared.sandbox.workspace import hand_over, workspace, write_file
 from dcodex.shared.sandbox.zygote import ZygoteKeeper
 from tests.conftest import dcodex_argv, pid_alive
-from tests.test_sandbox import is_alive
+from tests.test_sandbox import gone_soon, is_alive
 from tests.test_sandbox_security import processes_mentioning
 from tests.test_sandbox_warm import ENDINGS, FINALISATION, LEFT_QUICKLY, PROBE, SHADOWING
 from tests.test_sandbox_warm import spec as warm_spec
@@ -591,3 +592,95 @@ def test_the_zygote_benchmark_runs_forked_and_cold_runs_several_at_once() -> Non
     assert "runs/s" in done.stdout and "supervisor ms" in done.stdout
     row = re.compile(r"│\s+1 │\s+(zygote|cold) │")
     assert len([line for line in done.stdout.splitlines() if row.search(line)]) == 2, done.stdout
+
+
+# --- a run's pid, taken by someone else's process before the runner notices its end ----
+
+
+def grandchildren() -> list[int]:
+    """Our children's children: a cold run's reaper (the helper's child), a zygote run's
+    (the zygote's child), or without namespaces the program itself."""
+    ours = str(os.getpid())
+    by_parent: dict[str, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                parent = (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]
+                by_parent.setdefault(parent, []).append(int(entry.name))
+    return [pid for child in by_parent.get(ours, []) for pid in by_parent.get(str(child), [])]
+
+
+def hold_the_loop_until_reaped(pid: int) -> None:
+    """Block (the event loop with us) until `pid` has been reaped: the runner's loop
+    notices nothing meanwhile."""
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{pid}").exists():
+        assert time.monotonic() < deadline, "the run did not end"
+        time.sleep(0.01)
+
+
+def process_with_pid(pid: int) -> subprocess.Popen[bytes]:
+    """A process of ours (`sleep`) that has `pid`, freed a moment ago: the kernel's next pid
+    set just below it (ns_last_pid, root), tried again should another process take it."""
+    for _attempt in range(200):
+        Path("/proc/sys/kernel/ns_last_pid").write_text(str(pid - 1))
+        # Leading a group of its own, as a pid reused as a process group's id would.
+        process = subprocess.Popen(["sleep", "60"], start_new_session=True)
+        if process.pid == pid:
+            return process
+        process.kill()
+        process.wait()
+    raise AssertionError(f"pid {pid} could not be taken")
+
+
+@pytest.mark.parametrize("mode", ["plain", *MODES])
+async def test_the_runners_signals_never_reach_a_process_that_took_the_runs_pid(
+    pool: SlotPool, keeper: ZygoteKeeper, mode: str
+) -> None:
+    """The runner learns that a run ended from a report it reads when its loop gets to
+    it. Meanwhile the run's process may have been reaped and its pid taken by another
+    tenant's process: a stop asked for then (the user's signal, a limit) must reach no
+    one. Here the loop is held while that happens, then the user signals the run."""
+    started = asyncio.Event()
+    live = LiveInput()
+    code = "import time\nprint('started', flush=True)\ntime.sleep(0.2)\n"
+    if mode == "plain":  # no namespaces: the pid is the program's and its group's
+        runs = run_sandboxed([PYTHON, "-c", code], cwd=Path("/"), limits=LIMITS, stdin=live,
+                             on_output=lambda _stream, _data: started.set())  # fmt: skip
+    else:
+        await ready(keeper)
+        runs = run_live(pool, code, mode_keeper(mode, keeper), live, started)
+    running = asyncio.create_task(runs)
+    await asyncio.wait_for(started.wait(), 10)
+    await asyncio.sleep(0.05)  # the "pid" report read
+    (process,) = grandchildren()
+    hold_the_loop_until_reaped(process)
+    other_tenants = process_with_pid(process)
+    try:
+        for signum in (signal.SIGTERM, signal.SIGUSR1, signal.SIGKILL):
+            live.signal(signum)
+        result = await running
+        assert (result.exit_code, result.stdout) == (0, b"started\n")
+        reached = await gone_soon(other_tenants.pid, within_s=0.5)
+        assert not reached, "a signal for the run reached another process"
+        assert (await run(pool, "print('next')", mode_keeper(mode, keeper))).stdout == b"next\n"
+    finally:
+        other_tenants.kill()
+        other_tenants.wait()
+
+
+async def run_live(
+    slots: SlotPool,
+    code: str,
+    zygote: ZygoteKeeper | None,
+    stdin: LiveInput,
+    started: asyncio.Event,
+) -> SandboxResult:
+    """`run`, with live input; `started` set at the first output."""
+    async with slots.acquire() as slot:
+        with workspace(prefix="dcodex-test-") as cwd:
+            write_file(cwd, "main.py", code.encode(), slot, mode=0o400)
+            hand_over(cwd, slot)
+            return await run_sandboxed(RUN, cwd=cwd, limits=LIMITS, stdin=stdin, env=ENV,
+                                       slot=slot, zygote=zygote,
+                                       on_output=lambda _stream, _data: started.set())  # fmt: skip

@@ -41,7 +41,7 @@ from dcodex.shared.sandbox.helper import config_fd, helper_binary, helper_comman
 from dcodex.shared.sandbox.isolation import SANDBOX_WORKDIR, Isolation
 from dcodex.shared.sandbox.slot import Slot
 from dcodex.shared.sandbox.slot_cgroups import SlotCgroupBackend
-from dcodex.shared.sandbox.zygote import ZygoteKeeper, ZygoteUnavailable
+from dcodex.shared.sandbox.zygote import ZygoteChild, ZygoteKeeper, ZygoteUnavailable
 
 log = structlog.get_logger("dcodex.sandbox")
 
@@ -447,8 +447,10 @@ class _Supervisor:
         self._on_output: OutputCallback | None = None
         self._status_fd: int | None = spawned.status_fd
         self._status_text = b""
-        # Once started: the program's pid and process group, or the namespace's pid 1.
+        # Once started: the program's pid and process group, or the namespace's pid 1;
+        # and a pidfd of that process, through which every signal of ours goes.
         self._pgid: int | None = None
+        self._pidfd: int | None = None
         self._stdin_fd: int | None = spawned.stdin_fd
         self._pending_stdin = bytearray()
         self._stdin_ends = True  # close stdin once what is pending is written
@@ -516,6 +518,9 @@ class _Supervisor:
         self._cancel_timers()
         if not self._ended:  # cancelled: note that cancelling also marks `_exited` done
             self._finish_blocking()
+        if self._pidfd is not None:
+            _close_fds([self._pidfd])
+            self._pidfd = None
         self._close_status()
         self._reap_helper()
         for fd in list(self._streams):
@@ -561,7 +566,7 @@ class _Supervisor:
         for line in lines:
             kind, *values = line.decode().split()
             if kind == "pid":
-                self._pgid = int(values[0])
+                self._take_pid(int(values[0]))
                 if self._killed_for is not None:
                     self._kill_group()  # a kill was asked for before the program started
             elif kind == "skipped" and len(values) == 2:
@@ -573,6 +578,16 @@ class _Supervisor:
                 self._ended = True
                 message = f"sandbox setup failed at {step}: {os.strerror(error)}"
                 self._exited.set_exception(OSError(error, message))
+
+    def _take_pid(self, pid: int) -> None:
+        """Hold the run's process by a pidfd. A report is read after the fact: by then
+        the process it names may have ended, been reaped and its pid been taken by
+        someone else's, whom a signal by pid would reach."""
+        self._pgid = pid
+        if isinstance(self._helper, ZygoteChild):
+            self._pidfd = self._helper.pidfd_copy()  # the zygote opened it before reaping
+        elif isinstance(self._helper, subprocess.Popen):
+            self._pidfd = _pidfd_of_child(pid, self._helper.pid)
 
     def _on_exit(self, status: int, utime_us: int, stime_us: int, maxrss_kb: int) -> None:
         self._ended = True
@@ -650,10 +665,12 @@ class _Supervisor:
         if signum == signal.SIGKILL:
             self._kill_group()
             return
-        with contextlib.suppress(ProcessLookupError):
-            if self._namespaces:
-                os.kill(self._pgid, signum)  # the reaper passes it on to the program
-            else:
+        if self._namespaces:
+            self._signal(signum)  # the reaper passes it on to the program's group
+        elif self._signal(0):
+            # The group's leader, alive or not yet reaped, holds the group's id: it is
+            # still the run's (but for the microseconds until the next line).
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self._pgid, signum)
 
     # helpers
@@ -680,13 +697,21 @@ class _Supervisor:
         pid 1 to kill the rest and report their usage; SIGKILL (`hard`) ends it all."""
         if reason is not None and self._killed_for is None:
             self._killed_for = reason
-        if self._ended or self._pgid is None:
-            return  # not started yet, or reaped: the pgid may belong to someone else
-        with contextlib.suppress(ProcessLookupError):
-            if not self._namespaces:
-                os.killpg(self._pgid, signal.SIGKILL)
-            else:
-                os.kill(self._pgid, signal.SIGKILL if hard else signal.SIGUSR1)
+        if self._ended:
+            return  # reaped: its pid may belong to someone else
+        # Without namespaces the program's end is enough: the helper then kills its group.
+        self._signal(signal.SIGUSR1 if self._namespaces and not hard else signal.SIGKILL)
+
+    def _signal(self, signum: int) -> bool:
+        """Send `signum` to the run's process (0: only look); False if it is gone, or
+        not started yet."""
+        if self._pidfd is None:
+            return False
+        try:
+            signal.pidfd_send_signal(self._pidfd, signum)
+        except ProcessLookupError:
+            return False
+        return True
 
     def _reap_helper(self) -> None:
         # The helper exits right after its last report (once the reaper and with it the
@@ -732,6 +757,37 @@ class _Supervisor:
             skipped_outputs=dict(self._skipped),
             zygote=self._zygote,
         )
+
+
+def _pidfd_of_child(pid: int, parent: int) -> int | None:
+    """A pidfd of process `pid` if it is `parent`'s child (running or not yet reaped),
+    else None: the helper's only child is the run's process, whose pid stays its own
+    until the helper reaps it."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+        # Still alive (or a zombie) after /proc was read: /proc showed the process held.
+        alive = _signal_reaches(pidfd)
+        ours = alive and int(stat.rsplit(b")", 1)[1].split()[1]) == parent
+    except (OSError, ValueError, IndexError):
+        ours = False
+    if not ours:
+        os.close(pidfd)
+        return None
+    return pidfd
+
+
+def _signal_reaches(pidfd: int) -> bool:
+    try:
+        signal.pidfd_send_signal(pidfd, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists; not ours to signal (the helper's wall clock ends it)
+    return True
 
 
 def _cpu_seconds(pid: int) -> float:

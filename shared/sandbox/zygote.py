@@ -65,6 +65,10 @@ class ZygoteChild:
     def poll(self) -> int | None:
         return self._wait(0.0)
 
+    def pidfd_copy(self) -> int | None:
+        """A pidfd of the reaper, the caller's to close (None once it has ended)."""
+        return None if self._pidfd is None else os.dup(self._pidfd)
+
     def wait(self) -> int:
         code = self._wait(None)
         assert code is not None
