@@ -25,6 +25,7 @@ from dcodex.shared.contract import EffectiveLimits
 from dcodex.shared.environment import clean_env
 from dcodex.shared.sandbox.helper import helper_library
 from dcodex.shared.sandbox.isolation import SANDBOX_WORKDIR
+from dcodex.shared.sandbox.pidfds import kill_listed
 from dcodex.shared.sandbox.run import LiveInput, SandboxResult, run_sandboxed
 from dcodex.shared.sandbox.slots import SlotPool, open_slot_pool
 from dcodex.shared.sandbox.warm import WarmPool, WarmSandbox
@@ -619,6 +620,10 @@ def hold_the_loop_until_reaped(pid: int) -> None:
         time.sleep(0.01)
 
 
+def sleeper() -> subprocess.Popen[bytes]:
+    return subprocess.Popen(["sleep", "60"])
+
+
 def process_with_pid(pid: int) -> subprocess.Popen[bytes]:
     """A process of ours (`sleep`) that has `pid`, freed a moment ago: the kernel's next pid
     set just below it (ns_last_pid, root), tried again should another process take it."""
@@ -684,3 +689,37 @@ async def run_live(
             return await run_sandboxed(RUN, cwd=cwd, limits=LIMITS, stdin=stdin, env=ENV,
                                        slot=slot, zygote=zygote,
                                        on_output=lambda _stream, _data: started.set())  # fmt: skip
+
+
+async def test_clearing_a_slots_cgroup_kills_no_process_that_took_a_members_pid(
+    pool: SlotPool,
+) -> None:
+    """After each run the runner kills what is left in the slot's cgroup, by its list of
+    members. A member may end, be reaped and its pid be taken by another process between
+    that list and the kill: the other process is spared, a member still there is not."""
+    async with pool.acquire() as slot:
+        assert slot.cgroup is not None
+        leaving, staying = sleeper(), sleeper()
+        for path in slot.cgroup.paths:
+            for member in (leaving, staying):
+                (Path(path) / "cgroup.procs").write_text(str(member.pid))
+        other_tenants: list[subprocess.Popen[bytes]] = []
+
+        def members_then_one_leaves() -> list[int]:
+            listed = slot.cgroup.processes() if slot.cgroup else []
+            if not other_tenants:
+                leaving.kill()
+                leaving.wait()
+                other_tenants.append(process_with_pid(leaving.pid))
+            return listed
+
+        try:
+            listed = kill_listed(members_then_one_leaves)
+            assert sorted(listed) == sorted([leaving.pid, staying.pid])
+            assert await gone_soon(staying.pid), "a member still in the cgroup lives on"
+            reached = await gone_soon(other_tenants[0].pid, within_s=0.5)
+            assert not reached, "the kill reached a process outside the cgroup"
+        finally:
+            for process in (staying, *other_tenants):
+                process.kill()
+                process.wait()

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 from dataclasses import dataclass
 from pathlib import Path
+
+from dcodex.shared.sandbox.pidfds import kill_listed
 
 CONTROLLERS = ("memory", "pids", "cpuacct")
 # Optional: where it is mounted, a run's cores are capped (the CFS bandwidth quota).
@@ -86,11 +87,7 @@ class SlotCgroup:
 
     def kill_all(self) -> list[int]:
         """SIGKILL every process still in the cgroup; the pids that were there."""
-        pids = self.processes()
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        return pids
+        return kill_listed(self.processes)
 
     def prepare(self, memory_bytes: int, processes: int) -> None:
         """Set the limits of the next run and reset the peak and CPU counters."""

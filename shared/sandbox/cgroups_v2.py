@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from dcodex.shared.sandbox.cgroups import field as _field
 from dcodex.shared.sandbox.cgroups import read_int as _read_int
 from dcodex.shared.sandbox.cgroups import read_text as _read_text
 from dcodex.shared.sandbox.cgroups import write_int as _write
+from dcodex.shared.sandbox.pidfds import kill_listed
 
 # The controllers the layers need; `cpu` (the cores cap) is taken when offered.
 REQUIRED = ("memory", "pids")
@@ -96,11 +96,7 @@ class SlotCgroupV2:
 
     def kill_all(self) -> list[int]:
         """SIGKILL every process still in the cgroup; the pids that were there."""
-        pids = self.processes()
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        return pids
+        return kill_listed(self.processes)
 
     def usage(self) -> CgroupUsage:
         """The counters of the run since `prepare` (call once everything has exited)."""

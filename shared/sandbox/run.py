@@ -39,6 +39,7 @@ from dcodex.shared.environment import clean_env
 from dcodex.shared.sandbox.cgroups import CgroupUsage
 from dcodex.shared.sandbox.helper import config_fd, helper_binary, helper_command, helper_options
 from dcodex.shared.sandbox.isolation import SANDBOX_WORKDIR, Isolation
+from dcodex.shared.sandbox.pidfds import pidfd_of_child, send
 from dcodex.shared.sandbox.slot import Slot
 from dcodex.shared.sandbox.slot_cgroups import SlotCgroupBackend
 from dcodex.shared.sandbox.zygote import ZygoteChild, ZygoteKeeper, ZygoteUnavailable
@@ -587,7 +588,7 @@ class _Supervisor:
         if isinstance(self._helper, ZygoteChild):
             self._pidfd = self._helper.pidfd_copy()  # the zygote opened it before reaping
         elif isinstance(self._helper, subprocess.Popen):
-            self._pidfd = _pidfd_of_child(pid, self._helper.pid)
+            self._pidfd = pidfd_of_child(pid, self._helper.pid)
 
     def _on_exit(self, status: int, utime_us: int, stime_us: int, maxrss_kb: int) -> None:
         self._ended = True
@@ -705,13 +706,7 @@ class _Supervisor:
     def _signal(self, signum: int) -> bool:
         """Send `signum` to the run's process (0: only look); False if it is gone, or
         not started yet."""
-        if self._pidfd is None:
-            return False
-        try:
-            signal.pidfd_send_signal(self._pidfd, signum)
-        except ProcessLookupError:
-            return False
-        return True
+        return self._pidfd is not None and send(self._pidfd, signum)
 
     def _reap_helper(self) -> None:
         # The helper exits right after its last report (once the reaper and with it the
@@ -757,37 +752,6 @@ class _Supervisor:
             skipped_outputs=dict(self._skipped),
             zygote=self._zygote,
         )
-
-
-def _pidfd_of_child(pid: int, parent: int) -> int | None:
-    """A pidfd of process `pid` if it is `parent`'s child (running or not yet reaped),
-    else None: the helper's only child is the run's process, whose pid stays its own
-    until the helper reaps it."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except OSError:
-        return None
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-        # Still alive (or a zombie) after /proc was read: /proc showed the process held.
-        alive = _signal_reaches(pidfd)
-        ours = alive and int(stat.rsplit(b")", 1)[1].split()[1]) == parent
-    except (OSError, ValueError, IndexError):
-        ours = False
-    if not ours:
-        os.close(pidfd)
-        return None
-    return pidfd
-
-
-def _signal_reaches(pidfd: int) -> bool:
-    try:
-        signal.pidfd_send_signal(pidfd, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # it exists; not ours to signal (the helper's wall clock ends it)
-    return True
 
 
 def _cpu_seconds(pid: int) -> float:
