@@ -153,11 +153,17 @@ async def _answering(url: str, tenant: str | None = None) -> set[str]:
 
 
 @pytest.fixture(scope="session")
-def nats_url() -> Iterator[str]:
-    server = EmbeddedNats()
-    url = server.start()
-    yield url
+def nats_server() -> Iterator[EmbeddedNats]:
+    """The session's broker, with its monitoring port (what the server itself sees)."""
+    server = EmbeddedNats(extra_args=("-m", "-1"))
+    server.start()
+    yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def nats_url(nats_server: EmbeddedNats) -> str:
+    return nats_server.url
 
 
 @pytest.fixture(scope="session")

@@ -7,8 +7,10 @@ own, with metrics on free ports, so the runs and counts it reads are its own.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +21,8 @@ import pytest
 
 from dcodex.shared.client import DcodexClient, Event, LiveRun
 from dcodex.shared.contract import ExecutionResult, OutputEvent, ResultEvent
+from dcodex.shared.service.nats_server import EmbeddedNats
+from dcodex.shared.subjects import CACHE
 from tests.conftest import metric
 from tests.test_cache_service import Stack, replica_counts, wait_for_replicas
 
@@ -127,7 +131,7 @@ def short_lease_pair(nats_url: str, tmp_path: Path) -> Iterator[Stack]:
 
 
 async def test_followers_adopt_the_run_of_a_leading_replica_that_dies(
-    short_lease_pair: Stack,
+    short_lease_pair: Stack, nats_server: EmbeddedNats
 ) -> None:
     stack = short_lease_pair
     code = f"import time\ntime.sleep(3)\nprint('survived')  # {uuid.uuid4().hex}"
@@ -142,9 +146,13 @@ async def test_followers_adopt_the_run_of_a_leading_replica_that_dies(
 
         caches = stack.services.processes["cache"]
         leader = next(index for index, p in enumerate(caches) if p.pid == leader_pid)
+        replicas = await caches_connected(nats_server)
         os.kill(leader_pid, signal.SIGKILL)
         caches[leader].wait()
         survivor = 1 - leader
+        # Until nats-server has noticed the closed connection it may still hand the dead
+        # leader a request, lost there (a 503 "lost" for that client: not this test's).
+        await until_caches_connected(nats_server, replicas - 1)
         # Only the survivor is left to receive these; the dead leader's lease still stands.
         results = await asyncio.gather(*(client.execute(request) for _ in range(20)))
         for request_sent_to_either in first:
@@ -158,6 +166,25 @@ async def test_followers_adopt_the_run_of_a_leading_replica_that_dies(
     assert metric(port, LEASES, outcome="led") == 1, "then took the lease over"
     assert metric(port, LEASES, outcome="adopted") == 1, "and the dead leader's run with it"
     assert stack.executions() == 1, "the program ran again"
+
+
+async def caches_connected(server: EmbeddedNats) -> int:
+    """Cache replicas connected to `server`, as its monitoring port lists them."""
+
+    def count() -> int:
+        with urllib.request.urlopen(f"{server.monitoring_url}/connz?limit=4096") as reply:
+            connections = json.loads(reply.read())["connections"] or []
+        return sum(1 for connection in connections if connection.get("name") == CACHE_NAME)
+
+    return await asyncio.to_thread(count)
+
+
+async def until_caches_connected(server: EmbeddedNats, replicas: int) -> None:
+    for _ in range(1000):
+        if await caches_connected(server) == replicas:
+            return
+        await asyncio.sleep(0.01)
+    raise TimeoutError(f"nats-server did not come to {replicas} cache connections")
 
 
 async def lease_holder(watcher: Any) -> int:
@@ -182,6 +209,7 @@ async def until_running(stack: Stack) -> None:
 
 
 LEASES = "dcodex_cache_leases_total"
+CACHE_NAME = CACHE.micro_name  # what a replica names its NATS connection
 
 
 def leases(stack: Stack, outcome: str) -> float:
