@@ -33,6 +33,7 @@ from dcodex.shared.sandbox.workspace import hand_over, workspace, write_file
 from dcodex.shared.sandbox.zygote import ZygoteKeeper
 from tests.conftest import dcodex_argv, pid_alive
 from tests.test_sandbox import gone_soon, is_alive
+from tests.test_sandbox_hardening import helpers_of
 from tests.test_sandbox_security import processes_mentioning
 from tests.test_sandbox_warm import ENDINGS, FINALISATION, LEFT_QUICKLY, PROBE, SHADOWING
 from tests.test_sandbox_warm import spec as warm_spec
@@ -598,17 +599,14 @@ def test_the_zygote_benchmark_runs_forked_and_cold_runs_several_at_once() -> Non
 # --- a run's pid, taken by someone else's process before the runner notices its end ----
 
 
-def grandchildren() -> list[int]:
-    """Our children's children: a cold run's reaper (the helper's child), a zygote run's
-    (the zygote's child), or without namespaces the program itself."""
-    ours = str(os.getpid())
-    by_parent: dict[str, list[int]] = {}
+def children_of(parents: list[int]) -> list[int]:
+    """The processes whose parent is one of `parents`."""
+    found = []
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                parent = (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]
-                by_parent.setdefault(parent, []).append(int(entry.name))
-    return [pid for child in by_parent.get(ours, []) for pid in by_parent.get(str(child), [])]
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) in parents:
+                found.append(int(entry.name))
+    return found
 
 
 def hold_the_loop_until_reaped(pid: int) -> None:
@@ -646,6 +644,7 @@ async def test_the_runners_signals_never_reach_a_process_that_took_the_runs_pid(
     it. Meanwhile the run's process may have been reaped and its pid taken by another
     tenant's process: a stop asked for then (the user's signal, a limit) must reach no
     one. Here the loop is held while that happens, then the user signals the run."""
+    zygote_pid = await ready(keeper)
     started = asyncio.Event()
     live = LiveInput()
     code = "import time\nprint('started', flush=True)\ntime.sleep(0.2)\n"
@@ -653,12 +652,14 @@ async def test_the_runners_signals_never_reach_a_process_that_took_the_runs_pid(
         runs = run_sandboxed([PYTHON, "-c", code], cwd=Path("/"), limits=LIMITS, stdin=live,
                              on_output=lambda _stream, _data: started.set())  # fmt: skip
     else:
-        await ready(keeper)
         runs = run_live(pool, code, mode_keeper(mode, keeper), live, started)
     running = asyncio.create_task(runs)
     await asyncio.wait_for(started.wait(), 10)
     await asyncio.sleep(0.05)  # the "pid" report read
-    (process,) = grandchildren()
+    # The helper's child (a cold run's reaper, or without namespaces the program), or
+    # the zygote's (its run's reaper); the session's own services have theirs.
+    parents = [zygote_pid] if mode == "zygote" else helpers_of(os.getpid())
+    (process,) = children_of(parents)
     hold_the_loop_until_reaped(process)
     other_tenants = process_with_pid(process)
     try:
