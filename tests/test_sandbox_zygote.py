@@ -26,7 +26,7 @@ from dcodex.shared.environment import clean_env
 from dcodex.shared.sandbox.helper import helper_library
 from dcodex.shared.sandbox.isolation import SANDBOX_WORKDIR
 from dcodex.shared.sandbox.pidfds import kill_listed
-from dcodex.shared.sandbox.run import LiveInput, SandboxResult, run_sandboxed
+from dcodex.shared.sandbox.run import LiveInput, OutputCallback, SandboxResult, run_sandboxed
 from dcodex.shared.sandbox.slots import SlotPool, open_slot_pool
 from dcodex.shared.sandbox.warm import WarmPool, WarmSandbox
 from dcodex.shared.sandbox.workspace import hand_over, workspace, write_file
@@ -91,10 +91,11 @@ async def run(
     code: str,
     zygote: ZygoteKeeper | None,
     *,
-    stdin: bytes = b"",
+    stdin: bytes | LiveInput = b"",
     args: tuple[str, ...] = (),
     limits: EffectiveLimits = LIMITS,
     run: tuple[str, ...] = RUN,
+    on_output: OutputCallback | None = None,
 ) -> SandboxResult:
     if zygote is not None:
         await ready(zygote)
@@ -103,9 +104,8 @@ async def run(
             write_file(cwd, "main.py", textwrap.dedent(code).encode(), slot, mode=0o400)
             hand_over(cwd, slot)
             argv = [*run, *args]
-            result = await run_sandboxed(
-                argv, cwd=cwd, limits=limits, stdin=stdin, env=ENV, slot=slot, zygote=zygote
-            )
+            result = await run_sandboxed(argv, cwd=cwd, limits=limits, stdin=stdin, env=ENV,
+                                         slot=slot, zygote=zygote, on_output=on_output)  # fmt: skip
     assert result.zygote == (zygote is not None)
     return result
 
@@ -648,11 +648,12 @@ async def test_the_runners_signals_never_reach_a_process_that_took_the_runs_pid(
     started = asyncio.Event()
     live = LiveInput()
     code = "import time\nprint('started', flush=True)\ntime.sleep(0.2)\n"
+    on_output: OutputCallback = lambda _stream, _data: started.set()  # noqa: E731
     if mode == "plain":  # no namespaces: the pid is the program's and its group's
         runs = run_sandboxed([PYTHON, "-c", code], cwd=Path("/"), limits=LIMITS, stdin=live,
-                             on_output=lambda _stream, _data: started.set())  # fmt: skip
+                             on_output=on_output)  # fmt: skip
     else:
-        runs = run_live(pool, code, mode_keeper(mode, keeper), live, started)
+        runs = run(pool, code, mode_keeper(mode, keeper), stdin=live, on_output=on_output)
     running = asyncio.create_task(runs)
     await asyncio.wait_for(started.wait(), 10)
     await asyncio.sleep(0.05)  # the "pid" report read
@@ -673,23 +674,6 @@ async def test_the_runners_signals_never_reach_a_process_that_took_the_runs_pid(
     finally:
         other_tenants.kill()
         other_tenants.wait()
-
-
-async def run_live(
-    slots: SlotPool,
-    code: str,
-    zygote: ZygoteKeeper | None,
-    stdin: LiveInput,
-    started: asyncio.Event,
-) -> SandboxResult:
-    """`run`, with live input; `started` set at the first output."""
-    async with slots.acquire() as slot:
-        with workspace(prefix="dcodex-test-") as cwd:
-            write_file(cwd, "main.py", code.encode(), slot, mode=0o400)
-            hand_over(cwd, slot)
-            return await run_sandboxed(RUN, cwd=cwd, limits=LIMITS, stdin=stdin, env=ENV,
-                                       slot=slot, zygote=zygote,
-                                       on_output=lambda _stream, _data: started.set())  # fmt: skip
 
 
 async def test_clearing_a_slots_cgroup_kills_no_process_that_took_a_members_pid(

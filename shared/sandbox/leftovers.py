@@ -18,6 +18,7 @@ from pathlib import Path
 
 from dcodex.shared.sandbox import cgroups_v2
 from dcodex.shared.sandbox.cgroups import own_cgroup_dirs
+from dcodex.shared.sandbox.proc_stat import stat_fields
 from dcodex.shared.sandbox.workspace import staging_root
 
 # `workspace()` and `slot_cgroup_name()` put the owner's pid here.
@@ -94,7 +95,6 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat_fields(pid)[:1] != ["Z"]
     except OSError:
         return True
-    return stat.rpartition(")")[2].split()[:1] != ["Z"]

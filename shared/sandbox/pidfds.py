@@ -13,7 +13,8 @@ import contextlib
 import os
 import signal
 from collections.abc import Callable
-from pathlib import Path
+
+from dcodex.shared.sandbox.proc_stat import stat_fields
 
 
 def pidfd_of_child(pid: int, parent: int) -> int | None:
@@ -25,9 +26,9 @@ def pidfd_of_child(pid: int, parent: int) -> int | None:
     except OSError:
         return None
     try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
+        parent_shown = int(stat_fields(pid)[1])
         # Still there after /proc was read: what /proc showed is the process held.
-        ours = reaches(pidfd) and int(stat.rsplit(b")", 1)[1].split()[1]) == parent
+        ours = reaches(pidfd) and parent_shown == parent
     except (OSError, ValueError, IndexError):
         ours = False
     if not ours:

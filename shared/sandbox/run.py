@@ -40,6 +40,7 @@ from dcodex.shared.sandbox.cgroups import CgroupUsage
 from dcodex.shared.sandbox.helper import config_fd, helper_binary, helper_command, helper_options
 from dcodex.shared.sandbox.isolation import SANDBOX_WORKDIR, Isolation
 from dcodex.shared.sandbox.pidfds import pidfd_of_child, send
+from dcodex.shared.sandbox.proc_stat import cpu_seconds_with_children
 from dcodex.shared.sandbox.slot import Slot
 from dcodex.shared.sandbox.slot_cgroups import SlotCgroupBackend
 from dcodex.shared.sandbox.zygote import ZygoteChild, ZygoteKeeper, ZygoteUnavailable
@@ -56,7 +57,6 @@ _READ_CHUNK = 64 * 1024
 _DRAIN_GRACE_S = 0.1
 # How often a fractional CPU limit is checked, and the kernel's unit of CPU time.
 _CPU_POLL_S = 0.02
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # How long the processes of a run, once killed, may take to leave its cgroup.
 _EMPTY_TIMEOUT_S = 10.0
 
@@ -757,8 +757,6 @@ class _Supervisor:
 def _cpu_seconds(pid: int) -> float:
     """CPU time of a process and its reaped children, from /proc (0 once it is gone)."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return cpu_seconds_with_children(pid)
     except (OSError, IndexError):
         return 0.0
-    # After the ")" field 3 (state) is at index 0: utime..cstime are fields 14-17.
-    return sum(int(value) for value in fields[11:15]) / _CLOCK_TICKS

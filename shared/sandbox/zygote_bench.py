@@ -27,6 +27,7 @@ from dcodex.shared.contract import EffectiveLimits
 from dcodex.shared.environment import clean_env
 from dcodex.shared.sandbox.helper import prepare_sandbox
 from dcodex.shared.sandbox.isolation import SANDBOX_WORKDIR
+from dcodex.shared.sandbox.proc_stat import cpu_seconds_with_children
 from dcodex.shared.sandbox.run import SandboxResult, run_sandboxed
 from dcodex.shared.sandbox.slots import SlotPool, open_slot_pool
 from dcodex.shared.sandbox.workspace import hand_over, workspace, write_file
@@ -42,7 +43,6 @@ LIMITS = EffectiveLimits(
     file_size_bytes=MiB,
 )
 PYTHON = ("/usr/bin/python3", "-u")
-_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @click.command()
@@ -171,5 +171,4 @@ def _cpu_ms(who: int) -> float:
 
 def _tree_cpu_ms(pid: int) -> float:
     """The zygote and its reaped children (its forks, with their reapers and programs)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(value) for value in fields[11:15]) * 1000 / _TICKS
+    return cpu_seconds_with_children(pid) * 1000
