@@ -3,12 +3,16 @@ what it measured in the shape promised (figures are never asserted: no timing he
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
+import time
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import ServiceProcesses, dcodex_argv
+from dcodex.shared.benchmarks.neighbours import MARK
+from tests.conftest import ServiceProcesses, dcodex_argv, stop_process
 
 pytestmark = pytest.mark.bus
 
@@ -83,3 +87,64 @@ def test_a_stack_given_by_url_is_measured_and_left_running(stack: ServiceProcess
     assert set(rows) == {"W6", "W6b", "C"}
     assert rows["W6"]["floor"]["name"] == "plain bwrap, C binary"
     assert all(process.poll() is None for group in stack.processes.values() for process in group)
+
+
+def neighbours_alive() -> list[int]:
+    """PIDs of busy neighbours (`--busy-neighbours`) running now, anyone's."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if MARK.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+    return found
+
+
+def wait_for_neighbours(bench: subprocess.Popen[str], count: int) -> list[int]:
+    deadline = time.monotonic() + 60
+    while len(found := neighbours_alive()) < count:
+        assert bench.poll() is None, "the benchmark ended before its neighbours showed"
+        assert time.monotonic() < deadline, "no busy neighbours within 60 s"
+        time.sleep(0.05)
+    return found
+
+
+def test_busy_neighbours_load_the_machine_while_it_runs_and_are_stopped_after() -> None:
+    assert neighbours_alive() == []
+    argv = dcodex_argv(
+        "bench", "workloads", *TINY, "--isolation", "best", "--only", "W6",
+        "--busy-neighbours", "2", "--json",
+    )  # fmt: skip
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as run:
+        try:
+            busy = wait_for_neighbours(run, 2)
+            # Each neighbour is a loop that never sleeps: it is on a core, not waiting.
+            time.sleep(0.3)
+            assert all(Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] == "R"
+                       for pid in busy)  # fmt: skip
+            out, err = run.communicate(timeout=300)
+        finally:
+            stop_process(run)
+    assert run.returncode == 0, err
+    report = json.loads(out)
+    assert report["machine"]["busy_neighbours"] == 2
+    assert {row["workload"] for row in report["workloads"]} == {"W6", "W6b", "C"}
+    assert neighbours_alive() == []
+
+
+def test_busy_neighbours_die_with_a_benchmark_killed_outright(stack: ServiceProcesses) -> None:
+    # A stack of the fixture's: killed outright, the benchmark could not stop one of its own.
+    argv = dcodex_argv(
+        "bench", "workloads", *TINY, "--url", stack.url, "--only", "W6", "--busy-neighbours", "1"
+    )
+    with subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as run:
+        try:
+            busy = wait_for_neighbours(run, 1)
+            run.kill()  # no `finally` of its own runs
+            run.wait()
+        finally:
+            stop_process(run)
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in busy) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert neighbours_alive() == []

@@ -24,11 +24,14 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from dcodex.shared.benchmarks import neighbours
 from dcodex.shared.benchmarks import workloads as w
 from dcodex.shared.benchmarks.floors import HELLO_C, HELLO_CPP, Floors, scratch
 from dcodex.shared.benchmarks.stacks import STACK_MODES, StackMode, started_stack
-from dcodex.shared.benchmarks.stats import Figures
+from dcodex.shared.benchmarks.stats import Figures, joined
 from dcodex.shared.client import DcodexClient
+
+W5_BLOCKS = 4  # W5 and its floor alternate this many times (fewer for few runs)
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,7 @@ class Report:
     rss_after: dict[str, int] = field(default_factory=dict)
     load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
     direct_hits: bool = True  # the clients read hits from the bucket themselves
+    busy_neighbours: int = 0  # CPU-bound processes of ours beside it (`neighbours.py`)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -78,6 +82,7 @@ class Report:
                 "kernel": platform.release(),
                 "load_before": self.load_before,
                 "load_after": self.load_after,
+                "busy_neighbours": self.busy_neighbours,
             },
             "stack": self.stack,
             "direct_hits": self.direct_hits,
@@ -113,7 +118,12 @@ class Report:
     help="cache hits in all for W4c (enough for a steady rate, not the first burst's)",
 )
 @click.option("--clients", default=8, show_default=True, help="concurrent clients (W5)")
-@click.option("--concurrent-runs", default=80, show_default=True, help="executions in all for W5")
+@click.option(
+    "--concurrent-runs",
+    default=320,
+    show_default=True,
+    help="executions in all for W5 (and as many of its floor), in up to 4 blocks each",
+)
 @click.option(
     "--isolation",
     default="strict",
@@ -134,6 +144,13 @@ class Report:
     help="the clients read hits from the results bucket (as the Python client does), "
     "or ask the cache for every one",
 )
+@click.option(
+    "--busy-neighbours",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="CPU-bound processes to run beside the benchmark (a busy host, on purpose)",
+)
 @click.option("--only", default=None, help="comma-separated workloads to run (W1,W4,...)")
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
 def workloads(
@@ -147,21 +164,17 @@ def workloads(
     isolation: str,
     service_args: tuple[str, ...],
     direct_hits: bool,
+    busy_neighbours: int,
     only: str | None,
     as_json: bool,
 ) -> None:
     """End-to-end workloads W1-W6 through `dcodex.execute`, each against its floor."""
     chosen = {name.strip().upper() for name in only.split(",")} if only else None
     args = ["--isolation", isolation, *service_args]
-    report = asyncio.run(
-        _bench(
-            mode,
-            url,
-            args,
-            Plan(runs, hits, concurrent_hits, clients, concurrent_runs, direct_hits),
-            chosen,
-        )
-    )
+    plan = Plan(runs, hits, concurrent_hits, clients, concurrent_runs, direct_hits)
+    with neighbours.running(busy_neighbours):
+        report = asyncio.run(_bench(mode, url, args, plan, chosen))
+    report.busy_neighbours = busy_neighbours
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
     else:
@@ -233,20 +246,7 @@ async def _rows(
             await w.close_all(many)
         rows.append(Row("W4c", workload, None))
     if wanted("W5"):
-        # Not interleavable: the floor runs just before and just after, and counts once.
-        cores = os.cpu_count() or 1
-        before = floors.python_all_cores(plan.concurrent_runs // 2, cores)
-        many = await w.connect_many(url, plan.clients, plan.direct_hits)
-        try:
-            name = f"W5 Python hello, {plan.clients} clients"
-            workload = await w.concurrent(many, name, w.python_hello, plan.concurrent_runs)
-        finally:
-            await w.close_all(many)
-        after = floors.python_all_cores(plan.concurrent_runs // 2, cores)
-        both = Figures(
-            before.name, before.samples_ms + after.samples_ms, before.elapsed_s + after.elapsed_s
-        )
-        rows.append(Row("W5", workload, both, compare="throughput"))
+        rows.append(Row("W5", *await _w5(url, floors, plan), compare="throughput"))
     if wanted("W6"):
         name = "W6 C compiled, new stdin"
         rows.append(Row("W6", *await w.paired(client, name, w.c_new_stdin, floors.bwrap(), n)))
@@ -259,6 +259,27 @@ async def _rows(
     return rows
 
 
+async def _w5(url: str, floors: Floors, plan: Plan) -> tuple[Figures, Figures]:
+    """W5 and its floor in alternating blocks (floor, W5, floor, W5, ...), each block of
+    at least 10 runs per client: a run of several workers cannot be interleaved run by
+    run, and blocks share a drifting load between the two where one floor before and
+    one after would not."""
+    cores = os.cpu_count() or 1
+    blocks = max(1, min(W5_BLOCKS, plan.concurrent_runs // (plan.clients * 10)))
+    per_block = max(1, plan.concurrent_runs // blocks)
+    name = f"W5 Python hello, {plan.clients} clients"
+    measured: list[Figures] = []
+    floor: list[Figures] = []
+    many = await w.connect_many(url, plan.clients, plan.direct_hits)
+    try:
+        for _ in range(blocks):
+            floor.append(floors.python_all_cores(per_block, cores))
+            measured.append(await w.concurrent(many, name, w.python_hello, per_block))
+    finally:
+        await w.close_all(many)
+    return joined(name, measured), joined(floor[0].name, floor)
+
+
 def _print(report: Report) -> None:
     console = Console(width=max(Console().width, 150))  # the table is wide; pipes are not
     load = " ".join(f"{value:.2f}" for value in report.load_before)
@@ -266,6 +287,7 @@ def _print(report: Report) -> None:
     console.print(
         f"stack: {report.stack}; {os.cpu_count()} cores; python {platform.python_version()}; "
         f"load {load} before, {load_after} after"
+        + (f"; {report.busy_neighbours} busy neighbours" if report.busy_neighbours else "")
     )
     console.print(f"sandbox layers: {' '.join(report.isolation)}")
     asked = "read from the bucket by the clients" if report.direct_hits else "asked of the cache"

@@ -45,3 +45,9 @@ class Figures:
             "p99_ms": round(self.p99, 3),
             "per_second": round(self.per_second, 1),
         }
+
+
+def joined(name: str, parts: list[Figures]) -> Figures:
+    """Measurements made in several blocks, as one: every sample, the blocks' time."""
+    samples = [sample for part in parts for sample in part.samples_ms]
+    return Figures(name, samples, sum(part.elapsed_s for part in parts))
