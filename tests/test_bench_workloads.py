@@ -8,6 +8,7 @@ import json
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -100,7 +101,7 @@ def neighbours_alive() -> list[int]:
     return found
 
 
-def wait_for_neighbours(bench: subprocess.Popen[str], count: int) -> list[int]:
+def wait_for_neighbours(bench: subprocess.Popen[Any], count: int) -> list[int]:
     deadline = time.monotonic() + 60
     while len(found := neighbours_alive()) < count:
         assert bench.poll() is None, "the benchmark ended before its neighbours showed"
