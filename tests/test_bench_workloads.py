@@ -3,7 +3,6 @@ what it measured in the shape promised (figures are never asserted: no timing he
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
 import time
@@ -13,6 +12,8 @@ from typing import Any
 import pytest
 
 from dcodex.shared.benchmarks.neighbours import MARK
+from dcodex.shared.sandbox.proc_stat import stat_fields
+from dcodex.shared.service.chaos.stack import processes_with
 from tests.conftest import ServiceProcesses, dcodex_argv, stop_process
 
 pytestmark = pytest.mark.bus
@@ -92,13 +93,7 @@ def test_a_stack_given_by_url_is_measured_and_left_running(stack: ServiceProcess
 
 def neighbours_alive() -> list[int]:
     """PIDs of busy neighbours (`--busy-neighbours`) running now, anyone's."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if MARK.encode() in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-    return found
+    return processes_with(MARK)
 
 
 def wait_for_neighbours(bench: subprocess.Popen[Any], count: int) -> list[int]:
@@ -121,8 +116,7 @@ def test_busy_neighbours_load_the_machine_while_it_runs_and_are_stopped_after() 
             busy = wait_for_neighbours(run, 2)
             # Each neighbour is a loop that never sleeps: it is on a core, not waiting.
             time.sleep(0.3)
-            assert all(Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] == "R"
-                       for pid in busy)  # fmt: skip
+            assert all(stat_fields(pid)[0] == "R" for pid in busy)
             out, err = run.communicate(timeout=300)
         finally:
             stop_process(run)

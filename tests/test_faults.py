@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import subprocess
 import time
@@ -28,6 +27,7 @@ from dcodex.shared.contract import ExecutionResult
 from dcodex.shared.errors import UNAVAILABLE, DcodexError
 from dcodex.shared.sandbox.leftovers import find_leftovers
 from dcodex.shared.sandbox.workspace import staging_root
+from dcodex.shared.service.chaos.stack import processes_with
 from dcodex.shared.service.nats_server import EmbeddedNats
 from tests.conftest import SERVICE_NAMES, ServiceProcesses, pid_alive, until
 from tests.deploy_support import NatsServers, tenant_of
@@ -65,21 +65,6 @@ def sleeper(seconds: float, marker: str = "", wall_s: float = 20) -> dict[str, A
         "limits": {"wall_time_s": wall_s},
         "cache": False,
     }
-
-
-def processes_with(marker: str) -> list[int]:
-    """Pids of every process whose command line holds `marker`."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as file:
-                if marker.encode() in file.read():
-                    found.append(int(entry))
-        except OSError:
-            continue
-    return found
 
 
 # ------------------------------------------------------------------ nats-server restart
